@@ -1,0 +1,432 @@
+"""Galaxy Zoo decision trees as data, and what to do with vote counts.
+
+A *schema* lists the questions of a Galaxy Zoo decision tree, their answers, and which
+answer leads to which question. Catalogues hold one vote-count column per answer, named
+``<question>_<answer>`` (for example ``smooth-or-featured-dr5_smooth``). Questions a
+volunteer was never asked hold 0 votes, never NaN: that is how the tree's shape reaches
+the loss (a question with no votes contributes nothing).
+
+Examples
+--------
+>>> from galaxy_helpers.schema import DECALS_DR5
+>>> DECALS_DR5.n_questions, DECALS_DR5.n_answers
+(10, 34)
+>>> [q.name for q in DECALS_DR5.children("smooth-or-featured-dr5", "smooth")]
+['how-rounded-dr5', 'merging-dr5']
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "Question",
+    "UnknownQuestionError",
+    "Schema",
+    "DECALS_DR5",
+    "GZ2",
+    "SCHEMAS",
+    "get_schema",
+    "canonical_columns",
+    "vote_counts",
+    "vote_fractions",
+    "total_votes",
+    "was_asked",
+    "confident_answer",
+]
+
+
+class UnknownQuestionError(KeyError, ValueError):
+    """A question name that the schema does not have (the message suggests close names)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question of a decision tree.
+
+    Parameters
+    ----------
+    name : str
+        Question name as used in column names, e.g. ``"bar-dr5"``.
+    answers : tuple of str
+        Answer names, e.g. ``("strong", "weak", "no")``.
+    requires : tuple of (question, answer) pairs
+        The question is asked when *any* of these answers was given. Empty: always asked.
+    """
+
+    name: str
+    answers: tuple[str, ...]
+    requires: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        """Vote-count column names, ``<question>_<answer>``, in answer order."""
+        return [f"{self.name}_{a}" for a in self.answers]
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A decision tree: questions in an order where every question follows its parents.
+
+    Parameters
+    ----------
+    name : str
+        Short name, e.g. ``"decals_dr5"``.
+    questions : tuple of Question
+        The questions, parents first.
+    suffix : str
+        Release suffix of the question names (``"-dr5"``). Columns without it (the
+        volunteer-release spelling ``smooth-or-featured_smooth``) are accepted as aliases.
+    """
+
+    name: str
+    questions: tuple[Question, ...]
+    suffix: str = ""
+    _by_name: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        by_name = {}
+        for q in self.questions:
+            if q.name in by_name:
+                raise ValueError(f"Schema {self.name!r}: question {q.name!r} appears twice.")
+            for parent, answer in q.requires:
+                if parent not in by_name:
+                    raise ValueError(
+                        f"Schema {self.name!r}: question {q.name!r} requires {parent!r}, which "
+                        "must come earlier in the list of questions."
+                    )
+                if answer not in by_name[parent].answers:
+                    raise ValueError(
+                        f"Schema {self.name!r}: {parent!r} has no answer {answer!r} "
+                        f"(answers: {by_name[parent].answers})."
+                    )
+            by_name[q.name] = q
+        object.__setattr__(self, "_by_name", by_name)
+
+    # --- structure -----------------------------------------------------------------
+    @property
+    def question_names(self) -> list[str]:
+        return [q.name for q in self.questions]
+
+    @property
+    def answer_columns(self) -> list[str]:
+        """All vote-count columns, question by question (the model's output order)."""
+        return [c for q in self.questions for c in q.columns]
+
+    @property
+    def n_questions(self) -> int:
+        return len(self.questions)
+
+    @property
+    def n_answers(self) -> int:
+        return sum(len(q.answers) for q in self.questions)
+
+    @property
+    def answer_slices(self) -> list[tuple[int, int]]:
+        """(start, stop) of each question's answers within :attr:`answer_columns`."""
+        slices, start = [], 0
+        for q in self.questions:
+            slices.append((start, start + len(q.answers)))
+            start += len(q.answers)
+        return slices
+
+    def question(self, name: str) -> Question:
+        """The question called ``name`` (either spelling). Unknown names get suggestions."""
+        key = self._resolve_question_name(name)
+        return self._by_name[key]
+
+    def question_index(self, name: str) -> int:
+        return self.question_names.index(self.question(name).name)
+
+    def children(self, question: str, answer: str) -> list[Question]:
+        """Questions that answering ``question`` with ``answer`` leads to."""
+        q = self.question(question)
+        if answer not in q.answers:
+            raise ValueError(
+                f"Question {q.name!r} has no answer {answer!r}; its answers are {list(q.answers)}."
+            )
+        return [c for c in self.questions if (q.name, answer) in c.requires]
+
+    def _resolve_question_name(self, name: str) -> str:
+        if name in self._by_name:
+            return name
+        if self.suffix and name + self.suffix in self._by_name:
+            return name + self.suffix
+        close = difflib.get_close_matches(name, self.question_names, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise UnknownQuestionError(
+            f"Unknown question {name!r} for schema {self.name!r}.{hint} "
+            f"Questions: {self.question_names}."
+        )
+
+    def column_aliases(self) -> dict[str, str]:
+        """Map every accepted spelling of a column to its canonical name."""
+        aliases = {}
+        for q in self.questions:
+            bare = (
+                q.name[: -len(self.suffix)]
+                if self.suffix and q.name.endswith(self.suffix)
+                else q.name
+            )
+            for a in q.answers:
+                canonical = f"{q.name}_{a}"
+                aliases[canonical] = canonical
+                aliases[f"{bare}_{a}"] = canonical
+        return aliases
+
+
+def _q(name, answers, *requires):
+    return Question(name, tuple(answers), tuple(requires))
+
+
+# Galaxy Zoo DECaLS DR5 (Walmsley et al. 2022, MNRAS 509, 3966); order as in Zoobot.
+DECALS_DR5 = Schema(
+    "decals_dr5",
+    (
+        _q("smooth-or-featured-dr5", ["smooth", "featured-or-disk", "artifact"]),
+        _q("disk-edge-on-dr5", ["yes", "no"], ("smooth-or-featured-dr5", "featured-or-disk")),
+        _q("has-spiral-arms-dr5", ["yes", "no"], ("disk-edge-on-dr5", "no")),
+        _q("bar-dr5", ["strong", "weak", "no"], ("disk-edge-on-dr5", "no")),
+        _q(
+            "bulge-size-dr5",
+            ["dominant", "large", "moderate", "small", "none"],
+            ("disk-edge-on-dr5", "no"),
+        ),
+        _q(
+            "how-rounded-dr5",
+            ["round", "in-between", "cigar-shaped"],
+            ("smooth-or-featured-dr5", "smooth"),
+        ),
+        _q("edge-on-bulge-dr5", ["boxy", "none", "rounded"], ("disk-edge-on-dr5", "yes")),
+        _q("spiral-winding-dr5", ["tight", "medium", "loose"], ("has-spiral-arms-dr5", "yes")),
+        _q(
+            "spiral-arm-count-dr5",
+            ["1", "2", "3", "4", "more-than-4", "cant-tell"],
+            ("has-spiral-arms-dr5", "yes"),
+        ),
+        _q(
+            "merging-dr5",
+            ["none", "minor-disturbance", "major-disturbance", "merger"],
+            ("smooth-or-featured-dr5", "smooth"),
+            ("smooth-or-featured-dr5", "featured-or-disk"),
+        ),
+    ),
+    suffix="-dr5",
+)
+
+# Galaxy Zoo 2 (Willett et al. 2013), for loading GZ2 catalogues.
+GZ2 = Schema(
+    "gz2",
+    (
+        _q("smooth-or-featured-gz2", ["smooth", "featured-or-disk", "artifact"]),
+        _q("disk-edge-on-gz2", ["yes", "no"], ("smooth-or-featured-gz2", "featured-or-disk")),
+        _q("has-spiral-arms-gz2", ["yes", "no"], ("disk-edge-on-gz2", "no")),
+        _q("bar-gz2", ["yes", "no"], ("disk-edge-on-gz2", "no")),
+        _q(
+            "bulge-size-gz2",
+            ["dominant", "obvious", "just-noticeable", "no"],
+            ("disk-edge-on-gz2", "no"),
+        ),
+        _q(
+            "something-odd-gz2",
+            ["yes", "no"],
+            ("smooth-or-featured-gz2", "smooth"),
+            ("smooth-or-featured-gz2", "featured-or-disk"),
+        ),
+        _q(
+            "how-rounded-gz2",
+            ["round", "in-between", "cigar"],
+            ("smooth-or-featured-gz2", "smooth"),
+        ),
+        _q("bulge-shape-gz2", ["round", "boxy", "no-bulge"], ("disk-edge-on-gz2", "yes")),
+        _q("spiral-winding-gz2", ["tight", "medium", "loose"], ("has-spiral-arms-gz2", "yes")),
+        _q(
+            "spiral-arm-count-gz2",
+            ["1", "2", "3", "4", "more-than-4", "cant-tell"],
+            ("has-spiral-arms-gz2", "yes"),
+        ),
+    ),
+    suffix="-gz2",
+)
+
+SCHEMAS = {"decals_dr5": DECALS_DR5, "gz2": GZ2}
+
+
+def get_schema(schema: str | Schema) -> Schema:
+    """A schema by name (``"decals_dr5"``, ``"gz2"``) or the schema itself."""
+    if isinstance(schema, Schema):
+        return schema
+    key = str(schema).lower().replace("-", "_")
+    if key in ("dr5", "decals", "gz_decals", "gz_decals_dr5"):
+        key = "decals_dr5"
+    if key not in SCHEMAS:
+        raise KeyError(f"Unknown schema {schema!r}. Known schemas: {sorted(SCHEMAS)}.")
+    return SCHEMAS[key]
+
+
+# --- catalogues ------------------------------------------------------------------------
+def canonical_columns(df: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
+    """Rename vote-count columns to the schema's canonical spelling.
+
+    Accepts ``smooth-or-featured-dr5_smooth`` and the volunteer-release spelling
+    ``smooth-or-featured_smooth``. Other columns are left alone. Returns a new frame.
+    Raises ValueError if both spellings of one column are present with different values.
+    """
+    schema = get_schema(schema)
+    aliases = schema.column_aliases()
+    rename = {}
+    for col in df.columns:
+        target = aliases.get(col)
+        if target is not None and target != col:
+            if target in df.columns:
+                if not df[col].equals(df[target]):
+                    raise ValueError(
+                        f"Catalogue has both {col!r} and {target!r} with different values; "
+                        "keep one spelling of each vote column."
+                    )
+                continue
+            rename[col] = target
+    out = df.rename(columns=rename)
+    return out.loc[:, ~out.columns.duplicated()]
+
+
+def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_DR5) -> np.ndarray:
+    """Vote counts as an int64 array ``(N, n_answers)`` in :attr:`Schema.answer_columns` order.
+
+    Parameters
+    ----------
+    data : DataFrame with vote-count columns (either spelling), or an array already in
+        answer order.
+    schema : the decision tree.
+
+    Raises
+    ------
+    ValueError naming the missing columns, or the rows and columns holding NaN, negative or
+    non-integer counts.
+    """
+    schema = get_schema(schema)
+    if isinstance(data, pd.DataFrame):
+        df = canonical_columns(data, schema)
+        missing = [c for c in schema.answer_columns if c not in df.columns]
+        if missing:
+            raise ValueError(
+                f"Catalogue is missing {len(missing)} vote-count column(s) of schema "
+                f"{schema.name!r}: {missing[:6]}{' ...' if len(missing) > 6 else ''}. "
+                "Add them (0 votes where the question was not asked)."
+            )
+        values = (
+            df[schema.answer_columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        )
+        row_ids = df["id_str"].astype(str).to_numpy() if "id_str" in df.columns else None
+        cols = schema.answer_columns
+    else:
+        values = np.asarray(data, dtype=float)
+        if values.ndim != 2 or values.shape[1] != schema.n_answers:
+            raise ValueError(
+                f"Vote counts must have shape (N, {schema.n_answers}) for schema "
+                f"{schema.name!r}; got {values.shape}."
+            )
+        row_ids, cols = None, schema.answer_columns
+    for problem, mask in (
+        ("NaN (use 0 for unasked questions)", np.isnan(values)),
+        ("negative", values < 0),
+        ("not whole numbers", np.abs(values - np.round(values)) > 1e-6),
+    ):
+        if mask.any():
+            rows, colidx = np.nonzero(mask)
+            where = [
+                f"row {r}"
+                + (f" (id_str {row_ids[r]})" if row_ids is not None else "")
+                + f" column {cols[c]!r}"
+                for r, c in zip(rows[:5], colidx[:5], strict=False)
+            ]
+            more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+            raise ValueError(f"Vote counts are {problem}: {'; '.join(where)}{more}.")
+    return np.round(values).astype(np.int64)
+
+
+def total_votes(counts: np.ndarray, schema: str | Schema = DECALS_DR5) -> np.ndarray:
+    """Total votes per question, ``(N, n_questions)``."""
+    schema = get_schema(schema)
+    counts = np.asarray(counts)
+    return np.stack([counts[:, a:b].sum(axis=1) for a, b in schema.answer_slices], axis=1)
+
+
+def vote_fractions(
+    counts: np.ndarray | pd.DataFrame, schema: str | Schema = DECALS_DR5
+) -> np.ndarray:
+    """Fraction of each question's votes that went to each answer, ``(N, n_answers)``.
+
+    A question nobody was asked gets fractions of 0 (not NaN).
+    """
+    schema = get_schema(schema)
+    if isinstance(counts, pd.DataFrame):
+        counts = vote_counts(counts, schema)
+    counts = np.asarray(counts, dtype=float)
+    out = np.zeros_like(counts)
+    for a, b in schema.answer_slices:
+        total = counts[:, a:b].sum(axis=1, keepdims=True)
+        np.divide(counts[:, a:b], total, out=out[:, a:b], where=total > 0)
+    return out
+
+
+def was_asked(
+    counts: np.ndarray, schema: str | Schema = DECALS_DR5, min_votes: int = 1
+) -> np.ndarray:
+    """Boolean ``(N, n_questions)``: did at least ``min_votes`` volunteers answer each question."""
+    return total_votes(counts, schema) >= min_votes
+
+
+def confident_answer(
+    counts: np.ndarray | pd.DataFrame,
+    schema: str | Schema = DECALS_DR5,
+    question: str = "smooth-or-featured-dr5",
+    min_votes: int = 10,
+    min_fraction: float = 0.8,
+) -> np.ndarray:
+    """The volunteers' answer where they agree, ``""`` where they do not.
+
+    Parameters
+    ----------
+    counts : vote counts (array in answer order, or a catalogue).
+    question : question name (either spelling).
+    min_votes : at least this many votes on the question.
+    min_fraction : the leading answer has at least this fraction of them.
+
+    Returns
+    -------
+    Array of answer names (object dtype), ``""`` where not confident.
+    """
+    schema = get_schema(schema)
+    if isinstance(counts, pd.DataFrame):
+        counts = vote_counts(counts, schema)
+    if not 0 < min_fraction <= 1:
+        raise ValueError(f"min_fraction must be in (0, 1]; got {min_fraction}.")
+    q = schema.question(question)
+    a, b = schema.answer_slices[schema.question_index(q.name)]
+    sub = np.asarray(counts, dtype=float)[:, a:b]
+    total = sub.sum(axis=1)
+    best = sub.argmax(axis=1)
+    frac = np.divide(sub.max(axis=1), total, out=np.zeros_like(total), where=total > 0)
+    ok = (total >= min_votes) & (frac >= min_fraction)
+    answers = np.asarray(q.answers, dtype=object)[best]
+    return np.where(ok, answers, "").astype(object)
+
+
+def answers_of(schema: str | Schema, question: str) -> list[str]:
+    """Answer names of a question (either spelling of its name)."""
+    return list(get_schema(schema).question(question).answers)
+
+
+def check_answer_columns(columns: Iterable[str], schema: str | Schema = DECALS_DR5) -> list[str]:
+    """Canonical names of the vote columns present in ``columns`` (either spelling)."""
+    aliases = get_schema(schema).column_aliases()
+    return [aliases[c] for c in columns if c in aliases]
