@@ -1,0 +1,180 @@
+"""Tests for galaxy_helpers.course: cache folder, metrics files, the course runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from galaxy_helpers import course
+
+
+def test_cache_dir_follows_environment(tmp_path, monkeypatch):
+    target = tmp_path / "deep" / "cache"
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(target))
+    assert course.cache_dir() == target
+    assert target.is_dir()
+
+
+def test_cache_dir_default_is_under_home(tmp_path, monkeypatch):
+    monkeypatch.delenv("GALAXY_HELPERS_CACHE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert course.cache_dir() == tmp_path / ".cache" / "galaxy_helpers"
+    assert (tmp_path / ".cache" / "galaxy_helpers").is_dir()
+
+
+def test_device_is_cpu_without_accelerator(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert course.device() == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert course.device() == "cuda"
+
+
+def test_json_safe_converts_numpy_and_non_finite():
+    value = {
+        "a": np.int64(3),
+        "b": np.float32(0.5),
+        "c": np.array([[1, 2]]),
+        "d": np.bool_(True),
+        "e": float("nan"),
+        "f": (1, Path("/x")),
+        4: {"g": np.float64(np.inf)},
+    }
+    out = course.json_safe(value)
+    assert out == {
+        "a": 3,
+        "b": 0.5,
+        "c": [[1, 2]],
+        "d": True,
+        "e": None,
+        "f": [1, "/x"],
+        "4": {"g": None},
+    }
+    json.dumps(out, allow_nan=False)
+    assert type(out["a"]) is int and type(out["d"]) is bool
+
+
+def test_json_safe_rejects_unknown_objects():
+    with pytest.raises(TypeError, match="object"):
+        course.json_safe({"x": object()})
+
+
+def test_write_metrics_adds_runtime_and_is_valid_json(tmp_path, capsys):
+    run = course.start_notebook("01_demo", output_dir=tmp_path / "out")
+    run.started -= 2.0  # pretend the notebook took two seconds
+    path = run.write_metrics({"n_galaxies": np.int64(2000), "headline": {"galaxies": 2000}})
+    assert path == (tmp_path / "out" / "metrics" / "01_demo.json").resolve()
+    data = json.loads(path.read_text())
+    assert data["n_galaxies"] == 2000
+    assert data["headline"] == {"galaxies": 2000}
+    assert 2.0 <= data["runtime_s"] < 60
+    assert "01_demo.json" in capsys.readouterr().out
+    # no temporary files are left behind by the atomic write
+    assert sorted(p.name for p in path.parent.iterdir()) == ["01_demo.json"]
+
+
+def test_write_metrics_rejects_bad_input(tmp_path):
+    run = course.start_notebook("01_demo", output_dir=tmp_path)
+    with pytest.raises(TypeError, match="dict"):
+        run.write_metrics([1, 2])
+    with pytest.raises(ValueError, match="headline"):
+        run.write_metrics({"headline": 3})
+    with pytest.raises(ValueError, match="file stem"):
+        course.start_notebook("../evil name", output_dir=tmp_path)
+
+
+def _write_notebook(path: Path, cells: list[str]) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    params = nbformat.v4.new_code_cell('output_dir = "../course_output"\nseed = 0')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params] + [nbformat.v4.new_code_cell(src) for src in cells]
+    nbformat.write(nb, str(path))
+
+
+def test_discover_notebooks_filters_by_number_and_stem(tmp_path):
+    for name in ["01_a.ipynb", "02_b.ipynb", "10_c.ipynb", "notes.ipynb", "1_bad.ipynb"]:
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in course.discover_notebooks(tmp_path)] == [
+        "01_a.ipynb",
+        "02_b.ipynb",
+        "10_c.ipynb",
+    ]
+    assert [p.name for p in course.discover_notebooks(tmp_path, only=["2", "10_c"])] == [
+        "02_b.ipynb",
+        "10_c.ipynb",
+    ]
+    with pytest.raises(ValueError, match="07"):
+        course.discover_notebooks(tmp_path, only=["07"])
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        course.discover_notebooks(tmp_path / "missing")
+
+
+def test_parameter_names_reads_the_parameters_cell(tmp_path):
+    path = tmp_path / "01_a.ipynb"
+    _write_notebook(path, ["x = 1"])
+    assert course._parameter_names(path) == {"output_dir", "seed"}
+
+
+def test_summary_markdown_lists_headlines():
+    ok = course.NotebookResult(
+        "01_a", Path("x"), 1.0, {"runtime_s": 3.5, "headline": {"acc": 0.91}}
+    )
+    bad = course.NotebookResult("02_b", Path("y"), 2.0, None, "boom")
+    text = course.summary_markdown([ok, bad], total_s=5.5)
+    assert "| 01_a | ok | 3.5 | acc: 0.91 |" in text
+    assert "| 02_b | FAILED |" in text
+    assert "Total wall time" in text
+
+
+@pytest.mark.slow
+def test_run_course_executes_in_order_and_names_failing_cell(tmp_path):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _write_notebook(
+        nbdir / "01_ok.ipynb",
+        [
+            "from galaxy_helpers import course\n"
+            "run = course.start_notebook('01_ok', output_dir=output_dir)",
+            "import os\nrun.write_metrics({'cwd': os.getcwd(), 'seed': seed, "
+            "'headline': {'answer': 42}})",
+        ],
+    )
+    _write_notebook(nbdir / "02_broken.ipynb", ["x = 1", "raise ValueError('galaxy went missing')"])
+    out = tmp_path / "out"
+    with pytest.raises(course.CourseRunError) as info:
+        course.run_course(
+            out, notebooks_dir=nbdir, keep_going=True, parameters={"seed": 7}, verbose=False
+        )
+    message = str(info.value)
+    assert "02_broken.ipynb" in message and "cell 3 (In [" in message
+    assert "raise ValueError" in message  # the failing cell's source is quoted
+    assert "galaxy went missing" in message
+
+    metrics = course.load_metrics(out)
+    assert metrics["01_ok"]["cwd"] == str(nbdir)  # notebooks run from their folder
+    assert metrics["01_ok"]["seed"] == 7  # parameters declared by the notebook are injected
+    assert (out / "executed" / "01_ok.ipynb").exists()
+    summary = (out / "summary.md").read_text()
+    assert "answer: 42" in summary and "FAILED" in summary
+    record = json.loads((out / course.RUN_RECORD).read_text())
+    assert record["finished"] and not record["ok"]
+    assert list(record["errors"]) == ["02_broken"]
+
+    # without keep_going the runner stops at the first failure; --only selects notebooks
+    assert (
+        course.main(["run", "--output", str(out), "--notebooks", str(nbdir), "--only", "01"]) == 0
+    )
+    assert (
+        course.main(["run", "--output", str(out), "--notebooks", str(nbdir), "--only", "02"]) == 1
+    )
