@@ -1,0 +1,469 @@
+"""A CNN that answers every Galaxy Zoo question at once, and its checkpoints.
+
+``GalaxyModel`` = any timm encoder (chosen by name) + a Dirichlet head with one concentration
+per answer in (1, 101), as in Walmsley et al. (2022). The pooled encoder output (the layer
+before the head) is the *representation* that notebooks 03 to 06 reuse.
+
+Checkpoints are two files: ``<path>.safetensors`` (weights only, no code, so loading never
+unpickles anything) and ``<path>.json`` (everything needed to rebuild and use the model:
+architecture, schema, image size, channels, normalisation, data, seed, metrics).
+
+Why ``convnext_atto`` by default: on this 2-core CPU at 64 px it trains at about 250 images/s
+(measured, batch 64; see ``/work/shared/reference/measurements.md`` and
+``benchmarks/bench_training.py``) -- as fast as the smallest MobileNet and 5x faster than the
+paper's EfficientNet-B0 (52 images/s) -- while being a modern, BatchNorm-free design (stable
+with small batches) from the same ConvNeXt family as Zoobot's published ``convnext_nano``
+encoders. Its 320-d representation is small enough for quick PCA and search. On a GPU use
+``convnext_nano`` or ``efficientnet_b0`` at 224 px (the full profile).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .schema import DECALS_DR5, SCHEMAS, Question, Schema, get_schema
+
+__all__ = [
+    "DEFAULT_ARCHITECTURE",
+    "CheckpointError",
+    "DirichletHead",
+    "GalaxyModel",
+    "predict_fractions",
+    "schema_to_dict",
+    "schema_from_dict",
+    "save_checkpoint",
+    "load_checkpoint",
+    "checkpoint_paths",
+    "predict_concentrations",
+    "encode_images",
+]
+
+DEFAULT_ARCHITECTURE = "convnext_atto"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, malformed, or does not match what the caller asked for."""
+
+
+class DirichletHead(nn.Module):
+    """Linear layer -> one Dirichlet concentration per answer, in (1, 101).
+
+    ``sigmoid(x) * 100 + 1`` as in Zoobot: concentrations below 1 would let the model put
+    all its mass on the corners of the simplex; above ~100 the Dirichlet is so sharp that
+    the few volunteer votes per galaxy cannot justify it.
+    """
+
+    def __init__(self, in_features: int, n_answers: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.linear = nn.Linear(in_features, n_answers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.linear(self.dropout(x))) * 100.0 + 1.0
+
+
+def _check_architecture(architecture: str) -> None:
+    import timm
+
+    if timm.is_model(architecture) or architecture.startswith("hf_hub:"):
+        return
+    close = difflib.get_close_matches(architecture, timm.list_models(), n=5)
+    raise ValueError(
+        f"timm has no architecture {architecture!r}."
+        + (f" Did you mean {close}?" if close else "")
+        + " See timm.list_models('convnext*') for names."
+    )
+
+
+class GalaxyModel(nn.Module):
+    """timm encoder + Dirichlet head.
+
+    Parameters
+    ----------
+    architecture : str
+        Any timm model name (``"convnext_atto"``, ``"convnext_nano"``, ``"efficientnet_b0"``,
+        ``"resnet18"``, or ``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"`` when online).
+    schema : Schema, str or None
+        Decision tree whose answers the head predicts. ``None`` builds an encoder-only model
+        (``forward`` then returns the representation).
+    channels : int
+        3 for colour, 1 for greyscale (colours averaged, as in the paper).
+    pretrained : bool
+        Load timm's pretrained weights (needs the network; ImageNet weights expect 3 channels).
+    dropout : float
+        Dropout before the head.
+
+    Examples
+    --------
+    >>> model = GalaxyModel("convnext_atto")
+    >>> model(torch.zeros(2, 3, 64, 64)).shape
+    torch.Size([2, 34])
+    """
+
+    def __init__(
+        self,
+        architecture: str = DEFAULT_ARCHITECTURE,
+        schema: Schema | str | None = DECALS_DR5,
+        channels: int = 3,
+        pretrained: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        import timm
+
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels}")
+        _check_architecture(architecture)
+        self.architecture = architecture
+        self.channels = int(channels)
+        self.dropout = float(dropout)
+        self.schema = get_schema(schema) if schema is not None else None
+        self.encoder = timm.create_model(
+            architecture, pretrained=pretrained, num_classes=0, in_chans=self.channels
+        )
+        self.representation_dim = int(self.encoder.num_features)
+        self.head = (
+            DirichletHead(self.representation_dim, self.schema.n_answers, self.dropout)
+            if self.schema is not None
+            else None
+        )
+        # Filled by training / load_checkpoint: normalisation, image size, data, metrics.
+        self.metadata: dict[str, Any] = {}
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled representation ``(B, representation_dim)`` (the layer before the head)."""
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Dirichlet concentrations ``(B, n_answers)`` in (1, 101); the representation if
+        the model has no head."""
+        z = self.encode(x)
+        return self.head(z) if self.head is not None else z
+
+
+# --- predictions --------------------------------------------------------------------------
+def predict_fractions(concentrations, schema: Schema | str = DECALS_DR5):
+    """Expected vote fractions and their uncertainty from Dirichlet concentrations.
+
+    For each question with concentrations ``a_i`` (``A = sum a``) the Dirichlet mean of
+    answer ``i`` is ``a_i / A`` and its standard deviation
+    ``sqrt(a_i (A - a_i) / (A^2 (A + 1)))``: high total concentration = confident model.
+
+    Parameters
+    ----------
+    concentrations : tensor or array (N, n_answers)
+    schema : the decision tree the model was trained on.
+
+    Returns
+    -------
+    (mean, std) : two float arrays ``(N, n_answers)``.
+    """
+    schema = get_schema(schema)
+    if isinstance(concentrations, torch.Tensor):
+        concentrations = concentrations.detach().float().cpu().numpy()
+    a = np.asarray(concentrations, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != schema.n_answers:
+        raise ValueError(
+            f"concentrations must be (N, {schema.n_answers}) for schema {schema.name!r}, "
+            f"got {a.shape}"
+        )
+    mean = np.empty_like(a)
+    std = np.empty_like(a)
+    for start, stop in schema.answer_slices:
+        q = a[:, start:stop]
+        total = q.sum(axis=1, keepdims=True)
+        mean[:, start:stop] = q / total
+        std[:, start:stop] = np.sqrt(q * (total - q) / (total**2 * (total + 1)))
+    return mean, std
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@torch.no_grad()
+def _run_batches(model, images, fn, batch_size, channels, mean, std, device, progress, desc):
+    from .images import to_tensor
+
+    device = torch.device(device) if device is not None else _model_device(model)
+    was_training = model.training
+    model.eval()
+    outputs = []
+    starts = range(0, len(images), batch_size)
+    if progress and len(images) > 4 * batch_size:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch")
+    try:
+        for s in starts:
+            batch = torch.as_tensor(np.asarray(images[s : s + batch_size])).to(device)
+            x = to_tensor(batch, channels=channels, mean=mean, std=std)
+            outputs.append(fn(x).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not outputs:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(outputs)
+
+
+def _preprocessing(model, channels, mean, std):
+    meta = getattr(model, "metadata", {}) or {}
+    channels = channels if channels is not None else meta.get("channels", model.channels)
+    mean = mean if mean is not None else meta.get("mean")
+    std = std if std is not None else meta.get("std")
+    return channels, mean, std
+
+
+def predict_concentrations(
+    model: GalaxyModel,
+    images: np.ndarray,
+    batch_size: int = 256,
+    device=None,
+    channels: int | None = None,
+    mean=None,
+    std=None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Concentrations ``(N, n_answers)`` for uint8 images ``(N, H, W, 3)``.
+
+    Normalisation (``channels``, ``mean``, ``std``) defaults to the model's checkpoint
+    metadata, through the one preprocessing path ``images.to_tensor``.
+    """
+    if model.head is None:
+        raise ValueError("this model has no head (schema=None): use encode_images instead")
+    channels, mean, std = _preprocessing(model, channels, mean, std)
+    return _run_batches(
+        model, images, model, batch_size, channels, mean, std, device, progress, "Predicting"
+    )
+
+
+def encode_images(
+    model: GalaxyModel,
+    images: np.ndarray,
+    batch_size: int = 256,
+    device=None,
+    channels: int | None = None,
+    mean=None,
+    std=None,
+    progress: bool = True,
+) -> np.ndarray:
+    """Representations ``(N, representation_dim)`` for uint8 images ``(N, H, W, 3)``."""
+    channels, mean, std = _preprocessing(model, channels, mean, std)
+    return _run_batches(
+        model, images, model.encode, batch_size, channels, mean, std, device, progress, "Encoding"
+    )
+
+
+# --- checkpoints --------------------------------------------------------------------------
+def schema_to_dict(schema: Schema) -> dict:
+    """A JSON-ready description of a schema (so custom trees survive a checkpoint)."""
+    return {
+        "name": schema.name,
+        "suffix": schema.suffix,
+        "questions": [
+            {"name": q.name, "answers": list(q.answers), "requires": [list(r) for r in q.requires]}
+            for q in schema.questions
+        ],
+    }
+
+
+def schema_from_dict(d: dict) -> Schema:
+    """Inverse of :func:`schema_to_dict`; returns the built-in instance when it matches."""
+    questions = tuple(
+        Question(q["name"], tuple(q["answers"]), tuple(tuple(r) for r in q["requires"]))
+        for q in d["questions"]
+    )
+    schema = Schema(d["name"], questions, suffix=d.get("suffix", ""))
+    builtin = SCHEMAS.get(d["name"])
+    if builtin is not None and builtin.answer_columns == schema.answer_columns:
+        return builtin
+    return schema
+
+
+def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(weights, metadata)`` paths for a checkpoint given with or without a suffix."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_checkpoint(
+    model: GalaxyModel,
+    path: str | os.PathLike,
+    metadata: dict | None = None,
+    half: bool = False,
+) -> Path:
+    """Write ``<path>.safetensors`` (weights) and ``<path>.json`` (metadata), atomically.
+
+    Parameters
+    ----------
+    model : GalaxyModel (a DistributedDataParallel wrapper is unwrapped).
+    path : destination without suffix (a ``.safetensors`` suffix is accepted).
+    metadata : extra entries (image_size, mean, std, seed, data, metrics...). Architecture,
+        schema, answer_columns and channels are filled in from the model.
+    half : store weights as float16 (half the size; loaded back as float32).
+
+    Returns
+    -------
+    Path of the weights file.
+    """
+    from safetensors.torch import save_file
+
+    model = getattr(model, "module", model)
+    weights_path, meta_path = checkpoint_paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    meta = dict(getattr(model, "metadata", {}) or {})
+    meta.update(metadata or {})
+    meta.update(
+        {
+            "format": "galaxy_helpers.GalaxyModel/1",
+            "architecture": model.architecture,
+            "channels": model.channels,
+            "dropout": model.dropout,
+            "representation_dim": model.representation_dim,
+            "schema": model.schema.name if model.schema is not None else None,
+            "schema_definition": schema_to_dict(model.schema) if model.schema else None,
+            "answer_columns": model.schema.answer_columns if model.schema else [],
+            "weights_dtype": "float16" if half else "float32",
+        }
+    )
+    for key in ("image_size", "mean", "std"):
+        meta.setdefault(key, None)
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        state[k] = v.contiguous()
+    tmp_w = weights_path.with_name(weights_path.name + ".tmp")
+    tmp_m = meta_path.with_name(meta_path.name + ".tmp")
+    save_file(state, str(tmp_w), metadata={"format": "pt"})
+    tmp_m.write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
+    os.replace(tmp_w, weights_path)
+    os.replace(tmp_m, meta_path)
+    model.metadata = meta
+    return weights_path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    schema: Schema | str | None = None,
+    image_size: int | None = None,
+    device=None,
+) -> tuple[GalaxyModel, dict]:
+    """Rebuild a model from ``<path>.safetensors`` + ``<path>.json`` (never unpickles).
+
+    Parameters
+    ----------
+    path : checkpoint path with or without suffix.
+    schema : if given, refuse a checkpoint trained on a different decision tree.
+    image_size : if given, refuse a checkpoint trained at a different image size.
+    device : where to put the model (default CPU).
+
+    Returns
+    -------
+    (model, metadata) with ``model.metadata = metadata``, in eval mode.
+
+    Raises
+    ------
+    CheckpointError with what is wrong and what to do.
+    """
+    from safetensors.torch import load_file
+
+    raw = Path(path)
+    if raw.suffix in (".pt", ".pth", ".ckpt", ".pkl"):
+        raise CheckpointError(
+            f"{raw}: pickled PyTorch checkpoints are not loaded (unpickling can run code). "
+            "Convert it to safetensors + JSON with save_checkpoint."
+        )
+    weights_path, meta_path = checkpoint_paths(path)
+    for p in (weights_path, meta_path):
+        if not p.exists():
+            raise CheckpointError(
+                f"checkpoint file {p} does not exist: a checkpoint is a .safetensors weights file "
+                "plus a .json metadata file with the same name"
+            )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{meta_path}: not valid JSON ({err})") from err
+    for key in ("architecture", "channels", "answer_columns"):
+        if key not in meta:
+            raise CheckpointError(f"{meta_path}: metadata has no {key!r} entry")
+    if meta.get("schema_definition"):
+        ckpt_schema = schema_from_dict(meta["schema_definition"])
+    elif meta.get("schema"):
+        ckpt_schema = get_schema(meta["schema"])
+    else:
+        ckpt_schema = None
+    if schema is not None:
+        wanted = get_schema(schema)
+        if ckpt_schema is None or wanted.answer_columns != ckpt_schema.answer_columns:
+            raise CheckpointError(
+                f"{weights_path}: trained on schema {meta.get('schema')!r} "
+                f"({len(meta['answer_columns'])} answers) but schema {wanted.name!r} "
+                f"({wanted.n_answers} answers) was asked for. Load it without schema= to use "
+                "its own tree, or train a model on your schema."
+            )
+    if image_size is not None and meta.get("image_size") not in (None, int(image_size)):
+        raise CheckpointError(
+            f"{weights_path}: trained on {meta['image_size']} px images but image_size="
+            f"{image_size} was asked for. Resize your images to {meta['image_size']} px "
+            "(images.load_images(paths, size=...)) or train at your size."
+        )
+    model = GalaxyModel(
+        meta["architecture"],
+        schema=ckpt_schema,
+        channels=int(meta["channels"]),
+        pretrained=False,
+        dropout=float(meta.get("dropout", 0.0)),
+    )
+    try:
+        state = load_file(str(weights_path))
+    except Exception as err:  # safetensors raises its own error types
+        raise CheckpointError(f"{weights_path}: cannot read safetensors weights ({err})") from err
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    bad_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or bad_shape:
+        raise CheckpointError(
+            f"{weights_path}: weights do not fit a {meta['architecture']} with "
+            f"{len(meta['answer_columns'])} answers: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}, wrong shape {bad_shape[:3]}. Is the JSON from the same run?"
+        )
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state)
+    model.metadata = meta
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model, meta
