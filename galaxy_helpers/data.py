@@ -1,0 +1,992 @@
+"""Real data: manifests, verified downloads, an offline mirror, and ready catalogues.
+
+Every dataset or model the course can use is described by one TOML file in
+``data_manifests/`` (what it is, citation, licence, pinned URL, size and checksum of every
+file, and how its catalogue maps onto the catalogue contract of ``DEVELOPERS.md``).
+
+:func:`fetch` puts a dataset's files into ``<course.cache_dir()>/data/<dataset>/``:
+
+- from a **mirror folder** when one is given (``mirror=`` or the environment variable
+  ``GALAXY_DATA_MIRROR``): files are looked up as ``<mirror>/<dataset>/<path>``, the layout
+  of the course's shared data folder, and the network is never touched;
+- otherwise from the pinned upstream URL (stdlib ``urllib``; retries with backoff; progress
+  bar).
+
+Every file is checked against the manifest's sha256 (or md5 where that is all upstream
+publishes) and written atomically: a temporary ``.part`` file in the same folder, renamed to
+its final name only once it is complete and verified, and deleted on any failure, so the cache
+never holds a half file under a final name. Archives are unpacked through a temporary folder
+and refused if any member would land outside it. :func:`load_dataset` returns the dataset as a
+catalogue (``id_str``, absolute ``file_loc``, labels, ``tag_*`` columns).
+
+Examples
+--------
+>>> from galaxy_helpers import data
+>>> rings = data.load_dataset("gz_decals_rings")          # doctest: +SKIP
+>>> rings[["id_str", "ring", "tag_ring"]].head()          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ModuleNotFoundError as _err:
+        raise ImportError(
+            "Reading data manifests needs Python >= 3.11 (tomllib) or, on Python 3.10, "
+            "`pip install tomli`."
+        ) from _err
+
+__all__ = [
+    "MIRROR_ENV",
+    "OFFLINE_ENV",
+    "MANIFESTS_ENV",
+    "DataError",
+    "ManifestError",
+    "ChecksumError",
+    "DataUnavailableError",
+    "UnsafeArchiveError",
+    "FileEntry",
+    "Manifest",
+    "manifest_dir",
+    "list_manifests",
+    "load_manifest",
+    "dataset_dir",
+    "dataset_available",
+    "fetch",
+    "load_dataset",
+    "file_checksum",
+    "download_file",
+    "safe_extract",
+]
+
+MIRROR_ENV = "GALAXY_DATA_MIRROR"
+OFFLINE_ENV = "GALAXY_DATA_OFFLINE"
+MANIFESTS_ENV = "GALAXY_DATA_MANIFESTS"
+_STAMP = ".galaxy_helpers_verified.json"
+_USER_AGENT = "galaxy_helpers (course data fetcher; Python urllib)"
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+# --------------------------------------------------------------------------------------------
+class DataError(RuntimeError):
+    """Base class of the errors raised while getting real data."""
+
+
+class ManifestError(DataError, ValueError):
+    """A manifest is missing or malformed; the message names the file and the key."""
+
+
+class ChecksumError(DataError, ValueError):
+    """A file's size or checksum differs from its manifest (corrupted or changed upstream)."""
+
+
+class DataUnavailableError(DataError, FileNotFoundError):
+    """A file is neither cached, nor in the mirror, nor downloadable; says how to provide it."""
+
+
+class UnsafeArchiveError(DataError, ValueError):
+    """An archive member would be written outside the extraction folder (or is a link)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Manifests
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FileEntry:
+    """One file of a manifest.
+
+    Attributes
+    ----------
+    path : str
+        Path below the dataset folder (POSIX separators), also its path in a mirror.
+    url : str or None
+        Pinned upstream URL; None for files built locally (``builder`` set).
+    size : int or None
+        Size in bytes, None where upstream does not publish it.
+    sha256, md5 : str or None
+        Lowercase hex checksums; at least one is set.
+    extract_to : str or None
+        For archives: folder (below the dataset folder) to unpack into.
+    builder : str or None
+        For derived files: name of the function in this module that builds it.
+    """
+
+    path: str
+    url: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    md5: str | None = None
+    extract_to: str | None = None
+    builder: str | None = None
+
+    @property
+    def checksum(self) -> tuple[str, str]:
+        """``(algorithm, hex digest)``, sha256 preferred."""
+        if self.sha256:
+            return "sha256", self.sha256
+        return "md5", str(self.md5)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A parsed manifest: the TOML table plus its file entries.
+
+    Attributes
+    ----------
+    name : str
+        Dataset or model name (the file stem).
+    kind : str
+        ``"dataset"`` or ``"models"``.
+    path : Path
+        The TOML file.
+    raw : dict
+        The whole parsed TOML table (citation, licence, catalogue mapping, ...).
+    files : list of FileEntry
+        Files downloaded from upstream (or copied from a mirror).
+    derived_files : list of FileEntry
+        Files built locally from the downloaded ones.
+    """
+
+    name: str
+    kind: str
+    path: Path
+    raw: dict = field(repr=False)
+    files: tuple[FileEntry, ...] = field(repr=False)
+    derived_files: tuple[FileEntry, ...] = field(repr=False, default=())
+
+    @property
+    def catalogue(self) -> dict:
+        """The ``[catalogue]`` mapping onto the catalogue contract (empty for models)."""
+        return self.raw.get("catalogue", {})
+
+    @property
+    def all_files(self) -> tuple[FileEntry, ...]:
+        """Downloaded and derived files together."""
+        return self.files + self.derived_files
+
+    def citation(self) -> str:
+        """The references to cite, one per line."""
+        return "\n".join(self.raw.get("citation", []))
+
+
+def manifest_dir() -> Path:
+    """Return the folder holding the manifests.
+
+    Returns
+    -------
+    Path
+        ``$GALAXY_DATA_MANIFESTS`` when set, else ``data_manifests/`` next to the package
+        (present in a source checkout or an editable install).
+    """
+    env = os.environ.get(MANIFESTS_ENV, "").strip()
+    folder = (
+        Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "data_manifests"
+    )
+    if not folder.is_dir():
+        raise ManifestError(
+            f"manifest folder {folder} not found. Install the course from its source checkout "
+            f"(`pip install -e .`) or set {MANIFESTS_ENV} to the data_manifests folder."
+        )
+    return folder
+
+
+def list_manifests(kind: str | None = None) -> list[str]:
+    """Names of all manifests, optionally only those of one kind.
+
+    Parameters
+    ----------
+    kind : str, optional
+        ``"dataset"`` or ``"models"``.
+
+    Returns
+    -------
+    list of str
+        Sorted manifest names (file stems).
+    """
+    names = sorted(p.stem for p in manifest_dir().glob("*.toml"))
+    if kind is None:
+        return names
+    return [n for n in names if load_manifest(n).kind == kind]
+
+
+def _entry(item: dict, where: str, derived: bool) -> FileEntry:
+    if not isinstance(item, dict) or "path" not in item:
+        raise ManifestError(f"{where}: every file needs a 'path'")
+    known = {
+        "path",
+        "url",
+        "size",
+        "sha256",
+        "md5",
+        "extract_to",
+        "builder",
+        "spot_check",
+        "description",
+    }
+    unknown = set(item) - known
+    if unknown:
+        raise ManifestError(f"{where} ({item['path']}): unknown keys {sorted(unknown)}")
+    return FileEntry(
+        path=item["path"],
+        url=item.get("url"),
+        size=item.get("size"),
+        sha256=(item.get("sha256") or None),
+        md5=(item.get("md5") or None),
+        extract_to=item.get("extract_to"),
+        builder=item.get("builder") if derived else None,
+    )
+
+
+def load_manifest(name: str | os.PathLike) -> Manifest:
+    """Read one manifest by name (``"gz_decals_rings"``) or path.
+
+    Parameters
+    ----------
+    name : str or path-like
+        Manifest name (file stem in :func:`manifest_dir`) or a path to a TOML file.
+
+    Returns
+    -------
+    Manifest
+
+    Raises
+    ------
+    ManifestError
+        Unknown name (lists the known ones) or malformed file.
+    """
+    path = Path(name)
+    if path.suffix != ".toml":
+        path = manifest_dir() / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(list_manifests())
+        raise ManifestError(f"no manifest {path.name} in {path.parent}; known: {known}")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ManifestError(f"{path}: not valid TOML ({err})") from err
+    for key in ("name", "kind"):
+        if key not in raw:
+            raise ManifestError(f"{path}: missing required key {key!r}")
+    if raw["name"] != path.stem:
+        raise ManifestError(f"{path}: name {raw['name']!r} differs from the file name")
+    files = tuple(_entry(f, f"{path} [[files]]", False) for f in raw.get("files", []))
+    derived = tuple(
+        _entry(f, f"{path} [[derived_files]]", True) for f in raw.get("derived_files", [])
+    )
+    return Manifest(raw["name"], raw["kind"], path, raw, files, derived)
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums, atomic writes, downloads
+# --------------------------------------------------------------------------------------------
+def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks.
+
+    Parameters
+    ----------
+    path : path-like
+        File to hash.
+    algorithm : str
+        Any :mod:`hashlib` name (``"sha256"``, ``"md5"``).
+
+    Returns
+    -------
+    str
+        Lowercase hex digest.
+    """
+    digest = hashlib.new(algorithm)
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _how_to_provide(manifest: Manifest, entry: FileEntry, final: Path) -> str:
+    return (
+        f"To provide it: set {MIRROR_ENV} to a folder holding "
+        f"<mirror>/{manifest.name}/{entry.path}, or download {entry.url} yourself to {final} "
+        f"(checksum {entry.checksum[0]} {entry.checksum[1]} is verified)."
+    )
+
+
+@contextlib.contextmanager
+def _atomic_target(final: Path):
+    """Yield an open temporary file next to ``final``; the caller renames it on success.
+
+    The temporary file is deleted if the block raises, so a failure leaves nothing behind.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle, tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _copy_verified(
+    source: Iterable[bytes],
+    final: Path,
+    entry: FileEntry,
+    origin: str,
+    bar: Any = None,
+) -> None:
+    """Write the blocks of ``source`` to ``final`` atomically, checking size and checksum."""
+    algorithm, expected = entry.checksum
+    digest = hashlib.new(algorithm)
+    written = 0
+    with _atomic_target(final) as (handle, tmp):
+        for block in source:
+            handle.write(block)
+            digest.update(block)
+            written += len(block)
+            if bar is not None:
+                bar.update(len(block))
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        if entry.size is not None and written != entry.size:
+            raise ChecksumError(
+                f"{entry.path}: got {written} bytes from {origin}, the manifest says {entry.size}"
+                " (truncated or changed upstream). Nothing was written to the cache; try again, "
+                "or replace the source file."
+            )
+        actual = digest.hexdigest()
+        if actual != expected:
+            raise ChecksumError(
+                f"{entry.path}: {algorithm} {actual} from {origin} does not match the manifest "
+                f"({expected}): the file is corrupted or changed upstream. Nothing was written to "
+                "the cache; replace the source file (or fix the manifest if upstream really "
+                "changed it)."
+            )
+        os.replace(tmp, final)
+
+
+def _file_blocks(path: Path) -> Iterable[bytes]:
+    with open(path, "rb") as handle:
+        yield from iter(lambda: handle.read(1 << 20), b"")
+
+
+def _response_blocks(response) -> Iterable[bytes]:
+    yield from iter(lambda: response.read(1 << 16), b"")
+
+
+def download_file(
+    entry: FileEntry,
+    final: Path,
+    retries: int = 3,
+    backoff_s: float = 1.0,
+    timeout_s: float = 60.0,
+    progress: bool = True,
+    opener: Callable[..., Any] | None = None,
+) -> Path:
+    """Download one manifest file from its URL to ``final``, verified and atomically.
+
+    Parameters
+    ----------
+    entry : FileEntry
+        What to download (URL, size, checksum).
+    final : Path
+        Where the verified file ends up.
+    retries : int
+        Attempts in all; network errors, 5xx/429 answers and checksum mismatches are retried,
+        other HTTP errors (404, 403, ...) are not.
+    backoff_s : float
+        Wait ``backoff_s * 2**attempt`` seconds between attempts.
+    timeout_s : float
+        Socket timeout of each attempt.
+    progress : bool
+        Show a byte progress bar (tqdm).
+    opener : callable, optional
+        Replacement for :func:`urllib.request.urlopen` (tests).
+
+    Returns
+    -------
+    Path
+        ``final``.
+
+    Raises
+    ------
+    DataUnavailableError
+        The URL could not be read after ``retries`` attempts.
+    ChecksumError
+        Every attempt gave a file whose size or checksum is wrong.
+    """
+    from tqdm.auto import tqdm
+
+    if not entry.url:
+        raise DataUnavailableError(f"{entry.path}: the manifest gives no URL to download it from")
+    opener = opener or urllib.request.urlopen
+    last: BaseException | None = None
+    for attempt in range(max(1, int(retries))):
+        if attempt:
+            time.sleep(backoff_s * 2 ** (attempt - 1))
+        try:
+            request = urllib.request.Request(entry.url, headers={"User-Agent": _USER_AGENT})
+            with opener(request, timeout=timeout_s) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else entry.size
+                with tqdm(
+                    total=total,
+                    unit="B",
+                    unit_scale=True,
+                    desc=PurePosixPath(entry.path).name,
+                    disable=not progress,
+                    leave=False,
+                ) as bar:
+                    _copy_verified(_response_blocks(response), final, entry, entry.url, bar)
+            return final
+        except urllib.error.HTTPError as err:
+            last = err
+            if err.code < 500 and err.code != 429:
+                break
+        except ChecksumError as err:
+            last = err
+        except (urllib.error.URLError, OSError, TimeoutError) as err:
+            last = err
+    if isinstance(last, ChecksumError):
+        raise last
+    raise DataUnavailableError(
+        f"{entry.path}: could not download {entry.url} after {attempt + 1} attempt(s) ({last})."
+    ) from last
+
+
+# --------------------------------------------------------------------------------------------
+# Archives
+# --------------------------------------------------------------------------------------------
+def _check_member(name: str, archive: Path, target: Path) -> Path:
+    pure = PurePosixPath(name.replace("\\", "/"))
+    resolved = (target / pure).resolve()
+    if pure.is_absolute() or ".." in pure.parts or not resolved.is_relative_to(target.resolve()):
+        raise UnsafeArchiveError(
+            f"{archive}: member {name!r} would be written outside {target}; refusing to unpack "
+            "this archive. Get the archive again from its pinned URL, or unpack it by hand after "
+            "checking its contents."
+        )
+    return resolved
+
+
+def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Unpack a tar (optionally gzip/bz2/xz) or zip archive into ``target`` safely.
+
+    Members are unpacked into a temporary folder next to ``target`` and renamed into place
+    only when all of them are unpacked, so a failure leaves no half-unpacked folder. Absolute
+    paths, ``..`` components, links and device files are refused.
+
+    Parameters
+    ----------
+    archive : path-like
+        The archive file.
+    target : path-like
+        Folder to create (must not exist yet).
+
+    Returns
+    -------
+    Path
+        ``target``.
+
+    Raises
+    ------
+    UnsafeArchiveError
+        A member would escape ``target`` or is a link or special file.
+    """
+    archive, target = Path(archive), Path(target)
+    if target.exists():
+        raise FileExistsError(f"{target} exists already; remove it to unpack {archive} again")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                for info in zf.infolist():
+                    _check_member(info.filename, archive, tmp)
+                    if (info.external_attr >> 16) & 0o170000 == 0o120000:  # symlink
+                        raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a link")
+                zf.extractall(tmp)
+        elif tarfile.is_tarfile(archive):
+            with tarfile.open(archive) as tf:
+                members = tf.getmembers()
+                for member in members:
+                    _check_member(member.name, archive, tmp)
+                    if not (member.isfile() or member.isdir()):
+                        raise UnsafeArchiveError(
+                            f"{archive}: member {member.name!r} is a link or special file; "
+                            "refusing to unpack it"
+                        )
+                if hasattr(tarfile, "data_filter"):
+                    tf.extractall(tmp, members=members, filter="data")
+                else:  # pragma: no cover - Python without extraction filters
+                    tf.extractall(tmp, members=members)
+        else:
+            raise DataError(f"{archive}: not a tar or zip archive")
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Derived files
+# --------------------------------------------------------------------------------------------
+_EXAMPLE_NAME = re.compile(r"decals-(\d+)_([ax])-(\d+)_(\d+)\.jpg")
+
+
+def _build_examples_labels(manifest: Manifest, folder: Path) -> bytes:
+    """Rebuild ``examples_labels.csv`` from the example images' names (see the manifest).
+
+    One row per distinct image (by md5, in file-name order); ``answers`` lists every answer
+    whose example the image is, ``;``-joined, in file-name order.
+    """
+    tree = manifest.catalogue["site_tree"]
+    rows: dict[str, list] = {}
+    for entry in sorted(manifest.files, key=lambda e: e.path):
+        match = _EXAMPLE_NAME.fullmatch(PurePosixPath(entry.path).name)
+        if match is None:
+            continue
+        question, _, answer, _ = match.groups()
+        names = tree[question]
+        label = f"{names[0]}_{names[int(answer) + 1]}"
+        md5 = file_checksum(folder / entry.path, "md5")
+        if md5 in rows:
+            if label not in rows[md5][2]:
+                rows[md5][2].append(label)
+        else:
+            rows[md5] = [entry.path, md5, [label]]
+    out = io.StringIO()
+    out.write("file,md5,answers\n")
+    for path, md5, labels in rows.values():
+        out.write(f"{path},{md5},{';'.join(labels)}\n")
+    return out.getvalue().encode()
+
+
+_BUILDERS: dict[str, Callable[[Manifest, Path], bytes]] = {
+    "examples_labels": _build_examples_labels,
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Fetch
+# --------------------------------------------------------------------------------------------
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    from .course import cache_dir as course_cache_dir
+
+    return course_cache_dir()
+
+
+def dataset_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Folder a dataset is fetched into: ``<cache_dir>/data/<name>``.
+
+    Parameters
+    ----------
+    name : str
+        Manifest name.
+    cache_dir : path-like, optional
+        Cache root; default :func:`galaxy_helpers.course.cache_dir`.
+
+    Returns
+    -------
+    Path
+    """
+    return _cache_root(cache_dir) / "data" / name
+
+
+def _mirror_root(mirror: str | os.PathLike | None) -> Path | None:
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV, "").strip() or None
+    return Path(mirror).expanduser() if mirror else None
+
+
+def _offline(offline: bool | None) -> bool:
+    if offline is not None:
+        return bool(offline)
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
+
+
+def _manifest_digest(manifest: Manifest) -> str:
+    return hashlib.sha256(manifest.path.read_bytes()).hexdigest()
+
+
+def _read_stamp(folder: Path) -> dict:
+    try:
+        return json.loads((folder / _STAMP).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _file_state(path: Path) -> list[int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _write_stamp(folder: Path, stamp: dict) -> None:
+    with _atomic_target(folder / _STAMP) as (handle, tmp):
+        handle.write(json.dumps(stamp, indent=1, sort_keys=True).encode())
+        handle.close()
+        os.replace(tmp, folder / _STAMP)
+
+
+def _is_verified(entry: FileEntry, path: Path, stamp: dict) -> bool:
+    """True when ``path`` matches the manifest: by the stamp when unchanged, else by hashing."""
+    state = _file_state(path)
+    if state is None:
+        return False
+    if stamp.get("files", {}).get(entry.path) == state:
+        return True
+    if entry.size is not None and state[0] != entry.size:
+        return False
+    algorithm, expected = entry.checksum
+    return file_checksum(path, algorithm) == expected
+
+
+def _manifest_or_name(name: str | Manifest) -> Manifest:
+    return name if isinstance(name, Manifest) else load_manifest(name)
+
+
+def fetch(
+    name: str | Manifest,
+    cache_dir: str | os.PathLike | None = None,
+    mirror: str | os.PathLike | None = None,
+    progress: bool = True,
+    offline: bool | None = None,
+    retries: int = 3,
+    backoff_s: float = 1.0,
+) -> Path:
+    """Make every file of a dataset present and verified in the cache; return its folder.
+
+    Files already cached and unchanged since they were verified are kept. Missing ones are
+    copied from the mirror (``<mirror>/<dataset>/<path>``) when it has them, else downloaded
+    from their pinned URL. Archives are unpacked safely, derived files (such as a label table
+    built from file names) are built, and everything is checked against the manifest.
+
+    Parameters
+    ----------
+    name : str or Manifest
+        Manifest name, e.g. ``"gz_decals_rings"``.
+    cache_dir : path-like, optional
+        Cache root (default :func:`galaxy_helpers.course.cache_dir`); files go to
+        ``<cache_dir>/data/<name>/``.
+    mirror : path-like, optional
+        Mirror root; default the environment variable ``GALAXY_DATA_MIRROR``.
+    progress : bool
+        Show progress bars.
+    offline : bool, optional
+        Never use the network (default: environment variable ``GALAXY_DATA_OFFLINE=1``).
+        A file that is neither cached nor mirrored then raises at once.
+    retries, backoff_s : int, float
+        Download attempts per file and the base of the exponential backoff between them.
+
+    Returns
+    -------
+    Path
+        The dataset folder ``<cache_dir>/data/<name>``.
+
+    Raises
+    ------
+    DataUnavailableError
+        A file is not cached, not in the mirror and cannot be downloaded; the message names
+        the file, its URL and how to provide it.
+    ChecksumError
+        A mirrored or downloaded file does not match the manifest (nothing is kept).
+    UnsafeArchiveError
+        An archive member would escape its folder.
+    """
+    from tqdm.auto import tqdm
+
+    manifest = _manifest_or_name(name)
+    if manifest.kind != "dataset":
+        raise ManifestError(
+            f"{manifest.path}: {manifest.name!r} is a {manifest.kind} manifest, not a dataset; "
+            "load models with galaxy_helpers.pretrained.load_pretrained_encoder"
+        )
+    folder = dataset_dir(manifest.name, cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    mirror_root = _mirror_root(mirror)
+    no_network = _offline(offline)
+    digest = _manifest_digest(manifest)
+    stamp = _read_stamp(folder)
+    if stamp.get("manifest_sha256") != digest:
+        stamp = {"manifest_sha256": digest, "files": {}}
+    # Only states of files verified against this manifest go into the stamp.
+    verified: dict[str, list[int]] = {}
+
+    def done(entry: FileEntry, path: Path) -> None:
+        verified[entry.path] = _file_state(path)  # type: ignore[assignment]
+
+    try:
+        bar = tqdm(
+            manifest.files,
+            desc=f"{manifest.name}",
+            unit="file",
+            disable=not progress,
+            leave=False,
+        )
+        for entry in bar:
+            final = folder / entry.path
+            if _is_verified(entry, final, stamp):
+                done(entry, final)
+                continue
+            final.unlink(missing_ok=True)  # stale or corrupted copy
+            source = mirror_root / manifest.name / entry.path if mirror_root else None
+            if source is not None and source.is_file():
+                _copy_verified(_file_blocks(source), final, entry, f"mirror file {source}")
+            elif no_network or not entry.url:
+                where = (
+                    f"not in the mirror ({source} does not exist)"
+                    if source is not None
+                    else f"not cached at {final} and no mirror is set ({MIRROR_ENV})"
+                )
+                raise DataUnavailableError(
+                    f"{manifest.name}: file {entry.path} is {where}, and the network is off "
+                    f"({OFFLINE_ENV}). It comes from {entry.url}. "
+                    + _how_to_provide(manifest, entry, final)
+                )
+            else:
+                try:
+                    download_file(
+                        entry, final, retries=retries, backoff_s=backoff_s, progress=progress
+                    )
+                except DataUnavailableError as err:
+                    raise DataUnavailableError(
+                        f"{manifest.name}: {err} " + _how_to_provide(manifest, entry, final)
+                    ) from err
+            done(entry, final)
+        bar.close()
+
+        for entry in manifest.files:
+            if entry.extract_to:
+                _extract_once(manifest, entry, folder)
+
+        for entry in manifest.derived_files:
+            final = folder / entry.path
+            if _is_verified(entry, final, stamp):
+                done(entry, final)
+                continue
+            source = mirror_root / manifest.name / entry.path if mirror_root else None
+            if source is not None and source.is_file():
+                blocks: Iterable[bytes] = _file_blocks(source)
+                origin = f"mirror file {source}"
+            else:
+                builder = _BUILDERS.get(entry.builder or "")
+                if builder is None:
+                    raise ManifestError(
+                        f"{manifest.path}: derived file {entry.path} names unknown builder "
+                        f"{entry.builder!r}; known: {sorted(_BUILDERS)}"
+                    )
+                blocks = [builder(manifest, folder)]
+                origin = f"builder {entry.builder}"
+            _copy_verified(blocks, final, entry, origin)
+            done(entry, final)
+    finally:
+        # Record what was verified, even after a failure, so a retry does not re-hash it.
+        _write_stamp(folder, {"manifest_sha256": digest, "files": verified})
+    return folder
+
+
+def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
+    target = folder / str(entry.extract_to)
+    if target.is_dir() and (target / ".complete").is_file():
+        return
+    if target.exists():
+        shutil.rmtree(target)  # left by an older, interrupted version
+    safe_extract(folder / entry.path, target)
+    (target / ".complete").write_text(entry.checksum[1])
+
+
+def dataset_available(
+    name: str,
+    cache_dir: str | os.PathLike | None = None,
+    mirror: str | os.PathLike | None = None,
+) -> bool:
+    """Whether :func:`fetch` can succeed without the network. Never touches the network.
+
+    Parameters
+    ----------
+    name : str
+        Manifest name.
+    cache_dir, mirror : path-like, optional
+        As in :func:`fetch`.
+
+    Returns
+    -------
+    bool
+        True when every file is cached and unchanged since verification, or present in the
+        mirror (checksums are verified later, by :func:`fetch`).
+    """
+    try:
+        manifest = load_manifest(name)
+    except ManifestError:
+        return False
+    if manifest.kind != "dataset":
+        return False
+    folder = dataset_dir(manifest.name, cache_dir)
+    stamp = _read_stamp(folder)
+    mirror_root = _mirror_root(mirror)
+    fresh = stamp.get("manifest_sha256") == _manifest_digest(manifest)
+    for entry in manifest.files:
+        cached = fresh and stamp.get("files", {}).get(entry.path) == _file_state(
+            folder / entry.path
+        )
+        mirrored = mirror_root is not None and (mirror_root / manifest.name / entry.path).is_file()
+        if not (cached or mirrored):
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogues
+# --------------------------------------------------------------------------------------------
+def _tag_from_expression(df: pd.DataFrame, expression: str, where: str) -> pd.Series:
+    match = re.fullmatch(r"\s*([\w\-]+)\s*==\s*(\S+)\s*", expression)
+    if match is None or match.group(1) not in df.columns:
+        raise ManifestError(f"{where}: cannot read tag rule {expression!r} ('<column> == <value>')")
+    column, value = match.groups()
+    target: Any = value.strip("\"'")
+    if pd.api.types.is_numeric_dtype(df[column]):
+        target = float(target)
+    return df[column] == target
+
+
+def _catalogue_from_manifest(manifest: Manifest, folder: Path) -> pd.DataFrame:
+    spec = manifest.catalogue
+    where = f"{manifest.path} [catalogue]"
+    files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
+    splits = spec.get("split_from_file")
+    frames = []
+    for i, file in enumerate(files):
+        path = folder / file
+        frame = pd.read_parquet(path) if spec.get("format") == "parquet" else pd.read_csv(path)
+        if splits:
+            frame["split"] = splits[i]
+        frames.append(frame)
+    raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+    out = pd.DataFrame(index=raw.index)
+    id_rule = spec["id_str"]
+    if id_rule.startswith("stem:"):
+        out["id_str"] = raw[id_rule[5:]].map(lambda p: PurePosixPath(p).stem)
+    else:
+        out["id_str"] = raw[id_rule].astype(str)
+
+    loc_rule = spec["file_loc"]
+    if loc_rule.startswith("join:"):
+        template = loc_rule[5:]
+        relative = raw.apply(lambda row: template.format(**row), axis=1)
+    else:
+        relative = raw[loc_rule]
+    out["file_loc"] = [str((folder / p).resolve()) for p in relative]
+    consumed = {loc_rule, id_rule, id_rule.removeprefix("stem:")}
+
+    for column in spec.get("labels", []):
+        out[column] = raw[column].astype(int)
+        consumed.add(column)
+
+    answers_column = spec.get("answers")
+    if answers_column:
+        answer_lists = raw[answers_column].fillna("").map(lambda s: [a for a in s.split(";") if a])
+        out["answers"] = raw[answers_column]
+        prefix = spec.get("answer_column_prefix", "example_")
+        for names in spec["site_tree"].values():
+            for answer in names[1:]:
+                if answer:
+                    label = f"{names[0]}_{answer}"
+                    out[prefix + label] = answer_lists.map(lambda a, label=label: label in a)
+        dr5 = spec.get("dr5_answers", {})
+        out["dr5_answers"] = answer_lists.map(lambda a: ";".join(dr5[x] for x in a if x in dr5))
+        consumed.add(answers_column)
+
+    for tag, rule in spec.get("tags", {}).items():
+        if isinstance(rule, str):
+            out[tag] = _tag_from_expression(raw, rule, where).to_numpy(dtype=bool)
+        else:
+            out[tag] = answer_lists.map(lambda a, rule=rule: any(x in a for x in rule)).astype(bool)
+
+    if spec.get("schema"):
+        from .schema import canonical_columns
+
+        raw = canonical_columns(raw, spec["schema"])
+    # Keep the remaining upstream columns (votes, predictions, md5, split) untouched.
+    for column in raw.columns:
+        if column not in consumed and column not in out.columns:
+            out[column] = raw[column].to_numpy()
+    expected = spec.get("expected_rows")
+    if expected is not None and len(out) != expected:
+        raise DataError(
+            f"{manifest.name}: catalogue has {len(out)} rows, the manifest expects {expected}; "
+            f"the cached copy in {folder} is incomplete -- delete that folder and fetch again."
+        )
+    if out["id_str"].duplicated().any():
+        dupes = out.loc[out["id_str"].duplicated(), "id_str"].tolist()[:5]
+        raise DataError(f"{manifest.name}: duplicate id_str values {dupes}")
+    return out.reset_index(drop=True)
+
+
+def load_dataset(
+    name: str,
+    cache_dir: str | os.PathLike | None = None,
+    mirror: str | os.PathLike | None = None,
+    progress: bool = True,
+    offline: bool | None = None,
+) -> pd.DataFrame:
+    """Fetch a dataset (verified) and return its catalogue in the course's contract.
+
+    Parameters
+    ----------
+    name : str
+        ``"gz_decals_rings"``, ``"gz_decals_examples"`` or ``"gz_decals_dr5"``.
+    cache_dir, mirror, progress, offline
+        As in :func:`fetch`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per galaxy with ``id_str`` and absolute ``file_loc``, then:
+
+        - ``gz_decals_rings``: ``ring`` (1/0) and ``tag_ring`` (bool), plus the upstream
+          model-predicted fractions (``*_fraction``; predictions, not volunteer votes);
+        - ``gz_decals_examples``: ``answers`` (``;``-joined site answers), one bool column
+          ``example_<question>_<answer>`` per answer of the site's tree, ``dr5_answers``
+          (nearest DR5 answer columns, ``;``-joined), ``tag_ring``, ``tag_lens``,
+          ``tag_irregular``, ``tag_dust-lane``, ``tag_overlapping``, ``tag_merger``,
+          ``tag_tidal``, ``tag_artifact``, and ``md5``;
+        - ``gz_decals_dr5``: canonical DR5 vote-count columns and ``split``.
+
+    Examples
+    --------
+    >>> examples = load_dataset("gz_decals_examples")            # doctest: +SKIP
+    >>> examples.loc[examples["tag_ring"], "file_loc"].head()    # doctest: +SKIP
+    """
+    manifest = load_manifest(name)
+    folder = fetch(manifest, cache_dir=cache_dir, mirror=mirror, progress=progress, offline=offline)
+    return _catalogue_from_manifest(manifest, folder)
