@@ -1,0 +1,56 @@
+# Two commands do everything on a fresh machine (Python 3.11, no GPU):
+#   make course   create .venv, then run every notebook (quick profile) into course_output/
+#   make test     create .venv, then ruff (lint + format check) and the full pytest suite
+# Plain commands for machines without make are in README.md.
+
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Reinstalled whenever pyproject.toml changes.
+STAMP := $(VENV)/.galaxy_helpers-installed
+OUTPUT ?= course_output
+# Extra arguments, e.g. make course COURSE_ARGS="--only 01 02" or PYTEST_ARGS="-x -k schema"
+COURSE_ARGS ?=
+PYTEST_ARGS ?=
+
+# Local mirror of the real data, used by the data tests when it exists.
+ifneq ($(wildcard ../shared/data),)
+GALAXY_DATA_MIRROR ?= $(abspath ../shared/data)
+endif
+ifdef GALAXY_DATA_MIRROR
+export GALAXY_DATA_MIRROR
+endif
+
+.PHONY: help env course test lint format clean
+
+help:
+	@echo "make course  - set up .venv and run the whole course into $(OUTPUT)/"
+	@echo "make test    - set up .venv, ruff check, ruff format --check, pytest"
+	@echo "make env     - only set up .venv (python3.11 -m venv; pip install -e '.[test]')"
+	@echo "make lint    - ruff check + ruff format --check"
+	@echo "make format  - ruff format + ruff check --fix"
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+course: env
+	$(BIN)/python -m galaxy_helpers.course run --output $(OUTPUT) $(COURSE_ARGS)
+
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: env
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: env
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info
