@@ -1,0 +1,771 @@
+"""Similarity search on galaxy representations (notebook 04).
+
+The paper's first tool: a volunteer tags one galaxy (#ring, #diffuse, ...) and we look up the
+galaxies whose representation is closest to it, with no new training. This module holds
+
+- :class:`SimilarityIndex`, an exact nearest-neighbour index with a scikit-learn-style API
+  (``fit`` then ``query``), cosine, Euclidean or Manhattan distance, and three interchangeable
+  backends that give identical answers: chunked brute force in NumPy (memory bounded by
+  ``chunk_size``), a k-d tree (SciPy; exact and far faster in the 10 dimensions of the paper's
+  PCA) and FAISS's flat index when it is installed;
+- :func:`precision_at_k_by_tag`, the evaluation: each tagged galaxy alone is the query, and we
+  count how many of its k nearest neighbours carry the same tag;
+- :func:`compare_with_baselines`, the same evaluation for our representation, for PCA of raw
+  pixels and for the same architecture with random weights, in one run;
+- figures: :func:`plot_precision_by_tag` (bar chart) and :func:`query_rows` (one query per tag
+  and its neighbours as an image row, in the style of the paper's figures).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("cosine", "euclidean", "manhattan")
+BACKENDS = ("auto", "numpy", "kdtree", "faiss")
+
+# Above this many dimensions a k-d tree stops paying off and "auto" uses brute force.
+_KDTREE_MAX_DIMS = 24
+
+
+def faiss_available() -> bool:
+    """Return True when the optional ``faiss`` package can be imported."""
+    return importlib.util.find_spec("faiss") is not None
+
+
+def feature_matrix(features, ids=None, *, what: str = "representation table"):
+    """Split a representation table into ids, a float32 matrix and the feature column names.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame or array-like
+        Either a table with an ``id_str`` column and one numeric column per dimension (what
+        :func:`galaxy_helpers.representations.extract_representations` and
+        :meth:`~galaxy_helpers.representations.RepresentationPCA.transform` return), or an
+        array of shape (N, D).
+    ids : sequence of str, optional
+        Galaxy ids, one per row; required for an array unless you want ``"0", "1", ...``.
+        Ignored for a table, which carries its own ``id_str``.
+    what : str
+        How to name the input in error messages.
+
+    Returns
+    -------
+    ids : numpy.ndarray of str, shape (N,)
+    matrix : numpy.ndarray of float32, shape (N, D)
+    columns : list of str
+        Feature column names (``dim_0 ...`` for an array).
+
+    Raises
+    ------
+    ValueError
+        Empty input, non-numeric or NaN/infinite values (the message names the rows and
+        columns), duplicate ids, or ids that do not match the number of rows.
+    """
+    if isinstance(features, pd.DataFrame):
+        df = features
+        if "id_str" in df.columns:
+            ids = df["id_str"].astype(str).to_numpy()
+            df = df.drop(columns=["id_str"])
+        columns = [str(c) for c in df.columns]
+        bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+        if bad:
+            raise ValueError(
+                f"{what}: columns {bad[:5]} are not numeric; keep only 'id_str' and the "
+                "feature columns (feat_000..., pca_00...)"
+            )
+        matrix = df.to_numpy(dtype=np.float32, copy=True) if len(columns) else None
+    else:
+        matrix = np.asarray(features, dtype=np.float32)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.ndim != 2:
+            raise ValueError(
+                f"{what}: expected a 2-D array (galaxies, dimensions), got shape {matrix.shape}"
+            )
+        columns = [f"dim_{i}" for i in range(matrix.shape[1])]
+    n_rows = 0 if matrix is None else matrix.shape[0]
+    if matrix is None or n_rows == 0 or matrix.shape[1] == 0:
+        raise ValueError(
+            f"{what} is empty ({n_rows} rows, {len(columns)} feature columns): extract "
+            "representations for at least one galaxy first"
+        )
+    if ids is None:
+        ids = np.arange(n_rows).astype(str)
+    ids = np.asarray([str(i) for i in ids])
+    if len(ids) != n_rows:
+        raise ValueError(f"{what}: {len(ids)} ids for {n_rows} rows; pass one id per row")
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        rows, cols = np.nonzero(~finite)
+        examples = ", ".join(
+            f"row {r} (id {str(ids[r])!r}) column {columns[c]!r}"
+            for r, c in zip(rows[:5], cols[:5], strict=True)
+        )
+        raise ValueError(
+            f"{what} contains {len(rows)} NaN or infinite values, e.g. {examples}; drop or "
+            "re-extract those galaxies before building the index"
+        )
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(
+            f"{what}: duplicate ids {[str(u) for u in uniq[counts > 1][:5]]}; ids must be unique"
+        )
+    return ids, np.ascontiguousarray(matrix), columns
+
+
+@dataclass
+class _Prepared:
+    """The search space: rows transformed so that the candidate metric is Minkowski p."""
+
+    matrix: np.ndarray  # float32 (N, D)
+    p: int  # 1 (Manhattan) or 2 (Euclidean; cosine on unit vectors)
+
+
+class SimilarityIndex:
+    """Exact k-nearest-neighbour search over galaxy representations.
+
+    Parameters
+    ----------
+    metric : {"cosine", "euclidean", "manhattan"}
+        Distance: cosine distance ``1 - cos(a, b)``, Euclidean (L2) or Manhattan (L1).
+    chunk_size : int
+        Rows compared at once by the NumPy backend; memory stays about
+        ``chunk_size x queries x 8`` bytes whatever the catalogue size.
+    backend : {"auto", "numpy", "kdtree", "faiss"}
+        How candidates are found. All are exact and give identical results (the final ranking is
+        always recomputed in float64 by the same code, ties broken by catalogue order).
+        ``"auto"`` picks a k-d tree up to 24 dimensions, else FAISS when installed, else NumPy.
+
+    Attributes
+    ----------
+    ids_ : numpy.ndarray of str
+        The fitted galaxy ids, in catalogue order.
+    n_features_in_ : int
+        Number of dimensions.
+    backend_ : str
+        The backend actually used.
+
+    Examples
+    --------
+    >>> index = SimilarityIndex(metric="euclidean").fit(pca_features)  # doctest: +SKIP
+    >>> index.query("synth_000042", k=10)                              # doctest: +SKIP
+    """
+
+    def __init__(self, metric: str = "cosine", chunk_size: int = 65536, backend: str = "auto"):
+        self.metric = metric
+        self.chunk_size = chunk_size
+        self.backend = backend
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, features, ids=None) -> SimilarityIndex:
+        """Store the representations and build the search structure.
+
+        Parameters
+        ----------
+        features : pandas.DataFrame or array-like
+            Table with ``id_str`` plus numeric feature columns, or an array (N, D).
+        ids : sequence of str, optional
+            Ids for an array input.
+
+        Returns
+        -------
+        SimilarityIndex
+            ``self``, fitted.
+        """
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown metric {self.metric!r}; choose one of {METRICS}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}")
+        if int(self.chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {self.chunk_size!r}")
+        ids, matrix, columns = feature_matrix(features, ids)
+        self.ids_ = ids
+        self.feature_names_in_ = columns
+        self.n_features_in_ = matrix.shape[1]
+        self._row_of = {gid: i for i, gid in enumerate(ids)}
+        self._prepared = _Prepared(
+            self._to_search_space(matrix, ids), 1 if self.metric == "manhattan" else 2
+        )
+        backend = self.backend
+        if backend == "auto":
+            if self.n_features_in_ <= _KDTREE_MAX_DIMS:
+                backend = "kdtree"
+            elif faiss_available():
+                backend = "faiss"
+            else:
+                backend = "numpy"
+        self.backend_ = backend
+        self._tree = None
+        self._faiss = None
+        if backend == "kdtree":
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree(
+                self._prepared.matrix, leafsize=32, balanced_tree=False, compact_nodes=False
+            )
+        elif backend == "faiss":
+            if not faiss_available():
+                raise ImportError(
+                    "backend='faiss' needs the optional faiss package: `pip install faiss-cpu`, "
+                    "or use backend='auto' (exact search without it)"
+                )
+            import faiss
+
+            d = self.n_features_in_
+            index = (
+                faiss.IndexFlatL2(d)
+                if self._prepared.p == 2
+                else faiss.IndexFlat(d, faiss.METRIC_L1)
+            )
+            index.add(self._prepared.matrix)
+            self._faiss = index
+        return self
+
+    def _to_search_space(self, matrix: np.ndarray, ids) -> np.ndarray:
+        """Unit-normalise for cosine (cosine ranking == Euclidean ranking on unit vectors)."""
+        if self.metric != "cosine":
+            return np.ascontiguousarray(matrix, dtype=np.float32)
+        norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
+        zero = np.flatnonzero(norms == 0)
+        if len(zero):
+            raise ValueError(
+                f"cosine distance is undefined for all-zero vectors: rows {list(zero[:5])} "
+                f"(ids {[str(ids[i]) for i in zero[:5]]}); use metric='euclidean' or drop them"
+            )
+        return np.ascontiguousarray(matrix / norms[:, None], dtype=np.float32)
+
+    def _check_fitted(self):
+        if not hasattr(self, "ids_"):
+            raise RuntimeError("this SimilarityIndex is not fitted yet: call .fit(features) first")
+
+    # ------------------------------------------------------------------ querying
+    def __len__(self) -> int:
+        self._check_fitted()
+        return len(self.ids_)
+
+    def vectors(self, ids) -> np.ndarray:
+        """Return the stored (search-space) vectors of some ids, shape (len(ids), D)."""
+        self._check_fitted()
+        return self._prepared.matrix[self.rows_of(ids)]
+
+    def rows_of(self, ids) -> np.ndarray:
+        """Row numbers of galaxy ids; a clear error names any unknown id."""
+        self._check_fitted()
+        if isinstance(ids, str):
+            ids = [ids]
+        rows = []
+        for gid in ids:
+            row = self._row_of.get(str(gid))
+            if row is None:
+                close = difflib.get_close_matches(str(gid), self.ids_[:100000].tolist(), n=3)
+                hint = f" Did you mean {close}?" if close else ""
+                raise KeyError(
+                    f"unknown galaxy id {gid!r}: it is not among the {len(self.ids_)} galaxies "
+                    f"of this index.{hint} Query with an id from the catalogue, or pass a "
+                    "vector / use query_image for a galaxy outside it."
+                )
+            rows.append(row)
+        return np.asarray(rows, dtype=np.int64)
+
+    def query(self, query, k: int = 10, exclude_self: bool = True) -> pd.DataFrame:
+        """Find the k nearest neighbours of one or more galaxies or vectors.
+
+        Parameters
+        ----------
+        query : str, sequence of str, or array-like
+            A galaxy id, a list of ids, one vector (D,) or several vectors (M, D) in the same
+            space as the fitted features.
+        k : int
+            Neighbours per query.
+        exclude_self : bool
+            When querying by id, leave the query galaxy itself out of its neighbours.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``query`` (the id, or ``vector_<i>``), ``rank`` (1 = nearest), ``id_str``
+            and ``distance``; ``k`` rows per query (fewer if the index is smaller).
+        """
+        self._check_fitted()
+        k = int(k)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        if isinstance(query, str) or (
+            isinstance(query, Sequence | np.ndarray | pd.Series | pd.Index)
+            and len(query) > 0
+            and isinstance(np.asarray(query, dtype=object).ravel()[0], str)
+        ):
+            names = [query] if isinstance(query, str) else [str(q) for q in query]
+            rows = self.rows_of(names)
+            vectors = self._prepared.matrix[rows].astype(np.float64)
+            self_rows = rows if exclude_self else None
+        else:
+            vectors = np.asarray(query, dtype=np.float64)
+            if vectors.ndim == 1:
+                vectors = vectors[None, :]
+            if vectors.ndim != 2 or vectors.shape[0] == 0:
+                raise ValueError(
+                    f"query vectors must have shape (D,) or (M, D), got {vectors.shape}"
+                )
+            if vectors.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"query has {vectors.shape[1]} dimensions but the index was fitted on "
+                    f"{self.n_features_in_}; transform the query the same way as the indexed "
+                    "features (e.g. the same PCA)"
+                )
+            if not np.isfinite(vectors).all():
+                bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+                raise ValueError(f"query vectors {list(bad[:5])} contain NaN or infinite values")
+            if self.metric == "cosine":
+                norms = np.linalg.norm(vectors, axis=1)
+                if (norms == 0).any():
+                    raise ValueError("cosine distance is undefined for an all-zero query vector")
+                vectors = vectors / norms[:, None]
+            names = [f"vector_{i}" for i in range(len(vectors))]
+            self_rows = None
+        idx, dist = self._search(vectors, k, self_rows)
+        n_found = idx.shape[1]
+        return pd.DataFrame(
+            {
+                "query": np.repeat(np.asarray(names, dtype=object), n_found),
+                "rank": np.tile(np.arange(1, n_found + 1), len(names)),
+                "id_str": self.ids_[idx.ravel()],
+                "distance": dist.ravel(),
+            }
+        )
+
+    def query_image(self, path, model, metadata: dict, pca=None, k: int = 10) -> pd.DataFrame:
+        """Embed an image that is not in the catalogue and find its nearest neighbours.
+
+        The image goes through exactly the preprocessing of the checkpoint
+        (``images.read_image`` at ``metadata["image_size"]``, then ``images.to_tensor`` with the
+        checkpoint's channels, mean and std) and ``model.encode``.
+
+        Parameters
+        ----------
+        path : str or Path
+            Image file (any mode or size the course reads).
+        model : GalaxyModel
+            The encoder that produced the indexed representations.
+        metadata : dict
+            Its checkpoint metadata (``image_size``, ``channels``, ``mean``, ``std``).
+        pca : RepresentationPCA, optional
+            The PCA used to build the index from the representations, if any.
+        k : int
+            Neighbours to return.
+
+        Returns
+        -------
+        pandas.DataFrame
+            As :meth:`query`, with ``query`` set to the file name.
+        """
+        from galaxy_helpers.representations import embed_images
+
+        vector = embed_images([path], model, metadata)
+        if pca is not None:
+            vector = pca.transform(vector)
+        if vector.shape[1] != getattr(self, "n_features_in_", vector.shape[1]):
+            raise ValueError(
+                f"the model gives {vector.shape[1]}-d vectors but the index has "
+                f"{self.n_features_in_} dimensions: pass the PCA used to build the index as pca=..."
+            )
+        result = self.query(vector, k=k)
+        result["query"] = Path(path).name
+        return result
+
+    def _search(self, vectors: np.ndarray, k: int, self_rows):
+        """Exact search: candidates from the backend, then one float64 re-ranking for all."""
+        n = len(self.ids_)
+        want = min(k + (1 if self_rows is not None else 0), n)
+        # A margin of extra candidates makes the final float64 ranking immune to the rounding
+        # of each backend's own float32 arithmetic near the k-th distance.
+        n_cand = min(n, want + max(k, 8))
+        if self.backend_ == "kdtree":
+            _, cand = self._tree.query(vectors, k=n_cand, p=self._prepared.p)
+            cand = np.asarray(cand, dtype=np.int64).reshape(len(vectors), n_cand)
+        elif self.backend_ == "faiss":
+            _, cand = self._faiss.search(np.ascontiguousarray(vectors, dtype=np.float32), n_cand)
+            cand = cand.astype(np.int64)
+        else:
+            cand = self._numpy_candidates(vectors, n_cand)
+        dist = self._exact_distances(vectors, cand)
+        order = _lexsort_rows(dist, cand)
+        cand = np.take_along_axis(cand, order, axis=1)
+        dist = np.take_along_axis(dist, order, axis=1)
+        if self_rows is not None:
+            keep = cand != self_rows[:, None]
+            # Drop the query itself (the first occurrence only) and keep k of the rest.
+            cand = (
+                np.stack([c[m][:k] for c, m in zip(cand, keep, strict=True)]) if len(cand) else cand
+            )
+            dist = (
+                np.stack([d[m][:k] for d, m in zip(dist, keep, strict=True)]) if len(dist) else dist
+            )
+        else:
+            cand, dist = cand[:, :k], dist[:, :k]
+        return cand, dist
+
+    def _numpy_candidates(self, vectors: np.ndarray, n_cand: int) -> np.ndarray:
+        """Chunked brute force: never more than ``chunk_size`` x queries distances in memory."""
+        from scipy.spatial.distance import cdist
+
+        matrix = self._prepared.matrix
+        metric = "sqeuclidean" if self._prepared.p == 2 else "cityblock"
+        chunk = int(self.chunk_size)
+        m = len(vectors)
+        best_d = np.full((m, 0), np.inf)
+        best_i = np.zeros((m, 0), dtype=np.int64)
+        for start in range(0, len(matrix), chunk):
+            block = matrix[start : start + chunk].astype(np.float64)
+            d = cdist(vectors, block, metric=metric)
+            if d.shape[1] > n_cand:
+                part = np.argpartition(d, n_cand - 1, axis=1)[:, :n_cand]
+            else:
+                part = np.broadcast_to(np.arange(d.shape[1]), d.shape)
+            all_d = np.concatenate([best_d, np.take_along_axis(d, part, axis=1)], axis=1)
+            all_i = np.concatenate([best_i, part + start], axis=1)
+            if all_d.shape[1] > n_cand:
+                keep = np.argpartition(all_d, n_cand - 1, axis=1)[:, :n_cand]
+                all_d = np.take_along_axis(all_d, keep, axis=1)
+                all_i = np.take_along_axis(all_i, keep, axis=1)
+            best_d, best_i = all_d, all_i
+        return best_i
+
+    def _exact_distances(self, vectors: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        """Float64 distances between each query and its candidate rows, in the user's metric."""
+        rows = self._prepared.matrix[cand].astype(np.float64)  # (M, C, D)
+        diff = rows - vectors[:, None, :]
+        if self.metric == "manhattan":
+            return np.abs(diff).sum(axis=2)
+        if self.metric == "euclidean":
+            return np.sqrt((diff**2).sum(axis=2))
+        # cosine on unit vectors; clip the rounding of 1 - cos for identical vectors
+        return np.clip(1.0 - np.einsum("mcd,md->mc", rows, vectors), 0.0, 2.0)
+
+
+def _lexsort_rows(dist: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """Per-row order by distance, ties broken by catalogue row (deterministic)."""
+    by_row = np.argsort(cand, axis=1, kind="stable")
+    by_dist = np.argsort(np.take_along_axis(dist, by_row, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(by_row, by_dist, axis=1)
+
+
+# ---------------------------------------------------------------------------------- building
+def build_index(
+    features,
+    n_components: int | None = 10,
+    metric: str = "euclidean",
+    backend: str = "auto",
+):
+    """PCA-compress a representation table and fit a :class:`SimilarityIndex` on it.
+
+    The paper searches in the first 10 principal components of the representation.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame
+        ``id_str`` + feature columns.
+    n_components : int or None
+        PCA components; ``None`` searches the raw features.
+    metric, backend : str
+        See :class:`SimilarityIndex`.
+
+    Returns
+    -------
+    (SimilarityIndex, RepresentationPCA or None)
+        The index and the PCA (needed to place new images in the same space).
+    """
+    from galaxy_helpers.representations import fit_pca
+
+    pca = None
+    if n_components is not None:
+        pca = fit_pca(features, n_components=n_components)
+        features = pca.transform(features)
+    return SimilarityIndex(metric=metric, backend=backend).fit(features), pca
+
+
+# -------------------------------------------------------------------------------- evaluation
+def tag_columns(catalogue: pd.DataFrame, tags=None) -> dict[str, str]:
+    """Map tag names (``ring``) to catalogue columns (``tag_ring``); all tags by default.
+
+    Raises
+    ------
+    ValueError
+        A requested tag has no column; the message lists those that exist.
+    """
+    available = {c[4:]: c for c in catalogue.columns if str(c).startswith("tag_")}
+    if tags is None:
+        if not available:
+            raise ValueError("the catalogue has no tag_<name> columns to evaluate against")
+        return available
+    if isinstance(tags, str):
+        tags = [tags]
+    out = {}
+    for tag in tags:
+        name = str(tag)[4:] if str(tag).startswith("tag_") else str(tag)
+        if name not in available:
+            raise ValueError(
+                f"no column 'tag_{name}' in the catalogue; tags available: {sorted(available)}"
+            )
+        out[name] = available[name]
+    return out
+
+
+def precision_at_k_by_tag(
+    index: SimilarityIndex,
+    catalogue: pd.DataFrame,
+    tags=None,
+    k: int = 10,
+    min_members: int = 1,
+) -> pd.DataFrame:
+    """Search from every tagged galaxy alone and count neighbours with the same tag.
+
+    For each tag, each galaxy carrying it is used as the only query; its precision@k is the
+    fraction of its k nearest neighbours (itself excluded) that carry the tag too. The table
+    gives the mean over the tag's galaxies, and the chance level (the tag's share of the other
+    galaxies), which a search that ignores morphology would score.
+
+    Parameters
+    ----------
+    index : SimilarityIndex
+        Fitted on the galaxies of ``catalogue`` (matched by ``id_str``).
+    catalogue : pandas.DataFrame
+        ``id_str`` and boolean ``tag_<name>`` columns.
+    tags : sequence of str, optional
+        Tag names (``"ring"`` or ``"tag_ring"``); default every ``tag_`` column.
+    k : int
+        Neighbours per query.
+    min_members : int
+        Tags with fewer galaxies in the index are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per tag: ``tag``, ``n_members``, ``precision_at_k``, ``chance``.
+    """
+    index._check_fitted()
+    if "id_str" not in catalogue.columns:
+        raise ValueError("catalogue needs an 'id_str' column to match the index")
+    in_index = catalogue["id_str"].astype(str).isin(set(index.ids_)).to_numpy()
+    cat = catalogue.loc[in_index]
+    n = len(index)
+    rows = []
+    for name, column in tag_columns(catalogue, tags).items():
+        members = cat["id_str"].astype(str)[cat[column].fillna(False).astype(bool)].tolist()
+        if len(members) < max(1, int(min_members)):
+            continue
+        member_set = set(members)
+        found = index.query(members, k=k, exclude_self=True)
+        hit = found["id_str"].isin(member_set).to_numpy()
+        per_query = pd.Series(hit).groupby(found["query"].to_numpy()).mean()
+        rows.append(
+            {
+                "tag": name,
+                "n_members": len(members),
+                "precision_at_k": float(per_query.mean()),
+                "chance": (len(members) - 1) / max(n - 1, 1),
+            }
+        )
+    return pd.DataFrame(rows, columns=["tag", "n_members", "precision_at_k", "chance"])
+
+
+def compare_with_baselines(
+    representations: pd.DataFrame,
+    catalogue: pd.DataFrame,
+    model=None,
+    metadata: dict | None = None,
+    tags=None,
+    k: int = 10,
+    n_components: int = 10,
+    metric: str = "euclidean",
+    min_members: int = 20,
+    pixel_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Precision@k of our representation against two baselines, all in the same run.
+
+    1. ``representation``: PCA of the trained encoder's representation (the paper's tool);
+    2. ``pixel_pca``: PCA of the raw pixels (no network at all);
+    3. ``random_weights``: PCA of the representation of the same architecture with random
+       weights (the network, but no training).
+
+    Each gets the same number of components, metric and k.
+
+    Parameters
+    ----------
+    representations : pandas.DataFrame
+        The trained encoder's table (:func:`~galaxy_helpers.representations.extract_representations`).
+    catalogue : pandas.DataFrame
+        ``id_str``, ``file_loc`` and ``tag_`` columns; the galaxies of ``representations``.
+    model, metadata
+        The trained model and its metadata (for the random-weights twin's architecture and
+        preprocessing); leave ``model=None`` and pass ``metadata`` alone if you like.
+    tags : sequence of str, optional
+        Default every tag with at least ``min_members`` galaxies.
+    k, n_components, metric
+        Search settings shared by all three.
+    min_members : int
+        Tags with fewer galaxies are left out.
+    pixel_size : int
+        Images are shrunk to this many pixels for the pixel baseline.
+    seed : int
+        Seed of the random weights.
+    progress : bool
+        Progress bars.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``tag``, ``n_members``, ``chance`` and one precision column per method.
+    """
+    from galaxy_helpers.representations import (
+        extract_representations,
+        load_model,
+        pixel_features,
+        random_weights_model,
+    )
+
+    if metadata is None:
+        _, metadata = load_model(model)
+    cat = catalogue[catalogue["id_str"].astype(str).isin(set(representations["id_str"]))]
+    order = cat.set_index(cat["id_str"].astype(str)).loc[representations["id_str"].astype(str)]
+    cat = order.reset_index(drop=True)
+    tables = {}
+    tables["representation"] = representations
+    tables["pixel_pca"] = pixel_features(cat, image_size=pixel_size, progress=progress)
+    random_model = random_weights_model(metadata, seed=seed)
+    tables["random_weights"] = extract_representations(random_model, cat, progress=progress)
+    result = None
+    for method, table in tables.items():
+        index, _ = build_index(table, n_components=n_components, metric=metric)
+        scores = precision_at_k_by_tag(index, cat, tags=tags, k=k, min_members=min_members)
+        scores = scores.rename(columns={"precision_at_k": method})
+        if result is None:
+            result = scores[["tag", "n_members", "chance", method]]
+        else:
+            result = result.merge(scores[["tag", method]], on="tag")
+    return result
+
+
+def plot_precision_by_tag(table: pd.DataFrame, k: int = 10, ax=None):
+    """Grouped bar chart: precision@k per tag for each method, with the chance level.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`compare_with_baselines` (or :func:`precision_at_k_by_tag`).
+    k : int
+        For the axis label.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    methods = [
+        c for c in ("representation", "pixel_pca", "random_weights", "precision_at_k") if c in table
+    ]
+    labels = {
+        "representation": "trained representation",
+        "pixel_pca": "PCA of raw pixels",
+        "random_weights": "random weights",
+        "precision_at_k": "precision@k",
+    }
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(table) + 2), 4.0))
+    else:
+        fig = ax.figure
+    x = np.arange(len(table))
+    width = 0.8 / max(len(methods), 1)
+    for i, m in enumerate(methods):
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, table[m], width, label=labels[m])
+    if "chance" in table:
+        ax.scatter(x, table["chance"], marker="_", s=400, color="k", zorder=3, label="chance")
+    ax.set_xticks(x)
+    ax.set_xticklabels(
+        [f"#{t}\n(n={n})" for t, n in zip(table["tag"], table["n_members"], strict=True)]
+    )
+    ax.set_ylabel(f"precision@{k}")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(f"How many of the {k} nearest neighbours share the query's tag")
+    fig.tight_layout()
+    return fig
+
+
+def query_rows(
+    index: SimilarityIndex,
+    catalogue: pd.DataFrame,
+    tags=None,
+    k: int = 7,
+    seed: int = 0,
+    queries: dict | None = None,
+    image_size: int | None = None,
+):
+    """The paper's figure: for each tag one query galaxy, then its k nearest neighbours.
+
+    Neighbours that carry the query's tag get a coloured frame.
+
+    Parameters
+    ----------
+    index : SimilarityIndex
+    catalogue : pandas.DataFrame
+        ``id_str``, ``file_loc`` and ``tag_`` columns.
+    tags : sequence of str, optional
+        Default every tag in the catalogue that has a galaxy in the index.
+    k : int
+        Neighbours per row.
+    seed : int
+        Picks the (random) query galaxy of each tag.
+    queries : dict, optional
+        ``{tag: id}`` to choose the queries yourself.
+    image_size : int, optional
+        Size images are read at.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    from galaxy_helpers.plotting import galaxy_grid
+
+    rng = np.random.default_rng(seed)
+    by_id = catalogue.set_index(catalogue["id_str"].astype(str))
+    in_index = by_id.index.isin(set(index.ids_))
+    files, titles, frames = [], [], []
+    queries = dict(queries or {})
+    for name, column in tag_columns(catalogue, tags).items():
+        members = by_id.index[in_index & by_id[column].fillna(False).astype(bool).to_numpy()]
+        if name not in queries:
+            if len(members) == 0:
+                continue
+            queries[name] = str(rng.choice(np.asarray(members)))
+        qid = queries[name]
+        found = index.query(qid, k=k)
+        files.append(by_id.loc[qid, "file_loc"])
+        titles.append(f"#{name} query")
+        frames.append(True)
+        member_set = set(members)
+        for gid, d in zip(found["id_str"], found["distance"], strict=True):
+            files.append(by_id.loc[gid, "file_loc"])
+            titles.append(f"{'#' + name if gid in member_set else ''} d={d:.2f}")
+            frames.append(gid in member_set)
+    if not files:
+        raise ValueError("no tagged galaxy of the catalogue is in the index: nothing to show")
+    return galaxy_grid(
+        files,
+        titles=titles,
+        ncols=k + 1,
+        highlight=frames,
+        image_size=image_size,
+        suptitle="Query (left) and its nearest neighbours; framed = same tag",
+    )

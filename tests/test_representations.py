@@ -1,0 +1,154 @@
+"""Tests of representation extraction, caching, PCA and the morphology map (tiny sizes)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from galaxy_helpers import representations as rep
+from galaxy_helpers.images import load_images, save_image, to_tensor
+from galaxy_helpers.models import GalaxyModel
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = GalaxyModel("convnext_atto", schema=None, channels=3)
+    m.metadata = {
+        "architecture": "convnext_atto",
+        "image_size": SIZE,
+        "channels": 3,
+        "mean": [0.1, 0.1, 0.1],
+        "std": [0.2, 0.2, 0.2],
+    }
+    return m.eval()
+
+
+@pytest.fixture()
+def catalogue(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(11):
+        # stored at 40 px, read at 32: extraction must resize like every other reader
+        img = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+        path = save_image(img, tmp_path / f"g{i}.png")
+        rows.append({"id_str": f"gal_{i}", "file_loc": str(path)})
+    return pd.DataFrame(rows)
+
+
+def bare_forward(model, catalogue):
+    arr = load_images(catalogue["file_loc"].tolist(), SIZE, progress=False)
+    meta = model.metadata
+    with torch.inference_mode():
+        return model.encode(to_tensor(arr, 3, meta["mean"], meta["std"])).numpy()
+
+
+def test_extract_matches_bare_forward_and_keeps_order(model, catalogue, tmp_path):
+    table = rep.extract_representations(model, catalogue, batch_size=4, cache=False, progress=False)
+    assert table["id_str"].tolist() == catalogue["id_str"].tolist()
+    assert list(table.columns[1:4]) == ["feat_000", "feat_001", "feat_002"]
+    assert table.shape == (11, 1 + model.representation_dim)
+    np.testing.assert_allclose(
+        table.iloc[:, 1:].to_numpy(), bare_forward(model, catalogue), rtol=1e-4, atol=1e-5
+    )
+    # a single new image embedded on the fly gets the same vector
+    one = rep.embed_images([catalogue["file_loc"].iloc[3]], model)
+    np.testing.assert_allclose(
+        one[0], table.iloc[3, 1:].to_numpy(dtype=np.float32), rtol=1e-4, atol=1e-5
+    )
+
+
+def test_extract_is_cached_by_model_and_catalogue(model, catalogue, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = rep.extract_representations(model, catalogue, cache_dir=cache, progress=False)
+    files = list((cache / "representations").glob("*.parquet"))
+    assert len(files) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError("should have been read from the cache")
+
+    monkeypatch.setattr(rep, "_encode_stream", fail)
+    again = rep.extract_representations(model, catalogue, cache_dir=cache, progress=False)
+    pd.testing.assert_frame_equal(first, again)
+    monkeypatch.undo()
+    # a different catalogue (one galaxy fewer) and different weights are new cache entries
+    rep.extract_representations(model, catalogue.iloc[:5], cache_dir=cache, progress=False)
+    other, meta = rep.random_weights_model(model.metadata, seed=1)
+    rep.extract_representations(other, catalogue, cache_dir=cache, progress=False)
+    assert len(list((cache / "representations").glob("*.parquet"))) == 3
+    assert rep.model_hash(model, model.metadata) != rep.model_hash(other, meta)
+
+
+def test_catalogue_errors(model, catalogue):
+    with pytest.raises(ValueError, match="missing columns \\['file_loc'\\]"):
+        rep.extract_representations(model, catalogue[["id_str"]], cache=False)
+    with pytest.raises(ValueError, match="empty"):
+        rep.extract_representations(model, catalogue.iloc[:0], cache=False)
+    broken = catalogue.copy()
+    broken.loc[2, "file_loc"] = "/nowhere/g2.png"
+    with pytest.raises(FileNotFoundError, match="row 2 \\(id 'gal_2'\\).*/nowhere/g2.png"):
+        rep.extract_representations(model, broken, cache=False)
+    bare = GalaxyModel("convnext_atto", schema=None)
+    with pytest.raises(ValueError, match="image_size"):
+        rep.extract_representations(bare, catalogue, cache=False)
+
+
+def test_pca_full_and_incremental_agree():
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((3000, 3)) * [5.0, 2.0, 1.0]
+    x = latent @ rng.standard_normal((3, 20)) + 0.01 * rng.standard_normal((3000, 20))
+    table = pd.DataFrame(x, columns=rep.feature_columns(20))
+    table.insert(0, "id_str", [f"g{i}" for i in range(3000)])
+    full = rep.fit_pca(table, n_components=3, incremental=False)
+    inc = rep.fit_pca(table, n_components=3, incremental=True, batch_size=500)
+    assert inc.incremental_ and not full.incremental_
+    np.testing.assert_allclose(
+        full.explained_variance_ratio_, inc.explained_variance_ratio_, rtol=1e-3
+    )
+    assert full.explained_variance_ratio_.sum() > 0.99
+    out = full.transform(table)
+    assert list(out.columns) == ["id_str", "pca_000", "pca_001", "pca_002"]
+    assert out["id_str"].tolist() == table["id_str"].tolist()
+    assert isinstance(full.transform(x[:2]), np.ndarray)
+    scaled = rep.fit_pca(table, n_components=3, standardise=True).transform(x)
+    np.testing.assert_allclose(scaled.std(axis=0), 1.0, rtol=0.01)
+    with pytest.raises(ValueError, match="n_components=30"):
+        rep.fit_pca(table, n_components=30)
+    with pytest.raises(ValueError, match="fitted on 20"):
+        full.transform(x[:, :5])
+
+
+def test_explained_variance_plot_and_morphology_map(catalogue):
+    import matplotlib.image
+
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame(rng.standard_normal((11, 5)), columns=rep.feature_columns(5))
+    x.insert(0, "id_str", catalogue["id_str"])
+    pca = rep.fit_pca(x, n_components=3)
+    fig = rep.plot_explained_variance(pca)
+    assert "variance" in fig.axes[0].get_ylabel()
+    coords = pca.transform(x)
+    fig = rep.morphology_map(coords, catalogue["file_loc"].tolist(), n_cells=3)
+    shown = [a for a in fig.axes[0].get_children() if isinstance(a, matplotlib.image.AxesImage)]
+    assert 1 <= len(shown) <= 9
+    arrays = load_images(catalogue["file_loc"].tolist(), 16, progress=False)
+    fig = rep.morphology_map(coords, arrays, n_cells=50, clip_percentile=0)
+    shown = [a for a in fig.axes[0].get_children() if isinstance(a, matplotlib.image.AxesImage)]
+    assert len(shown) == 11  # every galaxy gets its own cell on a fine grid
+    with pytest.raises(ValueError, match="11 positions but 3 images"):
+        rep.morphology_map(coords, arrays[:3])
+
+
+def test_pixel_features_and_random_weights(model, catalogue):
+    pix = rep.pixel_features(catalogue, image_size=8, channels=1, progress=False)
+    assert pix.shape == (11, 1 + 64)
+    assert pix.iloc[:, 1:].to_numpy().max() <= 1.0
+    twin, meta = rep.random_weights_model(model.metadata, seed=0)
+    assert twin.representation_dim == model.representation_dim
+    assert meta["image_size"] == SIZE and "random" in meta["weights"]

@@ -1,0 +1,164 @@
+"""Tests of the similarity index: exact against brute force, backends agree, clear errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import pairwise_distances
+
+from galaxy_helpers.similarity import (
+    SimilarityIndex,
+    build_index,
+    faiss_available,
+    feature_matrix,
+    precision_at_k_by_tag,
+)
+
+METRICS = ["cosine", "euclidean", "manhattan"]
+BACKENDS = ["numpy", "kdtree"] + (["faiss"] if faiss_available() else [])
+
+
+@pytest.fixture(scope="module")
+def table():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((600, 6)) * np.linspace(3, 0.5, 6)).astype(np.float32)
+    df = pd.DataFrame(x, columns=[f"pca_{i:02d}" for i in range(6)])
+    df.insert(0, "id_str", [f"g{i:04d}" for i in range(600)])
+    return df
+
+
+def brute_force(x, queries, metric, k, exclude=None):
+    d = pairwise_distances(queries.astype(np.float64), x.astype(np.float64), metric=metric)
+    if exclude is not None:
+        d[np.arange(len(exclude)), exclude] = np.inf
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(d, order, axis=1)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_query_by_id_matches_brute_force(table, metric, backend):
+    # chunk_size smaller than the table exercises the merge of per-chunk candidates
+    index = SimilarityIndex(metric=metric, backend=backend, chunk_size=97).fit(table)
+    ids = table["id_str"].to_numpy()
+    x = table.drop(columns="id_str").to_numpy()
+    queries = [5, 77, 401]
+    found = index.query(list(ids[queries]), k=10)
+    order, dist = brute_force(x, x[queries], metric, 10, exclude=queries)
+    assert found["id_str"].tolist() == list(ids[order].ravel())
+    np.testing.assert_allclose(found["distance"], dist.ravel(), rtol=1e-5, atol=1e-6)
+    assert found["rank"].tolist() == list(range(1, 11)) * 3
+    assert found["query"].tolist() == sum([[ids[q]] * 10 for q in queries], [])
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_backends_identical(table, metric):
+    ids = table["id_str"].tolist()[:50]
+    results = [
+        SimilarityIndex(metric=metric, backend=b, chunk_size=128).fit(table).query(ids, k=7)
+        for b in BACKENDS
+    ]
+    for other in results[1:]:
+        pd.testing.assert_frame_equal(results[0], other)
+
+
+def test_vector_query_and_self_kept(table):
+    index = SimilarityIndex(metric="euclidean").fit(table)
+    v = table.iloc[3, 1:].to_numpy(dtype=float)
+    found = index.query(v, k=3)
+    assert found["query"].tolist() == ["vector_0"] * 3
+    assert found["id_str"].iloc[0] == "g0003"
+    assert found["distance"].iloc[0] == pytest.approx(0.0, abs=1e-6)
+    both = index.query(np.stack([v, v]), k=2)
+    assert both["query"].tolist() == ["vector_0", "vector_0", "vector_1", "vector_1"]
+    # by id, the query itself is excluded unless asked
+    assert "g0003" not in index.query("g0003", k=5)["id_str"].tolist()
+    assert index.query("g0003", k=1, exclude_self=False)["id_str"].iloc[0] == "g0003"
+
+
+def test_ties_broken_by_catalogue_order():
+    x = np.zeros((6, 2), dtype=np.float32)
+    x[0] = [1, 0]
+    for backend in BACKENDS:
+        index = SimilarityIndex(metric="euclidean", backend=backend).fit(x, ids=list("abcdef"))
+        assert index.query("a", k=5)["id_str"].tolist() == list("bcdef")
+
+
+def test_k_larger_than_index():
+    index = SimilarityIndex(metric="euclidean").fit(np.eye(3), ids=["a", "b", "c"])
+    assert index.query("a", k=10)["id_str"].tolist() == ["b", "c"]
+
+
+def test_unknown_id_is_a_clear_error(table):
+    index = SimilarityIndex().fit(table)
+    with pytest.raises(KeyError, match="unknown galaxy id 'g9999'.*600 galaxies"):
+        index.query("g9999")
+    with pytest.raises(KeyError, match="g00x1"):
+        index.query(["g0001", "g00x1"])
+
+
+def test_empty_and_nan_tables_are_refused(table):
+    with pytest.raises(ValueError, match="empty"):
+        SimilarityIndex().fit(table.iloc[:0])
+    with pytest.raises(ValueError, match="empty"):
+        SimilarityIndex().fit(np.zeros((0, 4)))
+    bad = table.copy()
+    bad.loc[7, "pca_02"] = np.nan
+    with pytest.raises(ValueError, match=r"row 7 \(id 'g0007'\) column 'pca_02'"):
+        SimilarityIndex().fit(bad)
+    with pytest.raises(ValueError, match="duplicate ids"):
+        SimilarityIndex().fit(np.ones((2, 2)), ids=["a", "a"])
+    with pytest.raises(ValueError, match="not numeric"):
+        SimilarityIndex().fit(table.assign(note="x"))
+
+
+def test_mismatched_dimensions_and_bad_settings(table):
+    index = SimilarityIndex().fit(table)
+    with pytest.raises(ValueError, match="query has 4 dimensions but the index was fitted on 6"):
+        index.query(np.ones(4))
+    with pytest.raises(ValueError, match="NaN"):
+        index.query(np.full(6, np.nan))
+    with pytest.raises(ValueError, match="unknown metric"):
+        SimilarityIndex(metric="hamming").fit(table)
+    with pytest.raises(ValueError, match="unknown backend"):
+        SimilarityIndex(backend="annoy").fit(table)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        SimilarityIndex().query("g0001")
+    with pytest.raises(ValueError, match="all-zero"):
+        SimilarityIndex(metric="cosine").fit(np.zeros((3, 2)), ids=["a", "b", "c"])
+
+
+def test_feature_matrix_keeps_ids_and_columns(table):
+    ids, x, cols = feature_matrix(table)
+    assert ids[0] == "g0000" and x.dtype == np.float32 and cols[0] == "pca_00"
+
+
+def test_precision_at_k_by_tag_on_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10]], dtype=float)
+    labels = np.repeat([0, 1, 2], 30)
+    x = centres[labels] + rng.normal(0, 0.5, (90, 2))
+    ids = [f"g{i}" for i in range(90)]
+    cat = pd.DataFrame(
+        {
+            "id_str": ids,
+            "tag_ring": labels == 1,
+            # a tag spread at random over the clusters: precision near chance
+            "tag_diffuse": np.arange(90) % 3 == 0,
+        }
+    )
+    index = SimilarityIndex(metric="euclidean").fit(x, ids=ids)
+    scores = precision_at_k_by_tag(index, cat, k=10).set_index("tag")
+    assert scores.loc["ring", "precision_at_k"] == 1.0
+    assert scores.loc["ring", "n_members"] == 30
+    assert scores.loc["ring", "chance"] == pytest.approx(29 / 89)
+    assert abs(scores.loc["diffuse", "precision_at_k"] - 29 / 89) < 0.15
+    only = precision_at_k_by_tag(index, cat, tags=["tag_ring"], k=5, min_members=31)
+    assert only.empty
+    with pytest.raises(ValueError, match="tags available"):
+        precision_at_k_by_tag(index, cat, tags=["lens"])
+
+
+def test_build_index_with_pca(table):
+    index, pca = build_index(table, n_components=3, metric="manhattan")
+    assert index.n_features_in_ == 3 and pca.n_features_in_ == 6
+    assert len(index.query("g0001", k=4)) == 4
