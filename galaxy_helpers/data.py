@@ -73,6 +73,7 @@ __all__ = [
     "manifest_dir",
     "list_manifests",
     "load_manifest",
+    "validate_manifest",
     "dataset_dir",
     "dataset_available",
     "fetch",
@@ -298,6 +299,139 @@ def load_manifest(name: str | os.PathLike) -> Manifest:
         _entry(f, f"{path} [[derived_files]]", True) for f in raw.get("derived_files", [])
     )
     return Manifest(raw["name"], raw["kind"], path, raw, files, derived)
+
+
+_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
+_REQUIRED = {
+    "dataset": (
+        "name",
+        "kind",
+        "title",
+        "description",
+        "licence",
+        "citation",
+        "credit",
+        "homepage",
+        "files",
+        "catalogue",
+    ),
+    "models": (
+        "name",
+        "kind",
+        "title",
+        "description",
+        "licence",
+        "citation",
+        "credit",
+        "homepage",
+        "models",
+        "checksum_note",
+    ),
+}
+
+
+def _check_relative(path: Any, where: str) -> list[str]:
+    if not isinstance(path, str) or not path:
+        return [f"{where}: path must be a non-empty string"]
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in path:
+        return [f"{where}: path {path!r} must be relative, with '/' and no '..'"]
+    return []
+
+
+def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
+    """Check a manifest against the manifest schema; return every problem found.
+
+    Checks: required keys for its kind; citation a non-empty list; every file has a relative
+    path, an ``https://`` URL (or a known builder), a positive integer size when given, a
+    sha256 (64 hex) or md5 (32 hex); no path twice; URLs equal ``base_url`` + quoted path when
+    ``base_url`` is given; the catalogue mapping names its file, ``id_str`` and ``file_loc``;
+    models have ``hf_hub:<owner>/<repo>`` ids, an https URL and 1 or 3 channels.
+
+    Parameters
+    ----------
+    manifest : str, path-like or Manifest
+        Manifest name, TOML path, or parsed manifest.
+
+    Returns
+    -------
+    list of str
+        Problems, each naming the file and the key; empty when the manifest is valid.
+    """
+    from urllib.parse import quote
+
+    try:
+        m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
+    except ManifestError as err:
+        return [str(err)]
+    raw, src, problems = m.raw, m.path.name, []
+    required = _REQUIRED.get(m.kind)
+    if required is None:
+        return [f"{src}: kind must be one of {sorted(_REQUIRED)}, got {m.kind!r}"]
+    problems += [f"{src}: missing required key {k!r}" for k in required if k not in raw]
+    citation = raw.get("citation")
+    if not (isinstance(citation, list) and citation and all(isinstance(c, str) for c in citation)):
+        problems.append(f"{src}: citation must be a non-empty list of strings")
+    base = raw.get("base_url")
+    if base is not None and not (base.startswith("https://") and base.endswith("/")):
+        problems.append(f"{src}: base_url must start with https:// and end with '/'")
+    seen: set[str] = set()
+    for group in ("files", "derived_files"):
+        for i, item in enumerate(raw.get(group, [])):
+            where = f"{src} [[{group}]] #{i + 1}"
+            path = item.get("path")
+            problems += _check_relative(path, where)
+            if path in seen:
+                problems.append(f"{where}: duplicate path {path!r}")
+            seen.add(path)
+            if group == "files":
+                url = item.get("url")
+                if not (isinstance(url, str) and re.fullmatch(r"https://[^\s]+", url)):
+                    problems.append(f"{where} ({path}): url must be an https:// URL, got {url!r}")
+                elif base is not None and isinstance(path, str) and url != base + quote(path):
+                    problems.append(f"{where} ({path}): url {url} is not base_url + quoted path")
+            elif item.get("builder") not in _BUILDERS:
+                problems.append(
+                    f"{where} ({path}): builder {item.get('builder')!r} is not one of "
+                    f"{sorted(_BUILDERS)}"
+                )
+            size = item.get("size")
+            if size is not None and not (isinstance(size, int) and size > 0):
+                problems.append(f"{where} ({path}): size must be a positive integer")
+            sums = [a for a in ("sha256", "md5") if a in item]
+            if not sums:
+                problems.append(f"{where} ({path}): needs a sha256 or md5 checksum")
+            for algorithm in sums:
+                value = item[algorithm]
+                if not (isinstance(value, str) and _HEX[algorithm].fullmatch(value)):
+                    problems.append(
+                        f"{where} ({path}): {algorithm} must be lowercase hex, got {value!r}"
+                    )
+            if item.get("extract_to") is not None:
+                problems += _check_relative(item["extract_to"], f"{where} extract_to")
+    catalogue = raw.get("catalogue")
+    if m.kind == "dataset" and isinstance(catalogue, dict):
+        for key in ("file", "id_str", "file_loc"):
+            if key not in catalogue:
+                problems.append(f"{src} [catalogue]: missing required key {key!r}")
+        files = catalogue.get("file", [])
+        for file in files if isinstance(files, list) else [files]:
+            if file not in seen:
+                problems.append(f"{src} [catalogue]: file {file!r} is not one of the files")
+        for tag in catalogue.get("tags", {}):
+            if not tag.startswith("tag_"):
+                problems.append(f"{src} [catalogue.tags]: {tag!r} must start with 'tag_'")
+    for i, model in enumerate(raw.get("models", [])):
+        where = f"{src} [[models]] #{i + 1}"
+        if not re.fullmatch(r"hf_hub:[\w.\-]+/[\w.\-]+", str(model.get("hub_id", ""))):
+            problems.append(f"{where}: hub_id must look like hf_hub:<owner>/<repo>")
+        if not str(model.get("url", "")).startswith("https://"):
+            problems.append(f"{where}: url must be an https:// URL")
+        if model.get("channels") not in (1, 3):
+            problems.append(f"{where}: channels must be 1 or 3")
+        if not model.get("architecture"):
+            problems.append(f"{where}: missing architecture (the timm model name)")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------
@@ -855,9 +989,8 @@ def dataset_available(
     mirror_root = _mirror_root(mirror)
     fresh = stamp.get("manifest_sha256") == _manifest_digest(manifest)
     for entry in manifest.files:
-        cached = fresh and stamp.get("files", {}).get(entry.path) == _file_state(
-            folder / entry.path
-        )
+        state = _file_state(folder / entry.path)
+        cached = fresh and state is not None and stamp.get("files", {}).get(entry.path) == state
         mirrored = mirror_root is not None and (mirror_root / manifest.name / entry.path).is_file()
         if not (cached or mirrored):
             return False
