@@ -1,0 +1,1 @@
+"""Helpers for the real-browser tests: a throwaway JupyterLab server driven by headless Chromium."""
