@@ -54,20 +54,20 @@ _PREPROCESSING_KEYS = ("architecture", "image_size", "channels", "mean", "std")
 
 
 # ------------------------------------------------------------------------------ models
-def load_model(checkpoint="course", metadata: dict | None = None, **quick_kwargs):
+def load_model(checkpoint="course", metadata: dict | None = None, progress: bool = True):
     """Turn what a notebook's ``checkpoint`` parameter holds into ``(model, metadata)``.
 
     Parameters
     ----------
     checkpoint : str, path, GalaxyModel or (model, metadata)
         ``"course"`` (the committed course checkpoint, ``training.course_checkpoint()``),
-        ``"quick"`` (train or load from cache the quick-profile model,
-        ``training.train_or_load(**quick_kwargs)``), a checkpoint path, a model whose
-        ``.metadata`` holds its preprocessing, or a ``(model, metadata)`` pair.
+        ``"quick"`` (notebook 02's quick-profile model, trained once then cached, through
+        ``training.load_model``), a checkpoint path, a model whose ``.metadata`` holds its
+        preprocessing, or a ``(model, metadata)`` pair.
     metadata : dict, optional
         Preprocessing (``image_size``, ``channels``, ``mean``, ``std``) for a bare model.
-    **quick_kwargs
-        Passed to ``training.train_or_load`` for ``"quick"``.
+    progress : bool
+        Progress bars while a quick model trains.
 
     Returns
     -------
@@ -81,12 +81,7 @@ def load_model(checkpoint="course", metadata: dict | None = None, **quick_kwargs
     elif isinstance(checkpoint, str | os.PathLike) and str(checkpoint) in ("course", "quick"):
         from galaxy_helpers import training
 
-        out = (
-            training.course_checkpoint()
-            if str(checkpoint) == "course"
-            else training.train_or_load(**quick_kwargs)
-        )
-        model, meta = _unpack_trained(out)
+        model, meta = training.load_model(str(checkpoint), progress=progress)
     elif isinstance(checkpoint, str | os.PathLike):
         model, meta = models.load_checkpoint(checkpoint)
     elif hasattr(checkpoint, "encode"):
@@ -111,26 +106,6 @@ def load_model(checkpoint="course", metadata: dict | None = None, **quick_kwargs
     meta.setdefault("architecture", getattr(model, "architecture", type(model).__name__))
     model.eval()
     return model, meta
-
-
-def _unpack_trained(out):
-    """Accept what the training helpers return: (model, metadata), a result object or a path."""
-    from galaxy_helpers import models
-
-    if isinstance(out, tuple) and len(out) >= 2 and hasattr(out[0], "encode"):
-        return out[0], out[1]
-    if hasattr(out, "encode"):
-        return out, getattr(out, "metadata", {})
-    for name in ("checkpoint_path", "checkpoint", "path"):
-        value = getattr(out, name, None)
-        if isinstance(value, str | os.PathLike):
-            return models.load_checkpoint(value)
-    model = getattr(out, "model", None)
-    if model is not None:
-        return model, getattr(out, "metadata", None) or getattr(model, "metadata", {})
-    if isinstance(out, str | os.PathLike):
-        return models.load_checkpoint(out)
-    raise TypeError(f"cannot find a model in what the training helper returned ({type(out)})")
 
 
 def random_weights_model(metadata: dict, seed: int = 0):

@@ -1,0 +1,301 @@
+"""An interactive similarity search: pick a tag, type an id or upload an image (notebook 04).
+
+All the logic lives in :class:`SearchWidget`; the ipywidgets controls only call its methods, so
+the class is tested headless by setting values and calling ``.click()`` on its buttons::
+
+    w = SearchWidget(index, catalogue, model=model, metadata=metadata, pca=pca)
+    w.tag.value = "ring"                 # a random #ring galaxy becomes the query
+    w.neighbour_buttons[0].click()       # search again from its nearest neighbour
+    w.results                            # the current neighbours (query, rank, id_str, distance)
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from galaxy_helpers.similarity import SimilarityIndex, tag_columns
+
+__all__ = ["SearchWidget", "png_bytes"]
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """Encode a uint8 (H, W, 3) image as PNG bytes (what ``ipywidgets.Image`` shows)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class SearchWidget:
+    """Similarity search you can click through.
+
+    Parameters
+    ----------
+    index : SimilarityIndex
+        Fitted on the galaxies of ``catalogue``.
+    catalogue : pandas.DataFrame
+        ``id_str``, ``file_loc`` and optional ``tag_`` columns.
+    model, metadata : optional
+        The encoder and its checkpoint metadata; needed only to search from an uploaded image.
+    pca : RepresentationPCA, optional
+        The PCA between the encoder's representation and the index, if any.
+    k : int
+        Neighbours shown.
+    seed : int
+        Seed for picking a random galaxy of the chosen tag.
+    thumb_px : int
+        Thumbnail width in the browser.
+    image_size : int, optional
+        Size images are read at (default: as stored).
+
+    Attributes
+    ----------
+    query_id : str or None
+        The current query (a galaxy id, or the uploaded file's name).
+    results : pandas.DataFrame or None
+        The current neighbours.
+    history : list of str
+        Every query so far, in order.
+    tag, id_box, search_button, another_button, upload, k_slider, status : ipywidgets
+        The controls.
+    neighbour_buttons : list of ipywidgets.Button
+        One "search from here" button per neighbour shown.
+    """
+
+    def __init__(
+        self,
+        index: SimilarityIndex,
+        catalogue: pd.DataFrame,
+        model=None,
+        metadata: dict | None = None,
+        pca=None,
+        k: int = 8,
+        seed: int = 0,
+        thumb_px: int = 96,
+        image_size: int | None = None,
+    ):
+        import ipywidgets as widgets
+
+        index._check_fitted()
+        missing = [c for c in ("id_str", "file_loc") if c not in catalogue.columns]
+        if missing:
+            raise ValueError(f"catalogue is missing columns {missing} (need id_str and file_loc)")
+        self.index = index
+        self.catalogue = catalogue.set_index(catalogue["id_str"].astype(str), drop=False)
+        self.model = model
+        self.metadata = metadata
+        self.pca = pca
+        self.thumb_px = int(thumb_px)
+        self.image_size = image_size
+        self._rng = np.random.default_rng(seed)
+        self._thumbs: dict[str, bytes] = {}
+        self.query_id: str | None = None
+        self.query_tag: str | None = None
+        self.results: pd.DataFrame | None = None
+        self.history: list[str] = []
+        self.neighbour_buttons: list = []
+
+        in_index = self.catalogue.index.isin(set(index.ids_))
+        self._tag_members = {}
+        if any(str(c).startswith("tag_") for c in catalogue.columns):
+            for name, column in tag_columns(catalogue).items():
+                flags = self.catalogue[column].fillna(False).astype(bool).to_numpy()
+                self._tag_members[name] = self.catalogue.index[in_index & flags].tolist()
+        options = [("(choose a tag)", "")] + [
+            (f"#{name} ({len(m)})", name) for name, m in self._tag_members.items() if m
+        ]
+        self.tag = widgets.Dropdown(options=options, value="", description="Tag")
+        self.another_button = widgets.Button(description="Another of this tag", icon="random")
+        self.id_box = widgets.Text(placeholder="a galaxy id", description="Galaxy id")
+        self.search_button = widgets.Button(description="Search", button_style="primary")
+        self.upload = widgets.FileUpload(
+            accept="image/*", multiple=False, description="Upload image"
+        )
+        self.upload.disabled = model is None
+        self.k_slider = widgets.IntSlider(value=int(k), min=1, max=32, description="Neighbours")
+        self.status = widgets.HTML()
+        self.query_box = widgets.Box()
+        self.grid = widgets.GridBox(
+            layout=widgets.Layout(
+                grid_template_columns=f"repeat(auto-fill, {self.thumb_px + 24}px)"
+            )
+        )
+
+        self.tag.observe(self._on_tag, names="value")
+        self.another_button.on_click(lambda _: self.search_tag(self.tag.value))
+        self.search_button.on_click(lambda _: self.search_id(self.id_box.value))
+        self.upload.observe(self._on_upload, names="value")
+        self.k_slider.observe(self._on_k, names="value")
+
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.tag, self.another_button]),
+                widgets.HBox([self.id_box, self.search_button]),
+                widgets.HBox([self.upload, self.k_slider]),
+                self.status,
+                widgets.HTML("<b>Query</b>"),
+                self.query_box,
+                widgets.HTML("<b>Nearest neighbours</b> (click one to search from it)"),
+                self.grid,
+            ]
+        )
+
+    # ------------------------------------------------------------------ actions
+    @property
+    def k(self) -> int:
+        """Neighbours shown (the slider's value)."""
+        return int(self.k_slider.value)
+
+    def search_tag(self, tag: str) -> pd.DataFrame | None:
+        """Pick a random galaxy carrying ``tag`` and search from it."""
+        if not tag:
+            return None
+        members = self._tag_members.get(tag)
+        if not members:
+            self._error(f"no galaxy of the index carries the tag #{tag}")
+            return None
+        gid = str(self._rng.choice(np.asarray(members)))
+        return self.search_id(gid, tag=tag)
+
+    def search_id(self, galaxy_id: str, tag: str | None = None) -> pd.DataFrame | None:
+        """Search from a galaxy of the catalogue; a clear message for an unknown id."""
+        galaxy_id = str(galaxy_id).strip()
+        if not galaxy_id:
+            self._error("type a galaxy id first")
+            return None
+        try:
+            found = self.index.query(galaxy_id, k=self.k)
+        except KeyError as err:
+            self._error(str(err.args[0]) if err.args else str(err))
+            return None
+        self.query_tag = tag
+        self._show(galaxy_id, found, self._thumb(galaxy_id))
+        return found
+
+    def search_image(self, content: bytes, name: str = "uploaded image") -> pd.DataFrame | None:
+        """Embed an image (file bytes) with the model and search from it."""
+        if self.model is None:
+            self._error("searching from an image needs the model: SearchWidget(..., model=...)")
+            return None
+        suffix = Path(name).suffix or ".png"
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(bytes(content))
+            try:
+                from galaxy_helpers.images import read_image
+
+                found = self.index.query_image(
+                    path,
+                    self.model,
+                    self.metadata or getattr(self.model, "metadata", {}),
+                    pca=self.pca,
+                    k=self.k,
+                )
+                thumb = png_bytes(read_image(path, self.image_size))
+            except (OSError, ValueError) as err:
+                self._error(f"cannot search from {name}: {err}")
+                return None
+        found["query"] = name
+        self.query_tag = None
+        self._show(name, found, thumb)
+        return found
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_tag(self, change):
+        if change["new"]:
+            self.search_tag(change["new"])
+
+    def _on_upload(self, change):
+        files = change["new"]
+        if not files:
+            return
+        item = files[0] if isinstance(files, list | tuple) else next(iter(files.values()))
+        self.search_image(item["content"], name=item.get("name", "uploaded image"))
+
+    def _on_k(self, change):
+        if self.query_id is not None and self.query_id in self.index._row_of:
+            self.search_id(self.query_id, tag=self.query_tag)
+
+    # ------------------------------------------------------------------ display
+    def _thumb(self, galaxy_id: str) -> bytes:
+        if galaxy_id not in self._thumbs:
+            from galaxy_helpers.images import read_image
+
+            path = (
+                self.catalogue.loc[galaxy_id, "file_loc"]
+                if galaxy_id in self.catalogue.index
+                else None
+            )
+            if path is None or not os.path.exists(str(path)):
+                img = np.zeros((8, 8, 3), dtype=np.uint8)
+            else:
+                img = read_image(path, self.image_size)
+            self._thumbs[galaxy_id] = png_bytes(img)
+        return self._thumbs[galaxy_id]
+
+    def _tags_of(self, galaxy_id: str) -> list[str]:
+        return [t for t, m in self._tag_members.items() if galaxy_id in set(m)]
+
+    def _tile(self, galaxy_id: str, caption: str, thumb: bytes, good: bool, button=None):
+        import ipywidgets as widgets
+
+        image = widgets.Image(value=thumb, format="png", width=self.thumb_px, height=self.thumb_px)
+        border = "3px solid #2ca02c" if good else "3px solid transparent"
+        parts = [image, widgets.HTML(f"<small>{caption}</small>")]
+        if button is not None:
+            parts.append(button)
+        return widgets.VBox(parts, layout=widgets.Layout(border=border, padding="2px"))
+
+    def _show(self, query_name: str, found: pd.DataFrame, thumb: bytes):
+        import ipywidgets as widgets
+
+        self.query_id = query_name
+        self.results = found.reset_index(drop=True)
+        self.history.append(query_name)
+        tag = self.query_tag
+        members = set(self._tag_members.get(tag, [])) if tag else set()
+        tags = " ".join(f"#{t}" for t in self._tags_of(query_name))
+        self.query_box.children = [self._tile(query_name, f"{query_name} {tags}", thumb, True)]
+        tiles, buttons = [], []
+        for gid, dist in zip(found["id_str"], found["distance"], strict=True):
+            button = widgets.Button(
+                description="search from here",
+                layout=widgets.Layout(width=f"{self.thumb_px + 12}px"),
+            )
+            button.on_click(lambda _, g=gid: self._from_neighbour(g))
+            buttons.append(button)
+            mark = f" #{tag}" if gid in members else ""
+            tiles.append(
+                self._tile(
+                    gid, f"{gid}<br>d={dist:.3f}{mark}", self._thumb(gid), gid in members, button
+                )
+            )
+        self.neighbour_buttons = buttons
+        self.grid.children = tiles
+        hits = (
+            f"; {sum(g in members for g in found['id_str'])} of {len(found)} share #{tag}"
+            if tag
+            else ""
+        )
+        self.status.value = f"Query <b>{query_name}</b>{hits}."
+
+    def _from_neighbour(self, galaxy_id: str):
+        self.id_box.value = galaxy_id
+        self.search_id(galaxy_id, tag=self.query_tag)
+
+    def _error(self, message: str):
+        from html import escape
+
+        self.status.value = f"<span style='color:#b00'>{escape(message)}</span>"
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
