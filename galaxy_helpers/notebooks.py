@@ -414,9 +414,12 @@ def _header_index(nb) -> int | None:
     return None
 
 
-def _nav_cell(source: str, cell_id: str) -> nbformat.NotebookNode:
+def _nav_cell(source: str, cell_id: str, nbformat_minor: int) -> nbformat.NotebookNode:
     cell = nbformat.v4.new_markdown_cell(source, metadata={"tags": ["navigation"]})
-    cell["id"] = cell_id
+    if nbformat_minor >= 5:
+        cell["id"] = cell_id  # fixed ids keep diffs quiet
+    else:
+        cell.pop("id", None)  # nbformat 4.4 and older have no cell ids
     return cell
 
 
@@ -439,8 +442,9 @@ def with_navigation(nb: nbformat.NotebookNode, source: str) -> nbformat.Notebook
     nb = copy.deepcopy(nb)
     nb.cells = [cell for cell in nb.cells if "navigation" not in _tags(cell)]
     header = _header_index(nb)
-    nb.cells.insert(0 if header is None else header + 1, _nav_cell(source, NAV_TOP_ID))
-    nb.cells.append(_nav_cell(source, NAV_BOTTOM_ID))
+    minor = int(nb.get("nbformat_minor", 5))
+    nb.cells.insert(0 if header is None else header + 1, _nav_cell(source, NAV_TOP_ID, minor))
+    nb.cells.append(_nav_cell(source, NAV_BOTTOM_ID, minor))
     return nb
 
 
@@ -643,7 +647,10 @@ def structure_problems(nb: nbformat.NotebookNode, path: str | Path) -> list[str]
                 problems.append(f"cell {index}: section '## {number}.' should be '## {expected}.'")
                 break
 
-    exercises = [i for i, c in markdown if re.search(r"exercise", c.source, re.IGNORECASE)]
+    exercise = re.compile(
+        r"(^#+[^\n]*\bexercise|\*\*[^*\n]*\bexercise)", re.IGNORECASE | re.MULTILINE
+    )
+    exercises = [i for i, c in markdown if "header" not in _tags(c) and exercise.search(c.source)]
     solutions = [
         i
         for i, c in markdown
@@ -651,7 +658,7 @@ def structure_problems(nb: nbformat.NotebookNode, path: str | Path) -> list[str]
         and "</details>" in c.source
     ]
     if not exercises:
-        problems.append("no exercise (a markdown cell with 'Exercise')")
+        problems.append("no exercise (a markdown heading or bold text naming an 'Exercise')")
     elif not [i for i in solutions if i >= exercises[0]]:
         problems.append(
             "no folded solution after the first exercise "

@@ -249,6 +249,18 @@ def test_nav_is_idempotent_and_follows_renames(tmp_path):
     assert str(paths[1]) not in report.problems
 
 
+def test_nav_keeps_old_nbformat_valid(tmp_path):
+    nb = _good_notebook("01_old")
+    nb.nbformat_minor = 4
+    for cell in nb.cells:
+        del cell["id"]
+    path = _write(tmp_path, "01_old.ipynb", nb)
+    nbt.write_navigation(tmp_path)
+    written = nbt.read_notebook(path)
+    assert written.nbformat_minor == 4 and all("id" not in c for c in written.cells)
+    nbformat.validate(written)
+
+
 def test_nav_check_catches_moved_or_edited_cells(tmp_path):
     paths = _course(tmp_path, stems=("01_first", "02_second"))
     nbt.write_navigation(tmp_path)
@@ -307,6 +319,13 @@ def test_good_notebook_passes_structure():
         ),
         (lambda nb: setattr(nb.cells[5], "source", "Solution: 1, 2, 3"), "folded solution"),
         (lambda nb: setattr(nb.cells[4], "source", "## 2. Count"), "no exercise"),
+        (
+            lambda nb: (
+                setattr(nb.cells[4], "source", "## 2. Count"),
+                setattr(nb.cells[0], "source", HEADER.replace("Strip notebooks.", "Do exercises.")),
+            ),
+            "no exercise",
+        ),
         (lambda nb: setattr(nb.cells[7], "source", "## Summary"), "Key points"),
         (lambda nb: nb.cells.append(new_code_cell("print('after')")), "write_metrics"),
     ],
