@@ -1,0 +1,1118 @@
+"""Train a GalaxyModel on raw vote counts for every question, from one CPU to many GPUs.
+
+The loop is meant to be read. One epoch is::
+
+    for images, counts in batches:              # uint8 images, int vote counts
+        x = augment(to_tensor(images, ...))      # flips, rotations, off-centre zoom
+        loss = dirichlet_multinomial_loss(counts, model(x), schema)
+        loss.backward(); optimizer.step()
+
+plus validation each epoch, early stopping on the validation loss, a progress bar, mixed
+precision on a GPU, and (under ``torchrun``) DistributedDataParallel.
+
+Small catalogues (the synthetic sky) are read once into memory as uint8; big ones stream
+from disk through a ``DataLoader`` with worker processes and pinned memory. Augmentation runs
+on whole batches of tensors (one ``grid_sample``), so the loop stays close to the speed of a
+bare forward/backward (see ``benchmarks/bench_training.py``).
+
+Command line (also under ``torchrun --nproc_per_node N``)::
+
+    python -m galaxy_helpers.training train --catalogue cat.parquet --out runs/model
+    python -m galaxy_helpers.training train --synthetic 5000 --out runs/quick
+    python -m galaxy_helpers.training course-checkpoint   # rebuild the committed weights
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import schema as schema_mod
+from .images import ImageReadError, read_image, to_tensor
+from .losses import dirichlet_multinomial_loss
+from .models import GalaxyModel, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "TrainConfig",
+    "History",
+    "DataReport",
+    "CatalogueError",
+    "prepare_catalogue",
+    "augment_batch",
+    "train",
+    "plot_history",
+    "train_or_load",
+    "quick_model",
+    "course_checkpoint",
+    "course_checkpoint_path",
+    "load_model",
+    "COURSE_CHECKPOINT_RECIPE",
+    "main",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+class CatalogueError(ValueError):
+    """A catalogue that cannot be trained on (the message names rows, columns or files)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration and results
+# --------------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the quick CPU profile.
+
+    Parameters
+    ----------
+    architecture : timm model name (``"convnext_nano"``/``"efficientnet_b0"`` on a GPU).
+    image_size : pixels (64 quick profile; 224 full profile).
+    channels : 3 colour, 1 greyscale.
+    pretrained : start from timm's ImageNet weights (needs the network).
+    batch_size : total batch over all processes (split across ranks under torchrun).
+    epochs : maximum epochs.
+    lr, weight_decay : AdamW settings; ``lr`` is the peak for the one-cycle schedule.
+    schedule : ``"constant"``, ``"onecycle"`` or ``"cosine"``.
+    patience : early stopping: epochs without a better validation loss before stopping.
+    augment : random flips, rotations (90-degree + small), off-centre zoom.
+    max_rotation_deg, zoom, max_shift : augmentation strength (shift as a fraction of the
+        image half-width, e.g. 0.06 = 2 px at 64 px).
+    val_fraction : validation share when the catalogue has no ``split`` column.
+    seed : model initialisation, data order and augmentation.
+    device : ``None`` = ``course.device()`` (cuda, mps, else cpu).
+    amp : mixed precision: ``"auto"`` = on for CUDA only; True also uses bfloat16 on CPU.
+    preload : read all images into memory once (None = when they fit in ``preload_max_gb``).
+    num_workers : DataLoader workers when streaming from disk.
+    skip_bad_images : drop unreadable images (and report them) instead of stopping.
+    max_steps_per_epoch : cap on optimizer steps per epoch (tests, quick looks).
+    dropout : dropout before the head.
+    progress : show tqdm bars.
+    """
+
+    architecture: str = "convnext_atto"
+    image_size: int = 64
+    channels: int = 3
+    pretrained: bool = False
+    batch_size: int = 64
+    epochs: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    schedule: str = "onecycle"
+    patience: int = 3
+    augment: bool = True
+    max_rotation_deg: float = 15.0
+    zoom: float = 0.1
+    max_shift: float = 0.06
+    val_fraction: float = 0.1
+    seed: int = 0
+    device: str | None = None
+    amp: Any = "auto"
+    preload: bool | None = None
+    preload_max_gb: float = 4.0
+    num_workers: int = 2
+    skip_bad_images: bool = False
+    max_steps_per_epoch: int | None = None
+    dropout: float = 0.0
+    progress: bool = True
+
+    # Fields that do not change the trained weights (left out of cache keys).
+    _RUNTIME_ONLY = ("device", "preload", "preload_max_gb", "num_workers", "progress")
+
+    def __post_init__(self):
+        if self.schedule not in ("constant", "onecycle", "cosine"):
+            raise ValueError(
+                f"schedule must be 'constant', 'onecycle' or 'cosine', got {self.schedule!r}"
+            )
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError("batch_size and epochs must be at least 1")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def cache_key(self) -> dict:
+        return {k: v for k, v in self.to_dict().items() if k not in self._RUNTIME_ONLY}
+
+
+@dataclasses.dataclass
+class DataReport:
+    """What went into training: rows used per split, and images skipped (with why)."""
+
+    n_train: int = 0
+    n_val: int = 0
+    skipped: list = dataclasses.field(default_factory=list)  # [{"row", "id_str", "file", "error"}]
+
+    def __str__(self) -> str:
+        lines = [f"{self.n_train} training and {self.n_val} validation galaxies"]
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} unreadable image(s):")
+            lines += [f"  row {s['row']} ({s['id_str']}): {s['file']}" for s in self.skipped[:10]]
+        return "\n".join(lines)
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch record of a training run (``as_frame()`` gives a DataFrame)."""
+
+    epoch: list = dataclasses.field(default_factory=list)
+    train_loss: list = dataclasses.field(default_factory=list)
+    val_loss: list = dataclasses.field(default_factory=list)
+    lr: list = dataclasses.field(default_factory=list)
+    seconds: list = dataclasses.field(default_factory=list)
+    images_per_s: list = dataclasses.field(default_factory=list)
+    step_loss: list = dataclasses.field(default_factory=list)  # every optimizer step (rank 0)
+    best_epoch: int = 0
+    best_val_loss: float = float("inf")
+    stopped_early: bool = False
+    data: DataReport = dataclasses.field(default_factory=DataReport)
+
+    def as_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "epoch": self.epoch,
+                "train_loss": self.train_loss,
+                "val_loss": self.val_loss,
+                "lr": self.lr,
+                "seconds": self.seconds,
+                "images_per_s": self.images_per_s,
+            }
+        )
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> History:
+        d = dict(d)
+        d["data"] = DataReport(**d.get("data", {}))
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------
+# Catalogue checks and image loading
+# --------------------------------------------------------------------------------------------
+def prepare_catalogue(catalogue: pd.DataFrame, schema, config: TrainConfig):
+    """Check a catalogue and split it into training and validation rows.
+
+    Returns
+    -------
+    (train_df, val_df, counts_train, counts_val)
+        Vote counts are int arrays in ``schema.answer_columns`` order.
+
+    Raises
+    ------
+    CatalogueError naming the missing columns, the rows with NaN/negative/non-integer
+    counts, or the missing image files.
+    """
+    schema = schema_mod.get_schema(schema)
+    if not isinstance(catalogue, pd.DataFrame):
+        raise CatalogueError(f"the catalogue must be a pandas DataFrame, got {type(catalogue)}")
+    if len(catalogue) == 0:
+        raise CatalogueError("the catalogue is empty")
+    df = schema_mod.canonical_columns(catalogue, schema).reset_index(drop=True)
+    if "file_loc" not in df.columns:
+        raise CatalogueError(
+            "the catalogue has no 'file_loc' column (absolute path of each image); see the "
+            "catalogue contract in DEVELOPERS.md"
+        )
+    if "id_str" not in df.columns:
+        df = df.assign(id_str=df.index.astype(str))
+    try:
+        counts = schema_mod.vote_counts(df, schema)
+    except ValueError as err:
+        raise CatalogueError(str(err)) from err
+    if "split" in df.columns and (df["split"] == "train").any():
+        is_train = (df["split"] == "train").to_numpy()
+        is_val = (df["split"] == "val").to_numpy()
+        if not is_val.any():
+            raise CatalogueError(
+                "the catalogue's 'split' column has 'train' rows but no 'val' rows: add "
+                "validation rows or drop the column to split at random"
+            )
+    else:
+        rng = np.random.default_rng(config.seed)
+        n_val = max(1, int(round(config.val_fraction * len(df))))
+        order = rng.permutation(len(df))
+        is_val = np.zeros(len(df), bool)
+        is_val[order[:n_val]] = True
+        is_train = ~is_val
+    return df[is_train], df[is_val], counts[is_train], counts[is_val]
+
+
+def _bad_image_rows(df: pd.DataFrame, size: int) -> list[dict]:
+    """Try every image; list the ones that cannot be read (only called after a failure)."""
+
+    def check(i):
+        path = df["file_loc"].iloc[i]
+        try:
+            read_image(path, size)
+            return None
+        except (ImageReadError, OSError, ValueError) as err:
+            return {
+                "row": int(df.index[i]),
+                "id_str": str(df["id_str"].iloc[i]),
+                "file": str(path),
+                "error": str(err).splitlines()[0][:200],
+            }
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return [r for r in pool.map(check, range(len(df))) if r is not None]
+
+
+def _bad_image_message(bad: list[dict]) -> str:
+    listed = "\n".join(f"  row {b['row']} (id_str {b['id_str']}): {b['error']}" for b in bad[:10])
+    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+    return (
+        f"{len(bad)} image(s) could not be read:\n{listed}{more}\n"
+        "Fix or re-download them, drop those rows, or pass skip_bad_images=True to train "
+        "without them (they are listed in history.data.skipped)."
+    )
+
+
+def _missing_files(df: pd.DataFrame) -> list[dict]:
+    exists = df["file_loc"].map(lambda p: isinstance(p, (str, os.PathLike)) and os.path.isfile(p))
+    return [
+        {
+            "row": int(i),
+            "id_str": str(df.at[i, "id_str"]),
+            "file": str(df.at[i, "file_loc"]),
+            "error": f"{df.at[i, 'file_loc']}: file not found",
+        }
+        for i in df.index[~exists.to_numpy()]
+    ]
+
+
+def _drop_or_raise(df, counts, bad, config, report):
+    if not bad:
+        return df, counts
+    if not config.skip_bad_images:
+        raise CatalogueError(_bad_image_message(bad))
+    report.skipped.extend(bad)
+    keep = ~df.index.isin([b["row"] for b in bad])
+    return df[keep], counts[keep]
+
+
+def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport):
+    """uint8 images (N, S, S, 3) of a split, dropping/raising on unreadable files."""
+    df, counts = _drop_or_raise(df, counts, _missing_files(df), config, report)
+    out = np.empty((len(df), config.image_size, config.image_size, 3), dtype=np.uint8)
+    paths = df["file_loc"].tolist()
+    failed = []
+
+    def work(i):
+        try:
+            out[i] = read_image(paths[i], config.image_size)
+        except (ImageReadError, OSError, ValueError):
+            failed.append(i)
+
+    threads = min(8, (os.cpu_count() or 1) * 2)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        it = pool.map(work, range(len(paths)))
+        if config.progress and _is_rank0() and len(paths) > 500:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, total=len(paths), desc="Reading images", unit="img", leave=False)
+        for _ in it:
+            pass
+    if failed:
+        bad = _bad_image_rows(df.iloc[sorted(failed)], config.image_size)
+        df2, counts2 = _drop_or_raise(df, counts, bad, config, report)
+        out = out[df.index.isin(df2.index)]
+        df, counts = df2, counts2
+    return out, df, counts
+
+
+class _StreamingDataset(torch.utils.data.Dataset):
+    """Reads one image per item from disk (for catalogues too big to hold in memory)."""
+
+    def __init__(self, paths, counts, size, skip_bad):
+        self.paths, self.counts, self.size, self.skip_bad = list(paths), counts, size, skip_bad
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        try:
+            img = read_image(self.paths[i], self.size)
+        except (ImageReadError, OSError, ValueError):
+            if not self.skip_bad:
+                raise
+            return None
+        return torch.from_numpy(np.array(img)), torch.as_tensor(self.counts[i]), i
+
+
+def _collate_skip_none(items):
+    items = [it for it in items if it is not None]
+    if not items:
+        return None
+    imgs, counts, idx = zip(*items, strict=True)
+    return torch.stack(imgs), torch.stack(counts), torch.as_tensor(idx)
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation: one affine transform per galaxy, applied to the whole batch at once
+# --------------------------------------------------------------------------------------------
+def augmentation_params(n: int, config: TrainConfig, seed: int, epoch: int) -> np.ndarray:
+    """Random transform parameters for ``n`` galaxies: ``(n, 5)`` = flip, angle (rad), zoom,
+    shift x, shift y. Drawn per galaxy index and epoch, so a galaxy gets the same transform
+    whichever process (under torchrun) or batch it lands in."""
+    rng = np.random.default_rng([seed, epoch, 7])
+    flip = rng.integers(0, 2, n)
+    quarter = rng.integers(0, 4, n) * 90.0
+    small = rng.uniform(-config.max_rotation_deg, config.max_rotation_deg, n)
+    zoom = rng.uniform(1 - config.zoom, 1 + config.zoom, n)
+    shift = rng.uniform(-config.max_shift, config.max_shift, (n, 2))
+    return np.column_stack([flip, np.deg2rad(quarter + small), zoom, shift]).astype(np.float32)
+
+
+def augment_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Flip, rotate, zoom and shift every image of ``x`` ``(B, C, H, W)`` in one pass.
+
+    Galaxies have no preferred orientation or handedness, so flips and any rotation keep
+    the labels; zoom (scale 1 +- 0.1) and small shifts mimic the off-centre crops of the
+    paper. Edges are filled by reflection (sky-like background, no black corners).
+
+    Parameters
+    ----------
+    x : float tensor (B, C, H, W).
+    params : (B, 5) from :func:`augmentation_params` (flip, angle, zoom, shift x, shift y).
+    """
+    p = params.to(device=x.device, dtype=torch.float32)
+    flip = 1.0 - 2.0 * p[:, 0]  # -1 mirrors x
+    cos, sin, s = torch.cos(p[:, 1]), torch.sin(p[:, 1]), 1.0 / p[:, 2]
+    theta = torch.stack(
+        [
+            torch.stack([s * cos * flip, -s * sin, p[:, 3]], dim=1),
+            torch.stack([s * sin * flip, s * cos, p[:, 4]], dim=1),
+        ],
+        dim=1,
+    )  # (B, 2, 3): output pixel -> input pixel
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Distributed helpers (all no-ops in a single process)
+# --------------------------------------------------------------------------------------------
+def _dist():
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _is_rank0() -> bool:
+    d = _dist()
+    return d is None or d.get_rank() == 0
+
+
+def _all_reduce_sum(values: list[float], device) -> list[float]:
+    d = _dist()
+    if d is None:
+        return values
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    d.all_reduce(t)
+    return t.tolist()
+
+
+def _resolve_device(config: TrainConfig) -> torch.device:
+    if config.device:
+        dev = torch.device(config.device)
+    else:
+        from .course import device as course_device
+
+        dev = torch.device(course_device())
+    d = _dist()
+    if dev.type == "cuda" and d is not None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return dev
+
+
+def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None]:
+    """(enabled, dtype): float16 + GradScaler on older GPUs, bfloat16 where supported."""
+    if config.amp == "auto":
+        enabled = device.type == "cuda"
+    else:
+        enabled = bool(config.amp) and device.type in ("cuda", "cpu")
+    if not enabled:
+        return False, None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return True, torch.float16
+    return True, torch.bfloat16
+
+
+def _normalisation(images: np.ndarray, channels: int) -> tuple[list[float], list[float]]:
+    sample = images[:: max(1, len(images) // 2000)]
+    t = to_tensor(sample, channels=channels)
+    mean = t.mean(dim=(0, 2, 3))
+    std = t.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
+
+
+def catalogue_hash(catalogue: pd.DataFrame, schema) -> str:
+    """Short hash of what training reads from a catalogue (ids, files, counts, split)."""
+    schema = schema_mod.get_schema(schema)
+    df = schema_mod.canonical_columns(catalogue, schema)
+    cols = [c for c in ["id_str", "file_loc", "split", *schema.answer_columns] if c in df.columns]
+    h = pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
+    return hashlib.sha256(h.tobytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# The training loop
+# --------------------------------------------------------------------------------------------
+def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
+    total = max(1, config.epochs * steps_per_epoch)
+    if config.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25
+        )
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    return None
+
+
+def _batches_in_memory(images_t, counts_t, indices, per_rank_batch, max_steps):
+    """Yield (uint8 images, counts, global indices) for this rank's shuffled indices."""
+    n_steps = math.ceil(len(indices) / per_rank_batch)
+    if max_steps:
+        n_steps = min(n_steps, max_steps)
+    for s in range(n_steps):
+        idx = indices[s * per_rank_batch : (s + 1) * per_rank_batch]
+        yield images_t[idx], counts_t[idx], idx
+
+
+def _epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
+    """Shuffled indices of this rank: one permutation per epoch shared by all ranks, dealt out
+    round-robin (like DistributedSampler), so rank r's k-th batch plus the other ranks' k-th
+    batches are exactly the single-process k-th batch."""
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    perm = torch.randperm(n, generator=g)
+    total = math.ceil(n / world) * world
+    if total > n:  # pad by repeating, as DistributedSampler does, so ranks stay in step
+        perm = torch.cat([perm, perm[: total - n]])
+    return perm[rank::world]
+
+
+def train(
+    catalogue: pd.DataFrame,
+    config: TrainConfig | None = None,
+    schema=schema_mod.DECALS_DR5,
+    data_description: dict | None = None,
+):
+    """Train a GalaxyModel on a catalogue's vote counts for every question of ``schema``.
+
+    Parameters
+    ----------
+    catalogue : DataFrame following the catalogue contract (``id_str``, ``file_loc``, one
+        vote-count column per answer; optional ``split`` with ``train``/``val`` rows).
+    config : TrainConfig (default: the quick CPU profile).
+    schema : decision tree (``DECALS_DR5`` default, ``GZ2``, or your own Schema).
+    data_description : stored in the checkpoint metadata as ``data`` (e.g. the sky config).
+
+    Returns
+    -------
+    (model, history)
+        The model (best validation epoch, on CPU, eval mode) with ``model.metadata`` ready for
+        :func:`models.save_checkpoint`; ``history`` a :class:`History`.
+
+    Raises
+    ------
+    CatalogueError for missing columns, bad counts or unreadable images (unless
+    ``config.skip_bad_images``).
+    """
+    config = config or TrainConfig()
+    schema = schema_mod.get_schema(schema)
+    dist = _dist()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist else (0, 1)
+    if config.batch_size % world:
+        raise ValueError(
+            f"batch_size {config.batch_size} must be divisible by the number of processes "
+            f"({world}) so every rank gets an equal share"
+        )
+    per_rank_batch = config.batch_size // world
+    device = _resolve_device(config)
+    amp_on, amp_dtype = _amp_settings(config, device)
+    show = config.progress and rank == 0
+
+    # --- data -------------------------------------------------------------------------
+    report = DataReport()
+    train_df, val_df, counts_tr, counts_va = prepare_catalogue(catalogue, schema, config)
+    bytes_needed = (len(train_df) + len(val_df)) * config.image_size**2 * 3
+    preload = (
+        config.preload
+        if config.preload is not None
+        else bytes_needed <= config.preload_max_gb * 1e9
+    )
+    pin = device.type == "cuda"
+    if preload:
+        imgs_tr, train_df, counts_tr = _load_all(train_df, counts_tr, config, report)
+        imgs_va, val_df, counts_va = _load_all(val_df, counts_va, config, report)
+        if len(imgs_tr) == 0 or len(imgs_va) == 0:
+            raise CatalogueError("no readable training or validation images are left")
+        mean, std = _normalisation(imgs_tr, config.channels)
+        imgs_tr_t, imgs_va_t = torch.from_numpy(imgs_tr), torch.from_numpy(imgs_va)
+        if pin:  # page-locked memory lets host->GPU copies overlap with compute
+            imgs_tr_t, imgs_va_t = imgs_tr_t.pin_memory(), imgs_va_t.pin_memory()
+    else:
+        for split_df, split_counts, name in (
+            (train_df, counts_tr, "train"),
+            (val_df, counts_va, "val"),
+        ):
+            kept_df, kept_counts = _drop_or_raise(
+                split_df, split_counts, _missing_files(split_df), config, report
+            )
+            if name == "train":
+                train_df, counts_tr = kept_df, kept_counts
+            else:
+                val_df, counts_va = kept_df, kept_counts
+        sample = np.stack(
+            [read_image(p, config.image_size) for p in train_df["file_loc"].iloc[:500]]
+        )
+        mean, std = _normalisation(sample, config.channels)
+    report.n_train, report.n_val = len(train_df), len(val_df)
+    counts_tr_t = torch.from_numpy(counts_tr.astype(np.float32))
+    counts_va_t = torch.from_numpy(counts_va.astype(np.float32))
+
+    # --- model, optimizer -------------------------------------------------------------
+    torch.manual_seed(config.seed)  # same initial weights on every rank
+    model = GalaxyModel(
+        config.architecture, schema, config.channels, config.pretrained, config.dropout
+    ).to(device)
+    net = model
+    if dist is not None:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = math.ceil(math.ceil(len(train_df) / world) / per_rank_batch)
+    if config.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_on and amp_dtype == torch.float16)
+
+    def batches(epoch):
+        if preload:
+            idx = _epoch_indices(len(train_df), config.seed, epoch, rank, world)
+            return _batches_in_memory(
+                imgs_tr_t, counts_tr_t, idx, per_rank_batch, config.max_steps_per_epoch
+            )
+        sampler = torch.utils.data.DistributedSampler(
+            _StreamingDataset(
+                train_df["file_loc"], counts_tr_t, config.image_size, config.skip_bad_images
+            ),
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=config.seed,
+        )
+        sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            sampler.dataset,
+            batch_size=per_rank_batch,
+            sampler=sampler,
+            num_workers=config.num_workers,
+            pin_memory=pin,
+            persistent_workers=False,
+            collate_fn=_collate_skip_none,
+        )
+
+        def gen():
+            for s, b in enumerate(loader):
+                if config.max_steps_per_epoch and s >= config.max_steps_per_epoch:
+                    break
+                if b is not None:
+                    yield b
+
+        return gen()
+
+    def to_input(images_u8, idx=None, epoch=0):
+        x = to_tensor(images_u8.to(device, non_blocking=pin), config.channels, mean, std)
+        if idx is not None and config.augment:
+            params = torch.from_numpy(aug_params[epoch][idx.numpy()])
+            x = augment_batch(x, params)
+        return x
+
+    aug_params = {}
+    history = History(data=report)
+    best_state, bad_epochs = None, 0
+
+    for epoch in range(config.epochs):
+        aug_params[epoch] = augmentation_params(len(train_df), config, config.seed, epoch)
+        aug_params.pop(epoch - 1, None)
+        net.train()
+        t0 = time.perf_counter()
+        loss_sum, n_seen = 0.0, 0
+        bar = None
+        if show:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"Epoch {epoch + 1}/{config.epochs}",
+                unit="batch",
+                leave=True,
+            )
+        for images_u8, counts, idx in batches(epoch):
+            x = to_input(images_u8, idx, epoch)
+            counts = counts.to(device, non_blocking=pin)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
+                concentrations = net(x)
+            # The loss runs outside autocast, in float64 (see losses.py): lgamma of large
+            # counts needs the precision.
+            loss = dirichlet_multinomial_loss(counts, concentrations.float(), schema)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if scheduler is not None:
+                scheduler.step()
+            loss_val = loss.item()
+            loss_sum += loss_val * len(x)
+            n_seen += len(x)
+            if rank == 0:
+                history.step_loss.append(loss_val)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_val:.2f}")
+        loss_sum, n_seen = _all_reduce_sum([loss_sum, float(n_seen)], device)
+        train_seconds = time.perf_counter() - t0
+        val_loss = _validate(
+            net,
+            imgs_va_t if preload else None,
+            val_df,
+            counts_va_t,
+            config,
+            schema,
+            device,
+            to_input,
+            rank,
+            world,
+            amp_on,
+            amp_dtype,
+        )
+        history.epoch.append(epoch + 1)
+        history.train_loss.append(loss_sum / max(n_seen, 1))
+        history.val_loss.append(val_loss)
+        history.lr.append(optimizer.param_groups[0]["lr"])
+        history.seconds.append(round(time.perf_counter() - t0, 3))
+        history.images_per_s.append(round(n_seen / max(train_seconds, 1e-9), 1))
+        if bar is not None:
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.2f}", val_loss=f"{val_loss:.2f}")
+            bar.close()
+        if val_loss < history.best_val_loss - 1e-4:
+            history.best_val_loss, history.best_epoch, bad_epochs = val_loss, epoch + 1, 0
+            best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        else:
+            bad_epochs += 1
+            if bad_epochs >= config.patience:
+                history.stopped_early = True
+                if show:
+                    print(f"Early stopping: no better validation loss for {bad_epochs} epochs.")
+                break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.cpu().eval()
+    model.metadata = {
+        "image_size": config.image_size,
+        "channels": config.channels,
+        "mean": mean,
+        "std": std,
+        "seed": config.seed,
+        "data": {
+            **(data_description or {}),
+            "n_train": report.n_train,
+            "n_val": report.n_val,
+            "n_skipped": len(report.skipped),
+        },
+        "epochs": len(history.epoch),
+        "best_epoch": history.best_epoch,
+        "train_config": config.to_dict(),
+        "metrics": {
+            "best_val_loss": history.best_val_loss,
+            "final_train_loss": history.train_loss[-1] if history.train_loss else None,
+            "images_per_s": float(np.median(history.images_per_s))
+            if history.images_per_s
+            else None,
+            "world_size": world,
+        },
+        "library": {"torch": torch.__version__, "galaxy_helpers": _package_version()},
+    }
+    return model, history
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@torch.no_grad()
+def _validate(
+    net,
+    imgs_va_t,
+    val_df,
+    counts_va_t,
+    config,
+    schema,
+    device,
+    to_input,
+    rank,
+    world,
+    amp_on,
+    amp_dtype,
+):
+    """Mean validation loss over all ranks (each rank takes every world-th galaxy)."""
+    net.eval()
+    idx_all = torch.arange(rank, len(val_df), world)
+    loss_sum, n = 0.0, 0
+    bs = max(config.batch_size, 128)
+    paths = val_df["file_loc"].tolist()
+    for s in range(0, len(idx_all), bs):
+        idx = idx_all[s : s + bs]
+        if imgs_va_t is not None:
+            imgs = imgs_va_t[idx]
+        else:
+            imgs = torch.from_numpy(
+                np.stack([read_image(paths[i], config.image_size) for i in idx.tolist()])
+            )
+        x = to_input(imgs)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
+            conc = net.module(x) if hasattr(net, "module") else net(x)
+        loss = dirichlet_multinomial_loss(
+            counts_va_t[idx].to(device), conc.float(), schema, reduction="sum"
+        )
+        loss_sum += loss.item()
+        n += len(idx)
+    loss_sum, n = _all_reduce_sum([loss_sum, float(n)], device)
+    return loss_sum / max(n, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+def plot_history(history: History, ax=None):
+    """Training and validation loss per epoch (plus per-step training loss, faint).
+
+    Returns
+    -------
+    matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    else:
+        fig = ax.figure
+    if history.step_loss and history.epoch:
+        steps = np.arange(1, len(history.step_loss) + 1) / (
+            len(history.step_loss) / len(history.epoch)
+        )
+        ax.plot(steps, history.step_loss, color="C0", alpha=0.25, lw=0.8, label="train (per step)")
+    ax.plot(history.epoch, history.train_loss, "o-", color="C0", label="train (epoch mean)")
+    ax.plot(history.epoch, history.val_loss, "s-", color="C1", label="validation")
+    if history.best_epoch:
+        ax.axvline(history.best_epoch, color="grey", ls=":", lw=1, label="best epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Dirichlet-Multinomial loss\n(summed over questions)")
+    ax.legend(frameon=False, fontsize=8)
+    if history.step_loss:
+        lo = min(min(history.val_loss), min(history.step_loss))
+        hi = np.percentile(history.step_loss, 98)
+        ax.set_ylim(lo * 0.95, max(hi, max(history.val_loss)) * 1.05)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Caching, the quick model, the course checkpoint
+# --------------------------------------------------------------------------------------------
+def _cache_root() -> Path:
+    from .course import cache_dir
+
+    return cache_dir() / "models"
+
+
+def train_or_load(
+    catalogue: pd.DataFrame,
+    config: TrainConfig | None = None,
+    schema=schema_mod.DECALS_DR5,
+    data_description: dict | None = None,
+    cache: bool = True,
+):
+    """:func:`train`, or load the result of an identical earlier run from the cache.
+
+    The cache key is a hash of the config (minus runtime-only fields such as the device)
+    and of the catalogue's ids, files, split and counts; the checkpoint lives under
+    ``course.cache_dir()/models/<key>/`` (written atomically).
+
+    Returns
+    -------
+    (model, history)
+    """
+    config = config or TrainConfig()
+    schema = schema_mod.get_schema(schema)
+    key_src = json.dumps(
+        {
+            "config": config.cache_key(),
+            "catalogue": catalogue_hash(catalogue, schema),
+            "schema": schema.answer_columns,
+            "data": data_description or {},
+        },
+        sort_keys=True,
+        default=str,
+    )
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    folder = _cache_root() / key
+    if cache and (folder / "model.json").exists() and (folder / "history.json").exists():
+        model, _ = load_checkpoint(folder / "model", schema=schema)
+        history = History.from_dict(json.loads((folder / "history.json").read_text()))
+        if config.progress:
+            print(f"Loaded the trained model from the cache: {folder}")
+        return model, history
+    model, history = train(catalogue, config, schema, data_description)
+    if cache and _is_rank0():
+        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tmp.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(model, tmp / "model")
+        (tmp / "history.json").write_text(json.dumps(history.to_dict(), default=float))
+        if folder.exists():
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process won the race; its result is as good
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    return model, history
+
+
+def quick_sky(progress: bool = True):
+    """The course's quick-profile synthetic sky (``synthetic.make_sky()`` defaults)."""
+    from . import synthetic
+
+    return synthetic.make_sky(progress=progress)
+
+
+def quick_model(progress: bool = True):
+    """The quick-profile model of notebook 02 (trained once, then loaded from the cache).
+
+    Returns
+    -------
+    (model, history)
+    """
+    from . import synthetic
+
+    sky_config = synthetic.SkyConfig()
+    sky = synthetic.make_sky(sky_config, progress=progress)
+    return train_or_load(
+        sky, TrainConfig(progress=progress), data_description=_sky_description(sky_config)
+    )
+
+
+def _sky_description(sky_config) -> dict:
+    d = dataclasses.asdict(sky_config) if dataclasses.is_dataclass(sky_config) else {}
+    return {"source": "galaxy_helpers.synthetic.make_sky", "sky_config": d}
+
+
+# The recipe of the committed course checkpoint: a bigger sky with a seed the course sky does
+# not use, more epochs, one-cycle LR. Sized to train in ~35 min on a shared 2-core CPU.
+COURSE_CHECKPOINT_RECIPE = {
+    "sky": {"n_galaxies": 20000, "image_size": 64, "seed": 1000},
+    "train": {"epochs": 8, "lr": 2e-3, "schedule": "onecycle", "patience": 8, "seed": 1000},
+}
+
+
+def course_checkpoint_path(architecture: str = "convnext_atto") -> Path:
+    """Path (without suffix) of the committed course checkpoint for ``architecture``."""
+    return WEIGHTS_DIR / f"course_{architecture}"
+
+
+def course_checkpoint(architecture: str = "convnext_atto", device=None):
+    """Load the committed course checkpoint (trained longer than the quick model).
+
+    Returns
+    -------
+    (model, metadata)
+    """
+    path = course_checkpoint_path(architecture)
+    if not path.with_suffix(".safetensors").exists():
+        available = sorted(p.stem for p in WEIGHTS_DIR.glob("course_*.safetensors"))
+        raise FileNotFoundError(
+            f"no course checkpoint {path}.safetensors (available: {available or 'none'}). "
+            "Rebuild it with `python -m galaxy_helpers.training course-checkpoint`."
+        )
+    return load_checkpoint(path, device=device)
+
+
+def load_model(checkpoint: str | os.PathLike = "course", progress: bool = True):
+    """The model notebooks 03 to 06 start from.
+
+    Parameters
+    ----------
+    checkpoint : ``"course"`` (committed, trained longer), ``"quick"`` (notebook 02's model,
+        trained once then cached), or a checkpoint path.
+
+    Returns
+    -------
+    (model, metadata)
+    """
+    if checkpoint == "course":
+        return course_checkpoint()
+    if checkpoint == "quick":
+        model, _ = quick_model(progress=progress)
+        return model, model.metadata
+    return load_checkpoint(checkpoint)
+
+
+def build_course_checkpoint(
+    out: str | os.PathLike | None = None, progress: bool = True, recipe: dict | None = None
+):
+    """Train the course checkpoint from its recipe and write it (float16 weights + JSON)."""
+    from . import synthetic
+    from .evaluation import evaluate
+
+    recipe = recipe or COURSE_CHECKPOINT_RECIPE
+    sky_config = synthetic.SkyConfig(**recipe["sky"])
+    t0 = time.perf_counter()
+    sky = synthetic.make_sky(sky_config, progress=progress)
+    config = TrainConfig(
+        image_size=recipe["sky"]["image_size"], progress=progress, **recipe["train"]
+    )
+    model, history = train(sky, config, data_description=_sky_description(sky_config))
+    test = sky[sky["split"] == "test"]
+    result = evaluate(model, test, progress=progress)
+    model.metadata["metrics"].update(result.summary())
+    model.metadata["recipe"] = recipe
+    model.metadata["command"] = "python -m galaxy_helpers.training course-checkpoint"
+    model.metadata["train_seconds"] = round(time.perf_counter() - t0, 1)
+    model.metadata["history"] = history.as_frame().to_dict(orient="list")
+    path = Path(out) if out else course_checkpoint_path(config.architecture)
+    save_checkpoint(model, path, half=True)
+    return model, history
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (works under torchrun)
+# --------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m galaxy_helpers.training",
+        description="Train a GalaxyModel on vote counts (single process or under torchrun).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train on a catalogue or a synthetic sky")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--catalogue", help="catalogue file (.parquet or .csv)")
+    src.add_argument("--synthetic", type=int, metavar="N", help="train on a synthetic sky of N")
+    t.add_argument("--sky-seed", type=int, default=1)
+    t.add_argument("--schema", default="decals_dr5")
+    t.add_argument("--out", required=True, help="checkpoint path (without suffix)")
+    t.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    t.add_argument("--history", help="write the per-epoch history here (JSON)")
+    t.add_argument("--half", action="store_true", help="store float16 weights")
+    for f in dataclasses.fields(TrainConfig):
+        if f.name.startswith("_"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", "bool | None"):
+            t.add_argument(flag, type=_parse_bool, default=None)
+        elif f.name == "amp":
+            t.add_argument(flag, type=lambda s: "auto" if s == "auto" else _parse_bool(s))
+        elif f.type == "int" or f.type == "int | None":
+            t.add_argument(flag, type=int, default=None)
+        elif f.type == "float":
+            t.add_argument(flag, type=float, default=None)
+        else:
+            t.add_argument(flag, default=None)
+    c = sub.add_parser("course-checkpoint", help="rebuild the committed course checkpoint")
+    c.add_argument("--out", default=None)
+    return p
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _read_catalogue(path: str) -> pd.DataFrame:
+    if path.endswith(".parquet"):
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    import torch.distributed as dist
+
+    started_dist = False
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend)
+        started_dist = True
+    try:
+        if args.command == "course-checkpoint":
+            build_course_checkpoint(args.out, progress=_is_rank0())
+            return 0
+        values = json.loads(Path(args.config).read_text()) if args.config else {}
+        for f in dataclasses.fields(TrainConfig):
+            v = getattr(args, f.name, None)
+            if v is not None:
+                values[f.name] = v
+        if not _is_rank0():
+            values["progress"] = False
+        config = TrainConfig(**values)
+        if args.synthetic:
+            from . import synthetic
+
+            sky_config = synthetic.SkyConfig(
+                n_galaxies=args.synthetic, image_size=config.image_size, seed=args.sky_seed
+            )
+            catalogue = synthetic.make_sky(sky_config, progress=_is_rank0())
+            description = _sky_description(sky_config)
+        else:
+            catalogue = _read_catalogue(args.catalogue)
+            description = {"catalogue": str(Path(args.catalogue).resolve())}
+        model, history = train(catalogue, config, args.schema, description)
+        if _is_rank0():
+            path = save_checkpoint(model, args.out, half=args.half)
+            if args.history:
+                Path(args.history).write_text(json.dumps(history.to_dict(), default=float))
+            print(
+                f"Saved {path} (best epoch {history.best_epoch}, "
+                f"validation loss {history.best_val_loss:.4f})"
+            )
+        return 0
+    finally:
+        if started_dist:
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""The training loop on a tiny drawn catalogue (a 0.2 M-parameter timm model, 32 px)."""
+
+import json
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from toy_catalogue import make_toy_catalogue
+
+from galaxy_helpers import training
+from galaxy_helpers.models import load_checkpoint, predict_concentrations, save_checkpoint
+from galaxy_helpers.training import (
+    CatalogueError,
+    History,
+    TrainConfig,
+    augment_batch,
+    augmentation_params,
+    plot_history,
+    prepare_catalogue,
+    train,
+    train_or_load,
+)
+
+TINY = dict(architecture="test_convnext", image_size=32, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    return make_toy_catalogue(tmp_path_factory.mktemp("toy"), n=48, size=32)
+
+
+@pytest.fixture(scope="module")
+def trained(toy):
+    return train(toy, TrainConfig(epochs=3, lr=3e-3, schedule="constant", **TINY))
+
+
+# --- augmentation --------------------------------------------------------------------------
+def _params(flip=0.0, angle_deg=0.0, zoom=1.0, sx=0.0, sy=0.0, n=2):
+    row = [flip, math.radians(angle_deg), zoom, sx, sy]
+    return torch.tensor([row] * n, dtype=torch.float32)
+
+
+def test_identity_flip_and_quarter_turns_are_exact():
+    x = torch.rand(2, 3, 16, 16)
+    torch.testing.assert_close(augment_batch(x, _params()), x, atol=1e-5, rtol=0)
+    torch.testing.assert_close(augment_batch(x, _params(flip=1)), x.flip(-1), atol=1e-5, rtol=0)
+    rotated = augment_batch(x, _params(angle_deg=90))
+    matches = [torch.allclose(rotated, torch.rot90(x, k, dims=(-2, -1)), atol=1e-5) for k in (1, 3)]
+    assert any(matches)
+
+
+def test_zoom_and_shift_move_the_galaxy():
+    x = torch.zeros(1, 1, 32, 32)
+    x[..., 14:18, 14:18] = 1.0
+    shifted = augment_batch(x, _params(sx=0.25, n=1))  # quarter half-width = 4 px
+    com = (shifted[0, 0].sum(0) * torch.arange(32)).sum() / shifted.sum()
+    assert abs(com.item() - (15.5 - 4)) < 0.6
+    zoomed = augment_batch(x, _params(zoom=1.25, n=1))
+    # Zoom in by 1.25: the galaxy covers 1.25^2 times the area.
+    assert zoomed.sum().item() == pytest.approx(1.25**2 * x.sum().item(), rel=0.1)
+
+
+def test_augmentation_params_are_reproducible_per_epoch():
+    cfg = TrainConfig()
+    a = augmentation_params(100, cfg, seed=0, epoch=0)
+    np.testing.assert_array_equal(a, augmentation_params(100, cfg, seed=0, epoch=0))
+    assert not np.allclose(a, augmentation_params(100, cfg, seed=0, epoch=1))
+    assert a.shape == (100, 5)
+    assert set(np.unique(a[:, 0])) <= {0.0, 1.0}
+    assert (np.abs(a[:, 2] - 1) <= cfg.zoom + 1e-6).all()
+
+
+# --- the loop ------------------------------------------------------------------------------
+def test_training_learns_and_records_everything(trained, toy):
+    model, history = trained
+    assert history.epoch == [1, 2, 3]
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert min(history.val_loss) < history.val_loss[0] or history.best_epoch == 1
+    assert 1 <= history.best_epoch <= 3
+    assert history.best_val_loss == pytest.approx(min(history.val_loss))
+    assert len(history.step_loss) == 3 * math.ceil(36 / 16)
+    assert history.data.n_train == 36 and history.data.n_val == 6
+    meta = model.metadata
+    for key in ("image_size", "channels", "mean", "std", "seed", "data", "epochs", "metrics"):
+        assert key in meta, key
+    assert meta["image_size"] == 32 and len(meta["mean"]) == 3
+    assert meta["metrics"]["best_val_loss"] == pytest.approx(history.best_val_loss)
+    assert not model.training and next(model.parameters()).device.type == "cpu"
+
+
+def test_trained_model_round_trips_through_a_checkpoint(trained, toy, tmp_path):
+    model, _ = trained
+    save_checkpoint(model, tmp_path / "m")
+    loaded, meta = load_checkpoint(tmp_path / "m", schema="decals_dr5", image_size=32)
+    assert meta["train_config"]["architecture"] == "test_convnext"
+    from galaxy_helpers.images import load_images
+
+    imgs = load_images(toy["file_loc"][:4], 32, progress=False)
+    np.testing.assert_allclose(
+        predict_concentrations(loaded, imgs, progress=False),
+        predict_concentrations(model, imgs, progress=False),
+        rtol=1e-5,
+    )
+
+
+def test_model_separates_round_from_elongated(trained, toy):
+    """After a few steps the predicted featured fraction is higher for elongated blobs."""
+    from galaxy_helpers.images import load_images
+    from galaxy_helpers.models import predict_fractions
+
+    model, _ = trained
+    imgs = load_images(toy["file_loc"], 32, progress=False)
+    mean, _ = predict_fractions(predict_concentrations(model, imgs, progress=False))
+    featured = mean[:, 1]
+    elongated = toy["truth_elongated"].to_numpy()
+    assert featured[elongated].mean() > featured[~elongated].mean() + 0.1
+
+
+def test_early_stopping_restores_best_epoch(toy):
+    # A learning rate of ~0 cannot improve the validation loss: stop after `patience` epochs.
+    cfg = TrainConfig(
+        epochs=5, lr=1e-12, schedule="constant", patience=1, max_steps_per_epoch=1, **TINY
+    )
+    _, history = train(toy, cfg)
+    assert history.stopped_early and len(history.epoch) == 2 and history.best_epoch == 1
+
+
+def test_streaming_loader_and_cpu_mixed_precision(toy):
+    cfg = TrainConfig(
+        epochs=1, preload=False, num_workers=0, amp=True, max_steps_per_epoch=2, **TINY
+    )
+    model, history = train(toy, cfg)
+    assert len(history.step_loss) == 2 and np.isfinite(history.val_loss[0])
+    assert training._amp_settings(cfg, torch.device("cpu")) == (True, torch.bfloat16)
+    assert training._amp_settings(TrainConfig(), torch.device("cpu")) == (False, None)
+    assert training._amp_settings(TrainConfig(), torch.device("cuda"))[0] is True
+
+
+def test_no_split_column_splits_at_random(toy):
+    df = toy.drop(columns="split")
+    tr, va, ctr, cva = prepare_catalogue(df, "decals_dr5", TrainConfig(val_fraction=0.25))
+    assert len(va) == 12 and len(tr) == 36 and ctr.shape == (36, 34)
+    assert not set(tr["id_str"]) & set(va["id_str"])
+
+
+# --- bad catalogues ------------------------------------------------------------------------
+def test_bad_counts_and_columns_name_rows_and_columns(toy):
+    cfg = TrainConfig(**TINY)
+    bad = toy.copy()
+    bad.loc[3, "bar-dr5_strong"] = np.nan
+    with pytest.raises(CatalogueError, match=r"row 3.*bar-dr5_strong"):
+        train(bad, cfg)
+    bad = toy.copy()
+    bad.loc[5, "merging-dr5_merger"] = -2
+    with pytest.raises(CatalogueError, match=r"negative.*row 5"):
+        train(bad, cfg)
+    with pytest.raises(CatalogueError, match="missing.*how-rounded-dr5_round"):
+        train(toy.drop(columns="how-rounded-dr5_round"), cfg)
+    with pytest.raises(CatalogueError, match="file_loc"):
+        train(toy.drop(columns="file_loc"), cfg)
+
+
+def test_unreadable_images_are_named_or_skipped(toy, tmp_path):
+    bad = toy.copy()
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png at all")
+    bad.loc[2, "file_loc"] = str(broken)
+    bad.loc[7, "file_loc"] = str(tmp_path / "gone.png")
+    cfg = TrainConfig(epochs=1, max_steps_per_epoch=1, **TINY)
+    with pytest.raises(CatalogueError) as err:
+        train(bad, cfg)
+    assert "gone.png" in str(err.value) and "toy7" in str(err.value)
+    cfg.skip_bad_images = True
+    _, history = train(bad, cfg)
+    skipped = {s["id_str"]: s for s in history.data.skipped}
+    assert set(skipped) == {"toy2", "toy7"}
+    assert "broken.png" in skipped["toy2"]["file"]
+    assert history.data.n_train == 34
+    assert "skipped 2" in str(history.data)
+
+
+# --- cache, figures, command line ----------------------------------------------------------
+def test_train_or_load_uses_the_cache(toy, tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(epochs=1, max_steps_per_epoch=1, **TINY)
+    model, history = train_or_load(toy, cfg)
+
+    def fail(*a, **k):
+        raise AssertionError("should have been loaded from the cache")
+
+    monkeypatch.setattr(training, "train", fail)
+    model2, history2 = train_or_load(toy, TrainConfig(**{**cfg.to_dict(), "num_workers": 7}))
+    assert history2.val_loss == history.val_loss
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model2(x), model(x))
+    changed = toy.copy()
+    changed.loc[0, "smooth-or-featured-dr5_smooth"] += 1
+    with pytest.raises(AssertionError, match="cache"):
+        train_or_load(changed, cfg)  # different counts -> different key -> would retrain
+
+
+def test_plot_history_and_history_json_round_trip(trained):
+    matplotlib.use("Agg")
+    _, history = trained
+    fig = plot_history(history)
+    ax = fig.axes[0]
+    assert len(ax.lines) >= 3
+    again = History.from_dict(json.loads(json.dumps(history.to_dict())))
+    assert again.val_loss == history.val_loss and again.data.n_train == history.data.n_train
+    assert list(history.as_frame().columns)[:3] == ["epoch", "train_loss", "val_loss"]
+
+
+def test_command_line_trains_and_writes_checkpoint(toy, tmp_path):
+    path = tmp_path / "cat.parquet"
+    toy.to_parquet(path)
+    out = tmp_path / "cli_model"
+    rc = training.main(
+        [
+            "train",
+            "--catalogue",
+            str(path),
+            "--out",
+            str(out),
+            "--architecture",
+            "test_convnext",
+            "--image-size",
+            "32",
+            "--batch-size",
+            "16",
+            "--epochs",
+            "1",
+            "--max-steps-per-epoch",
+            "1",
+            "--progress",
+            "false",
+            "--history",
+            str(tmp_path / "h.json"),
+            "--half",
+        ]
+    )
+    assert rc == 0
+    model, meta = load_checkpoint(out)
+    assert meta["weights_dtype"] == "float16" and meta["epochs"] == 1
+    assert meta["data"]["catalogue"] == str(path)
+    assert json.loads((tmp_path / "h.json").read_text())["epoch"] == [1]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="warmup")
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainConfig(batch_size=0)
