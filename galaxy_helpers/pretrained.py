@@ -1,0 +1,309 @@
+"""Pretrained Zoobot encoders (Hugging Face hub or local files) in the course's model wrapper.
+
+Zoobot publishes encoders trained on Galaxy Zoo votes as timm models on the Hugging Face hub
+(``hf_hub:mwalmsley/zoobot-encoder-convnext_nano`` and others; see
+``data_manifests/zoobot_encoders.toml``). :func:`load_pretrained_encoder` returns one as a
+``models.GalaxyModel`` with ``schema=None`` (encoder only), so everything that takes our
+checkpoints (``encode_images``, representations, search, finetuning, ``save_checkpoint``)
+takes it too. It looks, in order, for:
+
+1. a local folder in the hub's layout (``config.json`` + ``model.safetensors`` or
+   ``pytorch_model.bin``, as ``huggingface_hub.snapshot_download`` or
+   ``huggingface-cli download <repo> --local-dir <folder>`` writes), given as the path;
+2. a local weights file (``.safetensors``; our own checkpoints too), given as the path;
+3. for a hub name: a copy in the mirror (``<GALAXY_DATA_MIRROR>/zoobot_encoders/<repo>/``) or
+   the course cache (``<cache_dir>/models/<repo>/``), then the hub itself through timm
+   (``timm.create_model("hf_hub:...", pretrained=True, num_classes=0)``) when online.
+
+Weights are read with safetensors (or timm's ``weights_only`` loader for ``.bin``), never with
+unrestricted unpickling; the sha256 of the weights loaded from a local file is recorded in
+``model.metadata["weights_sha256"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PretrainedError",
+    "PretrainedUnavailableError",
+    "load_pretrained_encoder",
+    "hub_models",
+    "local_model_dir",
+]
+
+_WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+
+class PretrainedError(ValueError):
+    """Weights that do not fit their architecture, or a source that cannot be interpreted."""
+
+
+class PretrainedUnavailableError(FileNotFoundError):
+    """A hub model that is neither on disk nor downloadable; says how to provide it."""
+
+
+def hub_models() -> list[dict]:
+    """The Zoobot encoders listed in ``data_manifests/zoobot_encoders.toml``.
+
+    Returns
+    -------
+    list of dict
+        One dict per encoder: ``hub_id``, ``url``, ``architecture``, ``channels``.
+    """
+    from .data import load_manifest
+
+    return list(load_manifest("zoobot_encoders").raw["models"])
+
+
+def _repo_name(hub_id: str) -> str:
+    return hub_id.removeprefix("hf_hub:").split("/", 1)[-1]
+
+
+def local_model_dir(hub_id: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where a hub model is looked for in the course cache: ``<cache_dir>/models/<repo>``.
+
+    Parameters
+    ----------
+    hub_id : str
+        ``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"`` (or without the prefix).
+    cache_dir : path-like, optional
+        Cache root; default :func:`galaxy_helpers.course.cache_dir`.
+
+    Returns
+    -------
+    Path
+    """
+    if cache_dir is None:
+        from .course import cache_dir as course_cache_dir
+
+        cache_dir = course_cache_dir()
+    return Path(cache_dir) / "models" / _repo_name(hub_id)
+
+
+def _is_hub_folder(path: Path) -> bool:
+    return (path / "config.json").is_file() and any((path / n).is_file() for n in _WEIGHT_NAMES)
+
+
+def _sha256(path: Path) -> str:
+    from .data import file_checksum
+
+    return file_checksum(path, "sha256")
+
+
+def _wrap(encoder, architecture: str, channels: int, metadata: dict[str, Any]):
+    """Put a timm encoder (``num_classes=0``) into an encoder-only GalaxyModel."""
+    from .models import GalaxyModel
+
+    model = GalaxyModel(architecture, schema=None, channels=channels, pretrained=False)
+    model.encoder = encoder
+    model.representation_dim = int(encoder.num_features)
+    cfg = dict(getattr(encoder, "pretrained_cfg", {}) or {})
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if channels == 1 and mean is not None and len(mean) == 3:
+        # Colour statistics applied to the average of the colours (images.to_tensor, channels=1).
+        mean, std = [sum(mean) / 3], [sum(std) / 3]
+    meta = {
+        "architecture": architecture,
+        "channels": channels,
+        "schema": None,
+        "answer_columns": [],
+        "image_size": None,  # the encoder takes any size; see pretrained_input_size
+        "pretrained_input_size": list(cfg["input_size"]) if cfg.get("input_size") else None,
+        "mean": list(mean) if mean is not None else None,
+        "std": list(std) if std is not None else None,
+    }
+    meta.update(metadata)
+    model.metadata = meta
+    return model.eval()
+
+
+def _create(spec: str, channels: int, source: str, local: bool = True, **kwargs):
+    import timm
+
+    # From local files, any of these means the files do not describe the model; from the hub,
+    # ValueError/KeyError can also be cache misses, so only a state-dict mismatch counts.
+    mismatch = (RuntimeError, AttributeError, KeyError, ValueError) if local else RuntimeError
+    try:
+        return timm.create_model(spec, pretrained=True, num_classes=0, in_chans=channels, **kwargs)
+    except mismatch as err:  # state-dict mismatch: wrong architecture or broken file
+        raise PretrainedError(
+            f"{source}: the weights do not fit the architecture ({str(err)[:400]}). Check that "
+            "config.json (or architecture=) names the architecture the weights were saved from."
+        ) from err
+
+
+def _from_folder(folder: Path, channels: int, source: str):
+    config = json.loads((folder / "config.json").read_text())
+    architecture = config.get("architecture")
+    if not architecture:
+        raise PretrainedError(f"{folder / 'config.json'}: no 'architecture' entry")
+    weights = next(folder / n for n in _WEIGHT_NAMES if (folder / n).is_file())
+    encoder = _create(f"local-dir:{folder}", channels, source)
+    return _wrap(
+        encoder,
+        architecture,
+        channels,
+        {"source": source, "weights_file": str(weights), "weights_sha256": _sha256(weights)},
+    )
+
+
+def _from_file(path: Path, channels: int, architecture: str | None, source: str):
+    from . import models
+
+    _, meta_path = models.checkpoint_paths(path)
+    if path.suffix == ".safetensors" and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if str(meta.get("format", "")).startswith("galaxy_helpers.GalaxyModel"):
+            model, meta = models.load_checkpoint(path)
+            if int(meta["channels"]) != channels:
+                raise PretrainedError(
+                    f"{path}: a {meta['channels']}-channel course checkpoint; ask for "
+                    f"channels={meta['channels']}"
+                )
+            model.head, model.schema = None, None
+            model.metadata = {
+                **meta,
+                "schema": None,
+                "answer_columns": [],
+                "source": source,
+                "weights_sha256": _sha256(path),
+            }
+            return model.eval()
+    if (path.parent / "config.json").is_file() and path.name in _WEIGHT_NAMES:
+        return _from_folder(path.parent, channels, source)
+    if architecture is None:
+        raise PretrainedError(
+            f"{path}: a bare weights file does not say which architecture it belongs to; pass "
+            "architecture='convnext_nano' (the timm name), or give the folder with config.json"
+        )
+    if path.suffix in (".pkl", ".ckpt"):
+        raise PretrainedError(
+            f"{path}: pickled checkpoints are not loaded (unpickling can run code); convert the "
+            "weights to .safetensors"
+        )
+    encoder = _create(architecture, channels, source, pretrained_cfg_overlay={"file": str(path)})
+    return _wrap(
+        encoder,
+        architecture,
+        channels,
+        {"source": source, "weights_file": str(path), "weights_sha256": _sha256(path)},
+    )
+
+
+def _offline() -> bool:
+    flags = (
+        os.environ.get(k, "").strip().lower() for k in ("GALAXY_DATA_OFFLINE", "HF_HUB_OFFLINE")
+    )
+    return any(f in {"1", "true", "yes"} for f in flags)
+
+
+def load_pretrained_encoder(
+    name_or_path: str | os.PathLike = "hf_hub:mwalmsley/zoobot-encoder-convnext_nano",
+    channels: int = 3,
+    architecture: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    mirror: str | os.PathLike | None = None,
+    offline: bool | None = None,
+):
+    """Load a pretrained encoder as an encoder-only ``models.GalaxyModel``.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A hub name (``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"``), a local folder in
+        the hub's layout, or a local weights file (``.safetensors``; a course checkpoint
+        ``<path>.safetensors`` + ``<path>.json`` is accepted and its head dropped).
+    channels : int
+        3 for colour, 1 for greyscale input. Weights saved for the other number of channels
+        are adapted by timm (the first convolution is summed or repeated over channels).
+    architecture : str, optional
+        timm architecture of a bare weights file (folders and hub models say it themselves).
+    cache_dir : path-like, optional
+        Course cache root, searched for ``models/<repo>/`` copies of hub models.
+    mirror : path-like, optional
+        Mirror root (default ``GALAXY_DATA_MIRROR``), searched for
+        ``zoobot_encoders/<repo>/``.
+    offline : bool, optional
+        Never use the network (default: ``GALAXY_DATA_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
+
+    Returns
+    -------
+    models.GalaxyModel
+        ``schema=None``, in eval mode; ``model.encode(x)`` gives the pooled representation.
+        ``model.metadata`` holds ``architecture``, ``channels``, ``mean``/``std`` (from the
+        model's config; pass them to ``images.to_tensor``), ``source`` and, for local files,
+        ``weights_sha256``.
+
+    Raises
+    ------
+    PretrainedUnavailableError
+        A hub model that is not on disk and cannot be downloaded; says how to provide it.
+    PretrainedError
+        Weights that do not fit the architecture, or a bare file without ``architecture``.
+
+    Examples
+    --------
+    >>> model = load_pretrained_encoder("hf_hub:mwalmsley/zoobot-encoder-convnext_nano")  # doctest: +SKIP
+    >>> model.representation_dim                                                          # doctest: +SKIP
+    640
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels}")
+    text = str(name_or_path)
+    if not text.startswith(("hf_hub:", "hf-hub:")):
+        path = Path(text).expanduser()
+        if path.is_dir():
+            if not _is_hub_folder(path):
+                raise PretrainedError(
+                    f"{path}: expected config.json and one of {list(_WEIGHT_NAMES)} (the hub's "
+                    "layout, as huggingface-cli download --local-dir writes it)"
+                )
+            return _from_folder(path, channels, str(path))
+        if path.is_file():
+            return _from_file(path, channels, architecture, str(path))
+        raise PretrainedUnavailableError(
+            f"{path}: no such file or folder. Give a hub name such as "
+            "'hf_hub:mwalmsley/zoobot-encoder-convnext_nano', a folder with config.json + "
+            "model.safetensors, or a .safetensors file."
+        )
+
+    hub_id = "hf_hub:" + text.split(":", 1)[1]
+    repo = hub_id.removeprefix("hf_hub:")
+    candidates = []
+    mirror_root = mirror or os.environ.get("GALAXY_DATA_MIRROR", "").strip() or None
+    if mirror_root:
+        candidates.append(Path(mirror_root) / "zoobot_encoders" / _repo_name(hub_id))
+    candidates.append(local_model_dir(hub_id, cache_dir))
+    for folder in candidates:
+        if _is_hub_folder(folder):
+            return _from_folder(folder, channels, hub_id)
+    offline = _offline() if offline is None else offline
+    remedy = (
+        f"To use it offline: on a machine with internet run `huggingface-cli download {repo} "
+        f"--local-dir <folder>` (or huggingface_hub.snapshot_download), copy the folder here and "
+        f"pass its path, or put it at {candidates[-1]}"
+        + (f" or {candidates[0]}" if len(candidates) > 1 else "")
+        + "."
+    )
+    if offline:
+        raise PretrainedUnavailableError(
+            f"{hub_id} is not on disk (looked in {', '.join(map(str, candidates))}) and the "
+            f"network is off. {remedy}"
+        )
+    try:
+        encoder = _create(hub_id, channels, hub_id, local=False)
+    except PretrainedError:
+        raise
+    except Exception as err:  # network, hub and cache errors come in many types
+        raise PretrainedUnavailableError(
+            f"could not get {hub_id} from https://huggingface.co/{repo} ({type(err).__name__}: "
+            f"{str(err)[:300]}). {remedy}"
+        ) from err
+    cfg = dict(getattr(encoder, "pretrained_cfg", {}) or {})
+    architecture = cfg.get("architecture") or _repo_name(hub_id).removeprefix("zoobot-encoder-")
+    architecture = architecture.removeprefix("greyscale-")
+    return _wrap(encoder, architecture, channels, {"source": hub_id})

@@ -1,0 +1,151 @@
+"""Pretrained encoders, tested offline with tiny models written locally in the hub's layout."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from galaxy_helpers import models, pretrained
+
+ARCH = "test_convnext"  # timm's 0.2 M-parameter ConvNeXt; any timm architecture works the same way
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch, tmp_path):
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("GALAXY_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def hub_folder(tmp_path_factory):
+    """A random-weight timm model saved exactly as the hub stores one (config + safetensors)."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=5).eval()
+    folder = tmp_path_factory.mktemp("hub") / "zoobot-encoder-tiny"
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return folder, model
+
+
+def _pooled(model, x):
+    with torch.no_grad():
+        return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def test_hub_folder_loads_into_an_encoder_only_galaxy_model(hub_folder):
+    folder, original = hub_folder
+    model = pretrained.load_pretrained_encoder(folder)
+    assert isinstance(model, models.GalaxyModel) and model.head is None and model.schema is None
+    assert model.architecture == ARCH and model.representation_dim == original.num_features
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), _pooled(original, x), atol=1e-5)
+        assert torch.equal(model(x), model.encode(x))
+    config = json.loads((folder / "config.json").read_text())
+    assert model.metadata["mean"] == config["pretrained_cfg"]["mean"]
+    assert len(model.metadata["weights_sha256"]) == 64
+    assert not model.training
+
+
+def test_greyscale_encoder_from_colour_weights(hub_folder):
+    folder, original = hub_folder
+    model = pretrained.load_pretrained_encoder(folder, channels=1)
+    grey = torch.randn(2, 1, 64, 64)
+    # timm sums the first convolution over colours: grey input == grey copied to 3 colours.
+    with torch.no_grad():
+        assert torch.allclose(
+            model.encode(grey), _pooled(original, grey.repeat(1, 3, 1, 1)), atol=1e-4
+        )
+    assert len(model.metadata["mean"]) == 1
+
+
+def test_bare_safetensors_file_needs_its_architecture(hub_folder):
+    folder, original = hub_folder
+    weights = folder / "model.safetensors"
+    bare = folder.parent / "bare.safetensors"
+    bare.write_bytes(weights.read_bytes())
+    with pytest.raises(pretrained.PretrainedError, match="architecture="):
+        pretrained.load_pretrained_encoder(bare)
+    model = pretrained.load_pretrained_encoder(bare, architecture=ARCH)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), _pooled(original, x), atol=1e-5)
+
+
+def test_weights_of_another_architecture_are_refused_clearly(hub_folder, tmp_path):
+    folder, _ = hub_folder
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    (wrong / "model.safetensors").write_bytes((folder / "model.safetensors").read_bytes())
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"] = "test_resnet"
+    (wrong / "config.json").write_text(json.dumps(config))
+    with pytest.raises(pretrained.PretrainedError, match="do not fit"):
+        pretrained.load_pretrained_encoder(wrong)
+
+
+def test_hub_name_offline_without_a_copy_says_how_to_provide_it(tmp_path):
+    hub_id = "hf_hub:mwalmsley/zoobot-encoder-convnext_nano"
+    with pytest.raises(pretrained.PretrainedUnavailableError) as info:
+        pretrained.load_pretrained_encoder(hub_id)
+    message = str(info.value)
+    assert hub_id in message and "huggingface-cli download" in message
+    assert str(tmp_path / "cache" / "models" / "zoobot-encoder-convnext_nano") in message
+
+
+def test_hub_name_uses_a_copy_in_the_cache_or_the_mirror(hub_folder, tmp_path):
+    import shutil
+
+    folder, original = hub_folder
+    hub_id = "hf_hub:someone/zoobot-encoder-tiny"
+    mirror = tmp_path / "mirror"
+    shutil.copytree(folder, mirror / "zoobot_encoders" / "zoobot-encoder-tiny")
+    model = pretrained.load_pretrained_encoder(hub_id, mirror=mirror)
+    assert model.metadata["source"] == hub_id
+    cached = pretrained.local_model_dir(hub_id)
+    shutil.copytree(folder, cached)
+    model = pretrained.load_pretrained_encoder(hub_id)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.encode(x), _pooled(original, x), atol=1e-5)
+
+
+def test_pretrained_encoder_round_trips_through_course_checkpoints(hub_folder, tmp_path):
+    folder, _ = hub_folder
+    model = pretrained.load_pretrained_encoder(folder)
+    path = models.save_checkpoint(model, tmp_path / "enc", {"image_size": 64})
+    again = pretrained.load_pretrained_encoder(path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(again.encode(x), model.encode(x), atol=1e-6)
+    assert again.head is None and again.metadata["source"] == str(path)
+
+
+def test_course_checkpoint_with_a_head_gives_its_encoder(tmp_path):
+    trained = models.GalaxyModel(ARCH, channels=3)
+    path = models.save_checkpoint(trained, tmp_path / "trained", {"image_size": 64})
+    encoder = pretrained.load_pretrained_encoder(path)
+    assert encoder.head is None
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(encoder.encode(x), trained.eval().encode(x), atol=1e-6)
+
+
+def test_missing_path_and_incomplete_folder_are_explained(tmp_path):
+    with pytest.raises(pretrained.PretrainedUnavailableError, match="no such file"):
+        pretrained.load_pretrained_encoder(tmp_path / "nothing")
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "config.json").write_text("{}")
+    with pytest.raises(pretrained.PretrainedError, match="model.safetensors"):
+        pretrained.load_pretrained_encoder(tmp_path / "half")
+
+
+def test_manifest_lists_the_default_encoder():
+    ids = [m["hub_id"] for m in pretrained.hub_models()]
+    default = pretrained.load_pretrained_encoder.__defaults__[0]
+    assert default in ids
