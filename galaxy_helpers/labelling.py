@@ -1,0 +1,562 @@
+"""Score galaxies 0 to 5 in a notebook without ever losing a label (notebook 05).
+
+Two layers, as in Astronomaly's front end:
+
+- :class:`LabelSession` is the state: every label is appended to a JSON-lines file and synced to
+  disk the moment it is given; "undo" appends an undo record (history is never rewritten);
+  re-creating the session on the same file (after a kernel restart) replays it and resumes
+  exactly. A corrupt or foreign file raises :class:`LabelFileError` naming the file and line.
+- :class:`LabellingWidget` is a thin ipywidgets layer over a session and an active learner
+  (``anomaly.ActiveLearner``): a grid of galaxies with 0..5 buttons, "retrain and show next
+  batch", "undo last", keyboard shortcuts, a progress line and the current top-N gallery.
+
+The label file, one JSON object per line::
+
+    {"format": "galaxy_helpers.labels", "version": 1, "created": "...", "user": "..."}
+    {"action": "label", "time": "2026-...Z", "user": "ada", "id_str": "J1234", "score": 4}
+    {"action": "undo", "time": "...", "user": "ada", "id_str": "J1234", "undoes_line": 2}
+
+Example
+-------
+>>> session = LabelSession("labels.jsonl", user="ada", catalogue=catalogue)
+>>> session.label("J1234", 4)
+>>> session.undo()
+>>> LabelSession("labels.jsonl", user="ada", catalogue=catalogue).labels   # resumed
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+FORMAT = "galaxy_helpers.labels"
+VERSION = 1
+SCORES = (0, 1, 2, 3, 4, 5)
+SCORE_BUTTON_CLASS = "galaxy-score-button"  # every 0..5 button; plus "galaxy-score-<n>"
+
+
+class LabelFileError(ValueError):
+    """A label file that cannot be trusted: corrupt, truncated, foreign or inconsistent."""
+
+
+def check_score(score) -> int:
+    """Return ``score`` as an int if it is a whole number 0..5, else raise ``ValueError``.
+
+    Booleans, fractions, strings and NaN are refused: a score is a deliberate 0, 1, 2, 3, 4 or 5.
+    """
+    if isinstance(score, bool | np.bool_) or not isinstance(score, int | np.integer):
+        raise ValueError(
+            f"a score must be a whole number 0 to 5; got {score!r} ({type(score).__name__})"
+        )
+    if int(score) not in SCORES:
+        raise ValueError(f"a score must be 0 to 5; got {int(score)}")
+    return int(score)
+
+
+@dataclass(frozen=True)
+class LabelRecord:
+    """One line of the label file (``line`` counts from 1, the header being line 1)."""
+
+    line: int
+    action: str
+    time: str
+    user: str
+    id_str: str
+    score: int | None = None
+    undoes_line: int | None = None
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LabelSession:
+    """The labels one researcher has given, backed by an append-only file.
+
+    Parameters
+    ----------
+    label_file : path
+        JSON-lines file; created (with its folder) if missing, resumed if it exists.
+    user : str
+        Who is labelling; written with every record.
+    catalogue : DataFrame or None
+        With ``id_str``; when given, only its galaxies can be labelled, and a file holding other
+        ids is refused as foreign (it belongs to another catalogue).
+
+    Attributes
+    ----------
+    labels : dict id_str -> score (the current labels, in the order first given)
+    records : list of LabelRecord (the whole history, undos included)
+
+    Raises
+    ------
+    LabelFileError
+        When the file exists but is not a label file, is truncated or corrupt, or labels
+        galaxies that are not in ``catalogue``; the message names the file and line.
+    """
+
+    def __init__(self, label_file, user: str, catalogue: pd.DataFrame | None = None):
+        if not isinstance(user, str) or not user.strip():
+            raise ValueError("user must be a non-empty name, e.g. user='ada'")
+        self.path = Path(label_file)
+        self.user = user.strip()
+        self.known_ids = None
+        if catalogue is not None:
+            if "id_str" not in catalogue.columns:
+                raise ValueError("the catalogue needs an id_str column (the catalogue contract)")
+            self.known_ids = set(catalogue["id_str"].astype(str))
+        self.records: list[LabelRecord] = []
+        self.labels: dict[str, int] = {}
+        self._stack: list[tuple[int, str, int | None]] = []  # (line, id, previous score)
+        self._n_lines = 0
+        if self.path.exists() and self.path.stat().st_size > 0:
+            self._replay()
+        else:
+            self._create()
+
+    # ------------------------------------------------------------------ file handling
+    def _create(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        header = {"format": FORMAT, "version": VERSION, "created": _now(), "user": self.user}
+        self._append(header)
+
+    def _append(self, obj: dict):
+        line = json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n"
+        # open-append-sync-close for every record: a crash loses at most the label being written
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self._n_lines += 1
+
+    def _fail(self, line_no: int, why: str):
+        raise LabelFileError(
+            f"{self.path}, line {line_no}: {why}. Nothing was changed. Fix or remove that line by "
+            "hand (the lines before it are intact), or pass another label_file to start afresh."
+        )
+
+    def _replay(self):
+        raw = self.path.read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line_no = raw[: err.start].count(b"\n") + 1
+            self._fail(line_no, "is not UTF-8 text, so this is not a label file")
+        lines = text.split("\n")
+        if lines[-1] != "":
+            self._fail(
+                len(lines),
+                "is incomplete (no line end): the kernel probably stopped while writing it",
+            )
+        lines = lines[:-1]
+        for i, line in enumerate(lines, start=1):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                if i == 1:
+                    self._fail(1, f"is not a galaxy_helpers label file header ({err.msg})")
+                self._fail(i, f"is not valid JSON ({err.msg}): {line[:80]!r}")
+            if not isinstance(obj, dict):
+                self._fail(i, f"should hold a JSON object, found {line[:80]!r}")
+            if i == 1:
+                if obj.get("format") != FORMAT:
+                    self._fail(1, f"is not a galaxy_helpers label file header: {line[:80]!r}")
+                if obj.get("version") != VERSION:
+                    self._fail(1, f"has label-file version {obj.get('version')!r}; expected 1")
+                continue
+            self._apply(i, obj)
+        self._n_lines = len(lines)
+
+    def _apply(self, line_no: int, obj: dict):
+        action = obj.get("action")
+        missing = [k for k in ("time", "user", "id_str") if k not in obj]
+        if action not in ("label", "undo") or missing:
+            self._fail(line_no, f"is not a label or undo record (missing {missing or 'action'})")
+        id_str = str(obj["id_str"])
+        if self.known_ids is not None and id_str not in self.known_ids:
+            self._fail(
+                line_no,
+                f"labels galaxy {id_str!r}, which is not in this catalogue: the file belongs to "
+                "another catalogue",
+            )
+        if action == "label":
+            try:
+                score = check_score(obj.get("score"))
+            except ValueError as err:
+                self._fail(line_no, str(err))
+            self._stack.append((line_no, id_str, self.labels.get(id_str)))
+            self.labels[id_str] = score
+            rec = LabelRecord(line_no, "label", obj["time"], obj["user"], id_str, score)
+        else:
+            target = obj.get("undoes_line")
+            if not self._stack or self._stack[-1][0] != target or self._stack[-1][1] != id_str:
+                self._fail(line_no, f"undoes line {target!r}, which is not the last label")
+            self._pop()
+            rec = LabelRecord(line_no, "undo", obj["time"], obj["user"], id_str, None, target)
+        self.records.append(rec)
+
+    def _pop(self):
+        _, id_str, previous = self._stack.pop()
+        if previous is None:
+            del self.labels[id_str]
+        else:
+            self.labels[id_str] = previous  # a relabel taken back: the key keeps its place
+
+    # ------------------------------------------------------------------ public API
+    def label(self, id_str, score) -> LabelRecord:
+        """Give ``id_str`` a score 0..5; written to disk before this returns.
+
+        Giving a galaxy a new score replaces the old one (undo brings it back).
+
+        Returns
+        -------
+        LabelRecord
+        """
+        score = check_score(score)
+        id_str = str(id_str)
+        if self.known_ids is not None and id_str not in self.known_ids:
+            raise KeyError(f"galaxy {id_str!r} is not in this session's catalogue")
+        obj = {"action": "label", "time": _now(), "user": self.user, "id_str": id_str}
+        obj["score"] = score
+        self._append(obj)
+        line = self._n_lines
+        self._stack.append((line, id_str, self.labels.get(id_str)))
+        self.labels[id_str] = score
+        rec = LabelRecord(line, "label", obj["time"], self.user, id_str, score)
+        self.records.append(rec)
+        return rec
+
+    def undo(self) -> LabelRecord | None:
+        """Take back the most recent label still standing (appends an undo record).
+
+        Returns
+        -------
+        LabelRecord of the undo, or None when there is nothing to undo.
+        """
+        if not self._stack:
+            return None
+        target, id_str, _ = self._stack[-1]
+        obj = {"action": "undo", "time": _now(), "user": self.user, "id_str": id_str}
+        obj["undoes_line"] = target
+        self._append(obj)
+        self._pop()
+        rec = LabelRecord(self._n_lines, "undo", obj["time"], self.user, id_str, None, target)
+        self.records.append(rec)
+        return rec
+
+    @property
+    def n_labels(self) -> int:
+        """Number of galaxies with a current label."""
+        return len(self.labels)
+
+    def scores_for(self, ids) -> np.ndarray:
+        """Scores aligned to ``ids`` (e.g. the catalogue's id_str), NaN where unlabelled.
+
+        Returns
+        -------
+        np.ndarray of float
+        """
+        return np.array([self.labels.get(str(i), np.nan) for i in ids], dtype=float)
+
+    def history(self) -> pd.DataFrame:
+        """Every record (labels and undos) as a table, in file order."""
+        return pd.DataFrame([r.__dict__ for r in self.records])
+
+    def __repr__(self):
+        return f"LabelSession({str(self.path)!r}, user={self.user!r}, n_labels={self.n_labels})"
+
+
+# ---------------------------------------------------------------------- widget
+def _png_bytes(path, size: int) -> bytes:
+    from PIL import Image
+
+    from .images import read_image
+
+    buf = io.BytesIO()
+    Image.fromarray(read_image(path, size)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class LabellingWidget:
+    """Score galaxies with buttons while a Gaussian process learns what interests you.
+
+    Shows the current batch (the learner's suggestions) as a grid: each galaxy with six buttons
+    0..5. "Retrain and show next batch" refits the learner on every label so far and shows the
+    next batch; "Undo last" takes back the last label. Keyboard: click the shortcut box, then
+    ``0``-``5`` scores the highlighted galaxy (and moves on), ``u`` undoes, ``n`` retrains.
+
+    Every button has the CSS class ``galaxy-score-button`` and ``galaxy-score-<n>``, its card
+    ``galaxy-card``; the retrain and undo buttons ``galaxy-retrain`` and ``galaxy-undo``; the
+    shortcut box ``galaxy-keys`` (for browser tests).
+
+    Parameters
+    ----------
+    session : LabelSession
+    catalogue : DataFrame
+        ``id_str`` and ``file_loc``, in the same row order as ``features``.
+    features : (N, D) array
+        Representation of every catalogue galaxy.
+    learner : estimator or None
+        ``fit`` / ``update`` / ``predict`` / ``next_batch``; default ``anomaly.ActiveLearner()``.
+    batch_size : int
+        Galaxies per batch (10 in the paper).
+    image_size : int
+        Pixels per thumbnail.
+    top_n : int
+        Galaxies in the "current top" gallery.
+
+    Attributes
+    ----------
+    batch : list of row indices now shown
+    buttons : dict id_str -> list of six Buttons
+    widget : the ipywidgets container (displayed by ``display(w)`` or as the cell's value)
+    """
+
+    def __init__(
+        self,
+        session: LabelSession,
+        catalogue: pd.DataFrame,
+        features,
+        learner=None,
+        batch_size: int = 10,
+        image_size: int = 96,
+        top_n: int = 12,
+    ):
+        import ipywidgets as W
+
+        from .anomaly import ActiveLearner
+
+        self.W = W
+        self.session = session
+        self.catalogue = catalogue.reset_index(drop=True)
+        missing = [c for c in ("id_str", "file_loc") if c not in self.catalogue.columns]
+        if missing:
+            raise ValueError(f"the catalogue lacks column(s) {missing} (the catalogue contract)")
+        self.ids = self.catalogue["id_str"].astype(str).to_numpy()
+        self._row = {i: r for r, i in enumerate(self.ids)}
+        self.features = np.asarray(features)
+        if len(self.features) != len(self.ids):
+            raise ValueError(
+                f"features has {len(self.features)} rows but the catalogue {len(self.ids)}; "
+                "they must describe the same galaxies in the same order"
+            )
+        self.learner = ActiveLearner() if learner is None else learner
+        self.batch_size = int(batch_size)
+        self.image_size = int(image_size)
+        self.top_n = int(top_n)
+        self._png: dict[str, bytes] = {}
+        self.batch: list[int] = []
+        self.buttons: dict[str, list] = {}
+        self.cursor = 0
+        self.n_retrains = 0
+
+        self.progress = W.HTML()
+        self.grid = W.GridBox(
+            layout=W.Layout(grid_template_columns=f"repeat(5, {self.image_size + 40}px)")
+        )
+        self.retrain_button = W.Button(
+            description="Retrain and show next batch", button_style="primary", icon="refresh"
+        )
+        self.retrain_button.add_class("galaxy-retrain")
+        self.retrain_button.layout.width = "260px"
+        self.undo_button = W.Button(description="Undo last", icon="undo")
+        self.undo_button.add_class("galaxy-undo")
+        self.keys = W.Text(
+            placeholder="click here, then 0-5 to score, u to undo, n for next batch",
+            continuous_update=True,
+            layout=W.Layout(width="420px"),
+        )
+        self.keys.add_class("galaxy-keys")
+        self.top_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.retrain_button.on_click(lambda _: self.retrain())
+        self.undo_button.on_click(lambda _: self.undo())
+        self.keys.observe(self._on_keys, names="value")
+        self.widget = W.VBox(
+            [
+                self.progress,
+                self.grid,
+                W.HBox([self.retrain_button, self.undo_button, self.keys]),
+                W.HTML("<b>Current top galaxies</b> (predicted score)"),
+                self.top_box,
+            ]
+        )
+        self.widget.add_class("galaxy-labelling")
+        self.retrain()
+
+    # ------------------------------------------------------------------ state -> view
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+    def labelled_rows(self) -> np.ndarray:
+        """Catalogue rows with a current label."""
+        return np.array([self._row[i] for i in self.session.labels if i in self._row], dtype=int)
+
+    def scores(self) -> np.ndarray:
+        """Current labels aligned to the catalogue, NaN where unlabelled."""
+        return self.session.scores_for(self.ids)
+
+    def _thumb(self, id_str: str) -> bytes:
+        if id_str not in self._png:
+            self._png[id_str] = _png_bytes(
+                self.catalogue.at[self._row[id_str], "file_loc"], self.image_size
+            )
+        return self._png[id_str]
+
+    def _card(self, row: int):
+        W = self.W
+        id_str = self.ids[row]
+        image = W.Image(
+            value=self._thumb(id_str), format="png", layout=W.Layout(width=f"{self.image_size}px")
+        )
+        buttons = []
+        for s in SCORES:
+            b = W.Button(
+                description=str(s),
+                tooltip=f"score {s} for {id_str}",
+                layout=W.Layout(width="30px", padding="0px"),
+            )
+            b.add_class(SCORE_BUTTON_CLASS)
+            b.add_class(f"galaxy-score-{s}")
+            b.on_click(lambda _, i=id_str, s=s: self.score(i, s))
+            buttons.append(b)
+        self.buttons[id_str] = buttons
+        card = W.VBox([image, W.HTML(f"<small>{id_str}</small>"), W.HBox(buttons)])
+        card.add_class("galaxy-card")
+        return card
+
+    def _refresh(self):
+        current = self.session.labels
+        for id_str, buttons in self.buttons.items():
+            for s, b in zip(SCORES, buttons, strict=True):
+                b.button_style = "success" if current.get(id_str) == s else ""
+        unlabelled = [k for k, r in enumerate(self.batch) if self.ids[r] not in current]
+        self.cursor = unlabelled[0] if unlabelled else len(self.batch)
+        for k, child in enumerate(self.grid.children):
+            child.layout.border = "3px solid orange" if k == self.cursor else "1px solid #ddd"
+        n = self.session.n_labels
+        keen = sum(1 for v in current.values() if v >= 4)
+        done = len(self.batch) - len(unlabelled)
+        self.progress.value = (
+            f"<b>{n} labels so far</b> ({keen} scored 4 or 5) &middot; this batch: "
+            f"{done}/{len(self.batch)} scored &middot; retrained {self.n_retrains} times"
+            f" &middot; saved to <code>{self.session.path}</code>"
+        )
+
+    def _show_top(self):
+        W = self.W
+        pred = self.learner.predict()
+        order = np.argsort(-pred, kind="stable")[: self.top_n]
+        cards = []
+        for r in order:
+            img = W.Image(
+                value=self._thumb(self.ids[r]),
+                format="png",
+                layout=W.Layout(width=f"{max(self.image_size // 2, 32)}px"),
+            )
+            label = self.session.labels.get(self.ids[r])
+            mark = f" ({label})" if label is not None else ""
+            cards.append(W.VBox([img, W.HTML(f"<small>{pred[r]:.1f}{mark}</small>")]))
+        self.top_box.children = cards
+
+    # ------------------------------------------------------------------ actions
+    def score(self, id_str: str, score: int):
+        """Label one galaxy (what its button does); written to disk at once."""
+        self.session.label(id_str, score)
+        self._refresh()
+
+    def undo(self):
+        """Take back the last label (what "Undo last" does)."""
+        self.session.undo()
+        self._refresh()
+
+    def retrain(self):
+        """Refit on every label so far, show the next batch and the current top galaxies."""
+        y = self.scores()
+        if not hasattr(self.learner, "embedding_") and not hasattr(self.learner, "X_"):
+            self.learner.fit(self.features, y)
+        else:
+            self.learner.update(y)
+        self.n_retrains += 1
+        self.batch = [
+            int(r) for r in self.learner.next_batch(self.batch_size, exclude=self.labelled_rows())
+        ]
+        self.buttons = {}
+        self.grid.children = [self._card(r) for r in self.batch]
+        self._show_top()
+        self._refresh()
+
+    def _on_keys(self, change):
+        text = change["new"]
+        if not text:
+            return
+        for ch in text:
+            if ch.isdigit() and int(ch) in SCORES and self.cursor < len(self.batch):
+                self.buttons[self.ids[self.batch[self.cursor]]][int(ch)].click()
+            elif ch.lower() == "u":
+                self.undo_button.click()
+            elif ch.lower() == "n":
+                self.retrain_button.click()
+        self.keys.value = ""
+
+    def answer_with(self, researcher_scores, limit: int | None = None) -> int:
+        """Let a simulated researcher click a button for every unscored galaxy of the batch.
+
+        Parameters
+        ----------
+        researcher_scores : (N,) ints aligned to the catalogue
+        limit : int or None
+            Score at most this many.
+
+        Returns
+        -------
+        int, the number of galaxies scored
+        """
+        n = 0
+        for r in self.batch:
+            id_str = self.ids[r]
+            if limit is not None and n >= limit:
+                break
+            if id_str not in self.session.labels:
+                self.buttons[id_str][int(researcher_scores[r])].click()
+                n += 1
+        return n
+
+    def run_simulated(self, researcher_scores, n_labels: int = 200, progress: bool = True):
+        """Answer batch after batch with a simulated researcher until ``n_labels`` labels exist.
+
+        Resumes: labels already in the session count. Uses the buttons, so the label file is
+        written exactly as when a person clicks.
+
+        Returns
+        -------
+        self
+        """
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=n_labels,
+            initial=min(self.session.n_labels, n_labels),
+            desc="simulated labels",
+            disable=not progress,
+        )
+        while self.session.n_labels < n_labels:
+            before = self.session.n_labels
+            self.answer_with(researcher_scores, limit=n_labels - before)
+            bar.update(self.session.n_labels - before)
+            if self.session.n_labels >= n_labels:
+                break
+            self.retrain()
+            if not self.batch:
+                break
+        bar.close()
+        self.retrain()
+        return self
