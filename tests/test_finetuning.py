@@ -1,0 +1,213 @@
+"""Tests of galaxy_helpers.finetuning on tiny drawn galaxies (rings vs plain discs, 32 px)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from galaxy_helpers import finetuning as ft
+from galaxy_helpers.models import GalaxyModel, save_checkpoint
+
+SIZE = 32
+
+
+def _draw(ring: bool, rng: np.random.Generator) -> np.ndarray:
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2 + rng.normal(0, 0.7, 2)[:, None, None]
+    r = np.hypot(xx, yy)
+    img = np.exp(-((r / rng.uniform(2.5, 3.5)) ** 2))
+    if ring:
+        img = img + 0.8 * np.exp(-(((r - rng.uniform(9, 11)) / 1.3) ** 2))
+    img = img[..., None] * np.array([1.0, 0.85, 0.7]) * 220
+    return np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def rings(tmp_path_factory) -> pd.DataFrame:
+    """60 galaxies, every third one a ring (imbalanced on purpose), with a numeric column."""
+    folder = tmp_path_factory.mktemp("rings")
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(60):
+        ring = i % 3 == 0
+        path = folder / f"g{i:03d}.png"
+        Image.fromarray(_draw(ring, rng)).save(path)
+        rows.append(
+            {"id_str": f"g{i}", "file_loc": str(path), "ring": int(ring), "size": 3.0 + ring}
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised encoder-only checkpoint (random convnets still see rings)."""
+    torch.manual_seed(0)
+    model = GalaxyModel("convnext_atto", schema=None)
+    path = tmp_path_factory.mktemp("ckpt") / "encoder"
+    save_checkpoint(
+        model, path, {"image_size": SIZE, "mean": [0.1, 0.1, 0.1], "std": [0.2, 0.2, 0.2]}
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+
+
+def test_head_mode_learns_rings_and_predicts_a_table(rings, checkpoint):
+    train, test = rings.iloc[:40], rings.iloc[40:]
+    model = ft.finetune(checkpoint, train, "ring", progress=False)
+    table = model.predict(test, progress=False)
+    assert list(table.columns) == ["id_str", "probability_0", "probability_1", "prediction"]
+    assert table["id_str"].tolist() == test["id_str"].tolist()
+    np.testing.assert_allclose(table[["probability_0", "probability_1"]].sum(axis=1), 1, atol=1e-5)
+    from sklearn.metrics import balanced_accuracy_score
+
+    assert balanced_accuracy_score(test["ring"], table["prediction"]) >= 0.8
+    metrics = model.metadata["metrics"]
+    assert metrics["n_train"] + metrics["n_val"] == 40 and metrics["n_val"] >= 2
+    assert metrics["class_counts"] == {"0": 26, "1": 14}
+    # the encoder was frozen: same weights as the checkpoint
+    src = ft.load_encoder(checkpoint)
+    for (k, a), b in zip(
+        model.encoder.state_dict().items(), src.encoder.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k
+
+
+def test_save_and_load_give_identical_predictions(rings, checkpoint, tmp_path):
+    model = ft.finetune(checkpoint, rings.iloc[:30], "ring", progress=False)
+    path = model.save(tmp_path / "ring_model")
+    assert path.suffix == ".safetensors" and (tmp_path / "ring_model.json").exists()
+    meta = json.loads((tmp_path / "ring_model.json").read_text())
+    assert meta["architecture"] == "convnext_atto" and meta["classes"] == [0, 1]
+    again = ft.FinetunedModel.load(tmp_path / "ring_model")
+    a = model.predict(rings.iloc[30:], progress=False)
+    b = again.predict(rings.iloc[30:], progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    # a saved finetuned model can itself be the starting point
+    assert ft.load_encoder(tmp_path / "ring_model").architecture == "convnext_atto"
+
+
+def test_full_mode_trains_encoder_with_smaller_rates_near_the_input(rings, checkpoint):
+    model = ft.finetune(
+        checkpoint, rings.iloc[:30], "ring", mode="full", max_epochs=2, progress=False
+    )
+    before = ft.load_encoder(checkpoint).encoder.state_dict()
+    changed = [k for k, v in model.encoder.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "full mode must update the encoder"
+    assert model.metadata["metrics"]["epochs"] <= 2
+    groups = ft._param_groups(model, ft.FinetuneConfig(encoder_lr=1e-3, layer_decay=0.5))
+    lrs = [g["lr"] for g in groups[:-1]]
+    assert min(lrs) < 1e-3 * 0.5**5 and max(lrs) == pytest.approx(1e-3)
+    assert groups[-1]["lr"] == ft.FinetuneConfig().full_head_lr
+
+
+def test_balanced_sampler_and_regression(rings, checkpoint):
+    model = ft.finetune(
+        checkpoint,
+        rings.iloc[:24],
+        "ring",
+        mode="full",
+        balance="sampler",
+        max_epochs=1,
+        progress=False,
+    )
+    assert model.predict(rings.iloc[:4], progress=False).shape == (4, 4)
+    reg = ft.finetune(checkpoint, rings, "size", task="regression", progress=False)
+    pred = reg.predict(rings, progress=False)
+    assert list(pred.columns) == ["id_str", "prediction"]
+    assert np.corrcoef(pred["prediction"], rings["size"])[0, 1] > 0.8
+
+
+def test_class_weights_balance_classes():
+    w = ft._class_weights(np.array([0, 0, 0, 1]), 2)
+    assert w[1] == pytest.approx(3 * w[0])
+
+
+def test_labels_given_apart_and_clear_errors(rings, checkpoint):
+    labels = {"g0": 1, "g1": 0, "g2": 0, "g3": 1, "g4": 0, "g6": 1}
+    model = ft.finetune(
+        checkpoint, rings.drop(columns="ring"), "ring", labels=labels, progress=False
+    )
+    assert model.metadata["n_labelled"] == 6
+    with pytest.raises(ft.FinetuneError, match="not in the catalogue.*nope"):
+        ft.finetune(checkpoint, rings, "ring", labels={"g0": 1, "nope": 0}, progress=False)
+    with pytest.raises(ft.FinetuneError, match="one class only"):
+        ft.finetune(checkpoint, rings[rings["ring"] == 1], "ring", progress=False)
+    with pytest.raises(ft.FinetuneError, match="no label column 'bar'"):
+        ft.finetune(checkpoint, rings, "bar", progress=False)
+    with pytest.raises(ft.FinetuneError, match="convnext_atto.*resnet10t"):
+        ft.finetune(checkpoint, rings, "ring", architecture="resnet10t", progress=False)
+    with pytest.raises(ft.FinetuneError, match="mode"):
+        ft.FinetuneConfig(mode="everything")
+
+
+def test_load_refuses_weights_of_another_architecture(rings, checkpoint, tmp_path):
+    model = ft.finetune(checkpoint, rings.iloc[:20], "ring", progress=False)
+    model.save(tmp_path / "m")
+    meta_path = tmp_path / "m.json"
+    meta = json.loads(meta_path.read_text())
+    meta["architecture"] = "resnet10t"
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ft.FinetuneError, match="not those of a 'resnet10t'"):
+        ft.FinetunedModel.load(tmp_path / "m")
+    with pytest.raises(ft.FinetuneError, match="does not exist"):
+        ft.FinetunedModel.load(tmp_path / "absent")
+
+
+def test_label_budget_experiment_is_balanced_cached_and_plots(rings, checkpoint):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    kwargs = dict(
+        budgets=(4, 8, 100),
+        repeats=2,
+        test_per_class=6,
+        progress=False,
+        methods=("pretrained_head", "pretrained_full", "scratch", "broken_head"),
+        config=ft.FinetuneConfig(max_epochs=1, progress=False),
+        other_encoders={"broken_head": "timm:not_a_model"},
+    )
+    res = ft.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
+    assert res.description["budgets"] == [4, 8] and res.description["budgets_dropped"] == [100]
+    assert "broken_head" in res.skipped
+    assert len(res.runs) == 3 * 2 * 2 and not res.runs["cached"].any()
+    test = rings.set_index("id_str").loc[res.test_ids]
+    assert (test["ring"] == 1).sum() == (test["ring"] == 0).sum() == 6
+    assert set(res.metrics()) == {"pretrained_head", "pretrained_full", "scratch"}
+    assert set(res.metrics()["scratch"]) == {"4", "8"}
+    head8 = res.runs.query("method == 'pretrained_head' and budget == 8")
+    assert head8["balanced_accuracy"].mean() > 0.6
+    again = ft.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
+    assert again.runs["cached"].all()
+    pd.testing.assert_series_equal(res.runs["balanced_accuracy"], again.runs["balanced_accuracy"])
+    fig = res.plot()
+    assert fig.axes[0].get_xscale() == "log"
+
+
+def test_ranked_grid_shows_the_top_galaxies(rings, checkpoint):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    model = ft.finetune(checkpoint, rings.iloc[:30], "ring", progress=False)
+    pred = model.predict(rings, progress=False)
+    fig, top = ft.ranked_grid(
+        rings,
+        pred,
+        "probability_1",
+        k=8,
+        truth_column="ring",
+        exclude_ids=rings["id_str"].iloc[:30],
+    )
+    assert len(top) == 8 and top["probability_1"].is_monotonic_decreasing
+    assert not set(top["id_str"]) & set(rings["id_str"].iloc[:30])
+    assert top["ring"].mean() >= 0.75
+    with pytest.raises(ft.FinetuneError, match="no column"):
+        ft.ranked_grid(rings, pred, "probability_2")
