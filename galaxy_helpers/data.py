@@ -134,6 +134,8 @@ class FileEntry:
         For archives: folder (below the dataset folder) to unpack into.
     builder : str or None
         For derived files: name of the function in this module that builds it.
+    spot_check : str or None
+        For archives: a path (below the dataset folder) that must exist once unpacked.
     """
 
     path: str
@@ -143,6 +145,7 @@ class FileEntry:
     md5: str | None = None
     extract_to: str | None = None
     builder: str | None = None
+    spot_check: str | None = None
 
     @property
     def checksum(self) -> tuple[str, str]:
@@ -259,6 +262,7 @@ def _entry(item: dict, where: str, derived: bool) -> FileEntry:
         md5=(item.get("md5") or None),
         extract_to=item.get("extract_to"),
         builder=item.get("builder") if derived else None,
+        spot_check=item.get("spot_check"),
     )
 
 
@@ -955,6 +959,12 @@ def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
     if target.exists():
         shutil.rmtree(target)  # left by an older, interrupted version
     safe_extract(folder / entry.path, target)
+    if entry.spot_check and not (folder / entry.spot_check).is_file():
+        shutil.rmtree(target)
+        raise DataError(
+            f"{folder / entry.path}: unpacked, but {entry.spot_check} is not in it; the archive "
+            "does not have the layout the manifest expects. Check the manifest's extract_to."
+        )
     (target / ".complete").write_text(entry.checksum[1])
 
 

@@ -84,7 +84,9 @@ def server():
     srv.close()
 
 
-def _manifest(tmp_path: Path, name: str, files: dict[str, bytes], base_url: str, **extra) -> Path:
+def _manifest(
+    tmp_path: Path, name: str, files: dict[str, bytes], base_url: str, catalogue: str = "", **extra
+) -> Path:
     """Write a dataset manifest for ``files`` (path -> true content) served at ``base_url``."""
     blocks = []
     for path, body in files.items():
@@ -97,7 +99,8 @@ def _manifest(tmp_path: Path, name: str, files: dict[str, bytes], base_url: str,
         ]
         lines += [f'{k} = "{v}"' for k, v in extra.get(path, {}).items()]
         blocks.append("\n".join(lines))
-    text = f"""
+    text = (
+        f"""
 name = "{name}"
 kind = "dataset"
 title = "test data"
@@ -107,6 +110,18 @@ citation = ["nobody"]
 credit = "none"
 homepage = "{base_url}"
 
+"""
+        + (catalogue or _RING_CATALOGUE)
+        + "\n\n".join(blocks)
+    )
+    folder = tmp_path / "manifests"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+_RING_CATALOGUE = """
 [catalogue]
 file = "cat.csv"
 id_str = "id"
@@ -115,12 +130,7 @@ labels = ["ring"]
 [catalogue.tags]
 tag_ring = "ring == 1"
 
-""" + "\n\n".join(blocks)
-    folder = tmp_path / "manifests"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
+"""
 
 
 def _leftovers(folder: Path) -> list[Path]:
@@ -393,3 +403,56 @@ def test_model_manifest_is_not_fetched_as_a_dataset():
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(data.ManifestError, match="gz_decals_rings"):
         data.load_manifest("gz_decals_ringz")
+
+
+def test_dr5_style_dataset_parquet_votes_archive_and_splits(tmp_path, server):
+    """The code path of gz_decals_dr5 (train/test parquet + image archive), in miniature."""
+    import pandas as pd
+
+    from galaxy_helpers.schema import DECALS_DR5
+
+    def table(ids):
+        frame = pd.DataFrame({"id_str": ids, "subfolder": ["J073"] * len(ids)})
+        frame["filename"] = [f"{i}.jpg" for i in ids]
+        for column in DECALS_DR5.answer_columns:  # volunteer spelling, renamed on load
+            frame[column.replace("-dr5_", "_")] = 1
+        buffer = io.BytesIO()
+        frame.to_parquet(buffer)
+        return buffer.getvalue()
+
+    files = {
+        "train.parquet": table(["g1", "g2"]),
+        "test.parquet": table(["g3"]),
+        "images.tar.gz": _tar({f"J073/g{i}.jpg": b"jpg" for i in (1, 2, 3)}),
+    }
+    server.files.update(files)
+    catalogue = """
+[catalogue]
+file = ["train.parquet", "test.parquet"]
+format = "parquet"
+split_from_file = ["train", "test"]
+id_str = "id_str"
+file_loc = "join:images/{subfolder}/{filename}"
+schema = "decals_dr5"
+
+"""
+    extra = {"images.tar.gz": {"extract_to": "images", "spot_check": "images/J073/g1.jpg"}}
+    path = _manifest(tmp_path, "mini_dr5", files, server.url, catalogue, **extra)
+    problems = data.validate_manifest(path)
+    assert all("https://" in p for p in problems), problems  # the local server is plain http
+    manifest = data.load_manifest(path)
+    folder = data.fetch(manifest, progress=False)
+    df = data._catalogue_from_manifest(manifest, folder)
+    assert list(df["split"]) == ["train", "train", "test"]
+    assert all(Path(p).read_bytes() == b"jpg" for p in df["file_loc"])
+    assert set(DECALS_DR5.answer_columns) <= set(df.columns)
+
+
+def test_archive_without_the_expected_layout_is_reported(tmp_path, server):
+    files = {"cat.csv": CAT, "images.tar.gz": _tar({"other/x.jpg": b"x"})}
+    server.files.update(files)
+    extra = {"images.tar.gz": {"extract_to": "images", "spot_check": "images/J073/g1.jpg"}}
+    path = _manifest(tmp_path, "toy", files, server.url, **extra)
+    with pytest.raises(data.DataError, match="J073/g1.jpg"):
+        data.fetch(data.load_manifest(path), progress=False)
+    assert not (tmp_path / "cache" / "data" / "toy" / "images").exists()
