@@ -1,0 +1,438 @@
+"""How good is a model trained on votes? Numbers and figures for learners.
+
+* per question: predicted vs volunteer vote fractions (scatter) and their mean absolute
+  error, next to a baseline that always predicts the training set's mean fractions;
+* accuracy on *confident* galaxies (where most volunteers agreed, ``schema.confident_answer``);
+* a calibration view: when the model predicts 70%, do about 70% of volunteers agree?
+* the galaxies the model gets most wrong, shown as images.
+
+Examples
+--------
+>>> result = evaluate(model, sky[sky.split == "test"], baseline_catalogue=sky[sky.split == "train"])
+>>> result.per_question            # one row per question
+>>> result.summary()               # the numbers notebook 02 records
+>>> plot_predicted_vs_volunteer(result); plot_calibration(result); show_most_wrong(result)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from . import schema as schema_mod
+from .models import predict_concentrations, predict_fractions
+
+__all__ = [
+    "EvaluationResult",
+    "evaluate",
+    "evaluate_concentrations",
+    "calibration_table",
+    "mean_fraction_baseline",
+    "plot_predicted_vs_volunteer",
+    "plot_calibration",
+    "most_wrong",
+    "show_most_wrong",
+]
+
+
+def mean_fraction_baseline(counts: np.ndarray, schema) -> np.ndarray:
+    """Mean vote fraction of every answer over the galaxies asked each question, ``(n_answers,)``.
+
+    The simplest possible "model": predict these same fractions for every galaxy.
+    """
+    schema = schema_mod.get_schema(schema)
+    fractions = schema_mod.vote_fractions(counts, schema)
+    asked = schema_mod.was_asked(counts, schema)
+    out = np.zeros(schema.n_answers)
+    for q, (start, stop) in enumerate(schema.answer_slices):
+        rows = asked[:, q]
+        if rows.any():
+            out[start:stop] = fractions[rows, start:stop].mean(axis=0)
+        else:
+            out[start:stop] = 1.0 / (stop - start)
+    return out
+
+
+@dataclasses.dataclass
+class EvaluationResult:
+    """Predictions and volunteer answers for one evaluation set.
+
+    Attributes
+    ----------
+    schema : the decision tree.
+    catalogue : the evaluated rows (canonical column names, index reset).
+    counts : volunteer vote counts ``(N, n_answers)``.
+    fractions : volunteer vote fractions ``(N, n_answers)``.
+    predicted : predicted vote fractions (Dirichlet mean) ``(N, n_answers)``.
+    predicted_std : their Dirichlet standard deviation.
+    baseline : mean training-set fractions ``(n_answers,)``.
+    asked : ``(N, n_questions)`` bool, question answered by at least ``min_votes`` volunteers.
+    per_question : DataFrame, one row per question (see :func:`evaluate`).
+    """
+
+    schema: schema_mod.Schema
+    catalogue: pd.DataFrame
+    counts: np.ndarray
+    fractions: np.ndarray
+    predicted: np.ndarray
+    predicted_std: np.ndarray
+    baseline: np.ndarray
+    asked: np.ndarray
+    per_question: pd.DataFrame
+    min_votes: int = 3
+    baseline_source: str = "baseline catalogue"
+
+    def errors(self) -> np.ndarray:
+        """``(N, n_questions)`` mean |predicted - volunteer| over each question's answers
+        (NaN where the question was not asked)."""
+        return self._errors(self.predicted)
+
+    def baseline_errors(self) -> np.ndarray:
+        return self._errors(np.broadcast_to(self.baseline, self.fractions.shape))
+
+    def _errors(self, pred: np.ndarray) -> np.ndarray:
+        out = np.full(self.asked.shape, np.nan)
+        for q, (start, stop) in enumerate(self.schema.answer_slices):
+            err = np.abs(pred[:, start:stop] - self.fractions[:, start:stop]).mean(axis=1)
+            out[:, q] = np.where(self.asked[:, q], err, np.nan)
+        return out
+
+    def summary(self) -> dict:
+        """The headline numbers: ``vote_fraction_mae`` and ``vote_fraction_mae_mean_baseline``
+        (mean over every asked galaxy-question pair), ``mae_reduction`` (1 - ratio) and
+        ``accuracy_confident`` ({question: accuracy}, questions with confident galaxies only).
+        """
+        mae = float(np.nanmean(self.errors()))
+        base = float(np.nanmean(self.baseline_errors()))
+        pq = self.per_question
+        acc = {
+            row.question: round(float(row.accuracy_confident), 4)
+            for row in pq.itertuples()
+            if row.n_confident > 0
+        }
+        n_conf = {row.question: int(row.n_confident) for row in pq.itertuples()}
+        return {
+            "vote_fraction_mae": round(mae, 5),
+            "vote_fraction_mae_mean_baseline": round(base, 5),
+            "mae_reduction": round(1 - mae / base, 4) if base > 0 else None,
+            "accuracy_confident": acc,
+            "n_confident": n_conf,
+            "n_galaxies": int(len(self.counts)),
+            "min_votes": self.min_votes,
+        }
+
+
+def evaluate(
+    model,
+    catalogue: pd.DataFrame,
+    baseline_catalogue: pd.DataFrame | None = None,
+    schema=None,
+    images: np.ndarray | None = None,
+    min_votes: int = 3,
+    confident_min_votes: int = 10,
+    confident_min_fraction: float = 0.8,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Predict vote fractions for a catalogue and compare them with the volunteers'.
+
+    Parameters
+    ----------
+    model : trained GalaxyModel (its ``metadata`` gives image size and normalisation).
+    catalogue : galaxies to evaluate (catalogue contract; usually the test split).
+    baseline_catalogue : galaxies whose mean fractions form the baseline (usually the
+        training split). Default: the evaluated galaxies themselves (flattering the baseline).
+    schema : decision tree (default: the model's).
+    images : uint8 ``(N, S, S, 3)`` already loaded for ``catalogue`` (else read from
+        ``file_loc`` at the model's image size).
+    min_votes : a question counts towards the fraction error for a galaxy when at least this
+        many volunteers answered it (fractions from 1-2 votes are mostly noise).
+    confident_min_votes, confident_min_fraction : what makes a volunteer answer "confident"
+        (see ``schema.confident_answer``).
+
+    Returns
+    -------
+    EvaluationResult; its ``per_question`` DataFrame has columns ``question``, ``n_asked``,
+    ``mae``, ``baseline_mae``, ``n_confident``, ``accuracy_confident``.
+    """
+    from .images import load_images
+
+    schema = schema_mod.get_schema(schema if schema is not None else model.schema)
+    df = schema_mod.canonical_columns(catalogue, schema).reset_index(drop=True)
+    schema_mod.vote_counts(df, schema)  # fail on bad counts before the slow prediction
+    if images is None:
+        size = (getattr(model, "metadata", {}) or {}).get("image_size")
+        if size is None:
+            raise ValueError(
+                "the model's metadata has no image_size: pass images= (uint8 N x S x S x 3)"
+            )
+        images = load_images(df["file_loc"].tolist(), size, progress=progress)
+    if len(images) != len(df):
+        raise ValueError(f"got {len(images)} images for {len(df)} catalogue rows")
+    conc = predict_concentrations(model, images, batch_size=batch_size, progress=progress)
+    return evaluate_concentrations(
+        conc,
+        df,
+        baseline_catalogue,
+        schema,
+        min_votes=min_votes,
+        confident_min_votes=confident_min_votes,
+        confident_min_fraction=confident_min_fraction,
+    )
+
+
+def evaluate_concentrations(
+    concentrations: np.ndarray,
+    catalogue: pd.DataFrame,
+    baseline_catalogue: pd.DataFrame | None = None,
+    schema=schema_mod.DECALS_DR5,
+    min_votes: int = 3,
+    confident_min_votes: int = 10,
+    confident_min_fraction: float = 0.8,
+) -> EvaluationResult:
+    """:func:`evaluate` for predictions already made: ``concentrations`` ``(N, n_answers)``
+    for the rows of ``catalogue`` (same order). Parameters as in :func:`evaluate`."""
+    schema = schema_mod.get_schema(schema)
+    df = schema_mod.canonical_columns(catalogue, schema).reset_index(drop=True)
+    counts = schema_mod.vote_counts(df, schema)
+    if len(concentrations) != len(df):
+        raise ValueError(f"got {len(concentrations)} predictions for {len(df)} catalogue rows")
+    predicted, predicted_std = predict_fractions(concentrations, schema)
+    fractions = schema_mod.vote_fractions(counts, schema)
+    if baseline_catalogue is not None:
+        baseline = mean_fraction_baseline(
+            schema_mod.vote_counts(baseline_catalogue, schema), schema
+        )
+        source = "baseline catalogue"
+    else:
+        baseline = mean_fraction_baseline(counts, schema)
+        source = "evaluated galaxies (optimistic for the baseline)"
+    asked = schema_mod.was_asked(counts, schema, min_votes=min_votes)
+
+    rows = []
+    for q, question in enumerate(schema.questions):
+        start, stop = schema.answer_slices[q]
+        m = asked[:, q]
+        err = np.abs(predicted[m, start:stop] - fractions[m, start:stop]).mean(axis=1)
+        berr = np.abs(baseline[start:stop] - fractions[m, start:stop]).mean(axis=1)
+        confident = schema_mod.confident_answer(
+            counts, schema, question.name, confident_min_votes, confident_min_fraction
+        )
+        has = confident != ""
+        guess = np.asarray(question.answers)[predicted[:, start:stop].argmax(axis=1)]
+        rows.append(
+            {
+                "question": question.name,
+                "n_asked": int(m.sum()),
+                "mae": float(err.mean()) if m.any() else np.nan,
+                "baseline_mae": float(berr.mean()) if m.any() else np.nan,
+                "n_confident": int(has.sum()),
+                "accuracy_confident": float((guess[has] == confident[has]).mean())
+                if has.any()
+                else np.nan,
+            }
+        )
+    return EvaluationResult(
+        schema=schema,
+        catalogue=df,
+        counts=counts,
+        fractions=fractions,
+        predicted=predicted,
+        predicted_std=predicted_std,
+        baseline=baseline,
+        asked=asked,
+        per_question=pd.DataFrame(rows),
+        min_votes=min_votes,
+        baseline_source=source,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+def _short(name: str) -> str:
+    return name.removesuffix("-dr5").removesuffix("-gz2")
+
+
+def plot_predicted_vs_volunteer(result: EvaluationResult, ncols: int = 5, size: float = 2.4):
+    """One panel per question: predicted vs volunteer fraction for each answer (colours).
+
+    Points on the diagonal are perfect; the panel title gives the model's and the baseline's
+    mean absolute error.
+    """
+    import matplotlib.pyplot as plt
+
+    schema = result.schema
+    nrows = int(np.ceil(schema.n_questions / ncols))
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(ncols * size, nrows * size * 1.05), squeeze=False
+    )
+    pq = result.per_question.set_index("question")
+    for q, question in enumerate(schema.questions):
+        ax = axes.flat[q]
+        start, stop = schema.answer_slices[q]
+        m = result.asked[:, q]
+        for j, answer in enumerate(question.answers):
+            ax.scatter(
+                result.fractions[m, start + j],
+                result.predicted[m, start + j],
+                s=4,
+                alpha=0.35,
+                color=f"C{j}",
+                label=answer,
+                rasterized=True,
+            )
+        ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        row = pq.loc[question.name]
+        ax.set_title(
+            f"{_short(question.name)}\nMAE {row.mae:.3f} (baseline {row.baseline_mae:.3f})",
+            fontsize=8,
+        )
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=5.5, markerscale=2, frameon=False, loc="upper left")
+    for ax in axes.flat[schema.n_questions :]:
+        ax.axis("off")
+    fig.supxlabel("volunteer vote fraction", fontsize=9)
+    fig.supylabel("predicted vote fraction", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_table(result: EvaluationResult, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability table pooled over all answers of asked questions: per bin of predicted
+    fraction, the mean predicted and mean volunteer fraction and the number of points."""
+    pred, vol = [], []
+    for q, (start, stop) in enumerate(result.schema.answer_slices):
+        m = result.asked[:, q]
+        pred.append(result.predicted[m, start:stop].ravel())
+        vol.append(result.fractions[m, start:stop].ravel())
+    pred, vol = np.concatenate(pred), np.concatenate(vol)
+    bins = np.minimum((pred * n_bins).astype(int), n_bins - 1)
+    rows = [
+        {
+            "bin": b,
+            "predicted": float(pred[bins == b].mean()),
+            "volunteer": float(vol[bins == b].mean()),
+            "n": int((bins == b).sum()),
+        }
+        for b in range(n_bins)
+        if (bins == b).any()
+    ]
+    return pd.DataFrame(rows)
+
+
+def plot_calibration(result: EvaluationResult, n_bins: int = 10):
+    """Calibration view: (left) mean volunteer fraction against predicted fraction, in bins,
+    pooled over all answers; (right) how often the volunteer fraction falls within the
+    model's predicted 1-sigma and 2-sigma ranges, per question, with the Gaussian 68%/95%
+    marked. Dirichlet widths include the spread of real galaxies sharing one look, so the
+    right panel tells whether the model's uncertainty means something."""
+    import matplotlib.pyplot as plt
+
+    table = calibration_table(result, n_bins)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    ax1.plot(table.predicted, table.volunteer, "o-", label="model")
+    for row in table.itertuples():
+        ax1.annotate(str(row.n), (row.predicted, row.volunteer), fontsize=6,
+                     textcoords="offset points", xytext=(3, -8))  # fmt: skip
+    ax1.set_xlabel("predicted vote fraction (binned)")
+    ax1.set_ylabel("mean volunteer vote fraction")
+    ax1.set_title("Reliability, all answers pooled", fontsize=9)
+    ax1.legend(frameon=False, fontsize=8)
+
+    names, within1, within2 = [], [], []
+    for q, question in enumerate(result.schema.questions):
+        start, stop = result.schema.answer_slices[q]
+        m = result.asked[:, q]
+        if not m.any():
+            continue
+        z = np.abs(result.predicted[m, start:stop] - result.fractions[m, start:stop]) / np.maximum(
+            result.predicted_std[m, start:stop], 1e-6
+        )
+        names.append(_short(question.name))
+        within1.append(float((z <= 1).mean()))
+        within2.append(float((z <= 2).mean()))
+    y = np.arange(len(names))
+    ax2.barh(y - 0.2, within1, height=0.4, label="within 1 sigma")
+    ax2.barh(y + 0.2, within2, height=0.4, label="within 2 sigma")
+    ax2.axvline(0.68, color="C0", ls=":", lw=1)
+    ax2.axvline(0.95, color="C1", ls=":", lw=1)
+    ax2.set_yticks(y, names, fontsize=7)
+    ax2.set_xlim(0, 1)
+    ax2.set_xlabel("share of volunteer fractions inside the predicted range")
+    ax2.set_title("Are the predicted uncertainties honest?", fontsize=9)
+    ax2.legend(frameon=False, fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def most_wrong(result: EvaluationResult, n: int = 16, question: str | None = None) -> pd.DataFrame:
+    """The ``n`` galaxies with the largest vote-fraction error.
+
+    Parameters
+    ----------
+    question : rank by this question's error only (default: mean over asked questions).
+
+    Returns
+    -------
+    DataFrame with ``id_str``, ``file_loc``, ``error`` and, for ``question`` (or the first
+    question), the volunteers' and the model's leading answer and fractions.
+    """
+    errors = result.errors()
+    if question is not None:
+        q = result.schema.question_index(question)
+        score = errors[:, q]
+    else:
+        q = 0
+        score = np.nanmean(np.where(np.isnan(errors), np.nan, errors), axis=1)
+    score = np.where(np.isnan(score), -np.inf, score)
+    order = np.argsort(-score)[:n]
+    order = order[np.isfinite(score[order])]
+    qobj = result.schema.questions[q]
+    start, stop = result.schema.answer_slices[q]
+    vol_idx = result.fractions[order, start:stop].argmax(axis=1)
+    pred_idx = result.predicted[order, start:stop].argmax(axis=1)
+    return pd.DataFrame(
+        {
+            "id_str": result.catalogue["id_str"].to_numpy()[order]
+            if "id_str" in result.catalogue
+            else order.astype(str),
+            "file_loc": result.catalogue["file_loc"].to_numpy()[order],
+            "row": order,
+            "error": score[order],
+            "question": qobj.name,
+            "volunteer_answer": np.asarray(qobj.answers)[vol_idx],
+            "volunteer_fraction": result.fractions[order, start + vol_idx],
+            "predicted_answer": np.asarray(qobj.answers)[pred_idx],
+            "predicted_fraction": result.predicted[order, start + pred_idx],
+        }
+    )
+
+
+def show_most_wrong(
+    result: EvaluationResult, n: int = 16, question: str | None = None, ncols: int = 8
+):
+    """The galaxies the model gets most wrong, as an image grid titled
+    ``volunteers: answer fraction / model: answer fraction``."""
+    from .plotting import galaxy_grid
+
+    table = most_wrong(result, n, question)
+    titles = [
+        f"vol {r.volunteer_answer[:8]} {r.volunteer_fraction:.2f}\n"
+        f"cnn {r.predicted_answer[:8]} {r.predicted_fraction:.2f}"
+        for r in table.itertuples()
+    ]
+    q = table["question"].iloc[0] if len(table) else ""
+    return galaxy_grid(
+        list(table["file_loc"]),
+        titles=titles,
+        ncols=ncols,
+        ax_titles_fontsize=6,
+        suptitle=f"Most wrong galaxies ({'all questions' if question is None else q}; "
+        f"titles: {_short(q)})",
+    )
