@@ -1,0 +1,763 @@
+"""Behind notebook 01 (meet the galaxies): the decision tree as a picture, and what votes look like.
+
+Everything here takes a catalogue in the course's contract (``id_str``, ``file_loc``, one
+vote-count column per answer; synthetic catalogues also carry ``truth_*`` and ``tag_*``
+columns) and returns a table or a matplotlib figure.
+
+Examples
+--------
+>>> from galaxy_helpers import explore, schema
+>>> fig = explore.draw_decision_tree(schema.DECALS_DR5)           # doctest: +SKIP
+>>> explore.question_summary(catalogue)                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .schema import (
+    DECALS_DR5,
+    Schema,
+    canonical_columns,
+    get_schema,
+    total_votes,
+    vote_counts,
+    vote_fractions,
+)
+
+__all__ = [
+    "tree_depths",
+    "draw_decision_tree",
+    "volunteers_per_galaxy",
+    "question_summary",
+    "galaxy_votes",
+    "unasked_example",
+    "plot_vote_distribution",
+    "fractions_by_truth",
+    "plot_fractions_by_truth",
+    "plot_faint_drift",
+    "real_examples_for",
+    "real_beside_synthetic",
+    "tag_counts",
+    "sky_metrics",
+]
+
+# Questions whose answers the simulated truth fixes directly, for the vote-vs-truth figures.
+DEFAULT_TRUTH_QUESTIONS = ("smooth-or-featured-dr5", "disk-edge-on-dr5", "bar-dr5")
+
+
+def _bare(name: str, schema: Schema) -> str:
+    if schema.suffix and name.endswith(schema.suffix):
+        return name[: -len(schema.suffix)]
+    return name
+
+
+# ------------------------------------------------------------------------------------------
+# The decision tree as a picture
+# ------------------------------------------------------------------------------------------
+
+
+def _wrap_answers(answers: Sequence[str], width: int) -> list[str]:
+    lines, line = [], ""
+    for answer in answers:
+        piece = answer if not line else f"{line}, {answer}"
+        if line and len(piece) > width:
+            lines.append(line + ",")
+            line = answer
+        else:
+            line = piece
+    return [*lines, line]
+
+
+def tree_depths(schema: str | Schema = DECALS_DR5) -> dict[str, int]:
+    """Depth of every question in the tree: 0 for always-asked questions, else 1 + the
+    deepest question that can lead to it.
+
+    Parameters
+    ----------
+    schema : Schema or str
+        The decision tree (default DECaLS DR5).
+
+    Returns
+    -------
+    dict
+        ``{question name: depth}`` in the schema's order.
+    """
+    schema = get_schema(schema)
+    depth: dict[str, int] = {}
+    for q in schema.questions:  # parents come first in a Schema
+        depth[q.name] = 1 + max((depth[p] for p, _ in q.requires), default=-1)
+    return depth
+
+
+def draw_decision_tree(
+    schema: str | Schema = DECALS_DR5,
+    catalogue: pd.DataFrame | None = None,
+    figsize: tuple[float, float] = (15, 7.5),
+):
+    """Draw the decision tree: one box per question (its answers inside), one arrow per
+    answer that leads to another question.
+
+    Parameters
+    ----------
+    schema : Schema or str
+        The decision tree (default DECaLS DR5).
+    catalogue : DataFrame, optional
+        When given, each box also says what share of its galaxies had the question asked
+        (at least one vote), which shows how the tree thins the votes out.
+    figsize : (width, height) in inches.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyBboxPatch
+
+    schema = get_schema(schema)
+    depth = tree_depths(schema)
+    asked_share = None
+    if catalogue is not None:
+        counts = vote_counts(canonical_columns(catalogue, schema), schema)
+        asked_share = (total_votes(counts, schema) > 0).mean(axis=0)
+
+    levels: dict[int, list[str]] = {}
+    for name, d in depth.items():
+        levels.setdefault(d, []).append(name)
+    n_levels = max(levels) + 1
+    max_rows = max(len(v) for v in levels.values())
+
+    # Boxes in columns by depth, spread evenly top to bottom.
+    box_w, box_h = 0.155, 0.62 / max(max_rows, 1)
+    pos: dict[str, tuple[float, float]] = {}
+    for d, names in levels.items():
+        x = 0.02 + d * (0.96 - box_w) / max(n_levels - 1, 1)
+        for i, name in enumerate(names):
+            y = 1 - (i + 1) / (len(names) + 1)
+            pos[name] = (x, y)
+
+    fig, ax = plt.subplots(figsize=figsize)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.axis("off")
+    colours = plt.get_cmap("tab10")
+    for qi, q in enumerate(schema.questions):
+        x, y = pos[q.name]
+        colour = colours(qi % 10)
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, y - box_h / 2),
+                box_w,
+                box_h,
+                boxstyle="round,pad=0.006",
+                facecolor=(*colour[:3], 0.12),
+                edgecolor=colour,
+                linewidth=1.6,
+            )
+        )
+        title = _bare(q.name, schema)
+        lines = _wrap_answers(q.answers, width=30)
+        ax.text(x + 0.006, y + box_h / 2 - 0.012, title, fontsize=9, weight="bold", va="top")
+        ax.text(
+            x + 0.006,
+            y + box_h / 2 - 0.045,
+            "\n".join(lines),
+            fontsize=8,
+            va="top",
+            family="monospace",
+        )
+        note = "" if q.requires else "always asked"
+        if asked_share is not None:
+            note = f"asked for {asked_share[qi]:.0%} of galaxies"
+        if note:
+            ax.text(
+                x + box_w - 0.004,
+                y - box_h / 2 + 0.008,
+                note,
+                fontsize=7.5,
+                ha="right",
+                va="bottom",
+                color="0.25",
+                style="italic",
+            )
+
+    for q in schema.questions:
+        cx, cy = pos[q.name]
+        by_parent: dict[str, list[str]] = {}
+        for parent, answer in q.requires:  # one arrow per parent, naming every answer
+            by_parent.setdefault(parent, []).append(answer)
+        for parent, answers in by_parent.items():
+            answer = " or ".join(answers)
+            px, py = pos[parent]
+            start = (px + box_w, py)
+            end = (cx, cy)
+            ax.annotate(
+                "",
+                xy=end,
+                xytext=start,
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "color": "0.35",
+                    "lw": 1.2,
+                    "shrinkA": 2,
+                    "shrinkB": 2,
+                    "connectionstyle": "arc3,rad=0.0",
+                },
+            )
+            mx, my = start[0] + 0.55 * (end[0] - start[0]), start[1] + 0.55 * (end[1] - start[1])
+            ax.text(
+                mx,
+                my,
+                answer,
+                fontsize=7.5,
+                ha="center",
+                va="center",
+                color="0.15",
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "0.7"},
+            )
+    n_answers = schema.n_answers
+    ax.set_title(
+        f"The {schema.name} decision tree: {schema.n_questions} questions, {n_answers} answers. "
+        "Arrows: the answer that leads to the next question.",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Votes
+# ------------------------------------------------------------------------------------------
+
+
+def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
+    """Number of volunteers who classified each galaxy: the votes on the first question,
+    which every volunteer answers.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        Catalogue with vote-count columns (either spelling).
+    schema : Schema or str
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (N,)
+    """
+    schema = get_schema(schema)
+    first = [i for i, q in enumerate(schema.questions) if not q.requires]
+    if not first:
+        raise ValueError(f"schema {schema.name!r} has no always-asked question")
+    counts = vote_counts(canonical_columns(catalogue, schema), schema)
+    return total_votes(counts, schema)[:, first[0]]
+
+
+def question_summary(
+    catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5, min_votes: int = 1
+) -> pd.DataFrame:
+    """One row per question: how often it was asked and how many votes it got.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        Catalogue with vote-count columns (either spelling).
+    schema : Schema or str
+    min_votes : int
+        A question counts as asked for a galaxy when it has at least this many votes.
+
+    Returns
+    -------
+    DataFrame
+        Index: question. Columns: ``asked_of`` (what answer leads to it), ``share_asked``
+        (fraction of galaxies), ``mean_votes`` (over all galaxies, zeros included),
+        ``mean_votes_when_asked``, ``share_of_volunteers`` (votes on the question divided by
+        the volunteers who saw the galaxy: how far down the tree volunteers get).
+    """
+    schema = get_schema(schema)
+    counts = vote_counts(canonical_columns(catalogue, schema), schema)
+    totals = total_votes(counts, schema)
+    volunteers = volunteers_per_galaxy(catalogue, schema).astype(float)
+    rows = []
+    for qi, q in enumerate(schema.questions):
+        t = totals[:, qi].astype(float)
+        asked = t >= min_votes
+        parents = " or ".join(f"{_bare(p, schema)}={a}" for p, a in q.requires) or "everyone"
+        rows.append(
+            {
+                "question": q.name,
+                "asked_of": parents,
+                "share_asked": asked.mean(),
+                "mean_votes": t.mean(),
+                "mean_votes_when_asked": t[asked].mean() if asked.any() else 0.0,
+                "share_of_volunteers": t.sum() / max(volunteers.sum(), 1.0),
+            }
+        )
+    return pd.DataFrame(rows).set_index("question")
+
+
+def galaxy_votes(
+    catalogue: pd.DataFrame, index: int, schema: str | Schema = DECALS_DR5
+) -> pd.DataFrame:
+    """The votes of one galaxy, one row per answer, with the tree's reason for any zeros.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+    index : int
+        Row position in the catalogue.
+    schema : Schema or str
+
+    Returns
+    -------
+    DataFrame with columns ``question``, ``answer``, ``votes``, ``fraction``, ``asked``.
+    """
+    schema = get_schema(schema)
+    if not 0 <= index < len(catalogue):
+        raise IndexError(f"row {index} is outside the catalogue (0 to {len(catalogue) - 1})")
+    counts = vote_counts(canonical_columns(catalogue.iloc[[index]], schema), schema)
+    fractions = vote_fractions(counts, schema)[0]
+    totals = total_votes(counts, schema)[0]
+    rows = []
+    for qi, (q, (a, _b)) in enumerate(zip(schema.questions, schema.answer_slices, strict=True)):
+        for j, answer in enumerate(q.answers):
+            rows.append(
+                {
+                    "question": _bare(q.name, schema),
+                    "answer": answer,
+                    "votes": int(counts[0, a + j]),
+                    "fraction": round(float(fractions[a + j]), 2),
+                    "asked": bool(totals[qi] > 0),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def unasked_example(
+    catalogue: pd.DataFrame,
+    question: str = "has-spiral-arms-dr5",
+    min_volunteers: int = 5,
+    schema: str | Schema = DECALS_DR5,
+) -> int:
+    """Row position of the first galaxy that several volunteers saw but nobody was asked
+    ``question`` about (every volunteer's answers led elsewhere in the tree).
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+    question : str
+        Question name (either spelling).
+    min_volunteers : int
+        The galaxy was classified by at least this many volunteers.
+    schema : Schema or str
+
+    Returns
+    -------
+    int
+    """
+    schema = get_schema(schema)
+    qi = schema.question_index(schema.question(question).name)
+    counts = vote_counts(canonical_columns(catalogue, schema), schema)
+    volunteers = volunteers_per_galaxy(catalogue, schema)
+    rows = np.flatnonzero(
+        (total_votes(counts, schema)[:, qi] == 0) & (volunteers >= min_volunteers)
+    )
+    if len(rows) == 0:
+        raise ValueError(
+            f"every galaxy with >= {min_volunteers} volunteers was asked {question!r}; "
+            "try a deeper question or a smaller min_volunteers"
+        )
+    return int(rows[0])
+
+
+def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
+    """Two panels: volunteers per galaxy (a histogram) and, per question, the share of
+    galaxies for which it was asked.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+    schema : Schema or str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    schema = get_schema(schema)
+    volunteers = volunteers_per_galaxy(catalogue, schema)
+    summary = question_summary(catalogue, schema)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), width_ratios=(1, 1.3))
+    bins = np.arange(0, volunteers.max() + 2) - 0.5
+    left.hist(volunteers, bins=bins, color="tab:blue", alpha=0.8)
+    left.axvline(30, color="tab:red", ls="--", lw=1)
+    share30 = (volunteers >= 30).mean()
+    left.text(
+        30.5, left.get_ylim()[1] * 0.9, f"{share30:.0%} have >= 30", color="tab:red", fontsize=9
+    )
+    left.set_xlabel("volunteers who classified the galaxy")
+    left.set_ylabel("galaxies")
+    left.set_title(f"Volunteers per galaxy (median {np.median(volunteers):.0f})")
+
+    labels = [_bare(q, schema) for q in summary.index]
+    y = np.arange(len(labels))
+    right.barh(y, summary["share_asked"], color="tab:green", alpha=0.8, label="asked (>= 1 vote)")
+    right.barh(
+        y,
+        summary["share_of_volunteers"],
+        color="tab:orange",
+        alpha=0.8,
+        height=0.4,
+        label="share of all volunteers' clicks",
+    )
+    right.set_yticks(y, labels, fontsize=8)
+    right.invert_yaxis()
+    right.set_xlim(0, 1.05)
+    right.set_xlabel("share of galaxies / volunteers")
+    right.set_title("Deeper questions are asked less often")
+    right.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Vote fractions against the known truth (synthetic sky)
+# ------------------------------------------------------------------------------------------
+
+
+def _require_truth(catalogue: pd.DataFrame, what: str) -> None:
+    if "truth_type" not in catalogue.columns:
+        raise ValueError(
+            f"{what} needs a synthetic catalogue with truth_* columns (synthetic.make_sky()); "
+            "real catalogues have no known truth"
+        )
+
+
+def fractions_by_truth(
+    catalogue: pd.DataFrame, question: str, schema: str | Schema = DECALS_DR5
+) -> pd.DataFrame:
+    """Mean vote fraction of each answer, for galaxies grouped by their *true* answer.
+
+    Only galaxies for which the question was asked count. A perfect crowd would give the
+    identity matrix; the off-diagonal mass is volunteer confusion.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        A synthetic catalogue (``truth_*`` columns).
+    question : str
+        Question name (either spelling), e.g. ``"bar-dr5"``.
+    schema : Schema or str
+
+    Returns
+    -------
+    DataFrame
+        Index: true answer; columns: answers (mean vote fraction) plus ``n_galaxies``.
+    """
+    from .synthetic import truth_matches_answer
+
+    schema = get_schema(schema)
+    _require_truth(catalogue, "fractions_by_truth")
+    q = schema.question(question)
+    catalogue = canonical_columns(catalogue, schema)
+    counts = vote_counts(catalogue, schema)
+    qi = schema.question_index(q.name)
+    a, b = schema.answer_slices[qi]
+    fractions = vote_fractions(counts, schema)[:, a:b]
+    asked = total_votes(counts, schema)[:, qi] > 0
+    rows = {}
+    for answer in q.answers:
+        mask = truth_matches_answer(catalogue, q.name, answer) & asked
+        mean = fractions[mask].mean(axis=0) if mask.any() else np.full(b - a, np.nan)
+        rows[answer] = [*mean, int(mask.sum())]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[*q.answers, "n_galaxies"])
+    table.index.name = f"true {_bare(q.name, schema)}"
+    table["n_galaxies"] = table["n_galaxies"].astype(int)
+    return table
+
+
+def plot_fractions_by_truth(
+    catalogue: pd.DataFrame,
+    questions: Sequence[str] = DEFAULT_TRUTH_QUESTIONS,
+    schema: str | Schema = DECALS_DR5,
+):
+    """Heat maps of :func:`fractions_by_truth`, one per question.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        A synthetic catalogue.
+    questions : sequence of str
+    schema : Schema or str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    schema = get_schema(schema)
+    if len(questions) == 0:
+        raise ValueError("plot_fractions_by_truth needs at least one question")
+    tables = [fractions_by_truth(catalogue, q, schema) for q in questions]
+    widths = [max(len(t.columns) - 1, 2) for t in tables]
+    fig, axes = plt.subplots(
+        1, len(tables), figsize=(sum(widths) * 1.25 + 1.5, 3.6), width_ratios=widths, squeeze=False
+    )
+    for ax, table, question in zip(axes[0], tables, questions, strict=True):
+        values = table.drop(columns="n_galaxies").to_numpy(float)
+        ax.imshow(values, vmin=0, vmax=1, cmap="Blues")
+        answers = list(table.columns[:-1])
+        ax.set_xticks(range(len(answers)), answers, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(
+            range(len(table)),
+            [f"{a} (n={n})" for a, n in zip(table.index, table["n_galaxies"], strict=True)],
+            fontsize=8,
+        )
+        for i in range(values.shape[0]):
+            for j in range(values.shape[1]):
+                if np.isfinite(values[i, j]):
+                    ax.text(
+                        j,
+                        i,
+                        f"{values[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if values[i, j] > 0.55 else "black",
+                    )
+        ax.set_xlabel("volunteers' mean vote fraction")
+        ax.set_ylabel("true answer")
+        ax.set_title(_bare(schema.question(question).name, schema), fontsize=10)
+    fig.suptitle("What volunteers vote, by the galaxy's true morphology", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema=DECALS_DR5):
+    """Mean "smooth" vote fraction of truly featured disks against magnitude: faint
+    galaxies lose their visible features and drift towards "smooth", as in the real data.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        A synthetic catalogue (``truth_type``, ``truth_magnitude``).
+    n_bins : int
+        Magnitude bins (equal numbers of galaxies).
+    schema : Schema or str
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    import matplotlib.pyplot as plt
+
+    from .synthetic import truth_matches_answer
+
+    schema = get_schema(schema)
+    _require_truth(catalogue, "plot_faint_drift")
+    if n_bins < 2:
+        raise ValueError(f"n_bins must be at least 2; got {n_bins}")
+    catalogue = canonical_columns(catalogue, schema)
+    counts = vote_counts(catalogue, schema)
+    fractions = vote_fractions(counts, schema)
+    col = schema.answer_columns.index("smooth-or-featured-dr5_smooth")
+    featured = truth_matches_answer(catalogue, "smooth-or-featured-dr5", "featured-or-disk")
+    mag = catalogue["truth_magnitude"].to_numpy(float)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for mask, label, colour in (
+        (featured, "truly featured or disk", "tab:blue"),
+        (
+            truth_matches_answer(catalogue, "smooth-or-featured-dr5", "smooth"),
+            "truly smooth",
+            "0.5",
+        ),
+    ):
+        edges = np.quantile(mag[mask], np.linspace(0, 1, n_bins + 1))
+        which = np.clip(np.searchsorted(edges, mag[mask], side="right") - 1, 0, n_bins - 1)
+        centres = [mag[mask][which == k].mean() for k in range(n_bins)]
+        means = [fractions[mask, col][which == k].mean() for k in range(n_bins)]
+        ax.plot(centres, means, "o-", color=colour, label=label)
+    ax.set_xlabel("true magnitude (fainter to the right)")
+    ax.set_ylabel('mean "smooth" vote fraction')
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Faint disks look smooth to volunteers", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Real galaxies beside synthetic ones
+# ------------------------------------------------------------------------------------------
+
+
+def real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows of the real ``gz_decals_examples`` catalogue that illustrate one DR5 answer.
+
+    Parameters
+    ----------
+    examples : DataFrame
+        ``data.load_dataset("gz_decals_examples")`` (has ``dr5_answers``, ``;``-joined).
+    column : str
+        Canonical DR5 answer column, e.g. ``"bar-dr5_strong"``.
+
+    Returns
+    -------
+    DataFrame (possibly empty).
+    """
+    if "dr5_answers" not in examples.columns:
+        raise ValueError(
+            "the examples catalogue has no 'dr5_answers' column; load it with "
+            "data.load_dataset('gz_decals_examples')"
+        )
+    answers = examples["dr5_answers"].fillna("").str.split(";")
+    return examples[answers.apply(lambda items: column in items)]
+
+
+def real_beside_synthetic(
+    catalogue: pd.DataFrame,
+    examples: pd.DataFrame,
+    columns: Sequence[str] = (
+        "smooth-or-featured-dr5_smooth",
+        "disk-edge-on-dr5_yes",
+        "bar-dr5_strong",
+        "spiral-arm-count-dr5_2",
+        "merging-dr5_merger",
+    ),
+    per_side: int = 3,
+    image_size: int = 128,
+    seed: int = 0,
+):
+    """One row per answer: real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies
+    whose true morphology is the same answer (right).
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        A synthetic catalogue (``truth_*`` columns).
+    examples : DataFrame
+        ``data.load_dataset("gz_decals_examples")``.
+    columns : sequence of str
+        Canonical DR5 answer columns to show.
+    per_side : int
+        Galaxies on each side.
+    image_size : int
+        Display size in pixels of every image (real images are 424 px).
+    seed : int
+        Which synthetic and real galaxies are picked.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from .images import read_image
+    from .plotting import galaxy_grid
+    from .synthetic import truth_matches_answer
+
+    schema = DECALS_DR5
+    _require_truth(catalogue, "real_beside_synthetic")
+    if per_side < 1:
+        raise ValueError(f"per_side must be at least 1; got {per_side}")
+    unknown = [c for c in columns if c not in schema.answer_columns]
+    if unknown:
+        raise ValueError(f"unknown DR5 answer column(s) {unknown}; see schema.DECALS_DR5")
+    rng = np.random.default_rng(seed)
+    catalogue = canonical_columns(catalogue, schema)
+    fractions = vote_fractions(vote_counts(catalogue, schema), schema)
+    blank = np.full((image_size, image_size, 3), 255, np.uint8)
+    images, titles = [], []
+    for column in columns:
+        question, answer = column.rsplit("_", 1)
+        real = real_examples_for(examples, column)
+        real_pick = rng.permutation(len(real))[:per_side]
+        for k in range(per_side):
+            if k < len(real_pick):
+                images.append(read_image(real["file_loc"].iloc[real_pick[k]], image_size))
+                titles.append(f"real: {_bare(question, schema)} {answer}" if k == 0 else "real")
+            else:
+                images.append(blank)
+                titles.append("(no real example)")
+        mask = truth_matches_answer(catalogue, question, answer)
+        col = schema.answer_columns.index(column)
+        candidates = np.flatnonzero(mask)
+        if len(candidates):  # clear examples: the volunteers agreed with the truth
+            shortlist = rng.permutation(candidates)[: per_side * 5]
+            synth_pick = shortlist[np.argsort(-fractions[shortlist, col], kind="stable")]
+        else:
+            synth_pick = candidates
+        for k in range(per_side):
+            if k < len(synth_pick):
+                i = synth_pick[k]
+                images.append(read_image(catalogue["file_loc"].iloc[i], image_size))
+                titles.append(f"synthetic, {fractions[i, col]:.2f}")
+            else:
+                images.append(blank)
+                titles.append("(no synthetic example)")
+    return galaxy_grid(
+        np.stack(images),
+        titles=titles,
+        ncols=2 * per_side,
+        size=1.7,
+        ax_titles_fontsize=7,
+        suptitle="Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right; "
+        "title: volunteers' vote fraction for the answer)",
+    )
+
+
+# ------------------------------------------------------------------------------------------
+# Numbers for the metrics file
+# ------------------------------------------------------------------------------------------
+
+
+def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
+    """Number of galaxies carrying each ``tag_<name>`` column.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+
+    Returns
+    -------
+    dict
+        ``{tag name: count}`` in column order (empty when there are no tag columns).
+    """
+    return {
+        col[len("tag_") :]: int(catalogue[col].astype(bool).sum())
+        for col in catalogue.columns
+        if col.startswith("tag_")
+    }
+
+
+def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> dict:
+    """The numbers notebook 01 records: size, tag counts and how many volunteers there were.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+    schema : Schema or str
+
+    Returns
+    -------
+    dict
+        ``n_galaxies``, ``tag_counts`` ({tag: count}), ``mean_votes_per_galaxy`` (mean
+        volunteers per galaxy), ``median_votes_per_galaxy``, ``fraction_ge_30_votes``,
+        ``mean_total_votes_per_galaxy`` (clicks over all questions),
+        ``share_asked`` ({question: share of galaxies asked}).
+    """
+    schema = get_schema(schema)
+    volunteers = volunteers_per_galaxy(catalogue, schema)
+    counts = vote_counts(canonical_columns(catalogue, schema), schema)
+    summary = question_summary(catalogue, schema)
+    return {
+        "n_galaxies": len(catalogue),
+        "tag_counts": tag_counts(catalogue),
+        "mean_votes_per_galaxy": float(volunteers.mean()),
+        "median_votes_per_galaxy": float(np.median(volunteers)),
+        "fraction_ge_30_votes": float((volunteers >= 30).mean()),
+        "mean_total_votes_per_galaxy": float(counts.sum(axis=1).mean()),
+        "share_asked": {q: float(v) for q, v in summary["share_asked"].items()},
+    }
