@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 # Bump when the generator changes what it draws, so old caches are not reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 3
 
 TAGS = (
     "ring",
@@ -342,6 +342,7 @@ def draw_truth(n: int, seed: int = 1, config: SkyConfig | None = None) -> pd.Dat
     arms = np.where(featured, arms, 0).astype(int)
     winding = np.where(featured, winding, "")
     edge_bulge = np.where(edge, _pick(u[:, 6], _EDGE_BULGES, [0.12, 0.38, 0.50]), "")
+    edge_bulge = np.where(edge & dust, _pick(u[:, 6], _EDGE_BULGES, [0.2, 0.15, 0.65]), edge_bulge)
 
     # Brightness and size. Galaxy counts rise towards the faint limit (r < 17.8).
     a, m0, m1 = 0.35 * np.log(10), 13.5, 17.8
@@ -353,6 +354,12 @@ def draw_truth(n: int, seed: int = 1, config: SkyConfig | None = None) -> pd.Dat
     radius_frac = np.where(smooth, radius_frac * 0.85, radius_frac)
     radius_frac = np.where(edge, radius_frac * 1.2, radius_frac)
     radius_frac = np.where(diffuse, radius_frac * 1.7, radius_frac)
+    # Talk tags mark features volunteers could see: tagged rings, lenses and lanes sit in
+    # somewhat larger, brighter galaxies.
+    seen = ring | lens | dust
+    radius_frac = np.where(seen, radius_frac * 1.2, radius_frac)
+    radius_frac = np.where(dust, radius_frac * 1.25, radius_frac)
+    mag = np.where(seen, np.maximum(mag - 0.3, m0), mag)
     radius_frac = radius_frac.clip(0.035, 0.26)
     radius_frac = np.where(gtype == "star", 0.02, radius_frac)
 
@@ -363,6 +370,7 @@ def draw_truth(n: int, seed: int = 1, config: SkyConfig | None = None) -> pd.Dat
         q[sel] = lo + (hi - lo) * u[sel, 10]
     q = np.where(featured, 0.42 + 0.58 * u[:, 10], q)
     q = np.where(edge, 0.10 + 0.16 * u[:, 10], q)
+    q = np.where(edge & dust, 0.22 + 0.16 * u[:, 10], q)  # lanes show best slightly off edge-on
     q = np.where(artifact, 0.2 + 0.8 * u[:, 10], q)
     q = np.where(gtype == "star", 1.0, q)
     contrast = 0.25 + 0.75 * u[:, 12]
@@ -416,22 +424,76 @@ class _Canvas:
     def __init__(self, size: int):
         self.size = size
         self.scale = _REF / size  # reference pixels per image pixel
-        c = (size - 1) / 2.0
-        ax = (np.arange(size, dtype=np.float32) - c) * self.scale
+        self.centre = (size - 1) / 2.0
+        ax = (np.arange(size, dtype=np.float32) - self.centre) * self.scale
         self.x, self.y = np.meshgrid(ax, -ax)  # y up
-        self.img = np.zeros((size, size, 3), np.float32)
         self.pix_area = self.scale**2
+        self._img = np.zeros((size, size, 3), np.float32)
+        self._maps: dict = {}  # one 2-D map per colour, folded into the image when needed
+
+    def blank(self) -> _Canvas:
+        """An empty canvas on the same grid."""
+        other = _Canvas.__new__(_Canvas)
+        other.__dict__.update(self.__dict__)
+        other._img = np.zeros_like(self._img)
+        other._maps = {}
+        return other
+
+    @property
+    def img(self) -> np.ndarray:
+        for colour, layer in self._maps.values():
+            self._img += layer[..., None] * colour
+        self._maps = {}
+        return self._img
+
+    @img.setter
+    def img(self, value: np.ndarray):
+        self._maps = {}
+        self._img = value
+
+    def _layer(self, colour):
+        colour = np.asarray(colour, np.float32)
+        key = colour.tobytes()
+        if key not in self._maps:
+            self._maps[key] = (colour, np.zeros_like(self.x))
+        return self._maps[key][1]
 
     def add(self, profile: np.ndarray, flux: float, colour: np.ndarray):
         """Add ``profile`` normalised to total ``flux`` (reference-pixel units)."""
         total = float(profile.sum()) * self.pix_area
         if total <= 0 or flux <= 0:
             return
-        self.img += (profile * (flux / total))[..., None] * colour
+        layer = self._layer(colour)
+        layer += profile * np.float32(flux / total)
 
     def add_sb(self, profile: np.ndarray, colour: np.ndarray):
         """Add a profile that is already a surface brightness."""
-        self.img += profile[..., None] * colour
+        layer = self._layer(colour)
+        layer += profile
+
+    def window(self, x0: float, y0: float, radius: float):
+        """Slices of the pixels within ``radius`` (reference px) of a point; None if outside."""
+        col, row = self.centre + x0 / self.scale, self.centre - y0 / self.scale
+        r = radius / self.scale
+        c0, c1 = max(0, int(col - r)), min(self.size, int(col + r) + 2)
+        r0, r1 = max(0, int(row - r)), min(self.size, int(row + r) + 2)
+        if c0 >= c1 or r0 >= r1:
+            return None
+        return slice(r0, r1), slice(c0, c1)
+
+    def add_local(self, x0, y0, radius, fn, colour, flux=None):
+        """Add ``fn(dx, dy)`` evaluated only near (x0, y0); normalised to ``flux`` if given."""
+        win = self.window(x0, y0, radius)
+        if win is None:
+            return
+        dx, dy = self.x[win] - x0, self.y[win] - y0
+        prof = fn(dx, dy)
+        if flux is not None:
+            total = float(prof.sum()) * self.pix_area
+            if total <= 0:
+                return
+            prof = prof * np.float32(flux / total)
+        self._layer(colour)[win] += prof
 
 
 def _frame(cv: _Canvas, x0, y0, angle_deg):
@@ -464,11 +526,18 @@ def _blobs(cv: _Canvas, xs, ys, sigmas, weights):
 
 def _psf_star(cv: _Canvas, x0, y0, flux, sigma, colour):
     """A point source as seen through the PSF: Gaussian core plus Moffat-like wings."""
-    r2 = (cv.x - x0) ** 2 + (cv.y - y0) ** 2
-    core = np.exp(-r2 / (2 * sigma**2)) / (2 * np.pi * sigma**2)
     alpha = 2.5 * sigma
-    wings = (1 + r2 / alpha**2) ** -2.5 * (1.5 / (np.pi * alpha**2))
-    cv.add_sb(flux * (0.85 * core + 0.15 * wings), colour)
+    norm_w = 0.15 * flux * 1.5 / (np.pi * alpha**2)
+    # Evaluate only where the wings exceed 5% of the sky noise.
+    reach = alpha * np.sqrt(max(0.0, (norm_w / 0.05) ** 0.4 - 1.0))
+    radius = max(5.0 * sigma, reach)
+
+    def fn(dx, dy):
+        r2 = dx * dx + dy * dy
+        core = np.exp(-r2 / (2 * sigma**2)) * (0.85 * flux / (2 * np.pi * sigma**2))
+        return core + norm_w * (1 + r2 / alpha**2) ** -2.5
+
+    cv.add_local(x0, y0, radius, fn, colour)
 
 
 def _disk_plane(xr, yr, q):
@@ -601,13 +670,14 @@ def _render_disk(
 
     if ring:
         if bar_len > 0 and rng.random() < 0.7:
-            radius = bar_len * rng.uniform(1.0, 1.25)  # inner ring around the bar
+            radius = max(bar_len * rng.uniform(1.05, 1.3), 1.1 * h)  # inner ring round the bar
         else:
-            radius = h * rng.uniform(1.6, 3.0)  # outer ring
-        radius = max(radius, 2.2)
-        width = max(0.5, radius * rng.uniform(0.07, 0.14))
+            radius = h * rng.uniform(1.7, 2.8)  # outer ring
+        radius = max(radius, 2.5)
+        width = max(0.5, radius * rng.uniform(0.07, 0.12))
         disk_sb_at_r = f_smooth_disk / (2 * np.pi * h * h * q) * np.exp(-radius / h)
-        peak = disk_sb_at_r * (0.6 + 1.6 * contrast)
+        # Brighter than the disk around it, but at low contrast only by a factor of ~2.
+        peak = disk_sb_at_r * (1.0 + 3.0 * contrast)
         ring_p = np.exp(-((r - radius) ** 2) / (2 * width**2))
         ring_p *= 1.0 + 0.35 * np.cos(theta - rng.uniform(0, 2 * np.pi))
         cv.add_sb(peak * ring_p, _COL_RING)
@@ -627,25 +697,29 @@ def _render_edge_on(cv, rng, x0, y0, re, q, angle, flux, edge_bulge, dust, distu
     if disturb[0] > 0:
         xr, yr = _lopsided(xr, yr, re, *disturb)
     h = re / 1.678
-    z0 = max(0.35, q * re * 0.55)
+    z0 = max(0.35, q * re * (0.9 if dust else 0.55))
     f_b = {"boxy": 0.28, "rounded": 0.25, "none": 0.0}[edge_bulge] * flux
+    if dust and f_b > 0:  # Sombrero-like: the lane shows against a big bulge
+        f_b = rng.uniform(0.35, 0.5) * flux
     disk = np.exp(-np.sqrt(xr * xr + 0.3) / h) / np.cosh(yr / z0) ** 2
-    sub = _Canvas.__new__(_Canvas)
-    sub.__dict__.update(cv.__dict__)
-    sub.img = np.zeros_like(cv.img)
+    sub = cv.blank()
     sub.add(disk, flux - f_b, _COL_DISK)
     if f_b > 0:
-        if edge_bulge == "boxy":
+        if dust:  # a big, soft bulge for the lane to cross
+            bul = _sersic(xr, yr, re * 0.5, 1.5, 0.7, boxy=3.0 if edge_bulge == "boxy" else 2.0)
+        elif edge_bulge == "boxy":
             bul = _sersic(xr, yr, re * 0.35, 1.5, 0.6, boxy=3.5)
         else:
             bul = _sersic(xr, yr, re * 0.3, 2.5, 0.78)
         sub.add(bul, f_b, _COL_OLD)
     if dust:
-        tau = rng.uniform(0.55, 0.9)
-        lane = np.exp(-(((yr - 0.15 * z0) / (0.45 * z0)) ** 2) / 2) * np.exp(-np.abs(xr) / (3 * h))
+        tau = rng.uniform(0.88, 0.99)
+        # The lane crosses the near side of the bulge, wide enough to survive the seeing.
+        off, wid = 0.17 * re * rng.choice([-1.0, 1.0]), max(1.0, 0.1 * re)
+        lane = np.exp(-(((yr - off) / wid) ** 2) / 2) * np.exp(-np.abs(xr) / (4 * h))
         atten = 1.0 - tau * lane[..., None] * np.array([0.75, 0.88, 1.0], np.float32)
-        sub.img *= atten
-    cv.img += sub.img
+        sub.img = sub.img * atten
+    cv.img = cv.img + sub.img
 
 
 def _tails(cv, rng, x0, y0, re, flux, n_tails=None, colour=_COL_DISK):
@@ -661,7 +735,7 @@ def _tails(cv, rng, x0, y0, re, flux, n_tails=None, colour=_COL_DISK):
         th = psi + sign * rng.uniform(0.7, 1.6) * t
         xs, ys = x0 + rr * np.cos(th), y0 + rr * np.sin(th)
         sig = (0.6 + 1.2 * t) * max(0.6, re / 5)
-        w = flux * rng.uniform(0.05, 0.09) / len(t) * (1.0 - 0.5 * t)
+        w = flux * rng.uniform(0.07, 0.14) / len(t) * (1.0 - 0.5 * t)
         cv.add_sb(_blobs(cv, xs, ys, sig, w), colour)
 
 
@@ -696,7 +770,7 @@ def _artifact(cv, rng, flux, psf):
         rad = rng.uniform(18, 34)
         d = np.sqrt((cv.x - cx) ** 2 + (cv.y - cy) ** 2)
         halo = np.exp(-((d - rad) ** 2) / (2 * (rad * 0.2) ** 2)) + 0.7 * (d < rad)
-        cv.add_sb(rng.uniform(4, 12) * halo, np.array([0.7, 1.1, 1.0], np.float32))
+        cv.add_sb(rng.uniform(1.5, 5) * halo, np.array([0.8, 1.05, 1.1], np.float32))
         sx, sy = cx + 30 * np.cos(psi), cy + 30 * np.sin(psi)
         _psf_star(cv, sx, sy, flux * 40, psf * 1.5, _COL_DISK)
     elif kind == "stripe":
@@ -728,23 +802,24 @@ def _background(cv, rng, psf):
         if rng.random() < 0.45:
             _psf_star(cv, x0, y0, _flux(mag), psf, col)
         else:
-            xr, yr = _frame(cv, x0, y0, rng.uniform(0, 180))
-            prof = _sersic(xr, yr, rng.uniform(0.6, 2.0), rng.uniform(1, 3), rng.uniform(0.3, 1))
-            cv.add(prof, _flux(mag), col)
+            re, n_s, q = rng.uniform(0.6, 2.0), rng.uniform(1, 3), rng.uniform(0.3, 1)
+            t = np.deg2rad(rng.uniform(0, 180))
+            ct, st = np.cos(t), np.sin(t)
+
+            def fn(dx, dy, re=re, n_s=n_s, q=q, ct=ct, st=st):
+                return _sersic(dx * ct + dy * st, -dx * st + dy * ct, re, n_s, q)
+
+            cv.add_local(x0, y0, 7 * re, fn, col, flux=_flux(mag))
 
 
 def _stretch(img: np.ndarray) -> np.ndarray:
     """Lupton-style asinh stretch of the colour image (keeps colours of bright cores)."""
     soft, top = 1.5, 800.0
-    intensity = img.mean(axis=2)
-    scale = np.arcsinh(np.maximum(intensity, 0) / soft) / np.arcsinh(top / soft)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        factor = np.where(intensity > 1e-6, scale / intensity, 0.0)
-    rgb = img * factor[..., None]
-    rgb = np.clip(rgb, 0.0, None)
-    peak = rgb.max(axis=2, keepdims=True)  # clip bright pixels to white in hue-preserving way
-    rgb = np.where(peak > 1.0, rgb / np.maximum(peak, 1e-6), rgb)
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
+    intensity = np.maximum(img.mean(axis=2), 1e-6)
+    factor = np.arcsinh(intensity / soft) / (np.arcsinh(top / soft) * intensity)
+    rgb = np.maximum(img * factor[..., None], 0.0)
+    peak = np.maximum(rgb.max(axis=2, keepdims=True), 1.0)  # saturate to white, keeping hue
+    return (rgb * (255.0 / peak) + 0.5).astype(np.uint8)
 
 
 def _row_value(row, key, default=None):
@@ -903,11 +978,11 @@ def render_galaxy(
                 disturb,
             )
         if tags["lens"]:
-            radius = re * rng.uniform(1.3, 2.2)
+            radius = re * rng.uniform(1.4, 2.4)
             th0 = rng.uniform(0, 2 * np.pi)
             span = rng.uniform(0.5, 1.1)
             th = th0 + np.linspace(-span, span, 24)
-            w = np.full(24, flux * rng.uniform(0.05, 0.1) / 24)
+            w = np.full(24, flux * rng.uniform(0.05, 0.11) / 24)
             cv.add_sb(
                 _blobs(
                     cv, x0 + radius * np.cos(th), y0 + radius * np.sin(th), np.full(24, 0.55), w
@@ -1319,6 +1394,7 @@ def make_sky(
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any folder
     try:
         catalogue = _build(config, final, tmp, progress, workers)
         catalogue.to_parquet(tmp / "catalogue.parquet", index=False)
