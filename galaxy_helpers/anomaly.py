@@ -496,7 +496,7 @@ class ActiveLearner(BaseEstimator):
         return self
 
     # -- predicting
-    def _posterior(self, Z: np.ndarray, chunk: int = 16384):
+    def _posterior(self, Z: np.ndarray, chunk: int = 4096):
         """GP posterior mean and std for embedded rows Z, equal to scikit-learn's ``predict``.
 
         Written out (distances by matrix product, the triangular solve replaced by a product
@@ -513,25 +513,30 @@ class ActiveLearner(BaseEstimator):
         l_inv32 = l_inv.T.astype(np.float32)
         means = np.empty(len(Z))
         stds = np.empty(len(Z))
-        for start in range(0, len(Z), chunk):
-            block = Z[start : start + chunk]
-            if fast:
-                rq = kernel.k1
-                k = (block**2).sum(1)[:, None] - 2 * (block @ train.T) + train_sq[None, :]
-                np.maximum(k, 0, out=k)
-                # (1 + d / (2 alpha l^2)) ** -alpha, in place
-                k *= 1.0 / (2 * rq.alpha * rq.length_scale**2)
-                np.log1p(k, out=k)
-                k *= -rq.alpha
-                np.exp(k, out=k)
-                prior_var = 1.0 + kernel.k2.noise_level
-            else:
-                k = kernel(block, train)
-                prior_var = kernel.diag(block)
-            means[start : start + chunk] = k @ gp.alpha_
-            v = k.astype(np.float32) @ l_inv32
-            var = prior_var - np.einsum("ij,ij->i", v, v, dtype=np.float64)
-            stds[start : start + chunk] = np.sqrt(np.maximum(var, 0))
+        z_sq = (Z**2).sum(1)
+        # one BLAS thread: measured faster than two on the shared 2-core machine
+        with threadpool_limits(limits=1, user_api="blas"):
+            for start in range(0, len(Z), chunk):
+                block = Z[start : start + chunk]
+                if fast:
+                    rq = kernel.k1
+                    k = block @ (-2 * train.T)
+                    k += z_sq[start : start + chunk, None]
+                    k += train_sq[None, :]
+                    np.maximum(k, 0, out=k)
+                    # (1 + d / (2 alpha l^2)) ** -alpha, in place
+                    k *= 1.0 / (2 * rq.alpha * rq.length_scale**2)
+                    np.log1p(k, out=k)
+                    k *= -rq.alpha
+                    np.exp(k, out=k)
+                    prior_var = 1.0 + kernel.k2.noise_level
+                else:
+                    k = kernel(block, train)
+                    prior_var = kernel.diag(block)
+                means[start : start + chunk] = k @ gp.alpha_
+                v = k.astype(np.float32) @ l_inv32
+                var = prior_var - np.einsum("ij,ij->i", v, v, dtype=np.float64)
+                stds[start : start + chunk] = np.sqrt(np.maximum(var, 0))
         # scikit-learn's default normalize_y=False: the mean needs no rescaling
         return means, stds
 
