@@ -30,6 +30,7 @@ from .schema import (
 
 __all__ = [
     "tree_depths",
+    "tree_table",
     "draw_decision_tree",
     "volunteers_per_galaxy",
     "question_summary",
@@ -39,6 +40,8 @@ __all__ = [
     "fractions_by_truth",
     "plot_fractions_by_truth",
     "plot_faint_drift",
+    "confident_vs_truth",
+    "load_real_examples",
     "real_examples_for",
     "real_beside_synthetic",
     "tag_counts",
@@ -91,6 +94,35 @@ def tree_depths(schema: str | Schema = DECALS_DR5) -> dict[str, int]:
     for q in schema.questions:  # parents come first in a Schema
         depth[q.name] = 1 + max((depth[p] for p, _ in q.requires), default=-1)
     return depth
+
+
+def tree_table(schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
+    """The decision tree as a table: one row per question, its answers and when it is asked.
+
+    Parameters
+    ----------
+    schema : Schema or str
+
+    Returns
+    -------
+    DataFrame
+        Index: question. Columns ``answers`` (comma-separated), ``n_answers``, ``asked_when``
+        (the answers that lead to it; "always" for the first question) and ``depth``.
+    """
+    schema = get_schema(schema)
+    depth = tree_depths(schema)
+    rows = [
+        {
+            "question": q.name,
+            "answers": ", ".join(q.answers),
+            "n_answers": len(q.answers),
+            "asked_when": " or ".join(f"{_bare(p, schema)} = {a}" for p, a in q.requires)
+            or "always",
+            "depth": depth[q.name],
+        }
+        for q in schema.questions
+    ]
+    return pd.DataFrame(rows).set_index("question")
 
 
 def draw_decision_tree(
@@ -590,9 +622,82 @@ def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema=DECALS_DR5
     return fig
 
 
+def confident_vs_truth(
+    catalogue: pd.DataFrame,
+    question: str = "smooth-or-featured-dr5",
+    min_votes: int = 10,
+    min_fraction: float = 0.8,
+    schema: str | Schema = DECALS_DR5,
+) -> dict:
+    """How often the volunteers' confident answer (``schema.confident_answer``) is the true one.
+
+    Parameters
+    ----------
+    catalogue : DataFrame
+        A synthetic catalogue (``truth_*`` columns).
+    question : str
+    min_votes, min_fraction : as in :func:`galaxy_helpers.schema.confident_answer`.
+    schema : Schema or str
+
+    Returns
+    -------
+    dict
+        ``share_confident`` (fraction of all galaxies with a confident answer), ``n_confident``
+        and ``accuracy`` (fraction of confident answers that match the truth; NaN when none).
+    """
+    from .schema import confident_answer
+    from .synthetic import truth_matches_answer
+
+    schema = get_schema(schema)
+    _require_truth(catalogue, "confident_vs_truth")
+    q = schema.question(question)
+    catalogue = canonical_columns(catalogue, schema)
+    answers = confident_answer(catalogue, schema, q.name, min_votes, min_fraction)
+    confident = answers != ""
+    correct = np.zeros(len(catalogue), bool)
+    for answer in q.answers:
+        correct |= (answers == answer) & truth_matches_answer(catalogue, q.name, answer)
+    n = int(confident.sum())
+    return {
+        "share_confident": float(confident.mean()) if len(catalogue) else 0.0,
+        "n_confident": n,
+        "accuracy": float(correct[confident].mean()) if n else float("nan"),
+    }
+
+
 # ------------------------------------------------------------------------------------------
 # Real galaxies beside synthetic ones
 # ------------------------------------------------------------------------------------------
+
+
+def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
+    """Load a real Galaxy Zoo dataset when it is on this machine; otherwise say how to get it.
+
+    Never downloads: it uses :func:`galaxy_helpers.data.dataset_available`, which looks only
+    at the cache and at the mirror named by ``GALAXY_DATA_MIRROR``.
+
+    Parameters
+    ----------
+    name : str
+        Dataset manifest name.
+
+    Returns
+    -------
+    DataFrame, or None (after printing how to get the data) when it is not available.
+    """
+    from . import data
+
+    if data.dataset_available(name):
+        return data.load_dataset(name, progress=False)
+    print(
+        f"The real dataset {name!r} is not on this machine, so this section is skipped.\n"
+        "To get it (about 20 MB for the examples), on a machine with internet run once:\n"
+        f'    python -c "from galaxy_helpers import data; data.load_dataset({name!r})"\n'
+        "which downloads the files from their pinned sources and checks their checksums; or\n"
+        f"set GALAXY_DATA_MIRROR to a folder holding a copy in <mirror>/{name}/.\n"
+        "Then rerun this cell."
+    )
+    return None
 
 
 def real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:

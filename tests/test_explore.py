@@ -204,3 +204,41 @@ def test_sky_metrics_of_the_synthetic_sky(sky):
     assert 3 <= metrics["median_votes_per_galaxy"] <= 12
     assert 0.1 <= metrics["fraction_ge_30_votes"] <= 0.5
     assert metrics["share_asked"]["smooth-or-featured-dr5"] == 1.0
+
+
+def test_tree_table_lists_every_question_once():
+    table = explore.tree_table(DECALS_DR5)
+    assert list(table.index) == DECALS_DR5.question_names
+    assert table["n_answers"].sum() == 34
+    assert table.loc["smooth-or-featured-dr5", "asked_when"] == "always"
+    assert table.loc["spiral-winding-dr5", "asked_when"] == "has-spiral-arms = yes"
+    assert table.loc["merging-dr5", "asked_when"] == (
+        "smooth-or-featured = smooth or smooth-or-featured = featured-or-disk"
+    )
+
+
+def test_confident_vs_truth_counts_matches(sky):
+    result = explore.confident_vs_truth(sky, "smooth-or-featured-dr5", min_votes=10)
+    volunteers = explore.volunteers_per_galaxy(sky)
+    assert result["n_confident"] <= int((volunteers >= 10).sum())
+    assert result["share_confident"] == pytest.approx(result["n_confident"] / len(sky))
+    assert result["accuracy"] > 0.8  # agreeing volunteers are usually right
+    stricter = explore.confident_vs_truth(sky, "smooth-or-featured-dr5", min_fraction=0.95)
+    assert stricter["n_confident"] <= result["n_confident"]
+    with pytest.raises(ValueError, match="min_fraction"):
+        explore.confident_vs_truth(sky, min_fraction=1.5)
+
+
+def test_load_real_examples_explains_how_to_get_missing_data(monkeypatch, capsys):
+    from galaxy_helpers import data
+
+    monkeypatch.setattr(data, "dataset_available", lambda name: False)
+    monkeypatch.setattr(data, "load_dataset", lambda *a, **k: pytest.fail("must not download"))
+    assert explore.load_real_examples("gz_decals_examples") is None
+    out = capsys.readouterr().out
+    assert "gz_decals_examples" in out and "GALAXY_DATA_MIRROR" in out
+
+    frame = pd.DataFrame({"id_str": ["a"]})
+    monkeypatch.setattr(data, "dataset_available", lambda name: True)
+    monkeypatch.setattr(data, "load_dataset", lambda name, progress=True: frame)
+    assert explore.load_real_examples("gz_decals_examples") is frame
