@@ -9,7 +9,7 @@ takes it too. It looks, in order, for:
 
 1. a local folder in the hub's layout (``config.json`` + ``model.safetensors`` or
    ``pytorch_model.bin``, as ``huggingface_hub.snapshot_download`` or
-   ``huggingface-cli download <repo> --local-dir <folder>`` writes), given as the path;
+   ``hf download <repo> --local-dir <folder>`` writes), given as the path;
 2. a local weights file (``.safetensors``; our own checkpoints too), given as the path;
 3. for a hub name: a copy in the mirror (``<GALAXY_DATA_MIRROR>/zoobot_encoders/<repo>/``) or
    the course cache (``<cache_dir>/models/<repo>/``), then the hub itself through timm
@@ -260,7 +260,7 @@ def load_pretrained_encoder(
             if not _is_hub_folder(path):
                 raise PretrainedError(
                     f"{path}: expected config.json and one of {list(_WEIGHT_NAMES)} (the hub's "
-                    "layout, as huggingface-cli download --local-dir writes it)"
+                    "layout, as `hf download --local-dir` writes it)"
                 )
             return _from_folder(path, channels, str(path))
         if path.is_file():
@@ -283,8 +283,9 @@ def load_pretrained_encoder(
             return _from_folder(folder, channels, hub_id)
     offline = _offline() if offline is None else offline
     remedy = (
-        f"To use it offline: on a machine with internet run `huggingface-cli download {repo} "
-        f"--local-dir <folder>` (or huggingface_hub.snapshot_download), copy the folder here and "
+        f"To use it offline: on a machine with internet run `hf download {repo} --local-dir "
+        f"<folder>` (`huggingface-cli download` in older huggingface_hub, or "
+        f"huggingface_hub.snapshot_download), copy the folder here and "
         f"pass its path, or put it at {candidates[-1]}"
         + (f" or {candidates[0]}" if len(candidates) > 1 else "")
         + "."

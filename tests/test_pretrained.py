@@ -94,7 +94,7 @@ def test_hub_name_offline_without_a_copy_says_how_to_provide_it(tmp_path):
     with pytest.raises(pretrained.PretrainedUnavailableError) as info:
         pretrained.load_pretrained_encoder(hub_id)
     message = str(info.value)
-    assert hub_id in message and "huggingface-cli download" in message
+    assert hub_id in message and "hf download" in message
     assert str(tmp_path / "cache" / "models" / "zoobot-encoder-convnext_nano") in message
 
 
@@ -149,3 +149,44 @@ def test_manifest_lists_the_default_encoder():
     ids = [m["hub_id"] for m in pretrained.hub_models()]
     default = pretrained.load_pretrained_encoder.__defaults__[0]
     assert default in ids
+
+
+def test_hub_download_path_goes_through_timm_and_names_the_architecture(hub_folder, monkeypatch):
+    import timm
+
+    folder, original = hub_folder
+    real_create = timm.create_model
+    calls = []
+
+    def fake_hub(name, **kwargs):  # what the hub would serve: the same files, via timm
+        if not name.startswith("hf_hub:"):
+            return real_create(name, **kwargs)
+        calls.append((name, kwargs))
+        return real_create(f"local-dir:{folder}", **kwargs)
+
+    monkeypatch.setattr(timm, "create_model", fake_hub)
+    model = pretrained.load_pretrained_encoder("hf_hub:someone/zoobot-encoder-x", offline=False)
+    assert calls[0][1]["pretrained"] is True and calls[0][1]["num_classes"] == 0
+    assert (
+        model.architecture == ARCH and model.metadata["source"] == "hf_hub:someone/zoobot-encoder-x"
+    )
+
+
+def test_hub_unreachable_gives_the_remedy(monkeypatch):
+    import timm
+
+    real_create = timm.create_model
+
+    def unreachable(name, **kwargs):
+        if not name.startswith("hf_hub:"):
+            return real_create(name, **kwargs)
+        raise ConnectionError("no route to huggingface.co")
+
+    monkeypatch.setattr(timm, "create_model", unreachable)
+    with pytest.raises(pretrained.PretrainedUnavailableError) as info:
+        pretrained.load_pretrained_encoder(
+            "hf_hub:mwalmsley/zoobot-encoder-resnet18", offline=False
+        )
+    message = str(info.value)
+    assert "https://huggingface.co/mwalmsley/zoobot-encoder-resnet18" in message
+    assert "no route" in message and "--local-dir" in message
