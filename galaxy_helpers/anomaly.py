@@ -958,3 +958,127 @@ def isolation_forest_metrics(
     scores = IsolationForestScorer(random_state=seed).fit(X).train_scores_
     interesting = np.asarray(researcher_scores) >= threshold
     return ranking_metrics(ranking(scores), interesting, top_n)
+
+
+def pca_embedding(X, n_components: int = 40, random_state: int | None = 0) -> np.ndarray:
+    """The paper's anomaly-search embedding: PCA to ``n_components``, then standard scaling.
+
+    The same embedding :class:`ActiveLearner` fits internally, for giving the baselines the
+    same view of the galaxies.
+
+    Returns
+    -------
+    np.ndarray (N, n_components)
+    """
+    return ActiveLearner(n_components=n_components, random_state=random_state).fit(X).embedding_
+
+
+# --------------------------------------------------------------------------- figures and tables
+def _final(results: pd.DataFrame, n_labels: int | None, ranking_name: str) -> pd.DataFrame:
+    df = results[results["ranking"] == ranking_name]
+    n = df["n_labels"].max() if n_labels is None else n_labels
+    return df[df["n_labels"] == n]
+
+
+def comparison_table(
+    results: dict[str, pd.DataFrame],
+    n_labels: int | None = None,
+    ranking_name: str = "labelled_first",
+    metrics: Sequence[str] = ("precision_at_50", "precision_at_200", "average_precision"),
+) -> pd.DataFrame:
+    """Mean (and std over repeats) of the headline metrics per method, at ``n_labels`` labels.
+
+    Parameters
+    ----------
+    results : {method name: output of run_simulation}
+    n_labels : int or None
+        Default: the largest number of labels in each result.
+    ranking_name : "labelled_first" (the paper's headline) or "predicted"
+    metrics : columns to report
+
+    Returns
+    -------
+    pd.DataFrame, one row per method
+    """
+    rows = []
+    for name, res in results.items():
+        df = _final(res, n_labels, ranking_name)
+        row = {"method": name, "n_labels": int(df["n_labels"].iloc[0]), "repeats": len(df)}
+        for m in metrics:
+            row[m] = float(df[m].mean())
+            row[f"{m}_std"] = float(df[m].std(ddof=0))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("method")
+
+
+def plot_learning_curves(
+    results: dict[str, pd.DataFrame],
+    metrics: Sequence[str] = ("precision_at_50", "average_precision"),
+    ranking_name: str = "labelled_first",
+    baselines: dict[str, dict] | None = None,
+):
+    """How each method's metrics grow with the number of labels (mean and spread over repeats).
+
+    Parameters
+    ----------
+    results : {method name: output of run_simulation}
+    metrics : one panel per metric
+    ranking_name : which ranking to plot
+    baselines : {name: metrics dict} drawn as flat dashed lines (e.g. the plain isolation forest)
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for name, res in results.items():
+            df = res[res["ranking"] == ranking_name].groupby("n_labels")[metric]
+            mean, lo, hi = df.mean(), df.min(), df.max()
+            (line,) = ax.plot(mean.index, mean.values, marker="o", ms=3, label=name)
+            ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.2)
+        for name, values in (baselines or {}).items():
+            ax.axhline(values[metric], ls="--", color="grey", lw=1, label=name)
+        ax.set_xlabel("labels given")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_rank_weighted_scores(
+    results: dict[str, pd.DataFrame],
+    n_labels: int | None = None,
+    ranking_name: str = "labelled_first",
+):
+    """The paper's comparison figure: rank-weighted score against N, after ``n_labels`` labels.
+
+    Uses the ``rws_at_N`` columns of :func:`run_simulation` (pass a long ``top_n`` there).
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for name, res in results.items():
+        df = _final(res, n_labels, ranking_name)
+        cols = sorted((c for c in df.columns if c.startswith("rws_at_")), key=lambda c: int(c[7:]))
+        ns = [int(c[7:]) for c in cols]
+        mean = df[cols].mean().to_numpy()
+        (line,) = ax.plot(ns, mean, marker="o", ms=3, label=name)
+        ax.fill_between(ns, df[cols].min(), df[cols].max(), color=line.get_color(), alpha=0.2)
+    n = int(df["n_labels"].iloc[0])
+    ax.set_xlabel("N (galaxies looked at, best first)")
+    ax.set_ylabel("rank-weighted score")
+    ax.set_title(f"after {n} labels", fontsize=10)
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -254,3 +254,49 @@ def test_run_simulation_gp_beats_astronomaly_on_planted_cluster():
     assert ("precision_at_10", "mean") in summary.columns
     iso = A.isolation_forest_metrics(X, truth, top_n=(10,))
     assert 0 <= iso["average_precision"] < final["average_precision"].mean()
+
+
+def test_tables_and_figures_from_simulation_results():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    X, truth, _ = planted(n=600, n_special=12)
+    Z = A.pca_embedding(X, n_components=10)
+    assert Z.shape == (600, 10)
+    np.testing.assert_allclose(Z.std(0), 1.0, rtol=1e-6)
+    res = {
+        "GP": A.run_simulation(
+            X,
+            truth,
+            A.ActiveLearner(n_components=10),
+            n_labels=20,
+            repeats=2,
+            progress=False,
+            top_n=(5, 10, 20),
+        ),
+        "Astronomaly": A.run_simulation(
+            Z,
+            truth,
+            A.AstronomalyScorer(),
+            n_labels=20,
+            repeats=1,
+            progress=False,
+            top_n=(5, 10, 20),
+        ),
+    }
+    table = A.comparison_table(res, metrics=("precision_at_10", "average_precision"))
+    assert list(table.index) == ["GP", "Astronomaly"]
+    assert table.loc["GP", "repeats"] == 2 and table.loc["GP", "n_labels"] == 20
+    final = res["GP"][(res["GP"]["n_labels"] == 20) & (res["GP"]["ranking"] == "labelled_first")]
+    assert table.loc["GP", "precision_at_10"] == pytest.approx(final["precision_at_10"].mean())
+    fig = A.plot_learning_curves(
+        res,
+        metrics=("precision_at_10", "average_precision"),
+        baselines={"forest": {"precision_at_10": 0.1, "average_precision": 0.1}},
+    )
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 3
+    fig2 = A.plot_rank_weighted_scores(res)
+    assert [len(line.get_xdata()) for line in fig2.axes[0].lines] == [3, 3]
+    plt.close("all")
