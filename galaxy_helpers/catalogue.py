@@ -94,7 +94,8 @@ class CatalogueReport:
     def __str__(self) -> str:
         lines = [
             f"Catalogue check of {self.source}: {self.n_rows} rows, {len(self.errors)} errors, "
-            f"{len(self.warnings)} warnings (rows are 0-based positions; CSV line = row + 2)."
+            f"{len(self.warnings)} warnings (rows are 0-based positions"
+            + ("; CSV line = row + 2)." if self.source.lower().endswith(".csv") else ").")
         ]
         for title, part in (
             ("Errors (fix these, or drop the rows, before using the catalogue):", self.errors),
@@ -255,7 +256,8 @@ def validate_catalogue(
     label_columns : sequence of str, optional
         Plain label columns to check (present, no missing values, more than one class).
     check_images : {"full", "header", "none"}
-        ``"full"`` decodes every image (finds truncated files; about 5 ms per 424 px PNG),
+        ``"full"`` decodes every image (finds truncated files; the 470 424-px ring PNGs took
+        8 s on a busy 2-core machine),
         ``"header"`` reads only headers (mode, size), ``"none"`` checks only that files exist.
     source : str
         Name shown in the report.
