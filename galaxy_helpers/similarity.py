@@ -391,7 +391,18 @@ class SimilarityIndex:
             _, cand = self._tree.query(vectors, k=n_cand, p=self._prepared.p)
             cand = np.asarray(cand, dtype=np.int64).reshape(len(vectors), n_cand)
         elif self.backend_ == "faiss":
-            _, cand = self._faiss.search(np.ascontiguousarray(vectors, dtype=np.float32), n_cand)
+            import faiss
+
+            # OpenMP threads only pay off for batches; for one click they spin and wait.
+            threads = faiss.omp_get_max_threads()
+            if len(vectors) < 16:
+                faiss.omp_set_num_threads(1)
+            try:
+                _, cand = self._faiss.search(
+                    np.ascontiguousarray(vectors, dtype=np.float32), n_cand
+                )
+            finally:
+                faiss.omp_set_num_threads(threads)
             cand = cand.astype(np.int64)
         else:
             cand = self._numpy_candidates(vectors, n_cand)
