@@ -528,6 +528,11 @@ def _bullets_after(text: str, label: str) -> int | None:
     return None
 
 
+def _paragraphs(source: str) -> list[str]:
+    """Blank-line separated blocks of markdown (wrapped lines joined with spaces)."""
+    return [" ".join(block.split("\n")) for block in re.split(r"\n\s*\n", source) if block.strip()]
+
+
 def header_problems(source: str) -> list[str]:
     """Check the header cell's text (see DEVELOPERS.md "Notebooks" item 1).
 
@@ -552,14 +557,15 @@ def header_problems(source: str) -> list[str]:
         problems.append(f"'Learning goals' has {goals} bullets (expected 3 to 5)")
     if "prerequisite" not in text:
         problems.append("no 'Prerequisites'")
-    runtime = [line for line in text.splitlines() if "runtime" in line]
+    paragraphs = _paragraphs(source)
+    runtime = [p.lower() for p in paragraphs if "runtime" in p.lower()]
     if not runtime:
-        problems.append("no expected 'runtime' line")
-    elif not any("cpu" in line and "gpu" in line for line in runtime):
-        problems.append("the runtime line must give both a laptop CPU and a GPU time")
+        problems.append("no expected 'runtime' paragraph")
+    elif not any("cpu" in p and "gpu" in p for p in runtime):
+        problems.append("the runtime paragraph must give both a laptop CPU and a GPU time")
     if "data used" not in text:
         problems.append("no 'Data used'")
-    verified = [line for line in source.splitlines() if "last verified" in line.lower()]
+    verified = [p for p in paragraphs if "last verified" in p.lower()]
     if not verified:
         problems.append("no 'Last verified' line")
     else:
@@ -567,7 +573,8 @@ def header_problems(source: str) -> list[str]:
             problems.append("the 'Last verified' line has no YYYY-MM-DD date")
         if not re.search(r"[A-Za-z][\w-]*\s+\d+\.\d+", verified[0]):
             problems.append(
-                "the 'Last verified' line names no package versions (e.g. 'torch 2.4.1')"
+                "the 'Last verified' line names no package versions (e.g. 'torch 2.4.1'); "
+                "`python -m galaxy_helpers.notebooks regenerate` writes them"
             )
     return problems
 
@@ -906,7 +913,14 @@ def stamp_header(
         if "last verified" in line.lower() and ":" in line:
             label, _, _ = line.partition(":")
             closing = "**" if label.lstrip().startswith("**") and not label.endswith("**") else ""
-            lines[i] = f"{label}:{closing} {value}"
+            end = i + 1  # the stamp replaces the line and its wrapped continuation lines
+            while (
+                end < len(lines)
+                and lines[end].strip()
+                and not lines[end].lstrip().startswith(("**", "#", "-", "*"))
+            ):
+                end += 1
+            lines[i:end] = [f"{label}:{closing} {value}"]
             break
     nb.cells[index].source = "\n".join(lines)
     return nb

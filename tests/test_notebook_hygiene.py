@@ -369,6 +369,26 @@ def test_stamp_header_updates_the_last_verified_line_only():
     assert header.replace(line, "") == HEADER.rstrip("\n").replace(HEADER.splitlines()[-1], "")
 
 
+def test_header_paragraphs_may_wrap_and_stamp_replaces_the_whole_verified_paragraph():
+    wrapped = HEADER.replace(
+        "about 5 s on a laptop CPU (quick profile); about 5 s on a GPU.",
+        "about 5 s on a laptop CPU (quick profile),\nabout 5 s on a GPU machine.",
+    ).replace(
+        "**Last verified:** 2026-01-01 with Python 3.11.9, numpy 2.1.0",
+        "**Last verified:** 2026-01-01 with numpy and torch (stamped by\n`regenerate`)\n\n**Next:** more",
+    )
+    problems = nbt.header_problems(wrapped)
+    assert problems == [
+        "the 'Last verified' line names no package versions (e.g. 'torch 2.4.1'); "
+        "`python -m galaxy_helpers.notebooks regenerate` writes them"
+    ]
+    nb = _good_notebook()
+    nb.cells[0].source = wrapped
+    stamped = nbt.stamp_header(nb, today=dt.date(2027, 1, 2)).cells[0].source
+    assert nbt.header_problems(stamped) == []
+    assert "`regenerate`)" not in stamped and stamped.endswith("\n\n**Next:** more")
+
+
 @pytest.mark.slow
 def test_regenerate_executes_strips_and_navigates(tmp_path, monkeypatch):
     """Runs two tiny notebooks through papermill (a few seconds: kernel start-up)."""
