@@ -63,7 +63,7 @@ __all__ = [
 ]
 
 # Bump when the generator changes what it draws, so old caches are not reused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 TAGS = (
     "ring",
@@ -217,8 +217,19 @@ class SkyConfig:
         d = asdict(self)
         d["tag_rates"] = self.rates()
         d["generator_version"] = GENERATOR_VERSION
+        d["generator_source"] = _generator_fingerprint()
         blob = json.dumps(d, sort_keys=True, default=float).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _generator_fingerprint() -> str:
+    """Hash of the code that draws, renders and votes (everything above the montages).
+
+    Part of the cache key, so an edited generator never reuses images made by an older one.
+    """
+    text = Path(__file__).read_text(encoding="utf-8")
+    head = text.split("# Montages\n")[0]
+    return hashlib.sha256(head.encode()).hexdigest()[:12]
 
 
 def _config_with(config: SkyConfig | None, overrides: dict) -> SkyConfig:
@@ -1401,6 +1412,7 @@ def make_sky(
         meta = {
             "config": asdict(config),
             "generator_version": GENERATOR_VERSION,
+            "generator_source": _generator_fingerprint(),
             "key": config.key(),
             "created_unix": int(time.time()),
         }
@@ -1543,13 +1555,36 @@ def _choose(mask: np.ndarray, k: int, rng: np.random.Generator, score: np.ndarra
     return rng.permutation(idx)[:k]
 
 
+def _galaxy_image(catalogue: pd.DataFrame, row: int, render_size: int | None):
+    """File path of a catalogue galaxy, or the same galaxy re-rendered at ``render_size``."""
+    if render_size is not None:
+        parts = str(catalogue["id_str"].iloc[row]).split("-")
+        if len(parts) == 3 and parts[0] == "synth" and parts[1].isdigit() and parts[2].isdigit():
+            rng = np.random.default_rng([int(parts[1]), int(parts[2]), 1])
+            return render_galaxy(catalogue.iloc[row], render_size, rng)
+    return catalogue["file_loc"].iloc[row]
+
+
 def montage_by_answer(
-    catalogue: pd.DataFrame, per_answer: int = 6, seed: int = 0, answers_per_row: int = 2
+    catalogue: pd.DataFrame,
+    per_answer: int = 6,
+    seed: int = 0,
+    answers_per_row: int = 2,
+    render_size: int | None = None,
 ):
     """Figure: ``per_answer`` galaxies whose truth is each answer of the DECaLS DR5 tree.
 
     Examples are drawn at random from a short list of galaxies whose true morphology is the
     answer, preferring those the volunteers also saw clearly (highest vote fraction).
+
+    Parameters
+    ----------
+    catalogue : a synthetic catalogue (needs ``truth_*`` columns and vote counts).
+    per_answer : galaxies per answer.
+    seed : which examples are drawn.
+    answers_per_row : answers side by side in one row of the figure.
+    render_size : re-render the chosen galaxies at this size (same galaxy, more pixels)
+        instead of showing the catalogue's image files.
 
     Returns
     -------
@@ -1561,28 +1596,24 @@ def montage_by_answer(
     catalogue = canonical_columns(catalogue, DECALS_DR5)
     if per_answer < 1:
         raise ValueError(f"per_answer must be >= 1; got {per_answer}.")
+    if render_size is not None:
+        _check_size(render_size)
     rng = np.random.default_rng(seed)
     fractions = vote_fractions(catalogue, DECALS_DR5)
-    paths, titles = [], []
+    images, titles = [], []
     for q in DECALS_DR5.questions:
         for ans in q.answers:
             col = DECALS_DR5.answer_columns.index(f"{q.name}_{ans}")
-            pick = _choose(
-                truth_matches_answer(catalogue, q.name, ans), per_answer, rng, fractions[:, col]
-            )
+            mask = truth_matches_answer(catalogue, q.name, ans)
+            pick = _choose(mask, per_answer, rng, fractions[:, col])
             for j in range(per_answer):
                 if j < len(pick):
-                    paths.append(catalogue["file_loc"].iloc[pick[j]])
-                    label = (
-                        f"{_bare(q.name)}: {ans}" if j == 0 else f"{fractions[pick[j], col]:.2f}"
-                    )
-                    if j == 0:
-                        label = f"{_short(q.name)}: {ans} {fractions[pick[j], col]:.2f}"
-                    titles.append(label)
+                    images.append(_galaxy_image(catalogue, pick[j], render_size))
+                    frac = f"{fractions[pick[j], col]:.2f}"
+                    titles.append(f"{_short(q.name)}: {ans} {frac}" if j == 0 else frac)
                 else:
-                    paths.append(np.zeros((8, 8, 3), np.uint8))
+                    images.append(np.zeros((8, 8, 3), np.uint8))
                     titles.append("(none)")
-    images = [p for p in paths]
     return galaxy_grid(
         images,
         titles=titles,
@@ -1609,7 +1640,11 @@ def _short(question: str) -> str:
 
 
 def montage_by_tag(
-    catalogue: pd.DataFrame, per_tag: int = 6, tags: Sequence[str] | None = None, seed: int = 0
+    catalogue: pd.DataFrame,
+    per_tag: int = 6,
+    tags: Sequence[str] | None = None,
+    seed: int = 0,
+    render_size: int | None = None,
 ):
     """Figure: ``per_tag`` random galaxies carrying each rare-feature tag, one row per tag.
 
@@ -1618,6 +1653,12 @@ def montage_by_tag(
     catalogue : a catalogue with ``tag_<name>`` columns.
     per_tag : galaxies per tag.
     tags : which tags (default: all of :data:`TAGS`); unknown names raise ValueError.
+    seed : which examples are drawn.
+    render_size : re-render the chosen galaxies at this size instead of reading their files.
+
+    Returns
+    -------
+    matplotlib Figure.
     """
     from .plotting import galaxy_grid
 
@@ -1630,13 +1671,15 @@ def montage_by_tag(
         raise ValueError(f"Catalogue has no column(s) {missing}; use a synthetic catalogue.")
     if per_tag < 1:
         raise ValueError(f"per_tag must be >= 1; got {per_tag}.")
+    if render_size is not None:
+        _check_size(render_size)
     rng = np.random.default_rng(seed)
     images, titles = [], []
     for tag in tags:
         pick = _choose(catalogue[f"tag_{tag}"].to_numpy(bool), per_tag, rng)
         for j in range(per_tag):
             if j < len(pick):
-                images.append(catalogue["file_loc"].iloc[pick[j]])
+                images.append(_galaxy_image(catalogue, pick[j], render_size))
                 titles.append(tag if j == 0 else "")
             else:
                 images.append(np.zeros((8, 8, 3), np.uint8))
@@ -1665,6 +1708,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     mon.add_argument("--seed", type=int, default=1)
     mon.add_argument("--out", default="docs/images", help="folder for synthetic_*.png")
     mon.add_argument("--per", type=int, default=6)
+    mon.add_argument(
+        "--render-size", type=int, default=128, help="re-render the chosen galaxies at this size"
+    )
     gen = sub.add_parser("make", help="generate (or find in the cache) a sky; print its folder")
     gen.add_argument("--n-galaxies", type=int, default=5000)
     gen.add_argument("--image-size", type=int, default=64)
@@ -1682,9 +1728,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         matplotlib.use("Agg")
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
+        rs = args.render_size or None
         for name, fig in (
-            ("synthetic_answers.png", montage_by_answer(catalogue, args.per)),
-            ("synthetic_tags.png", montage_by_tag(catalogue, args.per)),
+            ("synthetic_answers.png", montage_by_answer(catalogue, args.per, render_size=rs)),
+            ("synthetic_tags.png", montage_by_tag(catalogue, args.per, render_size=rs)),
         ):
             fig.savefig(out / name, dpi=90)
             print(f"wrote {out / name}")
