@@ -40,10 +40,12 @@ __all__ = [
     "extract_representations",
     "feature_columns",
     "fit_pca",
+    "label_separability",
     "load_model",
     "model_hash",
     "morphology_map",
     "pixel_features",
+    "plot_pca_by_label",
     "plot_explained_variance",
     "random_weights_model",
 ]
@@ -713,3 +715,80 @@ def morphology_map(
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def plot_pca_by_label(pca_2d, labels, ax=None, title: str | None = None, max_labels: int = 10):
+    """Scatter of the first two PCA coordinates coloured by a label (e.g. ``truth_type``).
+
+    Parameters
+    ----------
+    pca_2d : pandas.DataFrame or array-like
+        (N, >= 2) coordinates; the first two feature columns are used.
+    labels : sequence
+        One label per row.
+    ax : matplotlib Axes, optional
+    title : str, optional
+    max_labels : int
+        The most frequent labels get their own colour; the rest are drawn grey as "other".
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    import matplotlib.pyplot as plt
+
+    _, xy, columns = feature_matrix(pca_2d, what="2-D coordinates")
+    labels = pd.Series(np.asarray(labels).astype(str))
+    if len(labels) != len(xy):
+        raise ValueError(f"{len(xy)} positions but {len(labels)} labels: pass one per row")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    else:
+        fig = ax.figure
+    top = labels.value_counts().index[:max_labels]
+    other = ~labels.isin(top).to_numpy()
+    if other.any():
+        ax.scatter(xy[other, 0], xy[other, 1], s=3, color="0.8", label="other")
+    for name in top:
+        m = (labels == name).to_numpy()
+        ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.6, label=f"{name} ({m.sum()})")
+    ax.set_xlabel(columns[0])
+    ax.set_ylabel(columns[1])
+    ax.legend(markerscale=3, fontsize=8)
+    ax.set_title(title or "Representation, first two principal components")
+    fig.tight_layout()
+    return fig
+
+
+def label_separability(features, labels, n_neighbors: int = 10, cv: int = 5, seed: int = 0):
+    """Cross-validated accuracy of a k-nearest-neighbour classifier on the features.
+
+    A single number for "galaxies of the same kind sit together in this space": what
+    similarity search relies on.
+
+    Parameters
+    ----------
+    features : pandas.DataFrame or array-like
+        ``id_str`` + features, or (N, D).
+    labels : sequence
+        One label per row.
+    n_neighbors : int
+    cv : int
+        Folds (stratified, shuffled with ``seed``).
+    seed : int
+
+    Returns
+    -------
+    float
+        Mean accuracy over the folds.
+    """
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    _, x, _ = feature_matrix(features)
+    y = np.asarray(labels).astype(str)
+    if len(y) != len(x):
+        raise ValueError(f"{len(x)} rows of features but {len(y)} labels")
+    folds = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    scores = cross_val_score(KNeighborsClassifier(n_neighbors=n_neighbors), x, y, cv=folds)
+    return float(np.mean(scores))

@@ -780,3 +780,54 @@ def query_rows(
         image_size=image_size,
         suptitle="Query (left) and its nearest neighbours; framed = same tag",
     )
+
+
+# -------------------------------------------------------------------------------- real data
+REAL_DATASETS = ("gz_decals_rings", "gz_decals_examples")
+
+
+def real_search_catalogue(datasets=REAL_DATASETS, progress: bool = False):
+    """The real Galaxy Zoo DECaLS galaxies to search, or None with a printed how-to.
+
+    Joins the 470 galaxies of the ring set (235 tagged #ring on Galaxy Zoo Talk) and the 172
+    example galaxies (with their tags) into one catalogue: ``id_str``, ``file_loc``,
+    ``dataset`` and every ``tag_`` column (False where a set has no such tag).
+
+    Parameters
+    ----------
+    datasets : sequence of str
+        Dataset names for :func:`galaxy_helpers.data.load_dataset`.
+    progress : bool
+        Progress bars while copying or verifying files.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        None when a dataset is not available offline (the message says how to get it).
+    """
+    from galaxy_helpers import data
+
+    missing = [name for name in datasets if not data.dataset_available(name)]
+    if missing:
+        print(
+            f"Real data not available here: {missing}. To run this section, point "
+            "GALAXY_DATA_MIRROR at a folder holding a copy (e.g. the course's shared/data), or "
+            "fetch it once online with `galaxy_helpers.data.fetch(<name>)` (it verifies every "
+            "file's checksum); "
+            "then run the notebook again."
+        )
+        return None
+    parts = []
+    for name in datasets:
+        df = data.load_dataset(name, progress=progress)
+        keep = ["id_str", "file_loc"] + [c for c in df.columns if str(c).startswith("tag_")]
+        parts.append(df[keep].assign(dataset=name))
+    out = pd.concat(parts, ignore_index=True)
+    tags = [c for c in out.columns if str(c).startswith("tag_")]
+    out[tags] = out[tags].fillna(False).astype(bool)
+    dup = out["id_str"].duplicated()
+    if dup.any():  # the same galaxy in two sets: keep one row, with the tags of both
+        out = out.groupby("id_str", as_index=False, sort=False).agg(
+            {"file_loc": "first", "dataset": "first", **{t: "max" for t in tags}}
+        )
+    return out
