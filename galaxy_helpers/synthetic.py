@@ -1614,7 +1614,7 @@ def montage_by_answer(
                 else:
                     images.append(np.zeros((8, 8, 3), np.uint8))
                     titles.append("(none)")
-    return galaxy_grid(
+    fig = galaxy_grid(
         images,
         titles=titles,
         ncols=per_answer * answers_per_row,
@@ -1622,6 +1622,12 @@ def montage_by_answer(
         ax_titles_fontsize=6,
         suptitle="Synthetic galaxies by true answer (title: answer, volunteers' vote fraction)",
     )
+    return _room_for_suptitle(fig)
+
+
+def _room_for_suptitle(fig):
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))
+    return fig
 
 
 def _short(question: str) -> str:
@@ -1684,7 +1690,7 @@ def montage_by_tag(
             else:
                 images.append(np.zeros((8, 8, 3), np.uint8))
                 titles.append("(none)")
-    return galaxy_grid(
+    fig = galaxy_grid(
         images,
         titles=titles,
         ncols=per_tag,
@@ -1692,11 +1698,27 @@ def montage_by_tag(
         ax_titles_fontsize=8,
         suptitle="Synthetic galaxies by rare-feature tag",
     )
+    return _room_for_suptitle(fig)
 
 
 # ---------------------------------------------------------------------------------------------
 # Command line: python -m galaxy_helpers.synthetic montage
 # ---------------------------------------------------------------------------------------------
+def _save_small_png(fig, path: Path, dpi: int = 80) -> None:
+    """Save a figure as a palette PNG (a few hundred kB instead of megabytes, for the README)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    buf.seek(0)
+    with Image.open(buf) as im:
+        im.convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(
+            path, optimize=True
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m galaxy_helpers.synthetic", description=__doc__.split("\n")[0]
@@ -1733,7 +1755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("synthetic_answers.png", montage_by_answer(catalogue, args.per, render_size=rs)),
             ("synthetic_tags.png", montage_by_tag(catalogue, args.per, render_size=rs)),
         ):
-            fig.savefig(out / name, dpi=90)
+            _save_small_png(fig, out / name)
             print(f"wrote {out / name}")
     return 0
 
