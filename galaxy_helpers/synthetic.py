@@ -318,8 +318,10 @@ def draw_truth(n: int, seed: int = 1, config: SkyConfig | None = None) -> pd.Dat
 
     # Merging state: mergers and major disturbances are set by the merger and tidal rates.
     p_merger = p(rates["merger"], fr_gal)
-    p_major = p(0.7 * rates["tidal"], fr_gal)
     p_minor = 0.08
+    # Tidal features: every major disturbance, 40% of mergers, 6% of minor disturbances; the
+    # major-disturbance share is set so that the tidal tag reaches its rate.
+    p_major = max(0.0, rates["tidal"] / fr_gal - 0.4 * p_merger - 0.06 * p_minor)
     merging = _pick(
         u[:, 7], _MERGING, [max(0.0, 1 - p_merger - p_major - p_minor), p_minor, p_major, p_merger]
     )
@@ -1299,15 +1301,27 @@ def simulate_votes(
     _check_truth(truth, "simulate_votes")
     n, nq = len(truth), schema.n_questions
     n_u = 2 + schema.n_answers + _MAX_VOLUNTEERS * nq
-    if isinstance(seed, np.random.Generator):
-        u = seed.random((n, n_u))
-    else:
+    if not isinstance(seed, np.random.Generator):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0 or a numpy Generator; got {seed!r}.")
-        idx = truth.index.to_numpy()
-        if not np.issubdtype(idx.dtype, np.integer):
-            idx = np.arange(n)
-        u = _galaxy_uniforms(idx, seed, 2, n_u)
+    idx = truth.index.to_numpy()
+    if not np.issubdtype(idx.dtype, np.integer):
+        idx = np.arange(n)
+    counts = np.zeros((n, schema.n_answers), dtype=np.int64)
+    block = 4000  # bounds memory (about 16 MB of uniforms per block); results do not depend on it
+    for start in range(0, n, block):
+        stop = min(n, start + block)
+        if isinstance(seed, np.random.Generator):
+            u = seed.random((stop - start, n_u))
+        else:
+            u = _galaxy_uniforms(idx[start:stop], seed, 2, n_u)
+        counts[start:stop] = _walk_tree(truth.iloc[start:stop], schema, u, config)
+    return counts
+
+
+def _walk_tree(truth: pd.DataFrame, schema: Schema, u: np.ndarray, config: SkyConfig):
+    """Votes of one block of galaxies from their uniforms ``u`` (see :func:`simulate_votes`)."""
+    n, nq = len(truth), schema.n_questions
     n_vol = volunteer_numbers(u[:, :2], config.deep_fraction)
     noise = special.ndtri(u[:, 2 : 2 + schema.n_answers].clip(1e-9, 1 - 1e-9))
     probs = answer_probabilities(truth, schema, noise * config.perception_noise)
