@@ -455,7 +455,7 @@ def summary_markdown(results: Sequence[NotebookResult], total_s: float | None = 
         status = "ok" if r.ok else "FAILED"
         if r.ok and r.metrics is None:
             status = "no metrics"
-        lines.append(f"| {r.notebook} | {status} | {_format_number(float(runtime))} | {numbers} |")
+        lines.append(f"| {r.notebook} | {status} | {float(runtime):.1f} | {numbers} |")
     if total_s is not None:
         lines.append("")
         lines.append(

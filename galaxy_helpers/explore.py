@@ -373,8 +373,11 @@ def unasked_example(
     min_volunteers: int = 5,
     schema: str | Schema = DECALS_DR5,
 ) -> int:
-    """Row position of the first galaxy that several volunteers saw but nobody was asked
+    """Row position of a clear galaxy that many volunteers saw but nobody was asked
     ``question`` about (every volunteer's answers led elsewhere in the tree).
+
+    Preference order: volunteers unanimous on the first question, then the most volunteers,
+    then (synthetic skies) the brightest, then the first row.
 
     Parameters
     ----------
@@ -401,7 +404,16 @@ def unasked_example(
             f"every galaxy with >= {min_volunteers} volunteers was asked {question!r}; "
             "try a deeper question or a smaller min_volunteers"
         )
-    return int(rows[0])
+    first = [i for i, q in enumerate(schema.questions) if not q.requires][0]
+    a, b = schema.answer_slices[first]
+    unanimous = counts[rows, a:b].max(axis=1) == volunteers[rows]
+    if "truth_magnitude" in catalogue.columns:
+        brightness = -catalogue["truth_magnitude"].to_numpy(float)[rows]
+    else:
+        brightness = np.zeros(len(rows))
+    # lexsort: last key is the primary one; the stable sort keeps row order on ties
+    order = np.lexsort((-np.arange(len(rows)), brightness, volunteers[rows], unanimous))
+    return int(rows[order[-1]])
 
 
 def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
@@ -734,7 +746,7 @@ def real_beside_synthetic(
         "merging-dr5_merger",
     ),
     per_side: int = 3,
-    image_size: int = 128,
+    image_size: int = 96,
     seed: int = 0,
 ):
     """One row per answer: real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies
@@ -806,7 +818,7 @@ def real_beside_synthetic(
         np.stack(images),
         titles=titles,
         ncols=2 * per_side,
-        size=1.7,
+        size=1.5,
         ax_titles_fontsize=7,
         suptitle="Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right; "
         "title: volunteers' vote fraction for the answer)",

@@ -125,6 +125,15 @@ def test_unasked_example_finds_a_galaxy_nobody_was_asked_about():
         explore.unasked_example(cat, "merging-dr5")
     with pytest.raises(schema.UnknownQuestionError, match="bar-dr5"):
         explore.unasked_example(cat, "bars")
+    # among galaxies nobody was asked about, the one most volunteers saw is the clearest
+    votes = DECALS_DR5.answer_columns
+    more = cat.iloc[[0, 1, 0]].reset_index(drop=True)
+    more.loc[2, votes] = more.loc[2, votes] * 3
+    assert explore.unasked_example(more, "has-spiral-arms-dr5") == 2
+    # ... unless its volunteers disagreed on the first question
+    more.loc[2, "smooth-or-featured-dr5_artifact"] = 1
+    more.loc[2, "smooth-or-featured-dr5_smooth"] -= 1
+    assert explore.unasked_example(more, "has-spiral-arms-dr5") == 0
 
 
 def test_fractions_by_truth_rows_are_distributions_and_mostly_right(sky):
