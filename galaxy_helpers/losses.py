@@ -24,6 +24,9 @@ __all__ = [
     "dirichlet_multinomial_log_prob",
     "dirichlet_multinomial_loss",
     "DirichletMultinomialLoss",
+    "numpy_log_prob",
+    "toy_loss_table",
+    "plot_toy_loss",
 ]
 
 
@@ -182,3 +185,71 @@ def numpy_log_prob(counts: np.ndarray, concentrations: np.ndarray, schema_or_sli
             schema_or_slices,
         )
     return out.numpy()
+
+
+def toy_loss_table(votes, predictions: dict):
+    """The loss of a few candidate predictions for one question's votes (for teaching).
+
+    Parameters
+    ----------
+    votes : sequence of int
+        Vote counts of one question, e.g. ``[7, 3, 0]`` (7 smooth, 3 featured, 0 artifact).
+    predictions : dict
+        ``{label: concentrations}``, each a sequence as long as ``votes``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per prediction: its concentrations, the implied vote fractions
+        (``a_i / sum a``), the total concentration (confidence) and the loss ``-log p``.
+    """
+    import pandas as pd
+
+    votes = np.asarray(votes, dtype=np.float64)
+    rows = []
+    for label, conc in predictions.items():
+        conc = np.asarray(conc, dtype=np.float64)
+        if conc.shape != votes.shape:
+            raise ValueError(f"{label!r}: {len(conc)} concentrations for {len(votes)} answers")
+        lp = numpy_log_prob(votes[None], conc[None], [(0, len(votes))])[0, 0]
+        rows.append(
+            {
+                "prediction": label,
+                "concentrations": np.round(conc, 2).tolist(),
+                "expected fractions": np.round(conc / conc.sum(), 2).tolist(),
+                "total concentration": round(float(conc.sum()), 1),
+                "loss (-log p)": round(float(-lp), 3),
+            }
+        )
+    return pd.DataFrame(rows).set_index("prediction")
+
+
+def plot_toy_loss(votes, totals=(3.0, 10.0, 30.0, 100.0), ax=None):
+    """Loss of a two-answer question against the predicted fraction of the first answer,
+    for several total concentrations (how sure the model is).
+
+    The minimum sits at the volunteers' fraction; a confident model (large total) is
+    rewarded near it and punished hard away from it. Returns the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    votes = np.asarray(votes, dtype=np.float64)
+    if votes.shape != (2,):
+        raise ValueError("plot_toy_loss shows a two-answer question: pass votes like [7, 3]")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    else:
+        fig = ax.figure
+    p = np.linspace(0.01, 0.99, 197)
+    for total in totals:
+        conc = np.column_stack([p * total, (1 - p) * total])
+        loss = -numpy_log_prob(np.tile(votes, (len(p), 1)), conc, [(0, 2)])[:, 0]
+        ax.plot(p, loss, label=f"total concentration {total:g}")
+    ax.axvline(votes[0] / votes.sum(), color="k", ls=":", lw=1, label="volunteer fraction")
+    ax.set_xlabel("predicted fraction of the first answer")
+    ax.set_ylabel("loss  (-log p)")
+    ax.set_ylim(0, None)
+    ax.set_title(f"votes {int(votes[0])} : {int(votes[1])}", fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -176,6 +176,7 @@ class History:
     seconds: list = dataclasses.field(default_factory=list)
     images_per_s: list = dataclasses.field(default_factory=list)
     step_loss: list = dataclasses.field(default_factory=list)  # every optimizer step (rank 0)
+    step_end_s: list = dataclasses.field(default_factory=list)  # seconds since epoch start
     best_epoch: int = 0
     best_val_loss: float = float("inf")
     stopped_early: bool = False
@@ -689,6 +690,7 @@ def train(
             n_seen += len(x)
             if rank == 0:
                 history.step_loss.append(loss_val)
+                history.step_end_s.append(time.perf_counter() - t0)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_val:.2f}")
@@ -857,8 +859,12 @@ def train_or_load(
     schema=schema_mod.DECALS_DR5,
     data_description: dict | None = None,
     cache: bool = True,
+    refresh: bool = False,
 ):
     """:func:`train`, or load the result of an identical earlier run from the cache.
+
+    ``refresh=True`` always trains and then replaces the cached result (notebook 02 does
+    this so that it really trains, and notebooks 03 to 06 find its model).
 
     The cache key is a hash of the config (minus runtime-only fields such as the device)
     and of the catalogue's ids, files, split and counts; the checkpoint lives under
@@ -882,7 +888,8 @@ def train_or_load(
     )
     key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
     folder = _cache_root() / key
-    if cache and (folder / "model.json").exists() and (folder / "history.json").exists():
+    cached = (folder / "model.json").exists() and (folder / "history.json").exists()
+    if cache and not refresh and cached:
         model, _ = load_checkpoint(folder / "model", schema=schema)
         history = History.from_dict(json.loads((folder / "history.json").read_text()))
         if config.progress:

@@ -110,3 +110,26 @@ def test_question_matrix_and_shape_errors():
         dirichlet_multinomial_loss(torch.ones(2, 9), torch.ones(3, 9) * 2, SLICES)
     with pytest.raises(ValueError, match="reduction"):
         dirichlet_multinomial_loss(torch.ones(2, 9), torch.ones(2, 9) * 2, SLICES, "avg")
+
+
+def test_toy_loss_table_and_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from galaxy_helpers.losses import plot_toy_loss, toy_loss_table
+
+    table = toy_loss_table(
+        [7, 3, 0],
+        {"right and sure": [70, 30, 1], "vague": [1, 1, 1], "wrong and sure": [10, 80, 10]},
+    )
+    loss = table["loss (-log p)"]
+    assert loss["right and sure"] < loss["vague"] < loss["wrong and sure"]
+    expected = -dirichlet_multinomial.logpmf([7, 3, 0], [70, 30, 1], 10)
+    assert loss["right and sure"] == pytest.approx(expected, abs=1e-3)
+    assert table.loc["vague", "expected fractions"] == [0.33, 0.33, 0.33]
+    with pytest.raises(ValueError, match="2 concentrations for 3"):
+        toy_loss_table([7, 3, 0], {"bad": [1, 2]})
+    fig = plot_toy_loss([7, 3])
+    assert len(fig.axes[0].lines) == 5
+    with pytest.raises(ValueError, match="two-answer"):
+        plot_toy_loss([7, 3, 1])

@@ -200,6 +200,8 @@ def test_train_or_load_uses_the_cache(toy, tmp_path, monkeypatch):
     changed.loc[0, "smooth-or-featured-dr5_smooth"] += 1
     with pytest.raises(AssertionError, match="cache"):
         train_or_load(changed, cfg)  # different counts -> different key -> would retrain
+    with pytest.raises(AssertionError, match="cache"):
+        train_or_load(toy, cfg, refresh=True)  # refresh always trains
 
 
 def test_plot_history_and_history_json_round_trip(trained):
