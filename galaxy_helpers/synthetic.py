@@ -102,10 +102,10 @@ _REF = 64.0  # geometry is defined on a 64-pixel reference grid and scaled to an
 _N_UNIFORMS = 40  # uniform numbers drawn per galaxy for its truth (fixed: keeps prefixes stable)
 
 # Display colours (R, G, B) = (z, r, g) weights of each stellar population.
-_COL_OLD = np.array([1.18, 1.0, 0.70], np.float32)  # bulges, bars, ellipticals
+_COL_OLD = np.array([1.12, 1.0, 0.80], np.float32)  # bulges, bars, ellipticals
 _COL_DISK = np.array([0.96, 1.0, 1.04], np.float32)
-_COL_YOUNG = np.array([0.70, 0.93, 1.45], np.float32)  # arms, knots, rings, lensed arcs
-_COL_RING = np.array([0.85, 0.97, 1.22], np.float32)
+_COL_YOUNG = np.array([0.78, 0.95, 1.32], np.float32)  # arms, knots, rings, lensed arcs
+_COL_RING = np.array([0.94, 1.0, 1.08], np.float32)
 
 _TRUTH_STR = (
     "truth_type",
@@ -362,7 +362,7 @@ def draw_truth(n: int, seed: int = 1, config: SkyConfig | None = None) -> pd.Dat
     mag = np.log(np.exp(a * m0) + u[:, 8] * (np.exp(a * m1) - np.exp(a * m0))) / a
     mag = np.where(diffuse, np.minimum(mag + 0.5, 18.2), mag)
     mag = np.where(gtype == "star", 13.0 + 4.5 * u[:, 8], mag)
-    log_r = np.log(0.1) - 0.09 * (mag - 16.0) + 0.25 * special.ndtri(u[:, 9].clip(1e-6, 1 - 1e-6))
+    log_r = np.log(0.11) - 0.09 * (mag - 16.0) + 0.25 * special.ndtri(u[:, 9].clip(1e-6, 1 - 1e-6))
     radius_frac = np.exp(log_r)
     radius_frac = np.where(smooth, radius_frac * 0.85, radius_frac)
     radius_frac = np.where(edge, radius_frac * 1.2, radius_frac)
@@ -1036,9 +1036,11 @@ def render_galaxy(
     # Sky noise: smaller pixels are noisier, but less than photon statistics alone would make
     # them, so a 224-px image looks like a DECaLS cutout rather than snow.
     sky_sigma = cv.scale**-0.5
+    # Partly shared between bands, so the background looks grey-grainy like a DECaLS cutout.
     noise = rng.normal(0.0, 1.0, cv.img.shape).astype(np.float32)
+    noise = 0.6 * noise[..., :1] + 0.8 * noise
     shot = np.sqrt(np.clip(cv.img, 0, None) * 0.02 / cv.scale**2)
-    cv.img += noise * (sky_sigma + shot)
+    cv.img += noise * (0.6 * sky_sigma + shot) + 0.6  # 0.6: a faint sky pedestal
     return _stretch(cv.img)
 
 
