@@ -13,6 +13,8 @@ OUTPUT ?= course_output
 # Extra arguments, e.g. make course COURSE_ARGS="--only 01 02" or PYTEST_ARGS="-x -k schema"
 COURSE_ARGS ?=
 PYTEST_ARGS ?=
+# make notebooks NOTEBOOKS_ARGS="--only 02 05" regenerates only some notebooks
+NOTEBOOKS_ARGS ?=
 
 # Local mirror of the real data, used by the data tests when it exists.
 ifneq ($(wildcard ../shared/data),)
@@ -22,7 +24,7 @@ ifdef GALAXY_DATA_MIRROR
 export GALAXY_DATA_MIRROR
 endif
 
-.PHONY: help env course test lint format clean
+.PHONY: help env course test lint format notebooks notebooks-check clean
 
 help:
 	@echo "make course  - set up .venv and run the whole course into $(OUTPUT)/"
@@ -30,6 +32,9 @@ help:
 	@echo "make env     - only set up .venv (python3.11 -m venv; pip install -e '.[test]')"
 	@echo "make lint    - ruff check + ruff format --check"
 	@echo "make format  - ruff format + ruff check --fix"
+	@echo "make notebooks       - re-execute every notebook in place (quick profile), strip"
+	@echo "                       volatile metadata, stamp headers, rewrite navigation; commit it"
+	@echo "make notebooks-check - the read-only notebook checks the test suite runs"
 
 env: $(STAMP)
 
@@ -51,6 +56,14 @@ lint: env
 format: env
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# Committed notebooks keep the outputs of a quick-profile run; this regenerates them.
+notebooks: env
+	$(BIN)/ruff format notebooks/
+	$(BIN)/python -m galaxy_helpers.notebooks regenerate $(NOTEBOOKS_ARGS)
+
+notebooks-check: env
+	$(BIN)/python -m galaxy_helpers.notebooks check
 
 clean:
 	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info
