@@ -27,6 +27,9 @@ IMPORT_TO_DIST = {
     "jupyter_client": "ipykernel",
     "nbclient": "papermill",
     "matplotlib_inline": "ipykernel",
+    # hard requirements of scikit-learn, so always installed with it
+    "threadpoolctl": "scikit-learn",
+    "joblib": "scikit-learn",
 }
 REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*(?:\[[^\]]*\])?\s*(?:>=\s*([0-9][^,;\s]*))?")
 
@@ -154,6 +157,8 @@ def _third_party_imports(folder: Path) -> dict[str, set[str]]:
     """{top-level module: files importing it} for the absolute, non-optional imports in every
     .py under folder."""
     stdlib = set(sys.stdlib_module_names)
+    # modules that live in the scanned folder itself (tests/toy_catalogue.py, tests/browser/)
+    local = {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if p.is_dir()}
     found: dict[str, set[str]] = {}
     for path in sorted(folder.rglob("*.py")):
         tree = ast.parse(path.read_text(), filename=str(path))
@@ -167,7 +172,7 @@ def _third_party_imports(folder: Path) -> dict[str, set[str]]:
                 continue
             for name in names:
                 top = name.split(".")[0]
-                if top in stdlib or top in optional:
+                if top in stdlib or top in optional or top in local:
                     continue
                 if top in ("galaxy_helpers", "__future__", "conftest"):
                     continue
