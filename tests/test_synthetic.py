@@ -307,3 +307,29 @@ def test_montages(small_sky):
     fig = synthetic.montage_by_answer(cat, per_answer=1)
     assert len(fig.axes) >= DECALS_DR5.n_answers
     plt.close(fig)
+
+
+def test_answer_probabilities_sum_to_one_per_question():
+    truth = synthetic.draw_truth(200, seed=5)
+    p = synthetic.answer_probabilities(truth)
+    assert p.shape == (200, DECALS_DR5.n_answers) and (p > 0).all()
+    for a, b in DECALS_DR5.answer_slices:
+        np.testing.assert_allclose(p[:, a:b].sum(axis=1), 1.0)
+
+
+def test_unknown_schema_questions_rejected():
+    from galaxy_helpers.schema import GZ2
+
+    truth = synthetic.draw_truth(5, seed=1)
+    with pytest.raises(ValueError, match="something-odd"):
+        synthetic.simulate_votes(truth, GZ2)
+
+
+def test_render_accepts_dict_rows_and_is_deterministic():
+    truth = synthetic.draw_truth(8, seed=6)
+    row = truth.iloc[3]
+    a = synthetic.render_galaxy(row, 48, np.random.default_rng([6, 3, 1]))
+    b = synthetic.render_galaxy(row.to_dict(), 48, np.random.default_rng([6, 3, 1]))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="truth_type"):
+        synthetic.render_galaxy({"truth_type": "quasar"}, 48)
