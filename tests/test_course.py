@@ -178,3 +178,19 @@ def test_run_course_executes_in_order_and_names_failing_cell(tmp_path):
     assert (
         course.main(["run", "--output", str(out), "--notebooks", str(nbdir), "--only", "02"]) == 1
     )
+
+
+def test_course_metrics_fixture_fails_with_the_notebook_cell_error():
+    from conftest import CourseMetrics
+
+    metrics = CourseMetrics(
+        Path("out"),
+        {"01_a": {"runtime_s": 1.0}},
+        {"02_b": "notebook 02_b.ipynb failed in cell 3 (In [2]): ValueError: boom"},
+    )
+    assert metrics["01_a"]["runtime_s"] == 1.0
+    assert list(metrics) == ["01_a"] and len(metrics) == 1
+    with pytest.raises(pytest.fail.Exception, match=r"cell 3 \(In \[2\]\): ValueError: boom"):
+        metrics["02_b"]
+    with pytest.raises(pytest.fail.Exception, match="no metrics file for notebook 03_c"):
+        metrics["03_c"]
