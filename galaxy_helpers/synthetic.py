@@ -506,7 +506,8 @@ class _Canvas:
             if total <= 0:
                 return
             prof = prof * np.float32(flux / total)
-        self._layer(colour)[win] += prof
+        # Small stamps go straight into the colour image (a full-size layer would cost more).
+        self._img[win] += prof[..., None] * np.asarray(colour, np.float32)
 
 
 def _frame(cv: _Canvas, x0, y0, angle_deg):
@@ -1037,7 +1038,7 @@ def render_galaxy(
     # them, so a 224-px image looks like a DECaLS cutout rather than snow.
     sky_sigma = cv.scale**-0.5
     # Partly shared between bands, so the background looks grey-grainy like a DECaLS cutout.
-    noise = rng.normal(0.0, 1.0, cv.img.shape).astype(np.float32)
+    noise = rng.standard_normal(cv.img.shape, dtype=np.float32)
     noise = 0.6 * noise[..., :1] + 0.8 * noise
     shot = np.sqrt(np.clip(cv.img, 0, None) * 0.02 / cv.scale**2)
     cv.img += noise * (0.6 * sky_sigma + shot) + 0.6  # 0.6: a faint sky pedestal
