@@ -220,7 +220,7 @@ class SearchWidget:
         self.search_image(item["content"], name=item.get("name", "uploaded image"))
 
     def _on_k(self, change):
-        if self.query_id is not None and self.query_id in self.index._row_of:
+        if self.query_id is not None and self.query_id in self.index:
             self.search_id(self.query_id, tag=self.query_tag)
 
     # ------------------------------------------------------------------ display

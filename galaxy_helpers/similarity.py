@@ -98,7 +98,7 @@ def feature_matrix(features, ids=None, *, what: str = "representation table"):
         )
     if ids is None:
         ids = np.arange(n_rows).astype(str)
-    ids = np.asarray([str(i) for i in ids])
+    ids = np.asarray(ids).astype(str)
     if len(ids) != n_rows:
         raise ValueError(f"{what}: {len(ids)} ids for {n_rows} rows; pass one id per row")
     finite = np.isfinite(matrix)
@@ -112,11 +112,10 @@ def feature_matrix(features, ids=None, *, what: str = "representation table"):
             f"{what} contains {len(rows)} NaN or infinite values, e.g. {examples}; drop or "
             "re-extract those galaxies before building the index"
         )
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        raise ValueError(
-            f"{what}: duplicate ids {[str(u) for u in uniq[counts > 1][:5]]}; ids must be unique"
-        )
+    id_index = pd.Index(ids)
+    if not id_index.is_unique:
+        dup = [str(d) for d in id_index[id_index.duplicated()].unique()[:5]]
+        raise ValueError(f"{what}: duplicate ids {dup}; ids must be unique")
     return ids, np.ascontiguousarray(matrix), columns
 
 
@@ -189,7 +188,7 @@ class SimilarityIndex:
         self.ids_ = ids
         self.feature_names_in_ = columns
         self.n_features_in_ = matrix.shape[1]
-        self._row_of = {gid: i for i, gid in enumerate(ids)}
+        self._id_index = pd.Index(ids)
         self._prepared = _Prepared(
             self._to_search_space(matrix, ids), 1 if self.metric == "manhattan" else 2
         )
@@ -260,19 +259,22 @@ class SimilarityIndex:
         self._check_fitted()
         if isinstance(ids, str):
             ids = [ids]
-        rows = []
-        for gid in ids:
-            row = self._row_of.get(str(gid))
-            if row is None:
-                close = difflib.get_close_matches(str(gid), self.ids_[:100000].tolist(), n=3)
+        ids = [str(g) for g in ids]
+        rows = self._id_index.get_indexer(ids)
+        for gid, row in zip(ids, rows, strict=True):
+            if row < 0:
+                close = difflib.get_close_matches(gid, self.ids_[:100000].tolist(), n=3)
                 hint = f" Did you mean {close}?" if close else ""
                 raise KeyError(
                     f"unknown galaxy id {gid!r}: it is not among the {len(self.ids_)} galaxies "
                     f"of this index.{hint} Query with an id from the catalogue, or pass a "
                     "vector / use query_image for a galaxy outside it."
                 )
-            rows.append(row)
         return np.asarray(rows, dtype=np.int64)
+
+    def __contains__(self, galaxy_id) -> bool:
+        self._check_fitted()
+        return str(galaxy_id) in self._id_index
 
     def query(self, query, k: int = 10, exclude_self: bool = True) -> pd.DataFrame:
         """Find the k nearest neighbours of one or more galaxies or vectors.
