@@ -30,6 +30,9 @@ import pandas as pd
 METRICS = ("cosine", "euclidean", "manhattan")
 BACKENDS = ("auto", "numpy", "kdtree", "faiss")
 
+# Distances held in memory at once by the NumPy backend (rows x queries), about 32 MB.
+_BLOCK_ELEMENTS = 1 << 22
+
 # Above this many dimensions a k-d tree stops paying off and "auto" uses brute force.
 _KDTREE_MAX_DIMS = 24
 
@@ -203,6 +206,9 @@ class SimilarityIndex:
         self.backend_ = backend
         self._tree = None
         self._faiss = None
+        self._sq_norms = None
+        if backend == "numpy" and self._prepared.p == 2:
+            self._sq_norms = (self._prepared.matrix.astype(np.float64) ** 2).sum(axis=1)
         if backend == "kdtree":
             from scipy.spatial import cKDTree
 
@@ -426,30 +432,44 @@ class SimilarityIndex:
         return cand, dist
 
     def _numpy_candidates(self, vectors: np.ndarray, n_cand: int) -> np.ndarray:
-        """Chunked brute force: never more than ``chunk_size`` x queries distances in memory."""
+        """Chunked brute force over rows and queries: at most about ``_BLOCK_ELEMENTS``
+        distances (32 MB) in memory at once, whatever the catalogue and the number of queries.
+
+        Euclidean candidates use ``|x|^2 - 2 x.q`` (one matrix product, no float64 copy of the
+        rows); the extra candidates and the float64 re-ranking in :meth:`_search` make the final
+        order exact.
+        """
         from scipy.spatial.distance import cdist
 
         matrix = self._prepared.matrix
-        metric = "sqeuclidean" if self._prepared.p == 2 else "cityblock"
-        chunk = int(self.chunk_size)
-        m = len(vectors)
-        best_d = np.full((m, 0), np.inf)
-        best_i = np.zeros((m, 0), dtype=np.int64)
-        for start in range(0, len(matrix), chunk):
-            block = matrix[start : start + chunk].astype(np.float64)
-            d = cdist(vectors, block, metric=metric)
-            if d.shape[1] > n_cand:
-                part = np.argpartition(d, n_cand - 1, axis=1)[:, :n_cand]
-            else:
-                part = np.broadcast_to(np.arange(d.shape[1]), d.shape)
-            all_d = np.concatenate([best_d, np.take_along_axis(d, part, axis=1)], axis=1)
-            all_i = np.concatenate([best_i, part + start], axis=1)
-            if all_d.shape[1] > n_cand:
-                keep = np.argpartition(all_d, n_cand - 1, axis=1)[:, :n_cand]
-                all_d = np.take_along_axis(all_d, keep, axis=1)
-                all_i = np.take_along_axis(all_i, keep, axis=1)
-            best_d, best_i = all_d, all_i
-        return best_i
+        chunk = max(1, min(int(self.chunk_size), len(matrix)))
+        q_block = max(1, _BLOCK_ELEMENTS // chunk)
+        out = []
+        for q0 in range(0, len(vectors), q_block):
+            qv = vectors[q0 : q0 + q_block]
+            q32 = qv.astype(np.float32)
+            m = len(qv)
+            best_d = np.full((m, 0), np.inf)
+            best_i = np.zeros((m, 0), dtype=np.int64)
+            for start in range(0, len(matrix), chunk):
+                block = matrix[start : start + chunk]
+                if self._prepared.p == 2:
+                    d = self._sq_norms[start : start + chunk][None, :] - 2.0 * (q32 @ block.T)
+                else:
+                    d = cdist(qv, block.astype(np.float64), metric="cityblock")
+                if d.shape[1] > n_cand:
+                    part = np.argpartition(d, n_cand - 1, axis=1)[:, :n_cand]
+                else:
+                    part = np.broadcast_to(np.arange(d.shape[1]), d.shape)
+                all_d = np.concatenate([best_d, np.take_along_axis(d, part, axis=1)], axis=1)
+                all_i = np.concatenate([best_i, part + start], axis=1)
+                if all_d.shape[1] > n_cand:
+                    keep = np.argpartition(all_d, n_cand - 1, axis=1)[:, :n_cand]
+                    all_d = np.take_along_axis(all_d, keep, axis=1)
+                    all_i = np.take_along_axis(all_i, keep, axis=1)
+                best_d, best_i = all_d, all_i
+            out.append(best_i)
+        return np.concatenate(out)
 
     def _exact_distances(self, vectors: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """Float64 distances between each query and its candidate rows, in the user's metric."""

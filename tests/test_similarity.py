@@ -162,3 +162,14 @@ def test_build_index_with_pca(table):
     index, pca = build_index(table, n_components=3, metric="manhattan")
     assert index.n_features_in_ == 3 and pca.n_features_in_ == 6
     assert len(index.query("g0001", k=4)) == 4
+
+
+def test_numpy_backend_bounds_memory_by_blocking_queries(table, monkeypatch):
+    import galaxy_helpers.similarity as sim
+
+    ids = table["id_str"].tolist()[:50]
+    expected = SimilarityIndex(metric="euclidean", backend="kdtree").fit(table).query(ids, k=5)
+    # 500 distances at a time: chunks of 97 rows x blocks of 5 queries
+    monkeypatch.setattr(sim, "_BLOCK_ELEMENTS", 500)
+    index = SimilarityIndex(metric="euclidean", backend="numpy", chunk_size=97).fit(table)
+    pd.testing.assert_frame_equal(index.query(ids, k=5), expected)
