@@ -50,7 +50,9 @@ __all__ = [
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[A-Za-z0-9_\-]+\.ipynb$")
 #: File the runner writes when it is done, so a finished run can be reused (see tests/conftest.py).
 RUN_RECORD = "course_run.json"
-PROFILES = ("quick", "full")
+#: Named profiles. "quick" runs every notebook with its own defaults (the laptop CPU profile);
+#: bigger runs (GPU, real data, bigger skies) are set with parameters, see README.md.
+PROFILES = ("quick",)
 
 
 class CourseRunError(RuntimeError):
@@ -489,9 +491,9 @@ def run_course(
         Course output folder (created).
     only : iterable of str, optional
         Run only these notebooks (numbers such as ``"01"`` or file stems).
-    profile : {"quick", "full"}
-        ``"quick"`` keeps every notebook's defaults (the laptop CPU profile). Any other value
-        is passed as parameter ``profile`` to notebooks whose parameters cell defines it.
+    profile : {"quick"}
+        ``"quick"`` keeps every notebook's defaults (the laptop CPU profile); bigger runs are
+        asked for with ``parameters``.
     parameters : mapping, optional
         Extra parameters (e.g. ``{"device": "cuda"}``), each injected into the notebooks
         whose parameters cell defines that name.
@@ -526,15 +528,20 @@ def run_course(
         raise FileNotFoundError(
             f"no numbered notebooks (NN_name.ipynb) in {notebooks_dir or default_notebooks_dir()}"
         )
+    extra = dict(parameters or {})
+    declared_by = {nb.stem: _parameter_names(nb) or set() for nb in notebooks}
+    unused = sorted(k for k in extra if not any(k in names for names in declared_by.values()))
+    if unused:
+        known = sorted(set().union(*declared_by.values()))
+        raise ValueError(
+            f"parameter(s) {unused} are not defined by any of the notebooks to run "
+            f"({', '.join(declared_by)}); their parameters are: {', '.join(known)}"
+        )
     executed_dir = out / "executed"
     executed_dir.mkdir(parents=True, exist_ok=True)
     (out / "metrics").mkdir(parents=True, exist_ok=True)
     record_path = out / RUN_RECORD
     record_path.unlink(missing_ok=True)
-
-    extra = dict(parameters or {})
-    if profile != "quick":
-        extra.setdefault("profile", profile)
 
     results: list[NotebookResult] = []
     t_course = time.perf_counter()
@@ -543,11 +550,13 @@ def run_course(
         executed = executed_dir / nb_path.name
         metrics_file = out / "metrics" / f"{stem}.json"
         metrics_file.unlink(missing_ok=True)
-        declared = _parameter_names(nb_path) or set()
+        declared = declared_by[stem]
         params = {"output_dir": str(out)} if "output_dir" in declared else {}
-        params.update({k: v for k, v in extra.items() if k in declared})
+        given = {k: v for k, v in extra.items() if k in declared}
+        params.update(given)
         if verbose:
-            print(f"[course] running {nb_path.name} ...", flush=True)
+            with_params = f" with {given}" if given else ""
+            print(f"[course] running {nb_path.name}{with_params} ...", flush=True)
         t0 = time.perf_counter()
         error = None
         try:

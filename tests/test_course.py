@@ -164,6 +164,8 @@ def test_run_course_executes_in_order_and_names_failing_cell(tmp_path):
     metrics = course.load_metrics(out)
     assert metrics["01_ok"]["cwd"] == str(nbdir)  # notebooks run from their folder
     assert metrics["01_ok"]["seed"] == 7  # parameters declared by the notebook are injected
+    with pytest.raises(ValueError, match=r"\['sede'\] are not defined.*output_dir, seed"):
+        course.run_course(out, notebooks_dir=nbdir, parameters={"sede": 7}, verbose=False)
     assert (out / "executed" / "01_ok.ipynb").exists()
     summary = (out / "summary.md").read_text()
     assert "answer: 42" in summary and "FAILED" in summary
