@@ -453,6 +453,9 @@ class LabellingWidget:
 
     def _show_top(self):
         W = self.W
+        if self.session.n_labels == 0:
+            self.top_box.children = [W.HTML("<i>no labels yet: score the batch above</i>")]
+            return
         pred = self.learner.predict()
         order = np.argsort(-pred, kind="stable")[: self.top_n]
         cards = []
