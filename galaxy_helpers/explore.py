@@ -581,7 +581,7 @@ def plot_fractions_by_truth(
     return fig
 
 
-def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema=DECALS_DR5):
+def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema: str | Schema = DECALS_DR5):
     """Mean "smooth" vote fraction of truly featured disks against magnitude: faint
     galaxies lose their visible features and drift towards "smooth", as in the real data.
 

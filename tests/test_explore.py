@@ -102,6 +102,10 @@ def test_missing_or_negative_votes_are_named():
     cat.loc[1, "bar-dr5_no"] = -1
     with pytest.raises(ValueError, match="bar-dr5_no"):
         explore.sky_metrics(cat)
+    cat = hand_catalogue().astype({"how-rounded-dr5_round": float})
+    cat.loc[0, "how-rounded-dr5_round"] = np.nan
+    with pytest.raises(ValueError, match="how-rounded-dr5_round"):
+        explore.galaxy_votes(cat, 0)
 
 
 def test_galaxy_votes_marks_unasked_questions():
