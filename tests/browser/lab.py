@@ -142,6 +142,8 @@ class JupyterLabServer:
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             "--LabApp.extension_manager=readonly",
             "--ServerApp.terminals_enabled=False",
+            # lets the test read cell execution states from the notebook model, not the DOM
+            "--LabApp.expose_app_in_browser=True",
         ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI containers run as root
             command.append("--allow-root")
@@ -271,21 +273,49 @@ def wait_for_idle_kernel(page, timeout_ms: int = 120_000) -> None:
     )
 
 
-def run_all_cells(page, timeout_ms: int = 300_000) -> None:
-    """Run every cell from the Run menu, as a reader would, and wait until all have finished."""
+_EXECUTION_STATE_JS = """() => {
+    const app = window.jupyterapp;
+    const panel = app && app.shell.currentWidget;
+    const cells = panel && panel.content && panel.content.widgets;
+    if (!cells) return null;
+    const code = cells.filter(c => c.model.type === 'code');
+    const kernel = panel.sessionContext && panel.sessionContext.session
+        && panel.sessionContext.session.kernel;
+    return {
+        kernel: kernel ? kernel.status : 'none',
+        running: code.filter(c => c.model.executionState === 'running').length,
+        unrun: code.filter(c => c.model.executionCount === null).length,
+        total: code.length,
+        prompts: code.map(c => c.promptNode ? c.promptNode.textContent : '').join(' '),
+    };
+}"""
+
+
+def execution_state(page) -> dict | None:
+    """Kernel status and how many code cells are running / not yet run, from the notebook model."""
+    return page.evaluate(_EXECUTION_STATE_JS)
+
+
+def run_all_cells(page, timeout_ms: int = 300_000) -> dict:
+    """Run every cell from the Run menu, as a reader would, and wait until all have finished.
+
+    Returns
+    -------
+    dict
+        The final :func:`execution_state` (kernel status, running / unrun cell counts).
+    """
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
     dismiss_dialogs(page, timeout_ms=500)
-    # Queued cells show "[*]"; done when none is left and the kernel is idle again.
-    page.wait_for_function(
-        """() => {
-            const prompts = [...document.querySelectorAll('.jp-InputArea-prompt')];
-            return prompts.length > 0 && prompts.every(p => !p.textContent.includes('*'));
-        }""",
-        timeout=timeout_ms,
-        polling=500,
-    )
-    wait_for_idle_kernel(page, timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    state = None
+    page.wait_for_timeout(1000)
+    while time.monotonic() < deadline:
+        state = execution_state(page)
+        if state and state["running"] == 0 and state["kernel"] == "idle":
+            return state
+        page.wait_for_timeout(1000)
+    raise TimeoutError(f"cells still running after {timeout_ms / 1000:.0f} s: {state}")
 
 
 def cell_errors(page) -> list[str]:
