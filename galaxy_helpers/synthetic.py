@@ -1096,6 +1096,14 @@ def _question_logits(truth: pd.DataFrame) -> dict:
     bar = truth["truth_bar"].to_numpy(str)
     bulge = truth["truth_bulge"].to_numpy(str)
     merging = truth["truth_merging"].to_numpy(str)
+    # How strongly each rare feature sways answers: volunteers react only to what they can see,
+    # so faint rings, arcs, lanes and tails sway less (a bright, high-contrast ring the most).
+    sway = {t: tag[t].astype(float) for t in TAGS}
+    sway["ring"] = tag["ring"] * np.clip(v * (0.5 + c), 0.0, 1.4)
+    for t in ("lens", "dust-lane"):
+        sway[t] = tag[t] * v
+    for t in ("tidal", "irregular"):
+        sway[t] = tag[t] * (0.3 + 0.7 * v)
     out = {}
 
     # smooth-or-featured: faint featured galaxies drift towards smooth.
@@ -1109,9 +1117,14 @@ def _question_logits(truth: pd.DataFrame) -> dict:
     f = np.where(featured, feat, f)
     f = np.where(edge, 0.6 + 2.8 * v * (1.0 - q), f)
     f -= 1.2 * (1.0 - v) * (smooth | featured | edge)
-    f += 1.8 * tag["ring"] + 1.6 * tag["irregular"] + 1.0 * tag["dust-lane"] + 1.0 * tag["lens"]
-    f += 0.9 * tag["tidal"] + 0.7 * tag["merger"] + 0.3 * tag["overlapping"] - 0.4 * tag["diffuse"]
-    art = np.full(n, -4.0) + 1.4 * tag["overlapping"] + 0.4 * tag["lens"] + 1.2 * tag["diffuse"]
+    f += 1.8 * sway["ring"] + 1.6 * sway["irregular"] + 1.0 * sway["dust-lane"] + 1.0 * sway["lens"]
+    f += (
+        0.9 * sway["tidal"]
+        + 0.7 * sway["merger"]
+        + 0.3 * sway["overlapping"]
+        - 0.4 * sway["diffuse"]
+    )
+    art = np.full(n, -4.0) + 1.4 * sway["overlapping"] + 0.4 * sway["lens"] + 1.2 * sway["diffuse"]
     sm = np.zeros(n)
     art = np.where(artifact, 3.5, art)
     f = np.where(artifact, -2.0, f)
@@ -1123,7 +1136,7 @@ def _question_logits(truth: pd.DataFrame) -> dict:
     # disk-edge-on: thin disks (and cigar-shaped ellipticals) look edge-on; dust lanes help.
     e = np.where(edge, 1.4 + 5.0 * (0.3 - q) + 0.8 * v, -3.0 + 4.0 * np.clip(0.62 - q, 0, None))
     e = np.where(smooth, -1.6 + 4.0 * np.clip(0.5 - q, 0, None), e)
-    e += 1.6 * tag["dust-lane"] - 0.6 * tag["irregular"] - 0.4 * tag["ring"]
+    e += 1.6 * sway["dust-lane"] - 0.6 * sway["irregular"] - 0.4 * sway["ring"]
     out["disk-edge-on"] = np.stack([e, np.zeros(n)], 1)
 
     # has-spiral-arms: rings, tails and arcs look like arms.
@@ -1132,8 +1145,8 @@ def _question_logits(truth: pd.DataFrame) -> dict:
     s = np.where(smooth, -2.0, s)
     s = np.where(edge, -1.0, s)
     s -= 1.0 * (1.0 - v)
-    s += 1.4 * tag["ring"] + 0.9 * tag["tidal"] + 0.7 * tag["lens"] + 0.3 * tag["irregular"]
-    s += 0.3 * tag["merger"]
+    s += 1.4 * sway["ring"] + 0.9 * sway["tidal"] + 0.7 * sway["lens"] + 0.3 * sway["irregular"]
+    s += 0.3 * sway["merger"]
     out["has-spiral-arms"] = np.stack([s, np.zeros(n)], 1)
 
     # bar: rings come with (or suggest) bars.
@@ -1142,8 +1155,8 @@ def _question_logits(truth: pd.DataFrame) -> dict:
     b[:, 0] = np.where(strong, 0.6 + 2.2 * v * c, np.where(weak, -0.6, -2.6))
     b[:, 1] = np.where(strong, 0.9, np.where(weak, 0.3 + 1.3 * v, -1.3))
     b[:, :2] -= 1.3 * (1.0 - v)[:, None]
-    b[:, 0] += 0.5 * tag["ring"]
-    b[:, 1] += 1.0 * tag["ring"] + 0.3 * tag["lens"]
+    b[:, 0] += 0.5 * sway["ring"]
+    b[:, 1] += 1.0 * sway["ring"] + 0.3 * sway["lens"]
     out["bar"] = b
 
     # bulge-size: ordinal; faint disks show only their centres (bulges look bigger).
@@ -1173,7 +1186,7 @@ def _question_logits(truth: pd.DataFrame) -> dict:
     # spiral-winding: ordinal; a ring reads as tightly wound.
     wind = truth["truth_winding"].to_numpy(str)
     w = np.select([wind == "tight", wind == "medium", wind == "loose"], [0.0, 1.0, 2.0], 0.8)
-    w = np.where(tag["ring"], w - 0.6, w)
+    w = w - 0.6 * sway["ring"]
     out["spiral-winding"] = _ordinal(w, 3, 0.6 + 0.5 * (1.0 - v) + 0.4 * (arms == 0))
 
     # spiral-arm-count: ordinal over 1..more-than-4 plus "cant-tell"; volunteers favour 2.
@@ -1183,7 +1196,7 @@ def _question_logits(truth: pd.DataFrame) -> dict:
     ac = np.zeros((n, 6))
     ac[:, :5] = _ordinal(a, 5, sig)
     ac[:, 1] += 0.3
-    ac[:, 5] = -2.0 + 2.6 * (1.0 - v) + 1.5 * (arms == 0) + 0.5 * (arms >= 5) + 0.5 * tag["ring"]
+    ac[:, 5] = -2.0 + 2.6 * (1.0 - v) + 1.5 * (arms == 0) + 0.5 * (arms >= 5) + 0.5 * sway["ring"]
     out["spiral-arm-count"] = ac
 
     # merging: tidal features, companions and overlapping objects all look like interaction.
@@ -1199,11 +1212,13 @@ def _question_logits(truth: pd.DataFrame) -> dict:
         mg[sel] = vals
     dist = np.isin(merging, ["minor-disturbance", "major-disturbance", "merger"])
     mg[:, 0] += np.where(dist, 1.5 * (1.0 - v), 0.0)  # faint disturbances go unnoticed
-    mg[:, 2] += 1.4 * tag["tidal"]
-    mg[:, 1] += 0.5 * tag["tidal"] + 1.2 * tag["irregular"] + 0.8 * tag["lens"] + 0.3 * tag["ring"]
-    mg[:, 3] += 1.6 * tag["overlapping"]
-    mg[:, 2] += 0.6 * tag["irregular"] + 0.4 * tag["overlapping"]
-    mg[:, 0] -= 0.5 * tag["overlapping"]
+    mg[:, 2] += 1.4 * sway["tidal"]
+    mg[:, 1] += (
+        0.5 * sway["tidal"] + 1.2 * sway["irregular"] + 0.8 * sway["lens"] + 0.3 * sway["ring"]
+    )
+    mg[:, 3] += 1.6 * sway["overlapping"]
+    mg[:, 2] += 0.6 * sway["irregular"] + 0.4 * sway["overlapping"]
+    mg[:, 0] -= 0.5 * sway["overlapping"]
     out["merging"] = mg
     return out
 
