@@ -215,6 +215,8 @@ class SkyConfig:
     def key(self) -> str:
         """Short hash of everything that changes the sky (used as the cache folder name)."""
         d = asdict(self)
+        for name in ("n_galaxies", "image_size", "seed"):  # numpy ints hash like ints
+            d[name] = int(d[name])
         d["tag_rates"] = self.rates()
         d["generator_version"] = GENERATOR_VERSION
         d["generator_source"] = _generator_fingerprint()

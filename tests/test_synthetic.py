@@ -333,3 +333,11 @@ def test_render_accepts_dict_rows_and_is_deterministic():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="truth_type"):
         synthetic.render_galaxy({"truth_type": "quasar"}, 48)
+
+
+def test_cache_key_depends_on_what_changes_the_sky():
+    base = SkyConfig(n_galaxies=100)
+    assert base.key() == SkyConfig(n_galaxies=np.int64(100)).key()
+    assert base.key() == SkyConfig(n_galaxies=100, tag_rates={"ring": 0.035}).key()
+    assert base.key() != SkyConfig(n_galaxies=100, tag_rates={"ring": 0.04}).key()
+    assert base.key() != SkyConfig(n_galaxies=100, seed=2).key()
