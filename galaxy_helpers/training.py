@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from . import schema as schema_mod
 from .images import ImageReadError, read_image, to_tensor
 from .losses import dirichlet_multinomial_loss
-from .models import GalaxyModel, load_checkpoint, save_checkpoint
+from .models import GalaxyModel, checkpoint_paths, load_checkpoint, save_checkpoint
 
 __all__ = [
     "TrainConfig",
@@ -81,7 +81,11 @@ class TrainConfig:
 
     Parameters
     ----------
-    architecture : timm model name (``"convnext_nano"``/``"efficientnet_b0"`` on a GPU).
+    architecture : timm model name. ``resnet10t`` for the quick CPU profile: as fast as
+        ``convnext_atto`` per image on 2 cores (about 240 images/s at 64 px) but it learns far
+        more in 4 epochs (measured on the course sky: vote-fraction error 27% below the
+        baseline and 0.98 disk-edge-on accuracy, against 16% and 0.81 for convnext_atto).
+        On a GPU: ``"convnext_nano"`` or ``"efficientnet_b0"`` at 224 px.
     image_size : pixels (64 quick profile; 224 full profile).
     channels : 3 colour, 1 greyscale.
     pretrained : start from timm's ImageNet weights (needs the network).
@@ -101,17 +105,18 @@ class TrainConfig:
     num_workers : DataLoader workers when streaming from disk.
     skip_bad_images : drop unreadable images (and report them) instead of stopping.
     max_steps_per_epoch : cap on optimizer steps per epoch (tests, quick looks).
+    channels_last : NHWC memory layout (faster convolutions on CPU and on GPUs with AMP).
     dropout : dropout before the head.
     progress : show tqdm bars.
     """
 
-    architecture: str = "convnext_atto"
+    architecture: str = "resnet10t"
     image_size: int = 64
     channels: int = 3
     pretrained: bool = False
-    batch_size: int = 64
+    batch_size: int = 32
     epochs: int = 4
-    lr: float = 1e-3
+    lr: float = 4e-3
     weight_decay: float = 0.05
     schedule: str = "onecycle"
     patience: int = 3
@@ -129,10 +134,18 @@ class TrainConfig:
     skip_bad_images: bool = False
     max_steps_per_epoch: int | None = None
     dropout: float = 0.0
+    channels_last: bool = True
     progress: bool = True
 
     # Fields that do not change the trained weights (left out of cache keys).
-    _RUNTIME_ONLY = ("device", "preload", "preload_max_gb", "num_workers", "progress")
+    _RUNTIME_ONLY = (
+        "device",
+        "preload",
+        "preload_max_gb",
+        "num_workers",
+        "progress",
+        "channels_last",
+    )
 
     def __post_init__(self):
         if self.schedule not in ("constant", "onecycle", "cosine"):
@@ -515,6 +528,7 @@ def train(
     config: TrainConfig | None = None,
     schema=schema_mod.DECALS_DR5,
     data_description: dict | None = None,
+    on_epoch_end=None,
 ):
     """Train a GalaxyModel on a catalogue's vote counts for every question of ``schema``.
 
@@ -525,6 +539,8 @@ def train(
     config : TrainConfig (default: the quick CPU profile).
     schema : decision tree (``DECALS_DR5`` default, ``GZ2``, or your own Schema).
     data_description : stored in the checkpoint metadata as ``data`` (e.g. the sky config).
+    on_epoch_end : optional ``callable(model, history)`` run on rank 0 after each epoch's
+        validation (e.g. to save a checkpoint of long runs as they go).
 
     Returns
     -------
@@ -595,6 +611,16 @@ def train(
     model = GalaxyModel(
         config.architecture, schema, config.channels, config.pretrained, config.dropout
     ).to(device)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # What a checkpoint needs to use the model; completed with data and metrics at the end.
+    model.metadata = {
+        "image_size": config.image_size,
+        "channels": config.channels,
+        "mean": mean,
+        "std": std,
+        "seed": config.seed,
+    }
     net = model
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -649,6 +675,8 @@ def train(
         if idx is not None and config.augment:
             params = torch.from_numpy(aug_params[epoch][idx.numpy()])
             x = augment_batch(x, params)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return x
 
     aug_params = {}
@@ -719,10 +747,13 @@ def train(
         if bar is not None:
             bar.set_postfix(loss=f"{history.train_loss[-1]:.2f}", val_loss=f"{val_loss:.2f}")
             bar.close()
-        if val_loss < history.best_val_loss - 1e-4:
+        improved = val_loss < history.best_val_loss - 1e-4
+        if improved:
             history.best_val_loss, history.best_epoch, bad_epochs = val_loss, epoch + 1, 0
             best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-        else:
+        if on_epoch_end is not None and rank == 0:
+            on_epoch_end(model, history)
+        if not improved:
             bad_epochs += 1
             if bad_epochs >= config.patience:
                 history.stopped_early = True
@@ -732,32 +763,29 @@ def train(
 
     if best_state is not None:
         model.load_state_dict(best_state)
-    model.cpu().eval()
-    model.metadata = {
-        "image_size": config.image_size,
-        "channels": config.channels,
-        "mean": mean,
-        "std": std,
-        "seed": config.seed,
-        "data": {
-            **(data_description or {}),
-            "n_train": report.n_train,
-            "n_val": report.n_val,
-            "n_skipped": len(report.skipped),
-        },
-        "epochs": len(history.epoch),
-        "best_epoch": history.best_epoch,
-        "train_config": config.to_dict(),
-        "metrics": {
-            "best_val_loss": history.best_val_loss,
-            "final_train_loss": history.train_loss[-1] if history.train_loss else None,
-            "images_per_s": float(np.median(history.images_per_s))
-            if history.images_per_s
-            else None,
-            "world_size": world,
-        },
-        "library": {"torch": torch.__version__, "galaxy_helpers": _package_version()},
-    }
+    model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    model.metadata.update(
+        {
+            "data": {
+                **(data_description or {}),
+                "n_train": report.n_train,
+                "n_val": report.n_val,
+                "n_skipped": len(report.skipped),
+            },
+            "epochs": len(history.epoch),
+            "best_epoch": history.best_epoch,
+            "train_config": config.to_dict(),
+            "metrics": {
+                "best_val_loss": history.best_val_loss,
+                "final_train_loss": history.train_loss[-1] if history.train_loss else None,
+                "images_per_s": float(np.median(history.images_per_s))
+                if history.images_per_s
+                else None,
+                "world_size": world,
+            },
+            "library": {"torch": torch.__version__, "galaxy_helpers": _package_version()},
+        }
+    )
     return model, history
 
 
@@ -943,19 +971,30 @@ def _sky_description(sky_config) -> dict:
 
 
 # The recipe of the committed course checkpoint: a bigger sky with a seed the course sky does
-# not use, more epochs, one-cycle LR. Sized to train in ~35 min on a shared 2-core CPU.
+# not use, more data and epochs than the quick profile, one-cycle LR. Sized to train in about
+# 40 minutes on a shared 2-core CPU (one torch thread, ~40 images/s under load).
 COURSE_CHECKPOINT_RECIPE = {
     "sky": {"n_galaxies": 20000, "image_size": 64, "seed": 1000},
-    "train": {"epochs": 8, "lr": 2e-3, "schedule": "onecycle", "patience": 8, "seed": 1000},
+    "train": {
+        "architecture": "resnet10t",
+        "epochs": 5,
+        "batch_size": 32,
+        "lr": 3e-3,
+        "schedule": "onecycle",
+        "patience": 5,
+        "seed": 1000,
+    },
 }
 
 
-def course_checkpoint_path(architecture: str = "convnext_atto") -> Path:
-    """Path (without suffix) of the committed course checkpoint for ``architecture``."""
+def course_checkpoint_path(architecture: str | None = None) -> Path:
+    """Path (without suffix) of the committed course checkpoint for ``architecture``
+    (default: the recipe's)."""
+    architecture = architecture or COURSE_CHECKPOINT_RECIPE["train"]["architecture"]
     return WEIGHTS_DIR / f"course_{architecture}"
 
 
-def course_checkpoint(architecture: str = "convnext_atto", device=None):
+def course_checkpoint(architecture: str | None = None, device=None):
     """Load the committed course checkpoint (trained longer than the quick model).
 
     Returns
@@ -1006,16 +1045,38 @@ def build_course_checkpoint(
     config = TrainConfig(
         image_size=recipe["sky"]["image_size"], progress=progress, **recipe["train"]
     )
-    model, history = train(sky, config, data_description=_sky_description(sky_config))
+    path = Path(out) if out else course_checkpoint_path(config.architecture)
+    partial = path.with_name(path.name + "_partial")
+
+    def save_partial(model, history):
+        # Long runs on shared machines: keep each epoch's model, so an interrupted run still
+        # leaves a usable (and honestly labelled) checkpoint behind.
+        save_checkpoint(
+            model,
+            partial,
+            {
+                "partial": True,
+                "epochs": len(history.epoch),
+                "history": history.as_frame().to_dict(orient="list"),
+                "recipe": recipe,
+            },
+            half=True,
+        )
+
+    model, history = train(
+        sky, config, data_description=_sky_description(sky_config), on_epoch_end=save_partial
+    )
     test = sky[sky["split"] == "test"]
-    result = evaluate(model, test, progress=progress)
-    model.metadata["metrics"].update(result.summary())
+    result = evaluate(model, test, sky[sky["split"] == "train"], progress=progress)
+    model.metadata["metrics"].update({"test": result.summary()})
     model.metadata["recipe"] = recipe
     model.metadata["command"] = "python -m galaxy_helpers.training course-checkpoint"
     model.metadata["train_seconds"] = round(time.perf_counter() - t0, 1)
     model.metadata["history"] = history.as_frame().to_dict(orient="list")
-    path = Path(out) if out else course_checkpoint_path(config.architecture)
+    model.metadata["partial"] = False
     save_checkpoint(model, path, half=True)
+    for p in checkpoint_paths(partial):
+        p.unlink(missing_ok=True)
     return model, history
 
 
