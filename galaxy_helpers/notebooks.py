@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as _dt
+import difflib
 import html
 import importlib.metadata
 import json
@@ -773,6 +774,26 @@ def _short(value, limit: int = 1200) -> str:
     )
 
 
+def _diff(old, new, context: int = 2, max_lines: int = 60) -> str:
+    """A unified diff of two output values (text as is, anything else as sorted JSON)."""
+    as_text = [
+        v if isinstance(v, str) else json.dumps(v, indent=1, sort_keys=True) for v in (old, new)
+    ]
+    lines = list(
+        difflib.unified_diff(
+            as_text[0].splitlines(),
+            as_text[1].splitlines(),
+            "stored",
+            "now",
+            n=context,
+            lineterm="",
+        )
+    )
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + [f"... ({len(lines) - max_lines} more diff lines)"]
+    return "\n".join(lines) if lines else f"(whitespace only)\n{_short(old)!r}\nvs\n{_short(new)!r}"
+
+
 def compare_outputs(stored: list, fresh: list, patterns: list[tuple[str, str]] = ()) -> list[str]:
     """Compare two cells' outputs with nbval's rules; describe the differences.
 
@@ -803,8 +824,7 @@ def compare_outputs(stored: list, fresh: list, patterns: list[tuple[str, str]] =
         for old, now in zip(ref[key], new[key], strict=True):
             if old != now:
                 problems.append(
-                    f"{key} differs.\n<<<<<<<<<<<< stored in the notebook:\n{_short(old)}\n"
-                    f"============ produced by the code now:\n{_short(now)}\n>>>>>>>>>>>>"
+                    f"{key} differs (- stored in the notebook, + produced now):\n{_diff(old, now)}"
                 )
     return problems
 
