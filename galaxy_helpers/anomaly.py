@@ -669,14 +669,17 @@ def _tag(catalogue, name, researcher) -> np.ndarray:
 
 def _merger_hunter(cat: pd.DataFrame) -> np.ndarray:
     merging = _col(cat, "truth_merging", "merger hunter").astype(str).to_numpy()
-    score = np.select(
-        [merging == "merger", merging == "major-disturbance", merging == "minor-disturbance"],
-        [5, 3, 1],
+    tidal = _tag(cat, "tag_tidal", "merger hunter")
+    return np.select(
+        [
+            (merging == "merger") & tidal,
+            merging == "merger",
+            merging == "major-disturbance",
+            merging == "minor-disturbance",
+        ],
+        [5, 3, 2, 1],
         0,
     )
-    if "tag_merger" in cat.columns:
-        score = np.where(_tag(cat, "tag_merger", "merger hunter"), np.maximum(score, 5), score)
-    return score
 
 
 def _lens_hunter(cat: pd.DataFrame) -> np.ndarray:
@@ -703,7 +706,8 @@ RESEARCHERS: dict[str, SimulatedResearcher] = {
     for r in [
         SimulatedResearcher(
             "merger hunter",
-            "Wants ongoing mergers (5); major disturbances are nice (3), minor ones barely (1).",
+            "Wants mergers caught with tidal tails (5); other mergers are nice (3), disturbed "
+            "galaxies less so (major 2, minor 1).",
             _merger_hunter,
         ),
         SimulatedResearcher(

@@ -199,6 +199,7 @@ def sky_like(n=400, seed=0):
             "tag_ring": rng.random(n) < 0.05,
             "tag_lens": rng.random(n) < 0.01,
             "tag_dust-lane": rng.random(n) < 0.03,
+            "tag_tidal": rng.random(n) < 0.5,
         }
     )
 
@@ -209,7 +210,10 @@ def test_researchers_score_0_to_5_from_truth():
         s = r.score(cat)
         assert s.dtype.kind == "i" and s.min() >= 0 and s.max() <= 5
     merger = A.get_researcher("merger hunter").score(cat)
-    np.testing.assert_array_equal(merger == 5, cat["truth_merging"].eq("merger"))
+    np.testing.assert_array_equal(merger == 5, cat["truth_merging"].eq("merger") & cat["tag_tidal"])
+    np.testing.assert_array_equal(
+        merger == 3, cat["truth_merging"].eq("merger") & ~cat["tag_tidal"]
+    )
     lens = A.get_researcher("lens hunter").is_interesting(cat)
     np.testing.assert_array_equal(lens, cat["tag_lens"])
     table = A.describe_researchers(cat)
