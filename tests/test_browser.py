@@ -137,7 +137,7 @@ def test_anomaly_widget_label_reaches_the_label_file(tmp_path, course_metrics):
     names = _parameter_names(nb)
     label_param = next((n for n in names if "label" in n and ("file" in n or "path" in n)), None)
     assert label_param, f"{ANOMALY_NOTEBOOK.name}: no label-file parameter among {names}"
-    label_file = tmp_path / "labels.csv"
+    label_file = tmp_path / "labels.jsonl"
     params = {
         **ANOMALY_PARAMETERS,
         label_param: str(label_file),
@@ -153,7 +153,7 @@ def test_anomaly_widget_label_reaches_the_label_file(tmp_path, course_metrics):
         page = browser.new_page(viewport=VIEWPORT)
         try:
             lab.open_notebook(page, server, ANOMALY_NOTEBOOK.name)
-            lab.run_all_cells(page, timeout_ms=900_000)
+            lab.run_all_cells(page, timeout_ms=1_200_000)
             errors = lab.cell_errors(page)
             assert not errors, "cells failed in JupyterLab:\n" + "\n---\n".join(errors)
             button = page.locator("button.galaxy-score-5").first
