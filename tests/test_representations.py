@@ -101,12 +101,12 @@ def test_catalogue_errors(model, catalogue):
 
 def test_pca_full_and_incremental_agree():
     rng = np.random.default_rng(0)
-    latent = rng.standard_normal((3000, 3)) * [5.0, 2.0, 1.0]
-    x = latent @ rng.standard_normal((3, 20)) + 0.01 * rng.standard_normal((3000, 20))
+    latent = rng.standard_normal((1200, 3)) * [5.0, 2.0, 1.0]
+    x = latent @ rng.standard_normal((3, 20)) + 0.01 * rng.standard_normal((1200, 20))
     table = pd.DataFrame(x, columns=rep.feature_columns(20))
-    table.insert(0, "id_str", [f"g{i}" for i in range(3000)])
+    table.insert(0, "id_str", [f"g{i}" for i in range(1200)])
     full = rep.fit_pca(table, n_components=3, incremental=False)
-    inc = rep.fit_pca(table, n_components=3, incremental=True, batch_size=500)
+    inc = rep.fit_pca(table, n_components=3, incremental=True, batch_size=300)
     assert inc.incremental_ and not full.incremental_
     np.testing.assert_allclose(
         full.explained_variance_ratio_, inc.explained_variance_ratio_, rtol=1e-3
