@@ -174,6 +174,17 @@ def test_rank_weighted_score_and_precision():
     m = A.ranking_metrics(np.array([2, 0, 3, 1]), sorted_int.astype(bool), top_n=(2,))
     # hits at ranks 2 and 4: AP = (1/2 + 2/4) / 2
     assert m["average_precision"] == pytest.approx(0.5)
+    # agrees with scikit-learn on a random ranking
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    interesting = rng.random(300) < 0.1
+    order = rng.permutation(300)
+    rank_score = np.empty(300)
+    rank_score[order] = -np.arange(300)
+    assert A.ranking_metrics(order, interesting)["average_precision"] == pytest.approx(
+        average_precision_score(interesting, rank_score)
+    )
 
 
 def test_ranking_places_labelled_first_and_rejected_last():
