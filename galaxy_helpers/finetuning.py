@@ -65,6 +65,9 @@ __all__ = [
     "load_encoder",
     "finetune",
     "labelled_rows",
+    "balanced_sample",
+    "choose_l2",
+    "fit_head",
     "LabelBudgetResult",
     "label_budget_experiment",
     "plot_label_budget",
@@ -113,7 +116,17 @@ class FinetuneConfig:
         least one per class when a class has two or more).
     balance : ``"weights"`` (loss weighted by inverse class frequency), ``"sampler"`` (batches
         drawn with equal class probability; full mode) or ``"none"``.
+    head_solver : how the head is fitted on cached features. ``"lbfgs"``: L2-regularised
+        logistic (or ridge) regression solved to convergence on all labelled galaxies, the
+        classic linear probe (the L2 penalty, not early stopping, regularises it; the
+        validation split only reports a score). ``"adam"``: full-batch Adam, early stopping on
+        the validation split, then a refit on all labels (see ``refit``).
     head_l2 : L2 penalty of the head (like ``1 / C`` of scikit-learn's LogisticRegression).
+        The default (100, i.e. C = 0.01) is strong because there are fewer labels than feature
+        dimensions; it was chosen among 1, 10 and 100 with a partial course checkpoint on the
+        course sky. ``None``: chosen from ``head_l2_grid`` by stratified cross-validation on the
+        labelled galaxies (balanced accuracy, ties to the stronger penalty; slower and, with a
+        few dozen labels, noisy).
     head_lr, head_max_steps, head_patience : full-batch Adam on cached features (head mode and
         the linear-probing step of full mode).
     refit : head mode: once early stopping has chosen the number of steps, refit the head on
@@ -143,19 +156,21 @@ class FinetuneConfig:
     std: Sequence[float] | None = None
     val_fraction: float = 0.2
     balance: str = "weights"
-    head_l2: float = 1.0
-    head_lr: float = 0.02
-    head_max_steps: int = 400
-    head_patience: int = 40
+    head_solver: str = "lbfgs"
+    head_l2: float | None = 100.0
+    head_l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    head_lr: float = 2e-3
+    head_max_steps: int = 1000
+    head_patience: int = 100
     refit: bool = True
     encoder_lr: float = 1e-4
     layer_decay: float = 0.8
     full_head_lr: float = 1e-3
     weight_decay: float = 0.05
-    max_epochs: int = 15
-    patience: int = 4
+    max_epochs: int = 10
+    patience: int = 3
     batch_size: int = 32
-    min_steps: int = 2
+    min_steps: int = 1
     augment: bool = True
     linear_probe_first: bool = True
     freeze_batchnorm: bool = True
@@ -174,6 +189,8 @@ class FinetuneConfig:
             )
         if not 0.0 <= self.val_fraction < 1.0:
             raise FinetuneError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.head_solver not in ("lbfgs", "adam"):
+            raise FinetuneError(f"head_solver must be 'lbfgs' or 'adam', got {self.head_solver!r}")
         if not 0.0 < self.layer_decay <= 1.0:
             raise FinetuneError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
 
@@ -323,7 +340,9 @@ def _load_checkpoint_path(path, description: str | None = None) -> EncoderSource
     return _from_galaxy_model(model, meta, description or f"checkpoint {weights}")
 
 
-def load_encoder(source, config: FinetuneConfig | None = None) -> EncoderSource:
+def load_encoder(
+    source, config: FinetuneConfig | None = None, offline: bool = False
+) -> EncoderSource:
     """Resolve an encoder from any of the supported sources.
 
     Parameters
@@ -336,6 +355,8 @@ def load_encoder(source, config: FinetuneConfig | None = None) -> EncoderSource:
         prefix may be left out when the name is not a file).
     config : preprocessing overrides, ``pretrained`` for timm names, and ``architecture``
         (refuses an encoder of another architecture).
+    offline : never touch the network: hub encoders and timm's pretrained weights must already
+        be in the local cache (fails at once instead of after the hub's retries).
 
     Returns
     -------
@@ -365,13 +386,13 @@ def load_encoder(source, config: FinetuneConfig | None = None) -> EncoderSource:
     elif isinstance(source, str) and source == "quick":
         src = _unpack_loaded(_quick_checkpoint(), "quick checkpoint")
     elif isinstance(source, str) and (source.startswith("hf_hub:") or source.startswith("zoobot:")):
-        src = _load_hub_encoder(source.removeprefix("zoobot:"), cfg)
+        src = _load_hub_encoder(source.removeprefix("zoobot:"), cfg, offline)
     elif isinstance(source, (str, os.PathLike)) and _is_checkpoint_path(source):
         src = _load_checkpoint_path(source)
     elif isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
-        src = _load_hub_encoder(str(source), cfg)
+        src = _load_hub_encoder(str(source), cfg, offline)
     elif isinstance(source, str):
-        src = _timm_encoder(source.removeprefix("timm:"), cfg)
+        src = _timm_encoder(source.removeprefix("timm:"), cfg, offline)
     elif isinstance(source, tuple) and len(source) == 2:
         src = _from_galaxy_model(source[0], source[1], "loaded checkpoint")
     elif isinstance(source, nn.Module) and hasattr(source, "encoder"):
@@ -412,7 +433,25 @@ def _is_checkpoint_path(source) -> bool:
     return p.with_name(p.name + ".safetensors").exists() or p.with_name(p.name + ".json").exists()
 
 
-def _timm_encoder(name: str, cfg: FinetuneConfig) -> EncoderSource:
+def _timm_weights_cached(name: str) -> bool:
+    """Whether timm's default pretrained weights for ``name`` are in the local HF cache."""
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        pcfg = timm.models.get_pretrained_cfg(name)
+    except Exception:  # unknown name or no pretrained tag
+        return False
+    repo = getattr(pcfg, "hf_hub_id", None) if pcfg is not None else None
+    if not repo:
+        return False
+    for fname in ("model.safetensors", "open_clip_pytorch_model.bin", "pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(repo, fname), str):
+            return True
+    return False
+
+
+def _timm_encoder(name: str, cfg: FinetuneConfig, offline: bool = False) -> EncoderSource:
     import timm
 
     if not timm.is_model(name):
@@ -422,6 +461,12 @@ def _timm_encoder(name: str, cfg: FinetuneConfig) -> EncoderSource:
             "name such as 'timm:convnext_atto'."
         )
     channels = int(cfg.channels or 3)
+    if cfg.pretrained and offline and not _timm_weights_cached(name):
+        raise FinetuneError(
+            f"timm's pretrained (ImageNet) weights for {name!r} are not in the local cache and "
+            "we are offline. Run once with internet (timm.create_model(name, pretrained=True) "
+            "downloads them to ~/.cache/huggingface), or pass pretrained=False."
+        )
     try:
         encoder = timm.create_model(
             name, pretrained=cfg.pretrained, num_classes=0, in_chans=channels
@@ -449,7 +494,7 @@ def _timm_encoder(name: str, cfg: FinetuneConfig) -> EncoderSource:
     )
 
 
-def _load_hub_encoder(name: str, cfg: FinetuneConfig) -> EncoderSource:
+def _load_hub_encoder(name: str, cfg: FinetuneConfig, offline: bool = False) -> EncoderSource:
     try:
         from .pretrained import load_pretrained_encoder
     except ImportError as err:
@@ -457,7 +502,9 @@ def _load_hub_encoder(name: str, cfg: FinetuneConfig) -> EncoderSource:
             f"cannot load {name!r}: galaxy_helpers.pretrained is not available ({err})"
         ) from err
     try:
-        model = load_pretrained_encoder(name, channels=int(cfg.channels or 3))
+        model = load_pretrained_encoder(
+            name, channels=int(cfg.channels or 3), offline=True if offline else None
+        )
     except Exception as err:
         raise FinetuneError(
             f"cannot load the pretrained encoder {name!r} ({type(err).__name__}: {err}). Hub "
@@ -554,6 +601,50 @@ def labelled_rows(
                 f"regression needs numeric labels in {label_column!r} ({err})"
             ) from err
     return out
+
+
+def balanced_sample(
+    catalogue: pd.DataFrame,
+    label_column: str,
+    n: int,
+    population=None,
+    seed: int = 0,
+    exclude_ids: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Draw ``n`` labelled galaxies, the same number of each class (as a labeller would).
+
+    Parameters
+    ----------
+    catalogue : catalogue with ``label_column``.
+    label_column : the label.
+    n : how many galaxies in all (``n // n_classes`` of each class).
+    population : restrict to these galaxies (mask, callable or query string, as in
+        :func:`label_budget_experiment`).
+    seed : random seed.
+    exclude_ids : ids never drawn (e.g. a test set).
+
+    Returns
+    -------
+    DataFrame of the drawn rows (original index kept), shuffled.
+    """
+    mask = _population_mask(catalogue, population) & catalogue[label_column].notna().to_numpy()
+    mask &= ~catalogue["id_str"].astype(str).isin(set(map(str, exclude_ids))).to_numpy()
+    pool = catalogue[mask]
+    classes = sorted(pd.unique(pool[label_column]).tolist(), key=str)
+    if len(classes) < 2:
+        raise FinetuneError(f"{label_column!r} has fewer than two classes among these galaxies")
+    per = n // len(classes)
+    rng = np.random.default_rng(seed)
+    parts = []
+    for c in classes:
+        members = pool[pool[label_column] == c]
+        if len(members) < per:
+            raise FinetuneError(
+                f"only {len(members)} galaxies have {label_column} == {c!r}; {per} were asked for"
+            )
+        parts.append(members.iloc[rng.choice(len(members), per, replace=False)])
+    out = pd.concat(parts)
+    return out.iloc[rng.permutation(len(out))]
 
 
 def _encode_classes(values: pd.Series) -> tuple[np.ndarray, list]:
@@ -910,12 +1001,15 @@ def _fit_head_steps(
         wv = _class_weights(y_val, n_out) if weights is not None else None
     n = len(Xt)
     best = (math.inf, 0, copy.deepcopy(head.state_dict()))
+    if has_val:  # the untrained head (equal probabilities) is a candidate too
+        with torch.no_grad():
+            best = (float(_head_loss(cfg.task, head(Xv), yv, wv)), 0, best[2])
     history = []
     since_best = 0
     for step in range(1, steps + 1):
         opt.zero_grad()
         loss = _head_loss(cfg.task, head(Xt), yt, weights)
-        loss = loss + 0.5 * cfg.head_l2 / n * head.linear.weight.pow(2).sum()
+        loss = loss + 0.5 * (cfg.head_l2 or 1.0) / n * head.linear.weight.pow(2).sum()
         loss.backward()
         opt.step()
         if has_val:
@@ -935,6 +1029,108 @@ def _fit_head_steps(
     return head, steps, history
 
 
+def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> tuple[float, dict]:
+    """Pick the head's L2 penalty from ``cfg.head_l2_grid`` by stratified cross-validation.
+
+    Classification: balanced accuracy over ``k = min(5, smallest class)`` folds; regression:
+    mean squared error over 5 folds. Ties go to the stronger penalty.
+
+    Returns
+    -------
+    (l2, scores) with the mean score of every candidate.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    grid = sorted(float(v) for v in cfg.head_l2_grid)
+    if len(grid) == 1:
+        return grid[0], {}
+    classification = cfg.task == "classification"
+    if classification:
+        k = int(min(5, np.bincount(y, minlength=n_out)[np.unique(y)].min()))
+        if k < 2:
+            return grid[-1], {}
+        folds = StratifiedKFold(k, shuffle=True, random_state=cfg.seed).split(X, y)
+    else:
+        if len(y) < 4:
+            return grid[-1], {}
+        folds = KFold(min(5, len(y)), shuffle=True, random_state=cfg.seed).split(X)
+    folds = list(folds)
+    scores = {}
+    for l2 in grid:
+        c = dataclasses.replace(cfg, head_l2=l2)
+        vals = []
+        for tr, te in folds:
+            head = _fit_head_lbfgs(X[tr], y[tr], n_out, c)
+            with torch.no_grad():
+                out = head(torch.as_tensor(X[te], dtype=torch.float32))
+            if classification:
+                vals.append(_balanced_accuracy(y[te], out.argmax(1).numpy()))
+            else:
+                vals.append(-float(((out[:, 0].numpy() - y[te]) ** 2).mean()))
+        scores[l2] = float(np.mean(vals))
+    best = max(scores.values())
+    chosen = max(l2 for l2, v in scores.items() if v >= best - 1e-9)
+    return chosen, scores
+
+
+def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> Head:
+    """L2-regularised logistic (ridge) regression on standardised features, solved by L-BFGS.
+
+    Minimises ``weighted mean loss + head_l2 / (2 N) * ||W||^2``, the objective of
+    scikit-learn's ``LogisticRegression(C=1 / head_l2, class_weight="balanced")``.
+    """
+    torch.manual_seed(cfg.seed)
+    classification = cfg.task == "classification"
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    yt = torch.as_tensor(y, dtype=torch.long if classification else torch.float64)
+    mean, scale = Xt.mean(0), Xt.std(0, unbiased=False).clamp_min(1e-6)
+    Z = (Xt - mean) / scale
+    W = torch.zeros(n_out, Xt.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(n_out, dtype=torch.float64, requires_grad=True)
+    weights = (
+        _class_weights(y, n_out).double() if classification and cfg.balance != "none" else None
+    )
+    opt = torch.optim.LBFGS(
+        [W, b],
+        lr=1.0,
+        max_iter=200,
+        tolerance_grad=1e-8,
+        tolerance_change=1e-12,
+        history_size=20,
+        line_search_fn="strong_wolfe",
+    )
+    n = len(Z)
+    if cfg.head_l2 is None:
+        cfg = dataclasses.replace(cfg, head_l2=choose_l2(X, y, n_out, cfg)[0])
+    # Two softmax weight vectors W0, W1 act like one binary vector w = W1 - W0 with half the
+    # penalty, so double it for two classes to keep scikit-learn's binary objective.
+    l2 = cfg.head_l2 * (2.0 if n_out == 2 else 1.0)
+
+    def closure():
+        opt.zero_grad()
+        out = Z @ W.T + b
+        loss = _head_loss(cfg.task, out, yt, weights) + 0.5 * l2 / n * W.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    head = Head(Xt.shape[1], n_out)
+    with torch.no_grad():
+        head.feature_mean.copy_(mean.float())
+        head.feature_scale.copy_(scale.float())
+        head.linear.weight.copy_(W.float())
+        head.linear.bias.copy_(b.float())
+    return head
+
+
+def _linear_probe(X, y, X_val, y_val, n_out, cfg: FinetuneConfig) -> Head:
+    """The head that full finetuning starts from, fitted on the training split only."""
+    if cfg.head_solver == "lbfgs":
+        return _fit_head_lbfgs(X, y, n_out, cfg)
+    head, _, _ = _fit_head_steps(X, y, n_out, cfg, cfg.head_max_steps, X_val, y_val)
+    return head
+
+
 def fit_head(
     X: np.ndarray,
     y: np.ndarray,
@@ -942,7 +1138,7 @@ def fit_head(
     cfg: FinetuneConfig,
     rng: np.random.Generator | None = None,
 ) -> tuple[Head, dict]:
-    """Fit a head on cached features with early stopping on a validation split.
+    """Fit a head on cached features (L-BFGS linear probe, or Adam with early stopping).
 
     Parameters
     ----------
@@ -957,6 +1153,27 @@ def fit_head(
     """
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
+    if cfg.head_solver == "lbfgs":
+        if cfg.head_l2 is None:
+            l2, cv = choose_l2(X, y, n_out, cfg)
+            cfg = dataclasses.replace(cfg, head_l2=l2)
+        head = _fit_head_lbfgs(X[tr], y[tr], n_out, cfg)
+        info = {
+            "solver": "lbfgs",
+            "head_l2": cfg.head_l2,
+            "n_train": int(len(tr)),
+            "n_val": int(len(va)),
+        }
+        if len(va):
+            with torch.no_grad():
+                out = head(torch.as_tensor(X[va], dtype=torch.float32))
+                w = _class_weights(y[va], n_out) if cfg.task == "classification" else None
+                yv = torch.as_tensor(y[va])
+                info["val_loss"] = float(_head_loss(cfg.task, out, yv, w))
+            if cfg.refit:
+                head = _fit_head_lbfgs(X, y, n_out, cfg)
+                info["refit_on"] = int(len(y))
+        return head, info
     head, best_step, hist = _fit_head_steps(
         X[tr], y[tr], n_out, cfg, cfg.head_max_steps, X[va], y[va]
     )
@@ -967,7 +1184,7 @@ def fit_head(
         "val_loss": float(min(hist)) if hist else None,
     }
     if cfg.refit and len(va):
-        head, _, _ = _fit_head_steps(X, y, n_out, cfg, max(1, best_step))
+        head, _, _ = _fit_head_steps(X, y, n_out, cfg, best_step)
         info["refit_on"] = int(len(y))
     return head, info
 
@@ -1069,6 +1286,11 @@ def train_full(
     bs = min(cfg.batch_size, n)
     steps = max(cfg.min_steps, math.ceil(n / bs))
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
+    if has_val:  # the starting point (e.g. the linear probe) is a candidate too
+        model.eval()
+        with torch.no_grad():
+            v0 = float(_head_loss(cfg.task, model.head(model.encoder(x_val)), y_v, w_val))
+        best = (v0, 0, best[2])
     history = []
     since_best = 0
     epochs = range(1, cfg.max_epochs + 1)
@@ -1226,9 +1448,7 @@ def finetune(
     else:
         tr, va = _stratified_split(y, cfg.val_fraction, rng, classification)
         if cfg.linear_probe_first:
-            head, _, _ = _fit_head_steps(
-                feats[tr], y[tr], n_out, cfg, cfg.head_max_steps, feats[va], y[va]
-            )
+            head = _linear_probe(feats[tr], y[tr], feats[va], y[va], n_out, cfg)
         else:
             head = Head(src.representation_dim, n_out)
         model = _new_model(src, n_out, meta, head)
@@ -1390,7 +1610,7 @@ def _method_configs(
                 full_head_lr=1e-3,
                 layer_decay=1.0,
                 linear_probe_first=False,
-                max_epochs=max(base.max_epochs, 15),
+                freeze_batchnorm=False,  # random BatchNorm statistics must be learned
             )
         ).replace(mode="full", linear_probe_first=False, progress=False),
     }
@@ -1412,6 +1632,7 @@ def label_budget_experiment(
     seed: int = 0,
     cache: bool = True,
     progress: bool = True,
+    allow_downloads: bool = False,
 ) -> LabelBudgetResult:
     """Balanced accuracy against the number of labels, as in the paper's ring figure.
 
@@ -1436,7 +1657,7 @@ def label_budget_experiment(
     config : base :class:`FinetuneConfig` (preprocessing, head settings; quick defaults).
     full_config, scratch_config : configs of the full-finetuning and from-scratch methods
         (defaults: ``config`` in full mode; scratch with one learning rate of 1e-3 everywhere,
-        no layer decay, at least 15 epochs).
+        no layer decay).
     other_encoders : ``{method_name: source}`` of further encoders finetuned head-only, e.g.
         ``{"imagenet_head": "timm:convnext_atto", "zoobot_head": "hf_hub:..."}``. Sources that
         cannot be loaded (offline) are listed in ``result.skipped`` instead of failing.
@@ -1444,6 +1665,8 @@ def label_budget_experiment(
     cache : reuse runs cached under ``course.cache_dir()/finetuning`` (keyed by encoder weights,
         data, labels, population, method configuration, budget and repeat).
     progress : progress bar over runs.
+    allow_downloads : let ``other_encoders`` download weights; by default only encoders
+        already on disk are used (offline, a download fails only after a minute of retries).
 
     Returns
     -------
@@ -1502,7 +1725,9 @@ def label_budget_experiment(
             continue
         try:
             osrc = load_encoder(
-                other_encoders[name], cfg.replace(image_size=None, mean=None, std=None)
+                other_encoders[name],
+                cfg.replace(image_size=src.image_size, mean=None, std=None),
+                offline=not allow_downloads,
             )
         except FinetuneError as err:
             skipped[name] = str(err)
@@ -1680,7 +1905,7 @@ def _run_head(feats, y, train_idx, test, n_classes, cfg) -> dict:
     return {
         "balanced_accuracy": _balanced_accuracy(y[test], pred),
         "accuracy": float((pred == y[test]).mean()),
-        "steps": info["steps"],
+        "steps": info.get("steps"),
     }
 
 
@@ -1693,9 +1918,7 @@ def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) 
     src.encoder = copy.deepcopy(src.encoder)
     if pretrained and cfg.linear_probe_first:
         f = feats[train_idx]
-        head, _, _ = _fit_head_steps(
-            f[tr], ytr[tr], n_classes, cfg, cfg.head_max_steps, f[va], ytr[va]
-        )
+        head = _linear_probe(f[tr], ytr[tr], f[va], ytr[va], n_classes, cfg)
     else:
         torch.manual_seed(cfg.seed)
         head = Head(src.representation_dim, n_classes)

@@ -211,3 +211,44 @@ def test_ranked_grid_shows_the_top_galaxies(rings, checkpoint):
     assert top["ring"].mean() >= 0.75
     with pytest.raises(ft.FinetuneError, match="no column"):
         ft.ranked_grid(rings, pred, "probability_2")
+
+
+def test_lbfgs_head_is_scikit_learns_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 20)) * rng.uniform(0.5, 3, 20)
+    y = (X[:, 0] + rng.normal(size=60) > 0.5).astype(int)
+    head, info = ft.fit_head(X, y, 2, ft.FinetuneConfig(val_fraction=0, head_l2=2.0))
+    assert info["solver"] == "lbfgs" and info["n_train"] == 60
+    scaler = StandardScaler().fit(X)
+    ref = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-10, max_iter=5000)
+    ref.fit(scaler.transform(X), y)
+    with torch.no_grad():
+        p = torch.softmax(head(torch.as_tensor(X, dtype=torch.float32)), 1)[:, 1].numpy()
+    np.testing.assert_allclose(p, ref.predict_proba(scaler.transform(X))[:, 1], atol=1e-4)
+
+
+def test_adam_head_stops_early_on_the_validation_split():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(40, 50))
+    y = np.repeat([0, 1], 20)  # labels unrelated to the features: validation loss cannot improve
+    cfg = ft.FinetuneConfig(head_solver="adam", head_patience=10, head_max_steps=500)
+    head, info = ft.fit_head(X, y, 2, cfg)
+    assert info["n_val"] == 8 and info["steps"] < 100
+    with pytest.raises(ft.FinetuneError, match="head_solver"):
+        ft.FinetuneConfig(head_solver="sgd")
+
+
+def test_cross_validated_l2_prefers_strong_penalty_on_noise():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(30, 40))
+    y = np.repeat([0, 1], 15)
+    X[:, 0] += 3 * y  # one informative feature among 40
+    l2, scores = ft.choose_l2(X, y, 2, ft.FinetuneConfig(head_l2_grid=(0.01, 1.0, 100.0)))
+    assert set(scores) == {0.01, 1.0, 100.0} and l2 == max(
+        k for k, v in scores.items() if v == max(scores.values())
+    )
+    head, info = ft.fit_head(X, y, 2, ft.FinetuneConfig(head_l2=None, val_fraction=0))
+    assert info["head_l2"] in ft.FinetuneConfig().head_l2_grid
