@@ -1,0 +1,57 @@
+"""The committed course checkpoint: loads, is small, says how it was made, and still scores
+its recorded metrics on a fresh sample of synthetic galaxies it has never seen."""
+
+import numpy as np
+import pytest
+
+from galaxy_helpers import synthetic, training
+from galaxy_helpers.evaluation import evaluate
+from galaxy_helpers.schema import DECALS_DR5
+
+FRESH_SEED = 4242  # neither the course sky (1) nor the checkpoint's training sky
+
+
+@pytest.fixture(scope="module")
+def checkpoint():
+    return training.course_checkpoint()
+
+
+def test_checkpoint_is_small_and_complete(checkpoint):
+    model, meta = checkpoint
+    path = training.course_checkpoint_path(meta["architecture"]).with_suffix(".safetensors")
+    # resnet10t: 4.9 M parameters as float16 = 9.9 MB; keep the committed file that small.
+    assert path.stat().st_size < 11e6, "commit a few MB at most (float16 weights)"
+    assert meta["weights_dtype"] == "float16"
+    assert meta["partial"] is False
+    assert meta["schema"] == "decals_dr5" and meta["answer_columns"] == DECALS_DR5.answer_columns
+    assert meta["image_size"] == 64 and meta["channels"] == 3
+    assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
+    assert meta["command"] == "python -m galaxy_helpers.training course-checkpoint"
+    assert meta["recipe"] == training.COURSE_CHECKPOINT_RECIPE
+    sky = meta["data"]["sky_config"]
+    assert sky["seed"] == meta["recipe"]["sky"]["seed"] != synthetic.SkyConfig().seed
+    assert sky["n_galaxies"] > synthetic.SkyConfig().n_galaxies  # bigger than the course sky
+    assert meta["epochs"] >= 1 and meta["best_epoch"] >= 1
+    assert model.representation_dim == meta["representation_dim"]
+
+
+@pytest.mark.slow
+def test_recorded_metrics_hold_on_a_fresh_sample(checkpoint, tmp_path):
+    model, meta = checkpoint
+    recorded = meta["metrics"]["test"]
+    sky = synthetic.make_sky(n_galaxies=600, seed=FRESH_SEED, image_size=meta["image_size"],
+                             cache_dir=tmp_path, progress=False)  # fmt: skip
+    train_part = sky.iloc[:300]  # baseline fractions from one half, evaluation on the other
+    result = evaluate(model, sky.iloc[300:], baseline_catalogue=train_part, progress=False)
+    fresh = result.summary()
+    # 300 galaxies give ~100 confident smooth-or-featured galaxies: allow a few points of noise.
+    for question in ("smooth-or-featured-dr5", "disk-edge-on-dr5"):
+        if fresh["n_confident"][question] >= 20:
+            assert (
+                fresh["accuracy_confident"][question]
+                >= recorded["accuracy_confident"][question] - 0.06
+            ), (question, fresh, recorded)
+    assert fresh["accuracy_confident"]["smooth-or-featured-dr5"] >= 0.9
+    assert fresh["vote_fraction_mae"] <= recorded["vote_fraction_mae"] * 1.2 + 0.005
+    assert fresh["mae_reduction"] >= 0.3
+    assert np.isfinite(result.predicted).all()
