@@ -105,6 +105,7 @@ class TrainConfig:
     num_workers : DataLoader workers when streaming from disk.
     skip_bad_images : drop unreadable images (and report them) instead of stopping.
     max_steps_per_epoch : cap on optimizer steps per epoch (tests, quick looks).
+    init_head_from_data : start the head's biases at the training set's mean vote fractions.
     channels_last : NHWC memory layout (faster convolutions on CPU and on GPUs with AMP).
     dropout : dropout before the head.
     progress : show tqdm bars.
@@ -134,6 +135,7 @@ class TrainConfig:
     skip_bad_images: bool = False
     max_steps_per_epoch: int | None = None
     dropout: float = 0.0
+    init_head_from_data: bool = False
     channels_last: bool = True
     progress: bool = True
 
@@ -611,6 +613,8 @@ def train(
     model = GalaxyModel(
         config.architecture, schema, config.channels, config.pretrained, config.dropout
     ).to(device)
+    if config.init_head_from_data and model.head is not None:
+        _init_head_bias(model, counts_tr, schema)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # What a checkpoint needs to use the model; completed with data and metrics at the end.
@@ -789,6 +793,19 @@ def train(
     return model, history
 
 
+def _init_head_bias(model: GalaxyModel, counts: np.ndarray, schema, total: float = 20.0):
+    """Start the head at the training set's mean vote fractions (a modest total concentration
+    of ``total`` per question) instead of uniform fractions: the network then spends its first
+    steps learning from the images rather than learning the average answer."""
+    from .evaluation import mean_fraction_baseline
+
+    fractions = mean_fraction_baseline(counts, schema)
+    conc = np.clip(total * fractions, 1.05, 100.0)  # head output range is (1, 101)
+    bias = np.log((conc - 1) / 100) - np.log1p(-(conc - 1) / 100)  # inverse of sigmoid*100+1
+    with torch.no_grad():
+        model.head.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
 def _package_version() -> str:
     from . import __version__
 
@@ -895,7 +912,8 @@ def train_or_load(
     this so that it really trains, and notebooks 03 to 06 find its model).
 
     The cache key is a hash of the config (minus runtime-only fields such as the device)
-    and of the catalogue's ids, files, split and counts; the checkpoint lives under
+    and of the catalogue's ids, files, split and counts (``data_description`` is only a
+    label and does not enter it, so notebook 02 and :func:`quick_model` share one entry); the checkpoint lives under
     ``course.cache_dir()/models/<key>/`` (written atomically).
 
     Returns
@@ -909,7 +927,6 @@ def train_or_load(
             "config": config.cache_key(),
             "catalogue": catalogue_hash(catalogue, schema),
             "schema": schema.answer_columns,
-            "data": data_description or {},
         },
         sort_keys=True,
         default=str,

@@ -193,6 +193,8 @@ def test_train_or_load_uses_the_cache(toy, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "train", fail)
     model2, history2 = train_or_load(toy, TrainConfig(**{**cfg.to_dict(), "num_workers": 7}))
     assert history2.val_loss == history.val_loss
+    # The data description is a label, not part of the key (notebook 02 and quick_model share).
+    train_or_load(toy, cfg, data_description={"source": "a label"})
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model2(x), model(x))
