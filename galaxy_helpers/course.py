@@ -174,7 +174,7 @@ class NotebookRun:
     output_dir: Path
     started: float = dataclasses.field(default_factory=time.perf_counter)
     started_at: str = dataclasses.field(
-        default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     )
 
     @property

@@ -924,7 +924,7 @@ def stamp_header(
     index = _header_index(nb)
     if index is None:
         return nb
-    today = today or _dt.datetime.now(_dt.timezone.utc).date()
+    today = today or _dt.datetime.now(_dt.UTC).date()
     value = f"{today.isoformat()} with {package_versions()}"
     if runtime_s is not None:
         value += f"; quick profile ran in {runtime_s:.0f} s on a {os.cpu_count()}-core CPU"

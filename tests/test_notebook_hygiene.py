@@ -413,6 +413,6 @@ def test_regenerate_executes_strips_and_navigates(tmp_path, monkeypatch):
     assert regenerated.cells[7].outputs[0]["text"] == "2\n"  # cell 6 moved down by the nav cell
     assert nbt.volatile_items(regenerated) == []
     assert json.loads((tmp_path / "02_second.json").read_text()) == {"n": 3}
-    assert str(dt.datetime.now(dt.timezone.utc).date()) in regenerated.cells[0].source
+    assert str(dt.datetime.now(dt.UTC).date()) in regenerated.cells[0].source
     assert nbt.check_notebooks(notebook_dir=tmp_path, checks=("nav",)).ok
     assert nbt.read_notebook(paths[0]).cells[7].outputs == []  # not run with --only 02
