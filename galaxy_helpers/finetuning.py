@@ -1715,7 +1715,9 @@ def label_budget_experiment(
     t_img = time.perf_counter()
     images = load_images(rows["file_loc"].tolist(), src.image_size, progress=progress)
     device = _device(cfg)
-    feats = _cached_features(src, images, rows, label_column, enc_key, data_key, device, cache)
+    feats = _cached_features(
+        src, images, rows, label_column, enc_key, data_key, device, cache, progress
+    )
     load_s = time.perf_counter() - t_img
 
     other_sources: dict[str, tuple[EncoderSource, np.ndarray, str]] = {}
@@ -1738,7 +1740,9 @@ def label_budget_experiment(
             else load_images(rows["file_loc"].tolist(), osrc.image_size, progress=progress)
         )
         okey = osrc.fingerprint()
-        ofeats = _cached_features(osrc, oimgs, rows, label_column, okey, data_key, device, cache)
+        ofeats = _cached_features(
+            osrc, oimgs, rows, label_column, okey, data_key, device, cache, progress
+        )
         other_sources[name] = (osrc, ofeats, okey)
 
     jobs = [(m, b, r) for r in range(repeats) for b in budgets for m in methods if m not in skipped]
@@ -1859,7 +1863,7 @@ def _cache_root() -> Path:
 
 
 def _cached_features(
-    src, images, rows, label_column, enc_key, data_key, device, cache
+    src, images, rows, label_column, enc_key, data_key, device, cache, progress=True
 ) -> np.ndarray:
     path = _cache_root() / "finetuning" / "features" / f"{enc_key}_{data_key}.npy"
     if cache and path.exists():
@@ -1870,7 +1874,7 @@ def _cached_features(
         except (OSError, ValueError):
             pass
     src.encoder.to(device)
-    feats = encode(src, images, device=device, progress=True)
+    feats = encode(src, images, device=device, progress=progress)
     if cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npy")
