@@ -56,6 +56,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .course import json_safe
+from .models import checkpoint_paths
+
 __all__ = [
     "METHODS",
     "FinetuneError",
@@ -317,7 +320,7 @@ def _unpack_loaded(obj, description: str) -> EncoderSource:
 
 
 def _load_checkpoint_path(path, description: str | None = None) -> EncoderSource:
-    from .models import checkpoint_paths, load_checkpoint
+    from .models import load_checkpoint
 
     weights, meta_path = checkpoint_paths(path)
     if meta_path.exists():
@@ -823,7 +826,7 @@ class FinetunedModel(nn.Module):
         """
         from safetensors.torch import save_file
 
-        weights, meta_path = _paths(path)
+        weights, meta_path = checkpoint_paths(path)
         weights.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
         meta = dict(self.metadata)
@@ -831,7 +834,7 @@ class FinetunedModel(nn.Module):
         tmp_w = weights.with_name(weights.name + ".tmp")
         tmp_m = meta_path.with_name(meta_path.name + ".tmp")
         save_file(state, str(tmp_w), metadata={"format": "pt"})
-        tmp_m.write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
+        tmp_m.write_text(json.dumps(json_safe(meta), indent=2, sort_keys=True))
         os.replace(tmp_w, weights)
         os.replace(tmp_m, meta_path)
         return weights
@@ -851,7 +854,7 @@ class FinetunedModel(nn.Module):
         import timm
         from safetensors.torch import load_file
 
-        weights, meta_path = _paths(path)
+        weights, meta_path = checkpoint_paths(path)
         for p in (weights, meta_path):
             if not p.exists():
                 raise FinetuneError(
@@ -897,27 +900,6 @@ class FinetunedModel(nn.Module):
         if device is not None:
             model.to(device)
         return model
-
-
-def _paths(path) -> tuple[Path, Path]:
-    path = Path(path)
-    if path.suffix in (".safetensors", ".json"):
-        path = path.with_suffix("")
-    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def _module_device(module: nn.Module) -> torch.device:
@@ -1577,7 +1559,7 @@ def _run_key(*parts) -> str:
 def _atomic_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), sort_keys=True))
+    tmp.write_text(json.dumps(json_safe(obj), sort_keys=True))
     os.replace(tmp, path)
 
 

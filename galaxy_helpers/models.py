@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .course import json_safe
 from .schema import DECALS_DR5, SCHEMAS, Question, Schema, get_schema
 
 __all__ = [
@@ -299,22 +300,6 @@ def checkpoint_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def save_checkpoint(
     model: GalaxyModel,
     path: str | os.PathLike,
@@ -366,7 +351,7 @@ def save_checkpoint(
     tmp_w = weights_path.with_name(weights_path.name + ".tmp")
     tmp_m = meta_path.with_name(meta_path.name + ".tmp")
     save_file(state, str(tmp_w), metadata={"format": "pt"})
-    tmp_m.write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
+    tmp_m.write_text(json.dumps(json_safe(meta), indent=2, sort_keys=True))
     os.replace(tmp_w, weights_path)
     os.replace(tmp_m, meta_path)
     model.metadata = meta
