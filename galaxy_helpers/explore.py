@@ -738,14 +738,8 @@ def real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
 def real_beside_synthetic(
     catalogue: pd.DataFrame,
     examples: pd.DataFrame,
-    columns: Sequence[str] = (
-        "smooth-or-featured-dr5_smooth",
-        "disk-edge-on-dr5_yes",
-        "bar-dr5_strong",
-        "spiral-arm-count-dr5_2",
-        "merging-dr5_merger",
-    ),
-    per_side: int = 3,
+    columns: Sequence[str] | None = None,
+    per_side: int = 2,
     image_size: int = 96,
     seed: int = 0,
 ):
@@ -758,8 +752,9 @@ def real_beside_synthetic(
         A synthetic catalogue (``truth_*`` columns).
     examples : DataFrame
         ``data.load_dataset("gz_decals_examples")``.
-    columns : sequence of str
-        Canonical DR5 answer columns to show.
+    columns : sequence of str, optional
+        Canonical DR5 answer columns to show; by default every answer of the tree that has
+        at least one real example.
     per_side : int
         Galaxies on each side.
     image_size : int
@@ -779,6 +774,8 @@ def real_beside_synthetic(
     _require_truth(catalogue, "real_beside_synthetic")
     if per_side < 1:
         raise ValueError(f"per_side must be at least 1; got {per_side}")
+    if columns is None:
+        columns = [c for c in schema.answer_columns if len(real_examples_for(examples, c))]
     unknown = [c for c in columns if c not in schema.answer_columns]
     if unknown:
         raise ValueError(f"unknown DR5 answer column(s) {unknown}; see schema.DECALS_DR5")
@@ -820,8 +817,8 @@ def real_beside_synthetic(
         ncols=2 * per_side,
         size=1.5,
         ax_titles_fontsize=7,
-        suptitle="Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right; "
-        "title: volunteers' vote fraction for the answer)",
+        suptitle="Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right)\n"
+        "synthetic titles: the volunteers' vote fraction for the answer",
     )
 
 

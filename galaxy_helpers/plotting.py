@@ -62,12 +62,10 @@ def galaxy_grid(
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
     extra = 0.25 if titles is not None else 0.0
-    fig, axes = plt.subplots(
-        nrows,
-        ncols,
-        figsize=(ncols * size, nrows * (size + extra) + (0.4 if suptitle else 0)),
-        squeeze=False,
-    )
+    # Inches kept free for the title (one line each), so it never overlaps the first row.
+    title_inches = 0.3 * (suptitle.count("\n") + 1) + 0.1 if suptitle else 0.0
+    height = nrows * (size + extra) + title_inches
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
         ax.set_yticks([])
@@ -84,6 +82,6 @@ def galaxy_grid(
                 spine.set_edgecolor("tab:orange")
                 spine.set_linewidth(3)
     if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
+        fig.suptitle(suptitle, fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - title_inches / height))
     return fig

@@ -202,6 +202,14 @@ def test_real_beside_synthetic_places_real_left_and_synthetic_right(sky, tmp_pat
     assert titles[2].startswith("synthetic")
     assert titles[4] == titles[5] == "(no real example)"
     plt.close(fig)
+    # by default: one row for every answer that has a real example (here smooth and round)
+    fig = explore.real_beside_synthetic(sky, examples, per_side=1)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert [t for t in titles if t.startswith("real")] == [
+        "real: smooth-or-featured smooth",
+        "real: how-rounded round",
+    ]
+    plt.close(fig)
     with pytest.raises(ValueError, match="bar-dr5_maybe"):
         explore.real_beside_synthetic(sky, examples, ["bar-dr5_maybe"])
     with pytest.raises(ValueError, match="dr5_answers"):
