@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from .course import json_safe
-from .models import checkpoint_paths
+from .models import checkpoint_paths, run_in_batches
 
 __all__ = [
     "METHODS",
@@ -921,28 +921,14 @@ def encode(
     progress: bool = False,
 ) -> np.ndarray:
     """Pooled features ``(N, D)`` of uint8 images with the source's preprocessing."""
-    from .images import to_tensor
-
     device = torch.device(device) if device is not None else torch.device("cpu")
     enc = src.encoder.to(device)
-    was_training = enc.training
-    enc.eval()
-    outs = []
-    starts = range(0, len(images), batch_size)
-    if progress and len(images) > 4 * batch_size:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="Encoding", unit="batch")
-    try:
-        for s in starts:
-            x = torch.as_tensor(np.asarray(images[s : s + batch_size])).to(device)
-            x = to_tensor(x, channels=src.channels, mean=src.mean, std=src.std)
-            outs.append(enc(x).float().cpu().numpy())
-    finally:
-        enc.train(was_training)
-    if not outs:
+    out = run_in_batches(
+        enc, images, enc, batch_size, src.channels, src.mean, src.std, device, progress, "Encoding"
+    )
+    if len(out) == 0:
         return np.zeros((0, src.representation_dim), dtype=np.float32)
-    return np.concatenate(outs)
+    return out
 
 
 def _head_loss(task, logits, y, weights):

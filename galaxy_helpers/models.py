@@ -194,7 +194,9 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def _run_batches(model, images, fn, batch_size, channels, mean, std, device, progress, desc):
+def run_in_batches(model, images, fn, batch_size, channels, mean, std, device, progress, desc):
+    """Apply ``fn`` (part of ``model``) to uint8 images in batches, in eval mode, through
+    ``images.to_tensor``; returns the concatenated float32 outputs as a numpy array."""
     from .images import to_tensor
 
     device = torch.device(device) if device is not None else _model_device(model)
@@ -244,7 +246,7 @@ def predict_concentrations(
     if model.head is None:
         raise ValueError("this model has no head (schema=None): use encode_images instead")
     channels, mean, std = _preprocessing(model, channels, mean, std)
-    return _run_batches(
+    return run_in_batches(
         model, images, model, batch_size, channels, mean, std, device, progress, "Predicting"
     )
 
@@ -261,7 +263,7 @@ def encode_images(
 ) -> np.ndarray:
     """Representations ``(N, representation_dim)`` for uint8 images ``(N, H, W, 3)``."""
     channels, mean, std = _preprocessing(model, channels, mean, std)
-    return _run_batches(
+    return run_in_batches(
         model, images, model.encode, batch_size, channels, mean, std, device, progress, "Encoding"
     )
 
