@@ -57,7 +57,7 @@ import torch
 from torch import nn
 
 from .course import json_safe
-from .models import checkpoint_paths, run_in_batches
+from .models import checkpoint_paths, load_weights, read_checkpoint_metadata, run_in_batches
 
 __all__ = [
     "METHODS",
@@ -852,19 +852,13 @@ class FinetunedModel(nn.Module):
         do not fit the architecture the JSON names.
         """
         import timm
-        from safetensors.torch import load_file
 
-        weights, meta_path = checkpoint_paths(path)
-        for p in (weights, meta_path):
-            if not p.exists():
-                raise FinetuneError(
-                    f"{p} does not exist: a finetuned model is a .safetensors weights file plus "
-                    "a .json metadata file with the same name (FinetunedModel.save writes both)"
-                )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as err:
-            raise FinetuneError(f"{meta_path}: not valid JSON ({err})") from err
+        weights, meta_path, meta = read_checkpoint_metadata(
+            path,
+            FinetuneError,
+            "a finetuned model is a .safetensors weights file plus a .json metadata file with "
+            "the same name (FinetunedModel.save writes both)",
+        )
         if meta.get("format") != FORMAT:
             raise FinetuneError(
                 f"{meta_path}: format {meta.get('format')!r} is not a finetuned model "
@@ -881,21 +875,13 @@ class FinetunedModel(nn.Module):
             ) from err
         n_out = len(meta["classes"]) if meta["task"] == "classification" else 1
         model = cls(encoder, Head(int(encoder.num_features), n_out), meta)
-        try:
-            state = load_file(str(weights))
-        except Exception as err:
-            raise FinetuneError(f"{weights}: cannot read safetensors weights ({err})") from err
-        expected = model.state_dict()
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        bad = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-        if missing or unexpected or bad:
-            raise FinetuneError(
-                f"{weights}: the weights are not those of a {arch!r} with {n_out} output(s) "
-                f"(missing {missing[:3]}, unexpected {unexpected[:3]}, wrong shape {bad[:3]}). "
-                "The checkpoint is of another architecture, or the JSON belongs to another run."
-            )
-        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+        load_weights(
+            model,
+            weights,
+            FinetuneError,
+            f"a {arch!r} with {n_out} output(s)",
+            "The checkpoint is of another architecture, or the JSON belongs to another run.",
+        )
         model.eval()
         if device is not None:
             model.to(device)

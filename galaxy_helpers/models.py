@@ -360,6 +360,49 @@ def save_checkpoint(
     return weights_path
 
 
+def read_checkpoint_metadata(path, error: type[Exception], what: str) -> tuple[Path, Path, dict]:
+    """``(weights_path, meta_path, metadata)`` of a safetensors + JSON pair.
+
+    Raises ``error`` naming the file when either is missing (``what`` says what the pair
+    should be) or the JSON does not parse. Shared by every loader, so all of them fail alike.
+    """
+    weights_path, meta_path = checkpoint_paths(path)
+    for p in (weights_path, meta_path):
+        if not p.exists():
+            raise error(f"{p} does not exist: {what}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as err:
+        raise error(f"{meta_path}: not valid JSON ({err})") from err
+    return weights_path, meta_path, meta
+
+
+def load_weights(
+    model: nn.Module, weights_path: Path, error: type[Exception], expected: str, hint: str
+) -> None:
+    """Read safetensors weights into ``model``, refusing any that do not fit it exactly.
+
+    ``expected`` describes the model (\"a resnet10t with 34 answers\"), ``hint`` what to check.
+    Float16 files are cast back to the model's dtypes.
+    """
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(weights_path))
+    except Exception as err:  # safetensors raises its own error types
+        raise error(f"{weights_path}: cannot read safetensors weights ({err})") from err
+    wanted = model.state_dict()
+    missing = sorted(set(wanted) - set(state))
+    unexpected = sorted(set(state) - set(wanted))
+    bad_shape = [k for k in wanted if k in state and state[k].shape != wanted[k].shape]
+    if missing or unexpected or bad_shape:
+        raise error(
+            f"{weights_path}: the weights do not fit {expected}: missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}. {hint}"
+        )
+    model.load_state_dict({k: v.to(wanted[k].dtype) for k, v in state.items()})
+
+
 def load_checkpoint(
     path: str | os.PathLike,
     schema: Schema | str | None = None,
@@ -383,7 +426,6 @@ def load_checkpoint(
     ------
     CheckpointError with what is wrong and what to do.
     """
-    from safetensors.torch import load_file
 
     raw = Path(path)
     if raw.suffix in (".pt", ".pth", ".ckpt", ".pkl"):
@@ -391,17 +433,11 @@ def load_checkpoint(
             f"{raw}: pickled PyTorch checkpoints are not loaded (unpickling can run code). "
             "Convert it to safetensors + JSON with save_checkpoint."
         )
-    weights_path, meta_path = checkpoint_paths(path)
-    for p in (weights_path, meta_path):
-        if not p.exists():
-            raise CheckpointError(
-                f"checkpoint file {p} does not exist: a checkpoint is a .safetensors weights file "
-                "plus a .json metadata file with the same name"
-            )
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{meta_path}: not valid JSON ({err})") from err
+    weights_path, meta_path, meta = read_checkpoint_metadata(
+        path,
+        CheckpointError,
+        "a checkpoint is a .safetensors weights file plus a .json metadata file with the same name",
+    )
     for key in ("architecture", "channels", "answer_columns"):
         if key not in meta:
             raise CheckpointError(f"{meta_path}: metadata has no {key!r} entry")
@@ -433,22 +469,13 @@ def load_checkpoint(
         pretrained=False,
         dropout=float(meta.get("dropout", 0.0)),
     )
-    try:
-        state = load_file(str(weights_path))
-    except Exception as err:  # safetensors raises its own error types
-        raise CheckpointError(f"{weights_path}: cannot read safetensors weights ({err})") from err
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    bad_shape = [k for k in expected if k in state and state[k].shape != expected[k].shape]
-    if missing or unexpected or bad_shape:
-        raise CheckpointError(
-            f"{weights_path}: weights do not fit a {meta['architecture']} with "
-            f"{len(meta['answer_columns'])} answers: missing {missing[:3]}, unexpected "
-            f"{unexpected[:3]}, wrong shape {bad_shape[:3]}. Is the JSON from the same run?"
-        )
-    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
-    model.load_state_dict(state)
+    load_weights(
+        model,
+        weights_path,
+        CheckpointError,
+        f"a {meta['architecture']} with {len(meta['answer_columns'])} answers",
+        "Is the JSON from the same run?",
+    )
     model.metadata = meta
     model.eval()
     if device is not None:

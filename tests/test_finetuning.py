@@ -156,7 +156,7 @@ def test_load_refuses_weights_of_another_architecture(rings, checkpoint, tmp_pat
     meta = json.loads(meta_path.read_text())
     meta["architecture"] = "resnet10t"
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ft.FinetuneError, match="not those of a 'resnet10t'"):
+    with pytest.raises(ft.FinetuneError, match="do not fit a 'resnet10t'"):
         ft.FinetunedModel.load(tmp_path / "m")
     with pytest.raises(ft.FinetuneError, match="does not exist"):
         ft.FinetunedModel.load(tmp_path / "absent")
