@@ -476,6 +476,11 @@ class RepresentationPCA:
         Rows per incremental step.
     standardise : bool
         Scale each component to unit variance afterwards (the paper does this for anomalies).
+    scale_features : bool
+        Standardise every input dimension (zero mean, unit variance) *before* the PCA, i.e.
+        a PCA of the correlation matrix. Without it a few high-variance channels (overall
+        brightness and size) fill the first components and rare features are left to later
+        ones; similarity search uses it (see ``similarity.build_index``).
     incremental_above : int
         Row count above which ``incremental=None`` switches to ``IncrementalPCA``.
     random_state : int
@@ -497,11 +502,13 @@ class RepresentationPCA:
         standardise: bool = False,
         incremental_above: int = 50_000,
         random_state: int = 0,
+        scale_features: bool = False,
     ):
         self.n_components = n_components
         self.incremental = incremental
         self.batch_size = batch_size
         self.standardise = standardise
+        self.scale_features = scale_features
         self.incremental_above = incremental_above
         self.random_state = random_state
 
@@ -517,6 +524,14 @@ class RepresentationPCA:
                 f"n_components={k} but the table has {n} galaxies x {d} dimensions: choose "
                 f"between 1 and {min(n, d)}"
             )
+        if self.scale_features:
+            self.feature_mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
+            std = x.std(axis=0, dtype=np.float64)
+            # constant dimensions (dead channels) carry nothing: keep them at zero
+            self.feature_scale_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)
+            x = (x - self.feature_mean_) / self.feature_scale_
+        else:
+            self.feature_mean_ = self.feature_scale_ = None
         incremental = self.incremental
         if incremental is None:
             incremental = n > self.incremental_above
@@ -559,6 +574,8 @@ class RepresentationPCA:
                 f"features have {x.shape[1]} dimensions but the PCA was fitted on "
                 f"{self.n_features_in_}: use representations of the same model"
             )
+        if self.feature_scale_ is not None:
+            x = (x - self.feature_mean_) / self.feature_scale_
         z = self.pca_.transform(x).astype(np.float32)
         if self.scale_ is not None:
             z = z / self.scale_.astype(np.float32)

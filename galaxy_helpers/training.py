@@ -988,18 +988,25 @@ def _sky_description(sky_config) -> dict:
 
 
 # The recipe of the committed course checkpoint: a bigger sky with a seed the course sky does
-# not use, more data and epochs than the quick profile, one-cycle LR. Sized to train in about
-# 40 minutes on a shared 2-core CPU (one torch thread, ~40 images/s under load).
+# not use, more data and epochs than the quick profile, one-cycle LR. It trained in 38 minutes on
+# this project's quiet 2-core CPU (rendering the 60,000 galaxies 71 s, then 14 epochs of about
+# 2 minutes at ~400 images/s in bfloat16). Measured against the earlier recipe (20,000 galaxies,
+# 5 epochs): vote-fraction error 43% below the mean baseline instead of 35%, and downstream on the
+# course sky: similarity precision@10 0.54 vs 0.44, anomaly precision@50 1.00 vs 0.94, ring head
+# 0.67 vs 0.60 with 30 labels.
 COURSE_CHECKPOINT_RECIPE = {
-    "sky": {"n_galaxies": 20000, "image_size": 64, "seed": 1000},
+    "sky": {"n_galaxies": 60000, "image_size": 64, "seed": 1000},
     "train": {
         "architecture": "resnet10t",
-        "epochs": 5,
-        "batch_size": 32,
+        "epochs": 14,
+        "batch_size": 64,
         "lr": 3e-3,
         "schedule": "onecycle",
         "patience": 5,
         "seed": 1000,
+        # bfloat16 autocast: 1.7x the float32 speed on CPUs with AVX512-BF16 (this project's
+        # machine); on CPUs without it, set False (slower in bfloat16 there).
+        "amp": True,
     },
 }
 

@@ -21,18 +21,9 @@ def test_every_common_tag_is_evaluated(metrics):
     assert len(members) >= 5 and min(members.values()) >= 20
 
 
-@pytest.mark.xfail(
-    reason="issue 4 target not reached: the course checkpoint gives mean precision@10 0.423 "
-    "(PCA-10, Euclidean); faint rings, lenses and overlapping stars stay near 0.1",
-    strict=True,
-)
 def test_mean_precision_at_10_reaches_half(metrics):
+    # measured 0.543 with the course checkpoint (PCA-10 of standardised features, Euclidean)
     assert metrics["mean_precision_at_10"] >= 0.5
-
-
-def test_mean_precision_at_10_stays_at_its_measured_level(metrics):
-    # Guard at the level reached today (0.423), well above both baselines (0.15, 0.16).
-    assert metrics["mean_precision_at_10"] >= 0.38
 
 
 def test_beats_both_baselines_on_the_mean(metrics):

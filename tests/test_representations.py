@@ -152,3 +152,22 @@ def test_pixel_features_and_random_weights(model, catalogue):
     twin, meta = rep.random_weights_model(model.metadata, seed=0)
     assert twin.representation_dim == model.representation_dim
     assert meta["image_size"] == SIZE and "random" in meta["weights"]
+
+
+def test_pca_of_scaled_features_is_not_ruled_by_one_loud_channel():
+    # Channel 0 has 100x the variance of the rest but carries nothing shared; channels 1-9
+    # share one weak signal. A plain PCA's first component is channel 0; after standardising
+    # each channel it is the shared signal.
+    rng = np.random.default_rng(1)
+    signal = rng.standard_normal(2000)
+    x = 0.5 * rng.standard_normal((2000, 10)) + signal[:, None]
+    x[:, 0] = 100.0 * rng.standard_normal(2000)
+    x[:, -1] = 3.0  # a dead channel must not divide by zero
+    plain = rep.fit_pca(x, n_components=1)
+    scaled = rep.fit_pca(x, n_components=1, scale_features=True)
+    corr = lambda z: abs(np.corrcoef(z[:, 0], signal)[0, 1])  # noqa: E731
+    assert corr(plain.transform(x)) < 0.2
+    assert corr(scaled.transform(x)) > 0.95
+    # the scaling learnt on the fit is applied to new rows too
+    np.testing.assert_allclose(scaled.transform(x[:5]), scaled.transform(x)[:5], rtol=1e-5)
+    assert np.isfinite(scaled.transform(x)).all()

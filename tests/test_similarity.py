@@ -162,6 +162,9 @@ def test_build_index_with_pca(table):
     index, pca = build_index(table, n_components=3, metric="manhattan")
     assert index.n_features_in_ == 3 and pca.n_features_in_ == 6
     assert len(index.query("g0001", k=4)) == 4
+    assert pca.scale_features  # search standardises each dimension before the PCA by default
+    _, plain = build_index(table, n_components=3, scale_features=False)
+    assert plain.feature_scale_ is None
 
 
 def test_numpy_backend_bounds_memory_by_blocking_queries(table, monkeypatch):
