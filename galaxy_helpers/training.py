@@ -567,6 +567,7 @@ def train(
     per_rank_batch = config.batch_size // world
     device = _resolve_device(config)
     amp_on, amp_dtype = _amp_settings(config, device)
+    rt = _Runtime(device, schema, rank, world, amp_on, amp_dtype)
     show = config.progress and rank == 0
 
     # --- data -------------------------------------------------------------------------
@@ -729,18 +730,7 @@ def train(
         loss_sum, n_seen = _all_reduce_sum([loss_sum, float(n_seen)], device)
         train_seconds = time.perf_counter() - t0
         val_loss = _validate(
-            net,
-            imgs_va_t if preload else None,
-            val_df,
-            counts_va_t,
-            config,
-            schema,
-            device,
-            to_input,
-            rank,
-            world,
-            amp_on,
-            amp_dtype,
+            net, _ValSet(imgs_va_t if preload else None, val_df, counts_va_t), to_input, config, rt
         )
         history.epoch.append(epoch + 1)
         history.train_loss.append(loss_sum / max(n_seen, 1))
@@ -813,43 +803,53 @@ def _package_version() -> str:
 
 
 @torch.no_grad()
-def _validate(
-    net,
-    imgs_va_t,
-    val_df,
-    counts_va_t,
-    config,
-    schema,
-    device,
-    to_input,
-    rank,
-    world,
-    amp_on,
-    amp_dtype,
-):
+@dataclasses.dataclass
+class _ValSet:
+    """The validation galaxies: preloaded uint8 images (or None: read from ``df.file_loc``),
+    their catalogue rows and their vote counts."""
+
+    images: torch.Tensor | None
+    df: pd.DataFrame
+    counts: torch.Tensor
+
+
+@dataclasses.dataclass
+class _Runtime:
+    """Where and how this process computes: device, decision tree, its rank among ``world``
+    processes, and mixed precision."""
+
+    device: torch.device
+    schema: Any
+    rank: int
+    world: int
+    amp_on: bool
+    amp_dtype: torch.dtype
+
+
+def _validate(net, val: _ValSet, to_input, config: TrainConfig, rt: _Runtime) -> float:
     """Mean validation loss over all ranks (each rank takes every world-th galaxy)."""
     net.eval()
-    idx_all = torch.arange(rank, len(val_df), world)
+    idx_all = torch.arange(rt.rank, len(val.df), rt.world)
     loss_sum, n = 0.0, 0
     bs = max(config.batch_size, 128)
-    paths = val_df["file_loc"].tolist()
+    paths = val.df["file_loc"].tolist()
     for s in range(0, len(idx_all), bs):
         idx = idx_all[s : s + bs]
-        if imgs_va_t is not None:
-            imgs = imgs_va_t[idx]
+        if val.images is not None:
+            imgs = val.images[idx]
         else:
             imgs = torch.from_numpy(
                 np.stack([read_image(paths[i], config.image_size) for i in idx.tolist()])
             )
         x = to_input(imgs)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
+        with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_on):
             conc = net.module(x) if hasattr(net, "module") else net(x)
         loss = dirichlet_multinomial_loss(
-            counts_va_t[idx].to(device), conc.float(), schema, reduction="sum"
+            val.counts[idx].to(rt.device), conc.float(), rt.schema, reduction="sum"
         )
         loss_sum += loss.item()
         n += len(idx)
-    loss_sum, n = _all_reduce_sum([loss_sum, float(n)], device)
+    loss_sum, n = _all_reduce_sum([loss_sum, float(n)], rt.device)
     return loss_sum / max(n, 1)
 
 
