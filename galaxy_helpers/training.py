@@ -802,7 +802,6 @@ def _package_version() -> str:
     return __version__
 
 
-@torch.no_grad()
 @dataclasses.dataclass
 class _ValSet:
     """The validation galaxies: preloaded uint8 images (or None: read from ``df.file_loc``),
@@ -826,6 +825,7 @@ class _Runtime:
     amp_dtype: torch.dtype
 
 
+@torch.no_grad()
 def _validate(net, val: _ValSet, to_input, config: TrainConfig, rt: _Runtime) -> float:
     """Mean validation loss over all ranks (each rank takes every world-th galaxy)."""
     net.eval()
