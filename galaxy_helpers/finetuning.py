@@ -1032,6 +1032,7 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
 
     Minimises ``weighted mean loss + head_l2 / (2 N) * ||W||^2``, the objective of
     scikit-learn's ``LogisticRegression(C=1 / head_l2, class_weight="balanced")``.
+    ``cfg.head_l2`` must be a number (:func:`_with_l2` resolves ``None``).
     """
     torch.manual_seed(cfg.seed)
     classification = cfg.task == "classification"
@@ -1054,8 +1055,6 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
         line_search_fn="strong_wolfe",
     )
     n = len(Z)
-    if cfg.head_l2 is None:
-        cfg = dataclasses.replace(cfg, head_l2=choose_l2(X, y, n_out, cfg)[0])
     # Two softmax weight vectors W0, W1 act like one binary vector w = W1 - W0 with half the
     # penalty, so double it for two classes to keep scikit-learn's binary objective.
     l2 = cfg.head_l2 * (2.0 if n_out == 2 else 1.0)
@@ -1077,10 +1076,17 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
     return head
 
 
+def _with_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> FinetuneConfig:
+    """``cfg`` with ``head_l2 = None`` replaced by the cross-validated choice (once per fit)."""
+    if cfg.head_l2 is None:
+        return dataclasses.replace(cfg, head_l2=choose_l2(X, y, n_out, cfg)[0])
+    return cfg
+
+
 def _linear_probe(X, y, X_val, y_val, n_out, cfg: FinetuneConfig) -> Head:
     """The head that full finetuning starts from, fitted on the training split only."""
     if cfg.head_solver == "lbfgs":
-        return _fit_head_lbfgs(X, y, n_out, cfg)
+        return _fit_head_lbfgs(X, y, n_out, _with_l2(X, y, n_out, cfg))
     head, _, _ = _fit_head_steps(X, y, n_out, cfg, cfg.head_max_steps, X_val, y_val)
     return head
 
@@ -1108,9 +1114,7 @@ def fit_head(
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
     if cfg.head_solver == "lbfgs":
-        if cfg.head_l2 is None:
-            l2, cv = choose_l2(X, y, n_out, cfg)
-            cfg = dataclasses.replace(cfg, head_l2=l2)
+        cfg = _with_l2(X, y, n_out, cfg)
         head = _fit_head_lbfgs(X[tr], y[tr], n_out, cfg)
         info = {
             "solver": "lbfgs",

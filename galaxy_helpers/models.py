@@ -426,7 +426,6 @@ def load_checkpoint(
     ------
     CheckpointError with what is wrong and what to do.
     """
-
     raw = Path(path)
     if raw.suffix in (".pt", ".pth", ".ckpt", ".pkl"):
         raise CheckpointError(
