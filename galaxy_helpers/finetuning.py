@@ -1500,15 +1500,18 @@ def _population_mask(catalogue: pd.DataFrame, population) -> np.ndarray:
     return mask
 
 
+def _class_orders(y: np.ndarray, rng: np.random.Generator, among: np.ndarray | None = None) -> dict:
+    """Each class's members (indices into ``y``, only those in ``among``) in a random order."""
+    among = np.arange(len(y)) if among is None else among
+    return {c: rng.permutation(among[y[among] == c]) for c in np.unique(y)}
+
+
 def _balanced_test(
     y: np.ndarray, per_class: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices (test, pool): ``per_class`` galaxies of each class in the test set."""
-    test = []
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        test.extend(idx[:per_class])
-    test = np.sort(np.array(test, dtype=np.int64))
+    orders = _class_orders(y, rng)
+    test = np.sort(np.concatenate([o[:per_class] for o in orders.values()]).astype(np.int64))
     pool = np.setdiff1d(np.arange(len(y)), test)
     return test, pool
 
@@ -1517,15 +1520,8 @@ def _training_sets(
     y: np.ndarray, pool: np.ndarray, budgets: Sequence[int], repeat: int, seed: int
 ) -> dict[int, np.ndarray]:
     """Balanced training sets, nested across budgets within a repeat (a learning curve)."""
-    rng = np.random.default_rng([seed, 7919, repeat])
-    classes = np.unique(y)
-    orders = {c: rng.permutation(pool[y[pool] == c]) for c in classes}
-    out = {}
-    for b in budgets:
-        per = b // len(classes)
-        sets = [orders[c][:per] for c in classes]
-        out[b] = np.concatenate(sets)
-    return out
+    orders = _class_orders(y, np.random.default_rng([seed, 7919, repeat]), pool)
+    return {b: np.concatenate([o[: b // len(orders)] for o in orders.values()]) for b in budgets}
 
 
 def _run_key(*parts) -> str:
@@ -1673,9 +1669,7 @@ def label_budget_experiment(
     t_img = time.perf_counter()
     images = load_images(rows["file_loc"].tolist(), src.image_size, progress=progress)
     device = _device(cfg)
-    feats = _cached_features(
-        src, images, rows, label_column, enc_key, data_key, device, cache, progress
-    )
+    feats = _cached_features(src, images, f"{enc_key}_{data_key}", device, cache, progress)
     load_s = time.perf_counter() - t_img
 
     other_sources: dict[str, tuple[EncoderSource, np.ndarray, str]] = {}
@@ -1698,9 +1692,7 @@ def label_budget_experiment(
             else load_images(rows["file_loc"].tolist(), osrc.image_size, progress=progress)
         )
         okey = osrc.fingerprint()
-        ofeats = _cached_features(
-            osrc, oimgs, rows, label_column, okey, data_key, device, cache, progress
-        )
+        ofeats = _cached_features(osrc, oimgs, f"{okey}_{data_key}", device, cache, progress)
         other_sources[name] = (osrc, ofeats, okey)
 
     jobs = [(m, b, r) for r in range(repeats) for b in budgets for m in methods if m not in skipped]
@@ -1821,13 +1813,14 @@ def _cache_root() -> Path:
 
 
 def _cached_features(
-    src, images, rows, label_column, enc_key, data_key, device, cache, progress=True
+    src: EncoderSource, images: np.ndarray, key: str, device, cache: bool, progress: bool = True
 ) -> np.ndarray:
-    path = _cache_root() / "finetuning" / "features" / f"{enc_key}_{data_key}.npy"
+    """The encoder's features of ``images``, kept on disk under ``key`` when ``cache``."""
+    path = _cache_root() / "finetuning" / "features" / f"{key}.npy"
     if cache and path.exists():
         try:
             feats = np.load(path)
-            if feats.shape[0] == len(rows):
+            if feats.shape[0] == len(images):
                 return feats
         except (OSError, ValueError):
             pass
