@@ -28,6 +28,9 @@ def test_checkpoint_is_small_and_complete(checkpoint):
     assert len(meta["mean"]) == 3 and len(meta["std"]) == 3
     assert meta["command"] == "python -m galaxy_helpers.training course-checkpoint"
     assert meta["recipe"] == training.COURSE_CHECKPOINT_RECIPE
+    # and the run recorded in the checkpoint is the recipe's, setting by setting
+    for key, value in meta["recipe"]["train"].items():
+        assert meta["train_config"][key] == value, key
     sky = meta["data"]["sky_config"]
     assert sky["seed"] == meta["recipe"]["sky"]["seed"] != synthetic.SkyConfig().seed
     assert sky["n_galaxies"] > synthetic.SkyConfig().n_galaxies  # bigger than the course sky

@@ -72,6 +72,23 @@ def test_augmentation_params_are_reproducible_per_epoch():
     assert (np.abs(a[:, 2] - 1) <= cfg.zoom + 1e-6).all()
 
 
+def test_lossless_augmentation_moves_pixels_without_resampling():
+    full = augmentation_params(200, TrainConfig(augment=True), seed=0, epoch=0)
+    lossless = augmentation_params(200, TrainConfig(augment="lossless"), seed=0, epoch=0)
+    np.testing.assert_array_equal(lossless[:, 0], full[:, 0])  # the same flips
+    quarter = np.round(np.rad2deg(lossless[:, 1]) / 90)
+    np.testing.assert_allclose(np.rad2deg(lossless[:, 1]), 90 * quarter, atol=1e-4)
+    assert set(np.unique(quarter)) == {0, 1, 2, 3}
+    assert (lossless[:, 2] == 1).all() and (lossless[:, 3:] == 0).all()
+    assert not np.allclose(np.rad2deg(full[:, 1]) % 90, 0)  # the default also tilts
+    # every lossless transform is a permutation of the pixels: nothing blurs
+    x = torch.rand(len(lossless[:8]), 3, 16, 16)
+    y = augment_batch(x, torch.from_numpy(lossless[:8]))
+    torch.testing.assert_close(y.flatten(1).sort(1).values, x.flatten(1).sort(1).values)
+    with pytest.raises(ValueError, match="augment"):
+        TrainConfig(augment="heavy")
+
+
 # --- the loop ------------------------------------------------------------------------------
 def test_training_learns_and_records_everything(trained, toy):
     model, history = trained
@@ -243,11 +260,14 @@ def test_command_line_trains_and_writes_checkpoint(toy, tmp_path):
             "--history",
             str(tmp_path / "h.json"),
             "--half",
+            "--augment",
+            "true",
         ]
     )
     assert rc == 0
     model, meta = load_checkpoint(out)
     assert meta["weights_dtype"] == "float16" and meta["epochs"] == 1
+    assert meta["train_config"]["augment"] is True
     assert meta["data"]["catalogue"] == str(path)
     assert json.loads((tmp_path / "h.json").read_text())["epoch"] == [1]
 
