@@ -699,6 +699,37 @@ def compare_with_baselines(
     return result
 
 
+def summarise_comparison(table: pd.DataFrame) -> pd.DataFrame:
+    """One line per method of a :func:`compare_with_baselines` table: its mean precision@k
+    over the tags, and on what share of the tags the trained representation beats it.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`compare_with_baselines` (columns ``representation``, ``pixel_pca``,
+        ``random_weights``, ``chance``; one row per tag).
+
+    Returns
+    -------
+    pandas.DataFrame indexed by method (``representation``, ``pixel_pca``, ``random_weights``,
+    ``chance``), columns ``mean_precision`` and ``representation_wins`` (share of tags where the
+    trained representation scores higher; NaN on its own row).
+    """
+    methods = [m for m in ("representation", "pixel_pca", "random_weights", "chance") if m in table]
+    if "representation" not in methods or table.empty:
+        raise ValueError(
+            "summarise_comparison needs the table of compare_with_baselines (a 'representation' "
+            f"column and at least one tag); got columns {list(table.columns)}"
+        )
+    rows = {}
+    for m in methods:
+        wins = (
+            np.nan if m == "representation" else float((table["representation"] > table[m]).mean())
+        )
+        rows[m] = {"mean_precision": float(table[m].mean()), "representation_wins": wins}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
+
+
 def plot_precision_by_tag(table: pd.DataFrame, k: int = 10, ax=None):
     """Grouped bar chart: precision@k per tag for each method, with the chance level.
 

@@ -11,6 +11,7 @@ from galaxy_helpers.similarity import (
     faiss_available,
     feature_matrix,
     precision_at_k_by_tag,
+    summarise_comparison,
 )
 
 METRICS = ["cosine", "euclidean", "manhattan"]
@@ -176,3 +177,25 @@ def test_numpy_backend_bounds_memory_by_blocking_queries(table, monkeypatch):
     monkeypatch.setattr(sim, "_BLOCK_ELEMENTS", 500)
     index = SimilarityIndex(metric="euclidean", backend="numpy", chunk_size=97).fit(table)
     pd.testing.assert_frame_equal(index.query(ids, k=5), expected)
+
+
+def test_summarise_comparison_means_and_wins():
+    table = pd.DataFrame(
+        {
+            "tag": ["a", "b", "c", "d"],
+            "representation": [0.5, 0.4, 0.1, 0.8],
+            "pixel_pca": [0.1, 0.5, 0.1, 0.2],
+            "random_weights": [0.2, 0.1, 0.0, 0.3],
+            "chance": [0.05, 0.05, 0.05, 0.05],
+        }
+    )
+    s = summarise_comparison(table)
+    assert list(s.index) == ["representation", "pixel_pca", "random_weights", "chance"]
+    assert s.loc["representation", "mean_precision"] == pytest.approx(0.45)
+    assert s.loc["pixel_pca", "mean_precision"] == pytest.approx(0.225)
+    # a tie (tag c, 0.1 vs 0.1) is not a win
+    assert s.loc["pixel_pca", "representation_wins"] == pytest.approx(0.5)
+    assert s.loc["random_weights", "representation_wins"] == pytest.approx(1.0)
+    assert np.isnan(s.loc["representation", "representation_wins"])
+    with pytest.raises(ValueError, match="compare_with_baselines"):
+        summarise_comparison(table.drop(columns="representation"))
