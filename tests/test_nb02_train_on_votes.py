@@ -25,7 +25,7 @@ def test_accuracy_on_confident_test_galaxies(course_metrics):
 
 @pytest.mark.xfail(
     reason="issue 3 target not reached: the quick profile (4 epochs resnet10t, 64 px) measured "
-    "26-28% below the mean baseline; the course checkpoint reaches 43%",
+    "29.2% below the mean baseline (28-30% over seeds); the course checkpoint reaches 44%",
     strict=False,
 )
 def test_vote_fractions_beat_the_mean_baseline_by_30_percent(course_metrics):
@@ -35,8 +35,8 @@ def test_vote_fractions_beat_the_mean_baseline_by_30_percent(course_metrics):
 
 
 def test_vote_fractions_beat_the_mean_baseline_clearly(course_metrics):
-    # Guard at the level the quick profile reaches today (26-28%).
-    assert course_metrics[NB]["mae_reduction"] >= 0.20
+    # Guard at the level the quick profile reaches today (29.2%; 28-30% over seeds 0 to 2).
+    assert course_metrics[NB]["mae_reduction"] >= 0.25
 
 
 def test_trained_for_real(course_metrics):
