@@ -130,6 +130,14 @@ class FinetuneConfig:
         course sky. ``None``: chosen from ``head_l2_grid`` by stratified cross-validation on the
         labelled galaxies (balanced accuracy, ties to the stronger penalty; slower and, with a
         few dozen labels, noisy).
+    feature_clip : the head standardises each feature with the mean and spread of the labelled
+        galaxies, then clips it to +- ``feature_clip`` (in training and prediction; ``None``:
+        no clipping). A few dozen labels give noisy spreads: a feature that barely varies among
+        them gives huge standardised values to other galaxies, which a linear head turns into
+        confident, wrong scores, and a ranking then puts those outliers first. On the course
+        sky (rings vs face-on disks, 6 draws of labels) clipping at 3 raised the share of rings
+        among the 24 top-ranked disks from 2% to 30% with 30 labels (22% to 39% with 100) and
+        the balanced accuracy from 0.71 to 0.73 (0.78 to 0.79).
     head_lr, head_max_steps, head_patience : full-batch Adam on cached features (head mode and
         the linear-probing step of full mode).
     refit : head mode: once early stopping has chosen the number of steps, refit the head on
@@ -162,6 +170,7 @@ class FinetuneConfig:
     head_solver: str = "lbfgs"
     head_l2: float | None = 100.0
     head_l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
+    feature_clip: float | None = 3.0
     head_lr: float = 2e-3
     head_max_steps: int = 1000
     head_patience: int = 100
@@ -695,16 +704,22 @@ def _class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
 # The model
 # --------------------------------------------------------------------------------------------
 class Head(nn.Module):
-    """Standardise features, then one linear layer (logits, or a standardised number)."""
+    """Standardise features (clipped to +- ``clip``), then one linear layer (logits, or a
+    standardised number). ``clip`` is kept in the model's metadata, not in its weights."""
 
-    def __init__(self, in_features: int, n_outputs: int):
+    def __init__(self, in_features: int, n_outputs: int, clip: float | None = None):
         super().__init__()
         self.register_buffer("feature_mean", torch.zeros(in_features))
         self.register_buffer("feature_scale", torch.ones(in_features))
+        self.clip = clip
         self.linear = nn.Linear(in_features, n_outputs)
 
+    def standardise(self, z: torch.Tensor) -> torch.Tensor:
+        z = (z - self.feature_mean) / self.feature_scale
+        return z if self.clip is None else z.clamp(-self.clip, self.clip)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear((z - self.feature_mean) / self.feature_scale)
+        return self.linear(self.standardise(z))
 
 
 class FinetunedModel(nn.Module):
@@ -874,7 +889,8 @@ class FinetunedModel(nn.Module):
                 f"{meta_path}: cannot build architecture {arch!r} with timm ({err})"
             ) from err
         n_out = len(meta["classes"]) if meta["task"] == "classification" else 1
-        model = cls(encoder, Head(int(encoder.num_features), n_out), meta)
+        clip = meta.get("config", {}).get("feature_clip")  # absent in older files: no clipping
+        model = cls(encoder, Head(int(encoder.num_features), n_out, clip), meta)
         load_weights(
             model,
             weights,
@@ -941,7 +957,7 @@ def _fit_head_steps(
     classification = cfg.task == "classification"
     Xt = torch.as_tensor(X, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long if classification else torch.float32)
-    head = Head(Xt.shape[1], n_out)
+    head = Head(Xt.shape[1], n_out, cfg.feature_clip)
     head.feature_mean.copy_(Xt.mean(0))
     head.feature_scale.copy_(Xt.std(0, unbiased=False).clamp_min(1e-6))
     nn.init.zeros_(head.linear.weight)
@@ -1040,6 +1056,8 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
     yt = torch.as_tensor(y, dtype=torch.long if classification else torch.float64)
     mean, scale = Xt.mean(0), Xt.std(0, unbiased=False).clamp_min(1e-6)
     Z = (Xt - mean) / scale
+    if cfg.feature_clip is not None:
+        Z = Z.clamp(-cfg.feature_clip, cfg.feature_clip)
     W = torch.zeros(n_out, Xt.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_out, dtype=torch.float64, requires_grad=True)
     weights = (
@@ -1067,7 +1085,7 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
         return loss
 
     opt.step(closure)
-    head = Head(Xt.shape[1], n_out)
+    head = Head(Xt.shape[1], n_out, cfg.feature_clip)
     with torch.no_grad():
         head.feature_mean.copy_(mean.float())
         head.feature_scale.copy_(scale.float())
@@ -1303,8 +1321,7 @@ def train_full(
     }
 
 
-def _new_model(src: EncoderSource, n_out: int, meta: dict, head: Head | None = None):
-    head = head if head is not None else Head(src.representation_dim, n_out)
+def _new_model(src: EncoderSource, n_out: int, meta: dict, head: Head):
     base = {
         "architecture": src.architecture,
         "image_size": src.image_size,
@@ -1408,7 +1425,7 @@ def finetune(
         if cfg.linear_probe_first:
             head = _linear_probe(feats[tr], y[tr], feats[va], y[va], n_out, cfg)
         else:
-            head = Head(src.representation_dim, n_out)
+            head = Head(src.representation_dim, n_out, cfg.feature_clip)
         model = _new_model(src, n_out, meta, head)
         info = train_full(model, images[tr], y[tr], images[va], y[va], cfg)
         metrics = {
@@ -1876,7 +1893,7 @@ def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) 
         head = _linear_probe(f[tr], ytr[tr], f[va], ytr[va], n_classes, cfg)
     else:
         torch.manual_seed(cfg.seed)
-        head = Head(src.representation_dim, n_classes)
+        head = Head(src.representation_dim, n_classes, cfg.feature_clip)
     model = _new_model(
         src, n_classes, {"task": "classification", "classes": classes, "label_column": "?"}, head
     )

@@ -88,6 +88,7 @@ def test_save_and_load_give_identical_predictions(rings, checkpoint, tmp_path):
     meta = json.loads((tmp_path / "ring_model.json").read_text())
     assert meta["architecture"] == "convnext_atto" and meta["classes"] == [0, 1]
     again = ft.FinetunedModel.load(tmp_path / "ring_model")
+    assert again.head.clip == model.head.clip == meta["config"]["feature_clip"] == 3.0
     a = model.predict(rings.iloc[30:], progress=False)
     b = again.predict(rings.iloc[30:], progress=False)
     pd.testing.assert_frame_equal(a, b)
@@ -220,7 +221,8 @@ def test_lbfgs_head_is_scikit_learns_logistic_regression():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 20)) * rng.uniform(0.5, 3, 20)
     y = (X[:, 0] + rng.normal(size=60) > 0.5).astype(int)
-    head, info = ft.fit_head(X, y, 2, ft.FinetuneConfig(val_fraction=0, head_l2=2.0))
+    cfg = ft.FinetuneConfig(val_fraction=0, head_l2=2.0, feature_clip=None)
+    head, info = ft.fit_head(X, y, 2, cfg)
     assert info["solver"] == "lbfgs" and info["n_train"] == 60
     scaler = StandardScaler().fit(X)
     ref = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-10, max_iter=5000)
@@ -228,6 +230,25 @@ def test_lbfgs_head_is_scikit_learns_logistic_regression():
     with torch.no_grad():
         p = torch.softmax(head(torch.as_tensor(X, dtype=torch.float32)), 1)[:, 1].numpy()
     np.testing.assert_allclose(p, ref.predict_proba(scaler.transform(X))[:, 1], atol=1e-4)
+
+
+def test_head_clips_features_the_labelled_galaxies_barely_vary_in():
+    # 30 labelled galaxies; feature 1 is almost constant among them and carries no signal.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(30, 4))
+    X[:, 1] = 1e-3 * rng.normal(size=30)
+    y = (X[:, 0] > 0).astype(int)
+    new = np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 5.0, 0.0, 0.0]], dtype=np.float32)  # 5000 sd
+    for solver in ("lbfgs", "adam"):
+        cfg = ft.FinetuneConfig(val_fraction=0, head_solver=solver, head_max_steps=200)
+        clipped, _ = ft.fit_head(X, y, 2, cfg)
+        free, _ = ft.fit_head(X, y, 2, cfg.replace(feature_clip=None))
+        with torch.no_grad():
+            z = clipped.standardise(torch.as_tensor(new))
+            assert z.abs().max() <= 3.0 and z[1, 1] == 3.0
+            shift = lambda h: (h(torch.as_tensor(new))[1] - h(torch.as_tensor(new))[0]).abs().max()  # noqa: E731
+            # unclipped, the outlier's logits move 5000 sd times the feature's weight
+            assert shift(free) > 100 * shift(clipped), solver
 
 
 def test_adam_head_stops_early_on_the_validation_split():
