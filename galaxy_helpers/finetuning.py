@@ -939,6 +939,15 @@ def _head_loss(task, logits, y, weights):
     return nn.functional.mse_loss(logits[:, 0], y)
 
 
+def _standardising_head(X: torch.Tensor, n_out: int, cfg: FinetuneConfig) -> Head:
+    """A new head (in ``X``'s dtype) that standardises with the mean and spread of ``X``."""
+    head = Head(X.shape[1], n_out, cfg.feature_clip).to(X.dtype)
+    with torch.no_grad():
+        head.feature_mean.copy_(X.mean(0))
+        head.feature_scale.copy_(X.std(0, unbiased=False).clamp_min(1e-6))
+    return head
+
+
 def _fit_head_steps(
     X: np.ndarray,
     y: np.ndarray,
@@ -957,9 +966,7 @@ def _fit_head_steps(
     classification = cfg.task == "classification"
     Xt = torch.as_tensor(X, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long if classification else torch.float32)
-    head = Head(Xt.shape[1], n_out, cfg.feature_clip)
-    head.feature_mean.copy_(Xt.mean(0))
-    head.feature_scale.copy_(Xt.std(0, unbiased=False).clamp_min(1e-6))
+    head = _standardising_head(Xt, n_out, cfg)
     nn.init.zeros_(head.linear.weight)
     nn.init.zeros_(head.linear.bias)
     weights = _class_weights(y, n_out) if classification and cfg.balance != "none" else None
@@ -1054,10 +1061,9 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
     classification = cfg.task == "classification"
     Xt = torch.as_tensor(X, dtype=torch.float64)
     yt = torch.as_tensor(y, dtype=torch.long if classification else torch.float64)
-    mean, scale = Xt.mean(0), Xt.std(0, unbiased=False).clamp_min(1e-6)
-    Z = (Xt - mean) / scale
-    if cfg.feature_clip is not None:
-        Z = Z.clamp(-cfg.feature_clip, cfg.feature_clip)
+    head = _standardising_head(Xt, n_out, cfg)  # float64 while solving
+    with torch.no_grad():
+        Z = head.standardise(Xt)
     W = torch.zeros(n_out, Xt.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros(n_out, dtype=torch.float64, requires_grad=True)
     weights = (
@@ -1085,13 +1091,10 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
         return loss
 
     opt.step(closure)
-    head = Head(Xt.shape[1], n_out, cfg.feature_clip)
     with torch.no_grad():
-        head.feature_mean.copy_(mean.float())
-        head.feature_scale.copy_(scale.float())
-        head.linear.weight.copy_(W.float())
-        head.linear.bias.copy_(b.float())
-    return head
+        head.linear.weight.copy_(W)
+        head.linear.bias.copy_(b)
+    return head.float()
 
 
 def _with_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> FinetuneConfig:
