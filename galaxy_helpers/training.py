@@ -1140,12 +1140,8 @@ def _parser() -> argparse.ArgumentParser:
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", "bool | None"):
             t.add_argument(flag, type=_parse_bool, default=None)
-        elif f.name == "amp":
-            t.add_argument(flag, type=lambda s: "auto" if s == "auto" else _parse_bool(s))
-        elif f.name == "augment":
-            t.add_argument(
-                flag, type=lambda s: "lossless" if s == "lossless" else _parse_bool(s), default=None
-            )
+        elif f.name in _BOOL_OR_WORD:  # true/false or one word ("auto", "lossless")
+            t.add_argument(flag, type=_bool_or(_BOOL_OR_WORD[f.name]), default=None)
         elif f.type == "int" or f.type == "int | None":
             t.add_argument(flag, type=int, default=None)
         elif f.type == "float":
@@ -1163,6 +1159,26 @@ def _parse_bool(text: str) -> bool:
     if text.lower() in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+# TrainConfig fields that take true/false or one word.
+_BOOL_OR_WORD = {"amp": "auto", "augment": "lossless"}
+
+
+def _bool_or(word: str):
+    """An argparse type: ``word`` itself, else true/false."""
+
+    def parse(text: str):
+        if text == word:
+            return word
+        try:
+            return _parse_bool(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"expected true, false or {word!r}, got {text!r}"
+            ) from None
+
+    return parse
 
 
 def _read_catalogue(path: str) -> pd.DataFrame:
