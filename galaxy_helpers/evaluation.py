@@ -133,8 +133,9 @@ def evaluate(
     min_votes: int = 3,
     confident_min_votes: int = 10,
     confident_min_fraction: float = 0.8,
-    batch_size: int = 256,
+    batch_size: int = 64,
     progress: bool = True,
+    tta: bool = False,
 ) -> EvaluationResult:
     """Predict vote fractions for a catalogue and compare them with the volunteers'.
 
@@ -151,6 +152,8 @@ def evaluate(
         many volunteers answered it (fractions from 1-2 votes are mostly noise).
     confident_min_votes, confident_min_fraction : what makes a volunteer answer "confident"
         (see ``schema.confident_answer``).
+    tta : average the predictions over each galaxy's 8 flips and quarter turns
+        (``models.predict_concentrations(tta=True)``; 8x the prediction time).
 
     Returns
     -------
@@ -171,7 +174,7 @@ def evaluate(
         images = load_images(df["file_loc"].tolist(), size, progress=progress)
     if len(images) != len(df):
         raise ValueError(f"got {len(images)} images for {len(df)} catalogue rows")
-    conc = predict_concentrations(model, images, batch_size=batch_size, progress=progress)
+    conc = predict_concentrations(model, images, batch_size=batch_size, progress=progress, tta=tta)
     return evaluate_concentrations(
         conc,
         df,

@@ -20,6 +20,7 @@ encoders. Its 320-d representation is small enough for quick PCA and search. On 
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 from pathlib import Path
@@ -212,6 +213,8 @@ def run_in_batches(model, images, fn, batch_size, channels, mean, std, device, p
         for s in starts:
             batch = torch.as_tensor(np.asarray(images[s : s + batch_size])).to(device)
             x = to_tensor(batch, channels=channels, mean=mean, std=std)
+            # NHWC: convolutions run about 1.5x faster on a CPU (measured with resnet10t, 64 px).
+            x = x.contiguous(memory_format=torch.channels_last)
             outputs.append(fn(x).float().cpu().numpy())
     finally:
         model.train(was_training)
@@ -231,30 +234,49 @@ def _preprocessing(model, channels, mean, std):
 def predict_concentrations(
     model: GalaxyModel,
     images: np.ndarray,
-    batch_size: int = 256,
+    batch_size: int = 64,
     device=None,
     channels: int | None = None,
     mean=None,
     std=None,
     progress: bool = True,
+    tta: bool = False,
 ) -> np.ndarray:
     """Concentrations ``(N, n_answers)`` for uint8 images ``(N, H, W, 3)``.
 
     Normalisation (``channels``, ``mean``, ``std``) defaults to the model's checkpoint
     metadata, through the one preprocessing path ``images.to_tensor``.
+
+    tta : test-time augmentation: predict each galaxy in its 8 orientations (the flips and
+        quarter turns it was trained with) and average the concentrations, for 8x the time.
+        A galaxy's answers do not depend on its orientation, so the average keeps the answer
+        and cancels part of the network's orientation noise (as Zoobot averages several
+        forward passes). Square images only.
     """
     if model.head is None:
         raise ValueError("this model has no head (schema=None): use encode_images instead")
     channels, mean, std = _preprocessing(model, channels, mean, std)
+    fn = model
+    if tta:
+        if np.shape(images)[1:2] != np.shape(images)[2:3]:
+            raise ValueError(f"tta needs square images, got {np.shape(images)[1:3]}")
+        fn = functools.partial(_mean_over_orientations, model)
     return run_in_batches(
-        model, images, model, batch_size, channels, mean, std, device, progress, "Predicting"
+        model, images, fn, batch_size, channels, mean, std, device, progress, "Predicting"
     )
+
+
+def _mean_over_orientations(fn, x: torch.Tensor) -> torch.Tensor:
+    """Mean of ``fn`` over the 8 flips and quarter turns of ``x`` ``(B, C, H, W)``."""
+    views = (torch.rot90(v, k, dims=(-2, -1)) for v in (x, x.flip(-1)) for k in range(4))
+    nhwc = torch.channels_last
+    return torch.stack([fn(v.contiguous(memory_format=nhwc)).float() for v in views]).mean(0)
 
 
 def encode_images(
     model: GalaxyModel,
     images: np.ndarray,
-    batch_size: int = 256,
+    batch_size: int = 64,
     device=None,
     channels: int | None = None,
     mean=None,

@@ -89,7 +89,9 @@ class TrainConfig:
     image_size : pixels (64 quick profile; 224 full profile).
     channels : 3 colour, 1 greyscale.
     pretrained : start from timm's ImageNet weights (needs the network).
-    batch_size : total batch over all processes (split across ranks under torchrun).
+    batch_size : total batch over all processes (split across ranks under torchrun). 64 in
+        the quick profile: on a 2-core CPU it trains about 10% faster than 32 and as well
+        (course sky, 3 seeds: vote-fraction error 29.6% below the baseline against 29.3%).
     epochs : maximum epochs.
     lr, weight_decay : AdamW settings; ``lr`` is the peak for the one-cycle schedule.
     schedule : ``"constant"``, ``"onecycle"`` or ``"cosine"``.
@@ -97,8 +99,8 @@ class TrainConfig:
     augment : ``"lossless"``: random flips and quarter turns, which move pixels without
         resampling them; ``True``: also small rotations, off-centre zoom and shifts (as the
         paper), which resample and so blur every training image a little -- worth it in long
-        runs, not in a few epochs (quick profile, 3 seeds: vote-fraction error 29.3% below the
-        baseline with "lossless" against 27.4%; validation loss 21.0 against 21.5); ``False``:
+        runs, not in a few epochs (quick profile, 3 seeds: vote-fraction error 29.6% below the
+        baseline with "lossless" against 28.0%; validation loss 21.5 against 21.9); ``False``:
         none.
     max_rotation_deg, zoom, max_shift : augmentation strength (shift as a fraction of the
         image half-width, e.g. 0.06 = 2 px at 64 px).
@@ -120,7 +122,7 @@ class TrainConfig:
     image_size: int = 64
     channels: int = 3
     pretrained: bool = False
-    batch_size: int = 32
+    batch_size: int = 64
     epochs: int = 4
     lr: float = 4e-3
     weight_decay: float = 0.05

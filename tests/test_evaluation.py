@@ -121,6 +121,17 @@ def test_evaluate_runs_a_model_on_catalogue_images(toy):
     assert res.predicted.shape == (len(toy), 34)
     for a, b in DECALS_DR5.answer_slices:
         np.testing.assert_allclose(res.predicted[:, a:b].sum(1), 1.0, rtol=1e-6)
+    # tta=True predicts over the 8 orientations: the same as evaluating those predictions.
+    from galaxy_helpers.images import load_images
+    from galaxy_helpers.models import predict_concentrations
+
+    images = load_images(toy["file_loc"].tolist(), 32, progress=False)
+    conc = predict_concentrations(model, images, progress=False, tta=True)
+    tta = evaluate(model, toy, toy, images=images, progress=False, tta=True)
+    np.testing.assert_allclose(
+        tta.predicted, evaluate_concentrations(conc, toy, toy).predicted, rtol=1e-5
+    )
+    assert not np.allclose(tta.predicted, res.predicted)
     model.metadata = {}
     with pytest.raises(ValueError, match="image_size"):
         evaluate(model, toy, progress=False)

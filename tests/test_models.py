@@ -34,6 +34,28 @@ def test_forward_gives_concentrations_in_range(model):
     assert z.shape == (3, model.representation_dim) == (3, 320)
 
 
+def test_test_time_augmentation_averages_the_eight_orientations(model):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    views = [np.rot90(v, k, axes=(1, 2)) for v in (images, images[:, :, ::-1]) for k in range(4)]
+    by_hand = np.mean([predict_concentrations(model, v.copy(), progress=False) for v in views], 0)
+    tta = predict_concentrations(model, images, batch_size=2, progress=False, tta=True)
+    np.testing.assert_allclose(tta, by_hand, rtol=1e-4, atol=1e-4)
+    # A random network is not orientation-invariant, so the average really differs.
+    assert np.abs(tta - predict_concentrations(model, images, progress=False)).max() > 1e-3
+    # An image that looks the same in every orientation gets its single-view answer.
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    round_blob = np.repeat((255 * np.exp(-(xx**2 + yy**2) / 50))[None, ..., None], 3, -1)
+    round_blob = round_blob.astype(np.uint8)
+    np.testing.assert_allclose(
+        predict_concentrations(model, round_blob, progress=False, tta=True),
+        predict_concentrations(model, round_blob, progress=False),
+        rtol=1e-4,
+    )
+    with pytest.raises(ValueError, match="square"):
+        predict_concentrations(model, images[:, :, :16], progress=False, tta=True)
+
+
 def test_greyscale_and_encoder_only():
     m = GalaxyModel("resnet10t", schema=None, channels=1)
     with torch.no_grad():

@@ -1,11 +1,8 @@
 """Notebook 02 (train on every question): the thresholds of issue 3's "done when".
 
-A target the quick profile does not reach yet is marked ``xfail`` with what was measured, next
-to a guard at the level it does reach, so a regression still fails and the gap stays visible
-(issue 3 stays open until the target itself passes).
+The 30% target is met with test-time augmentation (predictions averaged over each galaxy's 8
+orientations); the one-view number is reported and guarded beside it.
 """
-
-import pytest
 
 NB = "02_train_on_votes"
 
@@ -23,20 +20,19 @@ def test_accuracy_on_confident_test_galaxies(course_metrics):
         assert acc[question] >= 0.90, (question, acc[question])
 
 
-@pytest.mark.xfail(
-    reason="issue 3 target not reached: the quick profile (4 epochs resnet10t, 64 px) measured "
-    "29.2% below the mean baseline (28-30% over seeds); the course checkpoint reaches 44%",
-    strict=False,
-)
 def test_vote_fractions_beat_the_mean_baseline_by_30_percent(course_metrics):
     m = course_metrics[NB]
     assert m["vote_fraction_mae"] <= 0.7 * m["vote_fraction_mae_mean_baseline"], m
     assert m["mae_reduction"] >= 0.30
 
 
-def test_vote_fractions_beat_the_mean_baseline_clearly(course_metrics):
-    # Guard at the level the quick profile reaches today (29.2%; 28-30% over seeds 0 to 2).
-    assert course_metrics[NB]["mae_reduction"] >= 0.25
+def test_test_time_augmentation_is_reported_next_to_one_view(course_metrics):
+    # The headline averages over 8 orientations (tta); the one-view number stays visible and
+    # guarded at the level it reaches (29.9% on seed 0; 29.5-29.9% over seeds 0 to 2).
+    m = course_metrics[NB]
+    assert m["tta"] is True
+    assert m["mae_reduction_single_view"] >= 0.27
+    assert m["mae_reduction"] > m["mae_reduction_single_view"]
 
 
 def test_trained_for_real(course_metrics):
