@@ -505,7 +505,7 @@ def build_index(
     PCA go to the few channels with the largest variance (brightness, size, type), and rare
     features such as rings land in later components that a 10-d search drops. Measured on the
     course sky with the course checkpoint (mean precision@10 over 9 tags, PCA-10, Euclidean):
-    0.58 with standardisation, 0.49 without (notebook 04, exercise 1 compares them).
+    0.56 with standardisation, 0.49 without (notebook 04, exercise 1 compares them).
 
     Parameters
     ----------
