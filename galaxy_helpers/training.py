@@ -99,9 +99,9 @@ class TrainConfig:
     augment : ``"lossless"``: random flips and quarter turns, which move pixels without
         resampling them; ``True``: also small rotations, off-centre zoom and shifts (as the
         paper), which resample and so blur every training image a little -- meant for long
-        runs that would otherwise memorise their galaxies, a loss in a few epochs (quick profile, 3 seeds: vote-fraction error 29.6% below the
-        baseline with "lossless" against 28.0%; validation loss 21.5 against 21.9); ``False``:
-        none.
+        runs that would otherwise memorise their galaxies, a loss in a few epochs (quick
+        profile, 3 seeds: vote-fraction error 29.6% below the baseline with "lossless" against
+        28.0%; validation loss 21.5 against 21.9); ``False``: none.
     max_rotation_deg, zoom, max_shift : augmentation strength (shift as a fraction of the
         image half-width, e.g. 0.06 = 2 px at 64 px).
     val_fraction : validation share when the catalogue has no ``split`` column.
