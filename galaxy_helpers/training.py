@@ -521,6 +521,8 @@ def _batches_in_memory(images_t, counts_t, indices, per_rank_batch, max_steps):
         n_steps = min(n_steps, max_steps)
     for s in range(n_steps):
         idx = indices[s * per_rank_batch : (s + 1) * per_rank_batch]
+        if len(idx) < 2:  # a last batch of one galaxy breaks BatchNorm: it waits for next epoch
+            break
         yield images_t[idx], counts_t[idx], idx
 
 
@@ -681,7 +683,7 @@ def train(
             for s, b in enumerate(loader):
                 if config.max_steps_per_epoch and s >= config.max_steps_per_epoch:
                     break
-                if b is not None:
+                if b is not None and len(b[0]) > 1:  # as in _batches_in_memory
                     yield b
 
         return gen()

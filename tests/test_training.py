@@ -155,6 +155,24 @@ def test_streaming_loader_and_cpu_mixed_precision(toy):
     assert training._amp_settings(TrainConfig(), torch.device("cuda"))[0] is True
 
 
+@pytest.mark.parametrize("preload", [True, False])
+def test_a_last_batch_of_one_galaxy_is_left_for_the_next_epoch(toy, preload):
+    # BatchNorm cannot normalise one galaxy (resnet10t at 32 px ends in a 1x1 map): a training
+    # split of k * batch + 1 galaxies used to crash at the end of every epoch.
+    n_train = int((toy["split"] == "train").sum())
+    cfg = TrainConfig(
+        architecture="resnet10t",
+        image_size=32,
+        batch_size=n_train - 1,
+        epochs=1,
+        preload=preload,
+        num_workers=0,
+        progress=False,
+    )
+    _, history = train(toy, cfg)
+    assert len(history.step_loss) == 1 and np.isfinite(history.val_loss[0])
+
+
 def test_no_split_column_splits_at_random(toy):
     df = toy.drop(columns="split")
     tr, va, ctr, cva = prepare_catalogue(df, "decals_dr5", TrainConfig(val_fraction=0.25))
