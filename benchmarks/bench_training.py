@@ -29,9 +29,14 @@ import torch
 
 
 def bare_loop(architecture, image_size, batch_size, steps, device, warmup=2) -> float:
-    """Images/s of forward + backward + AdamW on one in-memory random batch."""
+    """Images/s of forward + backward + AdamW on one in-memory random batch (with the mixed
+    precision our loop uses on this device: bfloat16 autocast on a GPU, none on a CPU)."""
     from galaxy_helpers.models import GalaxyModel
+    from galaxy_helpers.training import TrainConfig, _amp_settings
 
+    amp_on, amp_dtype = _amp_settings(TrainConfig(), device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training.train does on a GPU
     torch.manual_seed(0)
     # Same memory layout as our loop (TrainConfig.channels_last), so only the loop differs.
     model = GalaxyModel(architecture).to(device).to(memory_format=torch.channels_last).train()
@@ -43,7 +48,9 @@ def bare_loop(architecture, image_size, batch_size, steps, device, warmup=2) -> 
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        loss = model(x).mean()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
+            out = model(x)
+        loss = out.float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
