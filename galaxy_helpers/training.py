@@ -536,6 +536,11 @@ def _fits_on_gpu(n_bytes: int, device: torch.device, share: float = 0.25) -> boo
     return n_bytes < share * free
 
 
+def _booking_lag(device: torch.device) -> int:
+    """Steps by which ``train`` books each loss late: 1 on a GPU (see ``train``), else 0."""
+    return 1 if device.type == "cuda" else 0
+
+
 def _epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
     """Shuffled indices of this rank: one permutation per epoch shared by all ranks, dealt out
     round-robin (like DistributedSampler), so rank r's k-th batch plus the other ranks' k-th
@@ -718,7 +723,7 @@ def train(
     # Reading a loss (.item()) makes Python wait until the device has finished that step. On a
     # GPU each step is booked one step late, so the GPU always has the next step queued and
     # never idles while Python prepares a batch; on a CPU, where nothing is queued, at once.
-    lag = 1 if device.type == "cuda" else 0
+    lag = _booking_lag(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image size: pick the fastest kernels once
         torch.cuda.reset_peak_memory_stats(device)

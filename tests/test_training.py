@@ -173,6 +173,17 @@ def test_a_last_batch_of_one_galaxy_is_left_for_the_next_epoch(toy, preload):
     assert len(history.step_loss) == 1 and np.isfinite(history.val_loss[0])
 
 
+def test_booking_losses_one_step_late_changes_nothing(toy, monkeypatch):
+    # On a GPU each loss is read one step late (so the GPU never waits for Python); the
+    # history, sums and epoch count must be exactly those of booking at once.
+    cfg = TrainConfig(epochs=2, lr=3e-3, schedule="constant", **TINY)
+    _, at_once = train(toy, cfg)
+    monkeypatch.setattr(training, "_booking_lag", lambda device: 1)
+    _, late = train(toy, cfg)
+    assert late.step_loss == at_once.step_loss and len(late.step_end_s) == len(late.step_loss)
+    assert late.train_loss == at_once.train_loss and late.val_loss == at_once.val_loss
+
+
 def test_no_split_column_splits_at_random(toy):
     df = toy.drop(columns="split")
     tr, va, ctr, cva = prepare_catalogue(df, "decals_dr5", TrainConfig(val_fraction=0.25))
