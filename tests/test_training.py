@@ -173,7 +173,7 @@ def test_a_last_batch_of_one_galaxy_is_left_for_the_next_epoch(toy, preload):
     assert len(history.step_loss) == 1 and np.isfinite(history.val_loss[0])
 
 
-def test_booking_losses_one_step_late_changes_nothing(toy, monkeypatch):
+def test_gpu_paths_booking_late_and_images_on_device_change_nothing(toy, monkeypatch):
     # On a GPU each loss is read one step late (so the GPU never waits for Python); the
     # history, sums and epoch count must be exactly those of booking at once.
     cfg = TrainConfig(epochs=2, lr=3e-3, schedule="constant", **TINY)
@@ -182,6 +182,10 @@ def test_booking_losses_one_step_late_changes_nothing(toy, monkeypatch):
     _, late = train(toy, cfg)
     assert late.step_loss == at_once.step_loss and len(late.step_end_s) == len(late.step_loss)
     assert late.train_loss == at_once.train_loss and late.val_loss == at_once.val_loss
+    # The images-on-the-GPU branch (a no-op move on a CPU) gathers the same batches.
+    monkeypatch.setattr(training, "_fits_on_gpu", lambda n_bytes, device: True)
+    _, on_device = train(toy, cfg)
+    assert on_device.step_loss == at_once.step_loss and on_device.val_loss == at_once.val_loss
 
 
 def test_no_split_column_splits_at_random(toy):
