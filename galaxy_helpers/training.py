@@ -517,14 +517,18 @@ def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
 
 def _batches_in_memory(images_t, counts_t, indices, per_rank_batch, max_steps):
     """Yield (uint8 images, counts, global indices) for this rank's shuffled indices."""
-    n_steps = math.ceil(len(indices) / per_rank_batch)
+    n_steps = _n_batches(len(indices), per_rank_batch)
     if max_steps:
         n_steps = min(n_steps, max_steps)
     for s in range(n_steps):
         idx = indices[s * per_rank_batch : (s + 1) * per_rank_batch]
-        if len(idx) < 2:  # a last batch of one galaxy breaks BatchNorm: it waits for next epoch
-            break
         yield images_t[idx.to(images_t.device)], counts_t[idx], idx
+
+
+def _n_batches(n: int, batch: int) -> int:
+    """Batches in an epoch of ``n`` galaxies. A last batch of one galaxy is left out (it comes
+    up in another epoch, shuffled): BatchNorm cannot normalise a single galaxy."""
+    return n // batch + (n % batch > 1)
 
 
 def _fits_on_gpu(n_bytes: int, device: torch.device, share: float = 0.25) -> bool:
@@ -666,7 +670,7 @@ def train(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    steps_per_epoch = math.ceil(math.ceil(len(train_df) / world) / per_rank_batch)
+    steps_per_epoch = _n_batches(math.ceil(len(train_df) / world), per_rank_batch)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
@@ -702,7 +706,7 @@ def train(
             for s, b in enumerate(loader):
                 if config.max_steps_per_epoch and s >= config.max_steps_per_epoch:
                     break
-                if b is not None and len(b[0]) > 1:  # as in _batches_in_memory
+                if b is not None and len(b[0]) > 1:  # no batch of one (see _n_batches)
                     yield b
 
         return gen()
