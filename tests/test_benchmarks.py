@@ -18,39 +18,22 @@ def _load(path: Path):
     return module
 
 
-def test_gpu_profile_script_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
+def _run_profile(tmp_path, monkeypatch, *args: str) -> tuple[int, dict, Path]:
+    """Run the script on the CPU on a tiny 32-px sky; ``args`` add to or override the defaults."""
     monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "profile"
-    rc = _load(BENCH).main(
-        [
-            "--device",
-            "cpu",
-            "--image-size",
-            "32",
-            "--n-galaxies",
-            "700",
-            "--architectures",
-            "resnet10t",
-            "--batch-size",
-            "16",
-            "--steps",
-            "2",
-            "--warmup",
-            "1",
-            "--rounds",
-            "1",
-            "--train-seconds",
-            "5",
-            "--max-epochs",
-            "2",
-            "--workers",
-            "1",
-            "--out",
-            str(out),
-        ]  # fmt: skip
-    )
+    tiny = ["--device", "cpu", "--image-size", "32", "--n-galaxies", "700", "--batch-size", "16",
+            "--warmup", "1", "--rounds", "1", "--workers", "1", "--out", str(out)]  # fmt: skip
+    rc = _load(BENCH).main([*tiny, *args])
+    return rc, json.loads((out / "gpu_profile.json").read_text()), out
+
+
+def test_gpu_profile_script_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
+    rc, result, out = _run_profile(
+        tmp_path, monkeypatch, "--architectures", "resnet10t", "--steps", "2",
+        "--train-seconds", "5", "--max-epochs", "2",
+    )  # fmt: skip
     assert rc == 0
-    result = json.loads((out / "gpu_profile.json").read_text())
     assert "failed_stages" not in result
     t = result["throughput"]["resnet10t"]
     assert t["bare_images_per_s"] > 0 and t["ours_images_per_s"] > 0
@@ -65,37 +48,11 @@ def test_gpu_profile_script_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
 
 
 def test_a_failing_stage_is_reported_and_the_rest_still_runs(tmp_path, monkeypatch):
-    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "profile"
-    rc = _load(BENCH).main(
-        [
-            "--device",
-            "cpu",
-            "--image-size",
-            "32",
-            "--n-galaxies",
-            "700",
-            "--architectures",
-            "no_such_backbone",
-            "resnet10t",
-            "--batch-size",
-            "16",
-            "--steps",
-            "1",
-            "--warmup",
-            "1",
-            "--rounds",
-            "1",
-            "--train-seconds",
-            "0",
-            "--workers",
-            "1",
-            "--out",
-            str(out),
-        ]  # fmt: skip
-    )
+    rc, result, _ = _run_profile(
+        tmp_path, monkeypatch, "--architectures", "no_such_backbone", "resnet10t",
+        "--steps", "1", "--train-seconds", "0",
+    )  # fmt: skip
     assert rc == 1
-    result = json.loads((out / "gpu_profile.json").read_text())
     assert result["failed_stages"] == ["throughput no_such_backbone"]
     assert result["throughput"]["resnet10t"]["ours_images_per_s"] > 0
     assert "full_run" not in result
