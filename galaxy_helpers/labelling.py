@@ -12,9 +12,27 @@ Two layers, as in Astronomaly's front end:
 
 The label file, one JSON object per line::
 
-    {"format": "galaxy_helpers.labels", "version": 1, "created": "...", "user": "..."}
-    {"action": "label", "time": "2026-...Z", "user": "ada", "id_str": "J1234", "score": 4}
-    {"action": "undo", "time": "...", "user": "ada", "id_str": "J1234", "undoes_line": 2}
+    {"format": "galaxy_helpers.labels", "version": 2, "created": "...", "user": "ada",
+     "catalogue": {"n": 60, "sha256": "..."}}
+    {"action": "label", "rid": "3f9a...", "time": "2026-...Z", "user": "ada", "id_str": "J1234",
+     "score": 4}
+    {"action": "undo", "rid": "...", "time": "...", "user": "ada", "id_str": "J1234",
+     "undoes": "3f9a...", "undoes_line": 2}
+
+Guarantees (see README "Reliability"):
+
+- a label is on disk (written and fsynced) before ``label()`` returns;
+- every append holds an exclusive lock on the file (``fcntl.flock``; POSIX only), and first reads
+  what other sessions appended, so two notebook tabs on one file interleave whole records;
+- an undo names the record it takes back (``undoes``, a random record id), never only a line
+  number, so one tab's undo cannot take back another tab's label;
+- a last line cut off by a crash (never acknowledged: it has no line end) is set aside into
+  ``<file>.crash-cut`` with a warning, and the session resumes;
+- the file belongs to one user (its header's); another user is refused unless
+  ``allow_other_users=True``;
+- when the catalogue changed since the file was started (the header keeps its size and a hash of
+  its ids; ``<file>.ids`` keeps the ids), labelled galaxies that left it stop the session with a
+  message listing them; ``on_catalogue_change="keep"`` continues with the others.
 
 Example
 -------
@@ -26,9 +44,12 @@ Example
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,14 +57,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks, one session per file
+    fcntl = None
+
 FORMAT = "galaxy_helpers.labels"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: undo records name only a line number
 SCORES = (0, 1, 2, 3, 4, 5)
 SCORE_BUTTON_CLASS = "galaxy-score-button"  # every 0..5 button; plus "galaxy-score-<n>"
+_SHOW = 10  # ids listed in a message before "and N more"
 
 
 class LabelFileError(ValueError):
     """A label file that cannot be trusted: corrupt, truncated, foreign or inconsistent."""
+
+
+class CatalogueChangedError(LabelFileError):
+    """The catalogue lost galaxies that the label file labels (see ``on_catalogue_change``)."""
+
+
+class LabelFileWarning(UserWarning):
+    """The label file was repaired (a crash-cut line set aside) or its catalogue changed."""
 
 
 def check_score(score) -> int:
@@ -71,10 +107,34 @@ class LabelRecord:
     id_str: str
     score: int | None = None
     undoes_line: int | None = None
+    rid: str | None = None
+    undoes: str | None = None
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _new_rid() -> str:
+    return os.urandom(8).hex()
+
+
+def _ids_digest(ids) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
+
+
+def _listing(ids) -> str:
+    ids = sorted(ids)
+    more = f" and {len(ids) - _SHOW} more" if len(ids) > _SHOW else ""
+    return ", ".join(repr(i) for i in ids[:_SHOW]) + more
+
+
+def _write_all(fd: int, data: bytes):
+    """Write ``data`` to ``fd`` completely and sync it (one place, so tests can cut it short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.fsync(fd)
 
 
 class LabelSession:
@@ -85,28 +145,49 @@ class LabelSession:
     label_file : path
         JSON-lines file; created (with its folder) if missing, resumed if it exists.
     user : str
-        Who is labelling; written with every record.
+        Who is labelling; written with every record. A file started by another user is refused
+        unless ``allow_other_users=True`` (then each record keeps its own user).
     catalogue : DataFrame or None
-        With ``id_str``; when given, only its galaxies can be labelled, and a file holding other
-        ids is refused as foreign (it belongs to another catalogue).
+        With ``id_str``; when given, only its galaxies can be labelled, and a file holding only
+        other ids is refused as foreign (it belongs to another catalogue).
+    on_catalogue_change : "error" or "keep"
+        What to do when labelled galaxies are missing from ``catalogue`` (but some are in it):
+        ``"error"`` (default) raises :class:`CatalogueChangedError` listing them; ``"keep"``
+        continues with the labels of the galaxies still there (the others stay in the file and are
+        listed in ``missing_ids``) and records the new catalogue.
+    allow_other_users : bool
+        Let ``user`` add to a file another user started.
 
     Attributes
     ----------
     labels : dict id_str -> score (the current labels, in the order first given)
     records : list of LabelRecord (the whole history, undos included)
+    missing_ids : list of labelled ids not in ``catalogue`` (only with ``"keep"``)
 
     Raises
     ------
     LabelFileError
-        When the file exists but is not a label file, is truncated or corrupt, or labels
-        galaxies that are not in ``catalogue``; the message names the file and line.
+        When the file exists but is not a label file, is corrupt, belongs to another user, or
+        labels galaxies that are not in ``catalogue``; the message names the file and line.
     """
 
-    def __init__(self, label_file, user: str, catalogue: pd.DataFrame | None = None):
+    def __init__(
+        self,
+        label_file,
+        user: str,
+        catalogue: pd.DataFrame | None = None,
+        on_catalogue_change: str = "error",
+        allow_other_users: bool = False,
+    ):
         if not isinstance(user, str) or not user.strip():
             raise ValueError("user must be a non-empty name, e.g. user='ada'")
+        if on_catalogue_change not in ("error", "keep"):
+            raise ValueError(
+                f"on_catalogue_change must be 'error' or 'keep'; got {on_catalogue_change!r}"
+            )
         self.path = Path(label_file)
         self.user = user.strip()
+        self.allow_other_users = bool(allow_other_users)
         self.known_ids = None
         if catalogue is not None:
             if "id_str" not in catalogue.columns:
@@ -114,27 +195,56 @@ class LabelSession:
             self.known_ids = set(catalogue["id_str"].astype(str))
         self.records: list[LabelRecord] = []
         self.labels: dict[str, int] = {}
-        self._stack: list[tuple[int, str, int | None]] = []  # (line, id, previous score)
+        self.missing_ids: list[str] = []
+        self._standing: dict[str, list[tuple[str, int]]] = {}  # id -> [(rid, score)] in order
+        self._by_rid: dict[str, LabelRecord] = {}
+        self._undone: set[str] = set()
+        self._stack: list[str] = []  # rids this session may undo (its own and those it resumed)
+        self._first_line: dict[str, int] = {}  # id -> first line labelling it
+        self._catalogue_sha: str | None = None
         self._n_lines = 0
-        if self.path.exists() and self.path.stat().st_size > 0:
-            self._replay()
-        else:
-            self._create()
+        self._offset = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._locked() as fd:
+            self._sync(fd, resuming=True)
+            if self._n_lines == 0:
+                self._create(fd)
+            self._check_catalogue(fd, on_catalogue_change)
 
     # ------------------------------------------------------------------ file handling
-    def _create(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        header = {"format": FORMAT, "version": VERSION, "created": _now(), "user": self.user}
-        self._append(header)
+    @contextlib.contextmanager
+    def _locked(self):
+        """The label file opened for appending, under an exclusive lock (released on close)."""
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield fd
+        finally:
+            os.close(fd)
 
-    def _append(self, obj: dict):
+    def _create(self, fd: int):
+        header = {"format": FORMAT, "version": VERSION, "created": _now(), "user": self.user}
+        if self.known_ids is not None:
+            header["catalogue"] = self._remember_catalogue()
+        self._write(fd, header)
+
+    def _remember_catalogue(self) -> dict:
+        """Keep the catalogue's ids beside the file (atomically) and return its summary."""
+        ids_file = self.path.with_name(self.path.name + ".ids")
+        tmp = ids_file.with_name(ids_file.name + f".{os.getpid()}.tmp")
+        tmp.write_text("".join(i + "\n" for i in sorted(self.known_ids)), encoding="utf-8")
+        os.replace(tmp, ids_file)
+        self._catalogue_sha = _ids_digest(self.known_ids)
+        return {"n": len(self.known_ids), "sha256": self._catalogue_sha}
+
+    def _write(self, fd: int, obj: dict) -> int:
+        """Append one record (the lock is held and the file synced); return its line number."""
         line = json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n"
-        # open-append-sync-close for every record: a crash loses at most the label being written
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        _write_all(fd, line.encode("utf-8"))
+        self._offset += len(line.encode("utf-8"))
         self._n_lines += 1
+        return self._n_lines
 
     def _fail(self, line_no: int, why: str):
         raise LabelFileError(
@@ -142,72 +252,202 @@ class LabelSession:
             "hand (the lines before it are intact), or pass another label_file to start afresh."
         )
 
-    def _replay(self):
-        raw = self.path.read_bytes()
+    def _sync(self, fd: int, resuming: bool = False):
+        """Replay what was appended since we last looked (by us at open, or by other sessions)."""
+        size = os.fstat(fd).st_size
+        if size <= self._offset:
+            return
+        raw = os.pread(fd, size - self._offset, self._offset)
+        end = raw.rfind(b"\n") + 1
+        complete, fragment = raw[:end], raw[end:]
         try:
-            text = raw.decode("utf-8")
+            text = complete.decode("utf-8")
         except UnicodeDecodeError as err:
-            line_no = raw[: err.start].count(b"\n") + 1
+            line_no = self._n_lines + complete[: err.start].count(b"\n") + 1
             self._fail(line_no, "is not UTF-8 text, so this is not a label file")
-        lines = text.split("\n")
-        if lines[-1] != "":
-            self._fail(
-                len(lines),
-                "is incomplete (no line end): the kernel probably stopped while writing it",
-            )
-        lines = lines[:-1]
-        for i, line in enumerate(lines, start=1):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                if i == 1:
-                    self._fail(1, f"is not a galaxy_helpers label file header ({err.msg})")
-                self._fail(i, f"is not valid JSON ({err.msg}): {line[:80]!r}")
-            if not isinstance(obj, dict):
-                self._fail(i, f"should hold a JSON object, found {line[:80]!r}")
-            if i == 1:
-                if obj.get("format") != FORMAT:
-                    self._fail(1, f"is not a galaxy_helpers label file header: {line[:80]!r}")
-                if obj.get("version") != VERSION:
-                    self._fail(1, f"has label-file version {obj.get('version')!r}; expected 1")
-                continue
-            self._apply(i, obj)
-        self._n_lines = len(lines)
+        lines = text.split("\n")[:-1]
+        if self._n_lines == 0 and not lines:
+            self._fail(1, "is incomplete (no line end), so it is not a usable label file header")
+        for line in lines:
+            self._n_lines += 1
+            self._offset += len(line.encode("utf-8")) + 1
+            self._replay_line(self._n_lines, line, resuming)
+        if fragment:
+            self._recover_fragment(fd, fragment, resuming)
 
-    def _apply(self, line_no: int, obj: dict):
+    def _recover_fragment(self, fd: int, fragment: bytes, resuming: bool):
+        """A last line without a line end: a write that a crash cut short (never acknowledged)."""
+        line_no = self._n_lines + 1
+        try:
+            obj = json.loads(fragment.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            obj = None
+        if isinstance(obj, dict) and obj.get("action") in ("label", "undo"):
+            _write_all(fd, b"\n")  # the whole record made it; only its line end is missing
+            self._n_lines += 1
+            self._offset += len(fragment) + 1
+            self._replay_line(line_no, fragment.decode("utf-8"), resuming)
+            what = "was complete but lacked its line end; the line end was added"
+        else:
+            aside = self.path.with_name(self.path.name + ".crash-cut")
+            with open(aside, "ab") as f:
+                f.write(fragment + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.ftruncate(fd, self._offset)
+            os.fsync(fd)
+            what = (
+                f"was cut off by a crash mid-write ({len(fragment)} bytes, never acknowledged); "
+                f"it was moved to {aside}"
+            )
+        warnings.warn(
+            f"{self.path}, line {line_no} {what}. Every earlier label is intact.",
+            LabelFileWarning,
+            stacklevel=4,
+        )
+
+    def _replay_line(self, line_no: int, line: str, resuming: bool):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            if line_no == 1:
+                self._fail(1, f"is not a galaxy_helpers label file header ({err.msg})")
+            self._fail(line_no, f"is not valid JSON ({err.msg}): {line[:80]!r}")
+        if not isinstance(obj, dict):
+            self._fail(line_no, f"should hold a JSON object, found {line[:80]!r}")
+        if line_no == 1:
+            self._check_header(obj, line)
+        else:
+            self._apply(line_no, obj, resuming)
+
+    def _check_header(self, obj: dict, line: str):
+        if obj.get("format") != FORMAT:
+            self._fail(1, f"is not a galaxy_helpers label file header: {line[:80]!r}")
+        if obj.get("version") not in READABLE_VERSIONS:
+            self._fail(
+                1, f"has label-file version {obj.get('version')!r}; expected {READABLE_VERSIONS}"
+            )
+        owner = str(obj.get("user", "")).strip()
+        if owner and owner != self.user and not self.allow_other_users:
+            raise LabelFileError(
+                f"{self.path} holds the labels of user {owner!r}, not {self.user!r}. Nothing was "
+                f"changed. Pass user={owner!r} to continue their labels, another label_file for "
+                "your own, or allow_other_users=True to add yours to the same file on purpose."
+            )
+        catalogue = obj.get("catalogue")
+        if isinstance(catalogue, dict):
+            self._catalogue_sha = catalogue.get("sha256")
+
+    def _apply(self, line_no: int, obj: dict, resuming: bool):
         action = obj.get("action")
+        if action == "catalogue":  # the catalogue was changed on purpose (on_catalogue_change)
+            self._catalogue_sha = obj.get("sha256")
+            return
         missing = [k for k in ("time", "user", "id_str") if k not in obj]
         if action not in ("label", "undo") or missing:
             self._fail(line_no, f"is not a label or undo record (missing {missing or 'action'})")
         id_str = str(obj["id_str"])
-        if self.known_ids is not None and id_str not in self.known_ids:
-            self._fail(
-                line_no,
-                f"labels galaxy {id_str!r}, which is not in this catalogue: the file belongs to "
-                "another catalogue",
-            )
+        rid = str(obj.get("rid") or f"line{line_no}")
+        if rid in self._by_rid:
+            self._fail(line_no, f"repeats record id {rid!r}")
         if action == "label":
             try:
                 score = check_score(obj.get("score"))
             except ValueError as err:
                 self._fail(line_no, str(err))
-            self._stack.append((line_no, id_str, self.labels.get(id_str)))
-            self.labels[id_str] = score
-            rec = LabelRecord(line_no, "label", obj["time"], obj["user"], id_str, score)
+            rec = LabelRecord(line_no, "label", obj["time"], obj["user"], id_str, score, rid=rid)
+            self._stand(rec)
+            if resuming:
+                self._stack.append(rid)
         else:
-            target = obj.get("undoes_line")
-            if not self._stack or self._stack[-1][0] != target or self._stack[-1][1] != id_str:
-                self._fail(line_no, f"undoes line {target!r}, which is not the last label")
-            self._pop()
-            rec = LabelRecord(line_no, "undo", obj["time"], obj["user"], id_str, None, target)
+            target_line = obj.get("undoes_line")
+            target = obj.get("undoes")
+            if target is None:  # version 1: the line number is all we have
+                target = f"line{target_line}"
+            label = self._by_rid.get(str(target))
+            if (
+                label is None
+                or label.action != "label"
+                or label.id_str != id_str
+                or (target_line is not None and label.line != target_line)
+                or label.rid in self._undone
+            ):
+                self._fail(
+                    line_no,
+                    f"undoes line {target_line!r} (record {target!r}), which is not a standing "
+                    f"label of {id_str!r}",
+                )
+            self._take_back(label)
+            rec = LabelRecord(
+                line_no, "undo", obj["time"], obj["user"], id_str, None, label.line, rid, label.rid
+            )
+        self._by_rid[rid] = rec
         self.records.append(rec)
 
-    def _pop(self):
-        _, id_str, previous = self._stack.pop()
-        if previous is None:
-            del self.labels[id_str]
+    def _stand(self, rec: LabelRecord):
+        self._by_rid[rec.rid] = rec
+        self._first_line.setdefault(rec.id_str, rec.line)
+        self._standing.setdefault(rec.id_str, []).append((rec.rid, rec.score))
+        self.labels[rec.id_str] = rec.score
+
+    def _take_back(self, label: LabelRecord):
+        self._undone.add(label.rid)
+        left = [(r, s) for r, s in self._standing[label.id_str] if r != label.rid]
+        self._standing[label.id_str] = left
+        if left:
+            self.labels[label.id_str] = left[-1][1]  # a relabel taken back: the key keeps its place
         else:
-            self.labels[id_str] = previous  # a relabel taken back: the key keeps its place
+            del self.labels[label.id_str]
+
+    def _check_catalogue(self, fd: int, on_change: str):
+        if self.known_ids is None:
+            return
+        labelled = set(self._first_line)
+        gone = labelled - self.known_ids
+        if gone and not labelled & self.known_ids:
+            first = min(gone, key=self._first_line.get)
+            self._fail(
+                self._first_line[first],
+                f"labels galaxy {first!r}, which is not in this catalogue: the file belongs to "
+                "another catalogue",
+            )
+        sha = _ids_digest(self.known_ids)
+        if sha == self._catalogue_sha or (self._catalogue_sha is None and not gone):
+            for id_str in gone:  # a change accepted before (on_catalogue_change="keep")
+                self.labels.pop(id_str, None)
+            self.missing_ids = sorted(gone)
+            return
+        before = None
+        ids_file = self.path.with_name(self.path.name + ".ids")
+        if ids_file.exists():
+            old = set(ids_file.read_text(encoding="utf-8").split())
+            if _ids_digest(old) == self._catalogue_sha:
+                before = old
+        change = (
+            f"new in the catalogue: {_listing(self.known_ids - before) or 'none'}; "
+            f"gone from it: {_listing(before - self.known_ids) or 'none'}"
+            if before is not None
+            else f"the catalogue now has {len(self.known_ids)} galaxies"
+        )
+        if gone and on_change == "error":
+            raise CatalogueChangedError(
+                f"{self.path}: the catalogue changed since these labels were given ({change}). "
+                f"{len(gone)} labelled galaxies are no longer in it: {_listing(gone)}. Nothing was "
+                "changed. Pass on_catalogue_change='keep' to continue with the labels of the "
+                "galaxies still in the catalogue (the others stay in the file), or the catalogue "
+                "the labels were given on."
+            )
+        for id_str in gone:
+            self.labels.pop(id_str, None)
+        self.missing_ids = sorted(gone)
+        summary = self._remember_catalogue()
+        self._write(fd, {"action": "catalogue", "time": _now(), "user": self.user, **summary})
+        kept = f"; the labels of {len(gone)} galaxies no longer in it are set aside" if gone else ""
+        warnings.warn(
+            f"{self.path}: the catalogue changed since these labels were started ({change}){kept}.",
+            LabelFileWarning,
+            stacklevel=3,
+        )
 
     # ------------------------------------------------------------------ public API
     def label(self, id_str, score) -> LabelRecord:
@@ -223,31 +463,44 @@ class LabelSession:
         id_str = str(id_str)
         if self.known_ids is not None and id_str not in self.known_ids:
             raise KeyError(f"galaxy {id_str!r} is not in this session's catalogue")
-        obj = {"action": "label", "time": _now(), "user": self.user, "id_str": id_str}
-        obj["score"] = score
-        self._append(obj)
-        line = self._n_lines
-        self._stack.append((line, id_str, self.labels.get(id_str)))
-        self.labels[id_str] = score
-        rec = LabelRecord(line, "label", obj["time"], self.user, id_str, score)
+        rid = _new_rid()
+        obj = {"action": "label", "rid": rid, "time": _now(), "user": self.user}
+        obj.update(id_str=id_str, score=score)
+        with self._locked() as fd:
+            self._sync(fd)
+            line = self._write(fd, obj)
+        rec = LabelRecord(line, "label", obj["time"], self.user, id_str, score, rid=rid)
+        self._stand(rec)
+        self._stack.append(rid)
         self.records.append(rec)
         return rec
 
     def undo(self) -> LabelRecord | None:
-        """Take back the most recent label still standing (appends an undo record).
+        """Take back this session's most recent label still standing (appends an undo record).
+
+        A resumed session can undo the labels it resumed; labels another session (another tab)
+        gives meanwhile are that session's to undo.
 
         Returns
         -------
         LabelRecord of the undo, or None when there is nothing to undo.
         """
-        if not self._stack:
-            return None
-        target, id_str, _ = self._stack[-1]
-        obj = {"action": "undo", "time": _now(), "user": self.user, "id_str": id_str}
-        obj["undoes_line"] = target
-        self._append(obj)
-        self._pop()
-        rec = LabelRecord(self._n_lines, "undo", obj["time"], self.user, id_str, None, target)
+        with self._locked() as fd:
+            self._sync(fd)
+            while self._stack and self._stack[-1] in self._undone:
+                self._stack.pop()  # already taken back by another session
+            if not self._stack:
+                return None
+            label = self._by_rid[self._stack.pop()]
+            rid = _new_rid()
+            obj = {"action": "undo", "rid": rid, "time": _now(), "user": self.user}
+            obj.update(id_str=label.id_str, undoes=label.rid, undoes_line=label.line)
+            line = self._write(fd, obj)
+        self._take_back(label)
+        rec = LabelRecord(
+            line, "undo", obj["time"], self.user, label.id_str, None, label.line, rid, label.rid
+        )
+        self._by_rid[rid] = rec
         self.records.append(rec)
         return rec
 
