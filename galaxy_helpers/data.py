@@ -302,7 +302,54 @@ def load_manifest(name: str | os.PathLike) -> Manifest:
     derived = tuple(
         _entry(f, f"{path} [[derived_files]]", True) for f in raw.get("derived_files", [])
     )
-    return Manifest(raw["name"], raw["kind"], path, raw, files, derived)
+    return _checked_paths(Manifest(raw["name"], raw["kind"], path, raw, files, derived))
+
+
+_NAME = re.compile(r"[A-Za-z0-9][\w.\-]*")
+
+
+def _checked_paths(manifest: Manifest) -> Manifest:
+    """Refuse a manifest whose name or any path could leave its dataset folder (or mirror).
+
+    Called wherever a manifest is read (:func:`load_manifest`) or handed in (:func:`fetch`), so a
+    ``../`` in a manifest given by path, or in a manifests folder, never reaches the file system.
+    """
+    where = str(manifest.path)
+    if not (isinstance(manifest.name, str) and _NAME.fullmatch(manifest.name)):
+        raise ManifestError(
+            f"{where}: name {manifest.name!r} must be letters, digits, '_', '-' or '.', not "
+            "starting with '.' (it names the dataset's cache and mirror folder)"
+        )
+    problems = []
+    for entry in manifest.all_files:
+        for key in ("path", "extract_to", "spot_check"):
+            value = getattr(entry, key)
+            if value is not None or key == "path":
+                problems += _check_relative(value, f"{where} file {entry.path!r} {key}")
+    files = manifest.catalogue.get("file", []) if manifest.kind == "dataset" else []
+    for file in files if isinstance(files, list) else [files]:
+        problems += _check_relative(file, f"{where} [catalogue] file")
+    if problems:
+        raise ManifestError(
+            "; ".join(problems) + ". Nothing was read or written: every path of a manifest stays "
+            "inside its dataset folder. Fix the manifest."
+        )
+    return manifest
+
+
+def _inside(root: Path, relative: str | os.PathLike, where: str) -> Path:
+    """``root / relative`` resolved, refused unless it stays inside ``root``.
+
+    The check is on the path as written (``..`` and absolute parts), not on where links lead, so
+    a cache or mirror made of links to a bigger disk keeps working.
+    """
+    path = Path(os.path.normpath(os.path.join(os.path.abspath(root), relative)))
+    if not path.is_relative_to(os.path.normpath(os.path.abspath(root))):
+        raise ManifestError(
+            f"{where}: {relative!s} leads to {path}, outside {root}; refusing to read, write or "
+            "delete it. Fix the manifest (or the catalogue row)."
+        )
+    return path.resolve()
 
 
 _HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
@@ -809,7 +856,7 @@ def _is_verified(entry: FileEntry, path: Path, stamp: dict) -> bool:
 
 
 def _manifest_or_name(name: str | Manifest) -> Manifest:
-    return name if isinstance(name, Manifest) else load_manifest(name)
+    return _checked_paths(name) if isinstance(name, Manifest) else load_manifest(name)
 
 
 def fetch(
@@ -892,11 +939,14 @@ def fetch(
         )
         for entry in bar:
             final = folder / entry.path
+            _inside(folder, entry.path, f"{manifest.path} file")
             if _is_verified(entry, final, stamp):
                 done(entry, final)
                 continue
             final.unlink(missing_ok=True)  # stale or corrupted copy
             source = mirror_root / manifest.name / entry.path if mirror_root else None
+            if source is not None:
+                _inside(mirror_root, PurePosixPath(manifest.name, entry.path), "mirror file")
             if source is not None and source.is_file():
                 _copy_verified(_file_blocks(source), final, entry, f"mirror file {source}")
             elif no_network or not entry.url:
@@ -928,6 +978,7 @@ def fetch(
 
         for entry in manifest.derived_files:
             final = folder / entry.path
+            _inside(folder, entry.path, f"{manifest.path} derived file")
             if _is_verified(entry, final, stamp):
                 done(entry, final)
                 continue
@@ -954,6 +1005,7 @@ def fetch(
 
 def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
     target = folder / str(entry.extract_to)
+    _inside(folder, str(entry.extract_to), f"{manifest.path} extract_to")
     if target.is_dir() and (target / ".complete").is_file():
         return
     if target.exists():
@@ -1048,7 +1100,9 @@ def _catalogue_from_manifest(manifest: Manifest, folder: Path) -> pd.DataFrame:
         relative = raw.apply(lambda row: template.format(**row), axis=1)
     else:
         relative = raw[loc_rule]
-    out["file_loc"] = [str((folder / p).resolve()) for p in relative]
+    out["file_loc"] = [
+        str(_inside(folder, p, f"{where} file_loc, row {k}")) for k, p in enumerate(relative)
+    ]
     consumed = {loc_rule, id_rule, id_rule.removeprefix("stem:")}
 
     for column in spec.get("labels", []):

@@ -1,0 +1,103 @@
+"""data.py under hostile manifests and faults: nothing outside the cache or the mirror is ever
+read, written or deleted; downloads resume; the cache can be re-hashed on demand."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+import pytest
+
+from galaxy_helpers import data
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+
+
+def _toml(tmp_path, name, files, base_url="https://example.org/", catalogue=None, extra=""):
+    blocks = []
+    for path, body in files.items():
+        blocks.append(
+            f'[[files]]\npath = "{path}"\nurl = "{base_url}{path}"\nsize = {len(body)}\n'
+            f'sha256 = "{hashlib.sha256(body).hexdigest()}"\n{extra}'
+        )
+    catalogue = catalogue or '[catalogue]\nfile = "cat.csv"\nid_str = "id"\nfile_loc = "loc"\n'
+    text = (
+        f'name = "{name}"\nkind = "dataset"\ntitle = "t"\ndescription = "d"\nlicence = "CC0"\n'
+        f'citation = ["x"]\ncredit = "c"\nhomepage = "{base_url}"\n\n{catalogue}\n'
+        + "\n".join(blocks)
+    )
+    folder = tmp_path / "manifests"
+    folder.mkdir(exist_ok=True)
+    path = folder / f"{name}.toml"
+    path.write_text(text)
+    return path
+
+
+CAT = b"id,loc\n00042,img/a.txt\n7,img/b.txt\n"
+FILES = {"cat.csv": CAT, "img/a.txt": b"galaxy a", "img/b.txt": b"galaxy b"}
+
+
+# ---------------------------------------------------------------- manifest paths
+@pytest.mark.parametrize("bad", ["../outside.txt", "img/../../outside.txt", "/etc/hostname"])
+def test_manifest_path_leaving_the_dataset_folder_is_refused_by_load_dataset(tmp_path, bad):
+    path = _toml(tmp_path, "toy", {**FILES, bad: b"x"})
+    with pytest.raises(data.ManifestError, match=r"toy.toml.*must be relative.*Fix the manifest"):
+        data.load_dataset(path, offline=True, progress=False)
+    assert not (tmp_path / "cache" / "data" / "outside.txt").exists()
+
+
+def test_manifest_in_a_manifests_folder_with_dotdot_is_refused(tmp_path, monkeypatch):
+    path = _toml(tmp_path, "toy", {"../../stolen.txt": b"x"})
+    monkeypatch.setenv(data.MANIFESTS_ENV, str(path.parent))
+    with pytest.raises(data.ManifestError, match="'../../stolen.txt' must be relative"):
+        data.load_dataset("toy", offline=True, progress=False)
+    assert data.validate_manifest("toy")  # the validator reports it too
+
+
+def test_fetch_never_deletes_a_file_outside_the_cache_as_a_stale_copy(tmp_path):
+    victim = tmp_path / "cache" / "data" / "precious.txt"
+    victim.parent.mkdir(parents=True)
+    victim.write_text("my thesis")
+    good = data.load_manifest(_toml(tmp_path, "toy", FILES))
+    # a hand-made Manifest (not through load_manifest) is checked by fetch as well
+    evil = dataclasses.replace(good, files=(data.FileEntry("../precious.txt", sha256="0" * 64),))
+    with pytest.raises(data.ManifestError, match="must be relative"):
+        data.fetch(evil, offline=True, progress=False)
+    assert victim.read_text() == "my thesis"
+
+
+def test_manifest_name_that_would_move_the_cache_folder_is_refused(tmp_path):
+    good = data.load_manifest(_toml(tmp_path, "toy", FILES))
+    with pytest.raises(data.ManifestError, match=r"name '\.\.'"):
+        data.fetch(dataclasses.replace(good, name=".."), offline=True, progress=False)
+
+
+def test_extract_to_and_spot_check_outside_are_refused(tmp_path):
+    path = _toml(tmp_path, "toy", {"a.tar": b"x"}, extra='extract_to = "../unpacked"\n')
+    with pytest.raises(data.ManifestError, match="extract_to"):
+        data.load_manifest(path)
+    path = _toml(tmp_path, "toy", {"a.tar": b"x"}, extra='spot_check = "/etc/passwd"\n')
+    with pytest.raises(data.ManifestError, match="spot_check"):
+        data.load_manifest(path)
+
+
+def test_catalogue_file_outside_the_dataset_is_refused(tmp_path):
+    catalogue = '[catalogue]\nfile = "../../other/cat.csv"\nid_str = "id"\nfile_loc = "loc"\n'
+    with pytest.raises(data.ManifestError, match=r"\[catalogue\] file"):
+        data.load_manifest(_toml(tmp_path, "toy", FILES, catalogue=catalogue))
+
+
+def test_catalogue_row_pointing_outside_the_dataset_is_refused_naming_the_row(tmp_path):
+    files = {**FILES, "cat.csv": b"id,loc\na,img/a.txt\nb,../../../../etc/passwd\n"}
+    mirror = tmp_path / "mirror" / "toy"
+    for rel, body in files.items():
+        (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / rel).write_bytes(body)
+    path = _toml(tmp_path, "toy", files)
+    with pytest.raises(data.ManifestError, match="file_loc, row 1: ../../../../etc/passwd"):
+        data.load_dataset(path, mirror=tmp_path / "mirror", offline=True, progress=False)
