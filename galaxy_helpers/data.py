@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 try:  # Python >= 3.11
@@ -1073,6 +1074,84 @@ def _tag_from_expression(df: pd.DataFrame, expression: str, where: str) -> pd.Se
     return df[column] == target
 
 
+def _fraction_column(raw: pd.DataFrame, column: str, where: str) -> pd.Series:
+    if column not in raw.columns:
+        raise ManifestError(f"{where}: the catalogue file has no column {column!r}")
+    values = pd.to_numeric(raw[column], errors="coerce")
+    bad = ~values.between(-1e-6, 1 + 1e-6)
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise DataError(
+            f"{where}: column {column!r}, row {row}: {raw[column].iloc[row]!r} is not a vote "
+            "fraction in [0, 1]; the cached file may be damaged -- delete it and fetch again."
+        )
+    return values.clip(0.0, 1.0)
+
+
+def _largest_remainder(shares: np.ndarray, totals: np.ndarray) -> np.ndarray:
+    """Integer counts per row that sum to ``totals`` and follow ``shares`` (rows sum to 1)."""
+    exact = shares * totals[:, None]
+    counts = np.floor(exact).astype(np.int64)
+    short = totals - counts.sum(axis=1)
+    order = np.argsort(-(exact - counts), axis=1, kind="stable")
+    for k in range(shares.shape[1]):
+        take = short > k
+        counts[take, order[take, k]] += 1
+    return counts
+
+
+def _votes_from_fractions(raw: pd.DataFrame, spec: dict, where: str) -> pd.DataFrame:
+    """Vote counts from cumulative fractions: a question's counts sum to its parent's count.
+
+    ``spec["volunteers"]`` volunteers answer the first question; a question with a ``parent``
+    answer is asked of the volunteers who gave that answer. A question whose fractions are
+    all 0 for a galaxy gets 0 votes (unasked).
+    """
+    volunteers = int(spec["volunteers"])
+    if volunteers < 1:
+        raise ManifestError(f"{where} [votes]: volunteers must be a positive whole number")
+    out: dict[str, np.ndarray] = {}
+    for question, qspec in spec["questions"].items():
+        answers = qspec["answers"]
+        fractions = np.stack(
+            [_fraction_column(raw, column, where).to_numpy() for column in answers.values()],
+            axis=1,
+        )
+        parent = qspec.get("parent")
+        if parent is None:
+            totals = np.full(len(raw), volunteers, dtype=np.int64)
+        elif parent in out:
+            totals = out[parent]
+        else:
+            raise ManifestError(
+                f"{where} [votes.questions.{question}]: parent {parent!r} must be an answer of "
+                "a question listed before it"
+            )
+        reached = fractions.sum(axis=1)
+        shares = np.divide(
+            fractions, reached[:, None], out=np.zeros_like(fractions), where=reached[:, None] > 0
+        )
+        totals = np.where(reached > 0, totals, 0)
+        counts = _largest_remainder(shares, totals)
+        for k, answer in enumerate(answers):
+            out[f"{question}_{answer}"] = counts[:, k]
+    return pd.DataFrame(out, index=raw.index)
+
+
+def _odd_feature_tags(raw: pd.DataFrame, spec: dict, where: str) -> dict[str, np.ndarray]:
+    """A tag per odd feature: odd > threshold and the feature holds > half of the odd votes."""
+    spec = dict(spec)
+    odd = _fraction_column(raw, spec.pop("odd"), where).to_numpy()
+    threshold = float(spec.pop("threshold"))
+    tags = {}
+    for tag, column in spec.items():
+        if not tag.startswith("tag_"):
+            raise ManifestError(f"{where} [odd_tags]: {tag!r} must start with 'tag_'")
+        feature = _fraction_column(raw, column, where).to_numpy()
+        tags[tag] = (odd > threshold) & (feature > 0.5 * odd)
+    return tags
+
+
 def _catalogue_from_manifest(manifest: Manifest, folder: Path) -> pd.DataFrame:
     spec = manifest.catalogue
     where = f"{manifest.path} [catalogue]"
@@ -1097,7 +1176,8 @@ def _catalogue_from_manifest(manifest: Manifest, folder: Path) -> pd.DataFrame:
     loc_rule = spec["file_loc"]
     if loc_rule.startswith("join:"):
         template = loc_rule[5:]
-        relative = raw.apply(lambda row: template.format(**row), axis=1)
+        # Row dicts keep each column's own type (a row Series would turn ints into floats).
+        relative = pd.Series([template.format(**row) for row in raw.to_dict("records")])
     else:
         relative = raw[loc_rule]
     out["file_loc"] = [
@@ -1128,6 +1208,30 @@ def _catalogue_from_manifest(manifest: Manifest, folder: Path) -> pd.DataFrame:
             out[tag] = _tag_from_expression(raw, rule, where).to_numpy(dtype=bool)
         else:
             out[tag] = answer_lists.map(lambda a, rule=rule: any(x in a for x in rule)).astype(bool)
+
+    if "votes" in spec:
+        from .schema import get_schema
+
+        votes = _votes_from_fractions(raw, spec["votes"], where)
+        # Every other answer of the schema: 0 votes (unasked), as the catalogue contract says.
+        for column in get_schema(spec.get("schema", "decals_dr5")).answer_columns:
+            out[column] = votes[column].to_numpy() if column in votes else 0
+    for column, source in spec.get("fractions", {}).items():
+        out[column] = _fraction_column(raw, source, where).to_numpy()
+    if "odd_tags" in spec:
+        for tag, flags in _odd_feature_tags(raw, spec["odd_tags"], where).items():
+            out[tag] = flags
+    if "crop" in spec:
+        from .images import _check_crop
+
+        out["crop"] = _check_crop(spec["crop"], f"{where} crop")
+    if "split" in spec:
+        every = int(spec["split"]["test_every"])
+        order = np.argsort(raw[id_rule].to_numpy(), kind="stable")
+        split = np.full(len(raw), "train", dtype=object)
+        split[order[np.arange(len(raw)) % every == every - 1]] = "test"
+        out["split"] = split
+    consumed.update(spec.get("drop", []))
 
     if spec.get("schema"):
         from .schema import canonical_columns

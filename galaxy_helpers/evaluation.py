@@ -147,7 +147,7 @@ def evaluate(
         training split). Default: the evaluated galaxies themselves (flattering the baseline).
     schema : decision tree (default: the model's).
     images : uint8 ``(N, S, S, 3)`` already loaded for ``catalogue`` (else read from
-        ``file_loc`` at the model's image size).
+        ``file_loc`` at the model's image size and framing, ``images.catalogue_crops``).
     min_votes : a question counts towards the fraction error for a galaxy when at least this
         many volunteers answered it (fractions from 1-2 votes are mostly noise).
     confident_min_votes, confident_min_fraction : what makes a volunteer answer "confident"
@@ -160,18 +160,20 @@ def evaluate(
     EvaluationResult; its ``per_question`` DataFrame has columns ``question``, ``n_asked``,
     ``mae``, ``baseline_mae``, ``n_confident``, ``accuracy_confident``.
     """
-    from .images import load_images
+    from .images import catalogue_crops, load_images
 
     schema = schema_mod.get_schema(schema if schema is not None else model.schema)
     df = schema_mod.canonical_columns(catalogue, schema).reset_index(drop=True)
     schema_mod.vote_counts(df, schema)  # fail on bad counts before the slow prediction
     if images is None:
-        size = (getattr(model, "metadata", {}) or {}).get("image_size")
+        meta = getattr(model, "metadata", {}) or {}
+        size = meta.get("image_size")
         if size is None:
             raise ValueError(
                 "the model's metadata has no image_size: pass images= (uint8 N x S x S x 3)"
             )
-        images = load_images(df["file_loc"].tolist(), size, progress=progress)
+        crops = catalogue_crops(df, meta)
+        images = load_images(df["file_loc"].tolist(), size, progress=progress, crop=crops)
     if len(images) != len(df):
         raise ValueError(f"got {len(images)} images for {len(df)} catalogue rows")
     conc = predict_concentrations(model, images, batch_size=batch_size, progress=progress, tta=tta)

@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ImageReadError", "read_image", "load_images", "to_tensor", "save_image"]
+__all__ = [
+    "ImageReadError",
+    "read_image",
+    "load_images",
+    "catalogue_crops",
+    "model_crop",
+    "model_resample",
+    "to_tensor",
+    "save_image",
+]
 
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
 
@@ -60,16 +69,65 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def _centre_crop_square(arr: np.ndarray) -> np.ndarray:
+def _centre_crop_square(arr: np.ndarray, crop: float = 1.0) -> np.ndarray:
     h, w = arr.shape[:2]
-    if h == w:
-        return arr
     side = min(h, w)
+    if crop != 1.0:
+        side = max(1, int(round(side * crop)))
+    if h == w == side:
+        return arr
     top, left = (h - side) // 2, (w - side) // 2
     return arr[top : top + side, left : left + side]
 
 
-def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
+def _check_crop(crop, where: str = "crop") -> float:
+    try:
+        value = float(crop)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (0.0 < value <= 1.0):
+        raise ValueError(
+            f"{where} must be a fraction of the frame in (0, 1] (1 = the whole frame); got {crop!r}."
+        )
+    return value
+
+
+_RESAMPLE = ("lanczos", "zoobot")
+#: ITU-R 601-2 luma weights: PIL's ``convert("L")``, so torchvision's ``Grayscale`` and Zoobot's.
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def _check_resample(resample) -> str:
+    if resample not in _RESAMPLE:
+        raise ValueError(f"resample must be one of {_RESAMPLE}; got {resample!r}.")
+    return resample
+
+
+def _zoobot_resize(arr: np.ndarray, size: int | None, crop: float) -> np.ndarray:
+    """Zoobot's inference view of a square uint8 image (galaxy-datasets 0.0.25,
+    ``transforms.get_galaxy_transform(minimal_view_config())`` on a PIL image): a bilinear zoom
+    by ``1 / crop`` about the centre at the image's own size (``T.RandomAffine``, whose scale
+    torchvision draws as a float32), then a bilinear resize (``T.Resize(antialias=True)``,
+    PIL's filtered resize). The same PIL calls torchvision makes, so the pixels are identical.
+    """
+    img = Image.fromarray(arr)
+    side = arr.shape[0]
+    if crop != 1.0:
+        a = 1.0 / float(np.float32(1.0 / crop))  # torchvision's inverse matrix: cos(0) / scale
+        c = side * 0.5
+        matrix = (a, 0.0, c - a * c, 0.0, a, c - a * c)
+        img = img.transform((side, side), Image.AFFINE, matrix, Image.BILINEAR, fillcolor=0)
+    if size is not None and size != side:
+        img = img.resize((int(size), int(size)), Image.BILINEAR)
+    return np.asarray(img)
+
+
+def read_image(
+    path: str | os.PathLike,
+    size: int | None = None,
+    crop: float = 1.0,
+    resample: str = "lanczos",
+) -> np.ndarray:
     """Read one image as uint8 ``(H, W, 3)``.
 
     Greyscale, RGBA, 16-bit and palette images are converted to RGB; non-square images are
@@ -79,12 +137,23 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     ----------
     path : image file (PNG, JPEG, ... or FITS).
     size : resize to ``size x size`` pixels (Lanczos); None keeps the (square) size.
+    crop : framing: the fraction of the square frame's side kept around its centre before
+        resizing (1 = the whole frame; 0.5 = the central half, which doubles the galaxy's
+        apparent size). See :func:`catalogue_crops` for where the value comes from.
+    resample : ``"lanczos"`` (default): cut the central ``crop`` out (whole pixels) and resize
+        it with Lanczos. ``"zoobot"``: Zoobot's own resampling of the same framing (a bilinear
+        zoom by ``1 / crop`` at the file's size, then a bilinear resize; pixel for pixel what
+        Zoobot's inference transform gives), which a model's metadata asks for with
+        ``framing["resample"]`` (:func:`model_resample`; the Zoobot encoders of
+        ``galaxy_helpers.pretrained``).
 
     Raises
     ------
     ImageReadError naming the file when it is missing, truncated or not an image.
     """
     path = Path(path)
+    crop = _check_crop(crop)
+    resample = _check_resample(resample)
     if size is not None and (int(size) != size or size < 8):
         raise ValueError(f"Image size must be a whole number of pixels >= 8; got {size!r}.")
     if not path.exists():
@@ -105,7 +174,9 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
                 f"{path}: cannot read image ({err}). The file may be truncated or not an image; "
                 "re-download it or remove its row from the catalogue."
             ) from err
-    arr = _centre_crop_square(arr)
+    if resample == "zoobot":
+        return np.ascontiguousarray(_zoobot_resize(_centre_crop_square(arr), size, crop))
+    arr = _centre_crop_square(arr, crop)
     if size is not None and arr.shape[0] != size:
         arr = np.asarray(Image.fromarray(arr).resize((int(size), int(size)), Image.LANCZOS))
     return np.ascontiguousarray(arr)
@@ -116,18 +187,31 @@ def load_images(
     size: int,
     progress: bool = True,
     num_threads: int | None = None,
+    crop: float | Sequence[float] = 1.0,
+    resample: str = "lanczos",
 ) -> np.ndarray:
     """Read many images into one uint8 array ``(N, size, size, 3)``.
 
     Decoding runs in a thread pool (PIL releases the GIL while decoding). Errors name the
-    failing file.
+    failing file. ``crop`` is the framing of :func:`read_image`: one value for every image, or
+    one per path (as :func:`catalogue_crops` returns); ``resample`` its resampling (the
+    model's :func:`model_resample`).
     """
     paths = list(paths)
+    resample = _check_resample(resample)
+    if np.ndim(crop) == 0:
+        crops = np.full(len(paths), _check_crop(crop), dtype=np.float64)
+    else:
+        crops = np.asarray(crop, dtype=np.float64)
+        if crops.shape != (len(paths),):
+            raise ValueError(f"crop has {crops.size} values for {len(paths)} images.")
+        for value in np.unique(crops):
+            _check_crop(value)
     out = np.empty((len(paths), int(size), int(size), 3), dtype=np.uint8)
     threads = num_threads or min(8, (os.cpu_count() or 1) * 2)
 
     def work(i):
-        out[i] = read_image(paths[i], size)
+        out[i] = read_image(paths[i], size, crops[i], resample)
 
     iterator = range(len(paths))
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -141,17 +225,75 @@ def load_images(
     return out
 
 
+def model_crop(metadata: dict | None) -> float:
+    """The centre crop a model applies to every input: ``metadata["framing"]["crop"]``.
+
+    A checkpoint records its framing (as Zoobot records its fixed central crop), so every
+    loader of images for that model sees galaxies at the scale it was trained on. Absent
+    framing means the whole frame (1.0).
+    """
+    framing = (metadata or {}).get("framing") or {}
+    return _check_crop(framing.get("crop", 1.0), "the model's framing crop")
+
+
+def model_resample(metadata: dict | None) -> str:
+    """How a model's framing is resampled: ``metadata["framing"]["resample"]``.
+
+    ``"lanczos"`` (absent: every course checkpoint) or ``"zoobot"`` (the Zoobot encoders:
+    Zoobot's own bilinear zoom and resize, see :func:`read_image`). Pass it to
+    :func:`load_images` with the crops of :func:`catalogue_crops`.
+    """
+    framing = (metadata or {}).get("framing") or {}
+    return _check_resample(framing.get("resample", "lanczos"))
+
+
+def catalogue_crops(catalogue, metadata: dict | None = None) -> np.ndarray:
+    """One framing crop per catalogue row: the row's survey framing times the model's.
+
+    A catalogue may state how its survey frames galaxies with an optional ``crop`` column:
+    the fraction of each image's side that shows the galaxy at the reference framing (the
+    synthetic sky and Galaxy Zoo DECaLS cutouts: 1; the Kaggle Galaxy Zoo 2 cutouts, whose
+    galaxy sits in the central third of the frame: 0.5). The model's own framing
+    (:func:`model_crop`) applies on top. Rows of different surveys can sit in one catalogue.
+
+    Parameters
+    ----------
+    catalogue : pandas.DataFrame (the catalogue contract; ``crop`` optional)
+    metadata : the model's metadata (checkpoint JSON), or None for the whole frame.
+
+    Returns
+    -------
+    numpy.ndarray of float, one per row, each in (0, 1].
+    """
+    n = len(catalogue)
+    base = model_crop(metadata)
+    if "crop" not in getattr(catalogue, "columns", ()):
+        return np.full(n, base, dtype=np.float64)
+    values = np.asarray(catalogue["crop"], dtype=np.float64)
+    bad = ~((values > 0) & (values <= 1))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"catalogue column 'crop', row {row}: {catalogue['crop'].iloc[row]!r} is not a "
+            "fraction of the frame in (0, 1]; use 1 for the whole frame."
+        )
+    return values * base
+
+
 def to_tensor(
     batch: np.ndarray,
     channels: int = 3,
     mean: Sequence[float] | float | None = None,
     std: Sequence[float] | float | None = None,
+    greyscale: str = "mean",
 ):
     """uint8 images ``(N, H, W, 3)`` (or one ``(H, W, 3)``) -> float32 tensor ``(N, C, H, W)``.
 
     Pixels are scaled to [0, 1]; ``channels=1`` averages the three colours (as the paper's
-    greyscale models do); ``mean``/``std`` (per channel or scalar) normalise afterwards.
-    Accepts a torch uint8 tensor too (kept on its device).
+    greyscale models do), or with ``greyscale="luma"`` weighs them 0.299, 0.587, 0.114
+    (ITU-R 601-2, PIL's ``convert("L")``: Zoobot's greyscale conversion, which a model's
+    metadata asks for with ``"greyscale": "luma"``); ``mean``/``std`` (per channel or scalar)
+    normalise afterwards. Accepts a torch uint8 tensor too (kept on its device).
     """
     import torch
 
@@ -162,8 +304,13 @@ def to_tensor(
         raise ValueError(f"Expected uint8 images shaped (N, H, W, 3); got {tuple(t.shape)}.")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (colour); got {channels}.")
+    if greyscale not in ("mean", "luma"):
+        raise ValueError(f"greyscale must be 'mean' or 'luma'; got {greyscale!r}.")
     t = t.permute(0, 3, 1, 2).float().div_(255.0)
-    if channels == 1:
+    if channels == 1 and greyscale == "luma":
+        w = torch.as_tensor(_LUMA, dtype=t.dtype, device=t.device).reshape(1, 3, 1, 1)
+        t = (t * w).sum(dim=1, keepdim=True)
+    elif channels == 1:
         t = t.mean(dim=1, keepdim=True)
     if mean is not None:
         m = torch.as_tensor(mean, dtype=t.dtype, device=t.device).reshape(1, -1, 1, 1)

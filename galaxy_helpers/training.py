@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 
 from . import schema as schema_mod
-from .images import ImageReadError, read_image, to_tensor
+from .images import ImageReadError, catalogue_crops, read_image, to_tensor
 from .losses import dirichlet_multinomial_loss
 from .models import GalaxyModel, checkpoint_paths, load_checkpoint, save_checkpoint
 
@@ -116,6 +116,12 @@ class TrainConfig:
     init_head_from_data : start the head's biases at the training set's mean vote fractions.
     channels_last : NHWC memory layout (faster convolutions on CPU and on GPUs with AMP).
     dropout : dropout before the head.
+    framing_crop : the model's own framing: the centre fraction of every input frame it
+        sees, recorded in the checkpoint (``framing``) so every loader applies it. A
+        catalogue's per-row ``crop`` column (a survey's framing) applies on top
+        (``images.catalogue_crops``), so galaxies of several surveys can train together.
+    init_checkpoint : a checkpoint path whose weights (and input normalisation) start the
+        run instead of a random initialisation: continued training, e.g. on a new survey.
     progress : show tqdm bars.
     """
 
@@ -143,6 +149,8 @@ class TrainConfig:
     skip_bad_images: bool = False
     max_steps_per_epoch: int | None = None
     dropout: float = 0.0
+    framing_crop: float = 1.0
+    init_checkpoint: str | None = None
     init_head_from_data: bool = False
     channels_last: bool = True
     progress: bool = True
@@ -281,6 +289,11 @@ def prepare_catalogue(catalogue: pd.DataFrame, schema, config: TrainConfig):
     return df[is_train], df[is_val], counts[is_train], counts[is_val]
 
 
+def _crops(df: pd.DataFrame, config: TrainConfig) -> np.ndarray:
+    """Per-row framing: the catalogue's ``crop`` column times the model's ``framing_crop``."""
+    return catalogue_crops(df, {"framing": {"crop": config.framing_crop}})
+
+
 def _bad_image_rows(df: pd.DataFrame, size: int) -> list[dict]:
     """Try every image; list the ones that cannot be read (only called after a failure)."""
 
@@ -339,11 +352,12 @@ def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport)
     df, counts = _drop_or_raise(df, counts, _missing_files(df), config, report)
     out = np.empty((len(df), config.image_size, config.image_size, 3), dtype=np.uint8)
     paths = df["file_loc"].tolist()
+    crops = _crops(df, config)
     failed = []
 
     def work(i):
         try:
-            out[i] = read_image(paths[i], config.image_size)
+            out[i] = read_image(paths[i], config.image_size, crops[i])
         except (ImageReadError, OSError, ValueError):
             failed.append(i)
 
@@ -367,15 +381,16 @@ def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport)
 class _StreamingDataset(torch.utils.data.Dataset):
     """Reads one image per item from disk (for catalogues too big to hold in memory)."""
 
-    def __init__(self, paths, counts, size, skip_bad):
+    def __init__(self, paths, counts, size, skip_bad, crops=None):
         self.paths, self.counts, self.size, self.skip_bad = list(paths), counts, size, skip_bad
+        self.crops = np.ones(len(self.paths)) if crops is None else np.asarray(crops)
 
     def __len__(self):
         return len(self.paths)
 
     def __getitem__(self, i):
         try:
-            img = read_image(self.paths[i], self.size)
+            img = read_image(self.paths[i], self.size, self.crops[i])
         except (ImageReadError, OSError, ValueError):
             if not self.skip_bad:
                 raise
@@ -637,8 +652,12 @@ def train(
                 train_df, counts_tr = kept_df, kept_counts
             else:
                 val_df, counts_va = kept_df, kept_counts
+        first = train_df.iloc[:500]
         sample = np.stack(
-            [read_image(p, config.image_size) for p in train_df["file_loc"].iloc[:500]]
+            [
+                read_image(p, config.image_size, c)
+                for p, c in zip(first["file_loc"], _crops(first, config), strict=True)
+            ]
         )
         mean, std = _normalisation(sample, config.channels)
     report.n_train, report.n_val = len(train_df), len(val_df)
@@ -650,7 +669,9 @@ def train(
     model = GalaxyModel(
         config.architecture, schema, config.channels, config.pretrained, config.dropout
     ).to(device)
-    if config.init_head_from_data and model.head is not None:
+    if config.init_checkpoint:
+        mean, std = _init_from_checkpoint(model, config, schema)
+    elif config.init_head_from_data and model.head is not None:
         _init_head_bias(model, counts_tr, schema)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -661,6 +682,7 @@ def train(
         "mean": mean,
         "std": std,
         "seed": config.seed,
+        "framing": {"crop": float(config.framing_crop)},
     }
     net = model
     if dist is not None:
@@ -684,7 +706,11 @@ def train(
             )
         sampler = torch.utils.data.DistributedSampler(
             _StreamingDataset(
-                train_df["file_loc"], counts_tr_t, config.image_size, config.skip_bad_images
+                train_df["file_loc"],
+                counts_tr_t,
+                config.image_size,
+                config.skip_bad_images,
+                _crops(train_df, config),
             ),
             num_replicas=world,
             rank=rank,
@@ -840,6 +866,27 @@ def train(
     return model, history
 
 
+def _init_from_checkpoint(model: GalaxyModel, config: TrainConfig, schema):
+    """Copy a checkpoint's weights into ``model``; return its input normalisation.
+
+    The checkpoint must have the same architecture, channels, image size and decision tree;
+    the run keeps its mean/std so the weights see the inputs they were trained on.
+    """
+    from .models import load_checkpoint
+
+    source, meta = load_checkpoint(
+        config.init_checkpoint, schema=schema, image_size=config.image_size
+    )
+    if meta["architecture"] != config.architecture or int(meta["channels"]) != config.channels:
+        raise ValueError(
+            f"init_checkpoint {config.init_checkpoint} is a {meta['architecture']} with "
+            f"{meta['channels']} channel(s); this run trains a {config.architecture} with "
+            f"{config.channels}: use a checkpoint of the same architecture or drop init_checkpoint"
+        )
+    model.load_state_dict(source.state_dict())
+    return list(meta["mean"]), list(meta["std"])
+
+
 def _init_head_bias(model: GalaxyModel, counts: np.ndarray, schema, total: float = 20.0):
     """Start the head at the training set's mean vote fractions (a modest total concentration
     of ``total`` per question) instead of uniform fractions: the network then spends its first
@@ -890,13 +937,14 @@ def _validate(net, val: _ValSet, to_input, config: TrainConfig, rt: _Runtime) ->
     loss_sum, n = 0.0, 0
     bs = max(config.batch_size, 128)
     paths = val.df["file_loc"].tolist()
+    crops = _crops(val.df, config)
     for s in range(0, len(idx_all), bs):
         idx = idx_all[s : s + bs]
         if val.images is not None:
             imgs = val.images[idx.to(val.images.device)]
         else:
             imgs = torch.from_numpy(
-                np.stack([read_image(paths[i], config.image_size) for i in idx.tolist()])
+                np.stack([read_image(paths[i], config.image_size, crops[i]) for i in idx.tolist()])
             )
         x = to_input(imgs)
         with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_on):

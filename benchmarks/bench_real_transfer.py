@@ -1,0 +1,124 @@
+"""Do the course's tools work on real galaxies? Every real-galaxy number, measured in one run.
+
+For each encoder (the course checkpoint, the quick model, raw-pixel PCA and random weights,
+all in the same run, all reading images with the course checkpoint's framing) this prints:
+
+- Galaxy Zoo 2 anomalies (``gz2_kaggle_subset``, interesting = odd > 0.9): the paper's
+  experiment (simulated researcher round(5 x odd), 10 random labels then batches of 10 by
+  expected improvement to 200, labelled galaxies first, mean of 5 repeats): precision@50 and
+  average precision;
+- Galaxy Zoo 2 similarity: precision@10 from each ring / merger / irregular galaxy alone
+  (standardised PCA-10, Euclidean), and their mean;
+- DECaLS rings (``gz_decals_rings``): frozen encoder + logistic regression, balanced accuracy
+  with 10 / 30 / 100 labels (20 repeats);
+- held-out Galaxy Zoo 2 galaxies (the manifest's ``test`` split; trained models only):
+  vote-fraction error below the mean baseline and confident accuracy on smooth-or-featured
+  and edge-on.
+
+Run from the repository root (needs the data, e.g. ``GALAXY_DATA_MIRROR=../shared/data``)::
+
+    python benchmarks/bench_real_transfer.py                    # all four encoders
+    python benchmarks/bench_real_transfer.py --encoders course pixels --repeats 2
+    python benchmarks/bench_real_transfer.py --json out.json
+
+``--gz2-crop`` / ``--rings-crop`` override the surveys' framing (the catalogues' ``crop``
+column) to measure its effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SIMILARITY_TAGS = ("ring", "merger", "irregular")
+
+
+def held_out_votes(encoder, gz2, cache) -> dict:
+    """Vote-fraction error and confident accuracy on the held-out Galaxy Zoo 2 galaxies."""
+    from galaxy_helpers.evaluation import evaluate
+    from galaxy_helpers.representations import load_model
+
+    model, meta = load_model(encoder, progress=False)
+    if getattr(model, "head", None) is None:
+        return {}
+    model.metadata = meta
+    test = gz2[gz2["split"] == "test"].reset_index(drop=True)
+    train = gz2[gz2["split"] == "train"]
+    m = evaluate(model, test, baseline_catalogue=train, progress=False).summary()
+    acc = m["accuracy_confident"]
+    return {
+        "mae_reduction": m["mae_reduction"],
+        "accuracy_smooth_or_featured": acc.get("smooth-or-featured-dr5"),
+        "accuracy_edge_on": acc.get("disk-edge-on-dr5"),
+        "n_test": len(test),
+    }
+
+
+def measure(encoder, gz2, rings, args, cache) -> dict:
+    from galaxy_helpers import transfer
+
+    t0 = time.perf_counter()
+    row: dict = {"encoder": encoder}
+    X = transfer.encoder_features(encoder, gz2, reference=args.reference, cache=cache)
+    anomalies = transfer.anomaly_search(X, gz2["odd"], repeats=args.repeats, seed=args.seed)
+    row["gz2_anomaly_precision_at_50"] = anomalies["precision_at_50"]
+    row["gz2_anomaly_average_precision"] = anomalies["average_precision"]
+    row["gz2_anomaly_predicted_average_precision"] = anomalies["predicted_average_precision"]
+    tags = transfer.tag_precision(X, gz2, SIMILARITY_TAGS)
+    for tag in SIMILARITY_TAGS:
+        row[f"gz2_p10_{tag}"] = tags[tag]
+        row[f"gz2_p10_{tag}_chance"] = tags[f"{tag}_chance"]
+    row["gz2_p10_mean"] = sum(tags[t] for t in SIMILARITY_TAGS) / len(SIMILARITY_TAGS)
+    R = transfer.encoder_features(encoder, rings, reference=args.reference, cache=cache)
+    probe = transfer.linear_probe(R, rings["ring"], repeats=args.ring_repeats, seed=args.seed)
+    for budget, acc in probe.items():
+        row[f"rings_frozen_{budget}"] = acc
+    if encoder not in ("pixels", "random"):
+        for key, value in held_out_votes(encoder, gz2, cache).items():
+            row[f"gz2_test_{key}"] = value
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoders", nargs="+", default=["course", "quick", "pixels", "random"])
+    parser.add_argument("--reference", default="course", help="framing for pixels / random")
+    parser.add_argument("--repeats", type=int, default=5, help="anomaly repeats")
+    parser.add_argument("--ring-repeats", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gz2-crop", type=float, default=None)
+    parser.add_argument("--rings-crop", type=float, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    import pandas as pd
+
+    from galaxy_helpers import data
+
+    gz2 = data.load_dataset("gz2_kaggle_subset", progress=False)
+    rings = data.load_dataset("gz_decals_rings", progress=False)
+    if args.gz2_crop is not None:
+        gz2["crop"] = args.gz2_crop
+    if args.rings_crop is not None:
+        rings["crop"] = args.rings_crop
+    cache: dict = {}
+    rows = []
+    for encoder in args.encoders:
+        rows.append(measure(encoder, gz2, rings, args, cache))
+        print(json.dumps(rows[-1]), flush=True)
+    table = pd.DataFrame(rows).set_index("encoder").T
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 160):
+        print(table)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
