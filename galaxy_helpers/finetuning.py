@@ -248,6 +248,8 @@ class EncoderSource:
     architecture : its timm name (rebuilds it when a finetuned model is loaded).
     image_size, channels, mean, std : preprocessing through ``images.to_tensor``.
     description : where it came from, for metadata and plots.
+    greyscale : ``images.to_tensor``'s colour-to-grey rule for 1 channel (``"mean"``, or
+        ``"luma"`` for Zoobot's greyscale encoders).
     """
 
     encoder: nn.Module
@@ -257,6 +259,7 @@ class EncoderSource:
     mean: list[float] | None
     std: list[float] | None
     description: str
+    greyscale: str = "mean"
 
     @property
     def representation_dim(self) -> int:
@@ -265,11 +268,10 @@ class EncoderSource:
     def fingerprint(self) -> str:
         """Hash of the weights and preprocessing (cache key)."""
         h = hashlib.sha256()
-        h.update(
-            json.dumps(
-                [self.architecture, self.image_size, self.channels, self.mean, self.std]
-            ).encode()
-        )
+        prep = [self.architecture, self.image_size, self.channels, self.mean, self.std]
+        if self.greyscale != "mean":  # keeps the keys of every other source as they were
+            prep.append(self.greyscale)
+        h.update(json.dumps(prep).encode())
         for name, tensor in sorted(self.encoder.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -296,6 +298,7 @@ def _from_galaxy_model(model, meta: Mapping | None, description: str) -> Encoder
         mean=_floats(meta.get("mean")),
         std=_floats(meta.get("std")),
         description=description,
+        greyscale=meta.get("greyscale") or "mean",
     )
 
 
@@ -347,6 +350,7 @@ def _load_checkpoint_path(path, description: str | None = None) -> EncoderSource
                 _floats(model.metadata.get("mean")),
                 _floats(model.metadata.get("std")),
                 description or f"finetuned model {weights}",
+                model.metadata.get("greyscale") or "mean",
             )
     model, meta = load_checkpoint(path)
     return _from_galaxy_model(model, meta, description or f"checkpoint {weights}")
@@ -392,6 +396,7 @@ def load_encoder(
             _floats(m.get("mean")),
             _floats(m.get("std")),
             m.get("encoder_source", "finetuned model"),
+            m.get("greyscale") or "mean",
         )
     elif isinstance(source, str) and source == "course":
         src = _unpack_loaded(_course_checkpoint(), "course checkpoint")
@@ -768,7 +773,13 @@ class FinetunedModel(nn.Module):
 
         m = self.metadata
         x = torch.as_tensor(np.asarray(batch_uint8)).to(device)
-        return to_tensor(x, channels=int(m["channels"]), mean=m.get("mean"), std=m.get("std"))
+        return to_tensor(
+            x,
+            channels=int(m["channels"]),
+            mean=m.get("mean"),
+            std=m.get("std"),
+            greyscale=m.get("greyscale") or "mean",
+        )
 
     @torch.no_grad()
     def predict_images(
@@ -926,7 +937,17 @@ def encode(
     device = torch.device(device) if device is not None else torch.device("cpu")
     enc = src.encoder.to(device)
     out = run_in_batches(
-        enc, images, enc, batch_size, src.channels, src.mean, src.std, device, progress, "Encoding"
+        enc,
+        images,
+        enc,
+        batch_size,
+        src.channels,
+        src.mean,
+        src.std,
+        device,
+        progress,
+        "Encoding",
+        src.greyscale,
     )
     if len(out) == 0:
         return np.zeros((0, src.representation_dim), dtype=np.float32)
@@ -1334,6 +1355,8 @@ def _new_model(src: EncoderSource, n_out: int, meta: dict, head: Head):
         "encoder_source": src.description,
         "representation_dim": src.representation_dim,
     }
+    if src.greyscale != "mean":
+        base["greyscale"] = src.greyscale
     base.update(meta)
     return FinetunedModel(src.encoder, head, base)
 
@@ -1869,6 +1892,7 @@ def _scratch_source(src: EncoderSource, seed: int) -> EncoderSource:
         src.mean,
         src.std,
         f"randomly initialised {src.architecture}",
+        src.greyscale,
     )
 
 

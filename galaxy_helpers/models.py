@@ -195,7 +195,9 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def run_in_batches(model, images, fn, batch_size, channels, mean, std, device, progress, desc):
+def run_in_batches(
+    model, images, fn, batch_size, channels, mean, std, device, progress, desc, greyscale="mean"
+):
     """Apply ``fn`` (part of ``model``) to uint8 images in batches, in eval mode, through
     ``images.to_tensor``; returns the concatenated float32 outputs as a numpy array."""
     from .images import to_tensor
@@ -212,7 +214,7 @@ def run_in_batches(model, images, fn, batch_size, channels, mean, std, device, p
     try:
         for s in starts:
             batch = torch.as_tensor(np.asarray(images[s : s + batch_size])).to(device)
-            x = to_tensor(batch, channels=channels, mean=mean, std=std)
+            x = to_tensor(batch, channels=channels, mean=mean, std=std, greyscale=greyscale)
             # NHWC: convolutions run about 1.5x faster on a CPU (measured with resnet10t, 64 px).
             x = x.contiguous(memory_format=torch.channels_last)
             outputs.append(fn(x).float().cpu().numpy())
@@ -224,11 +226,12 @@ def run_in_batches(model, images, fn, batch_size, channels, mean, std, device, p
 
 
 def _preprocessing(model, channels, mean, std):
+    """``(channels, mean, std, greyscale)``: the arguments given, else the model's metadata."""
     meta = getattr(model, "metadata", {}) or {}
     channels = channels if channels is not None else meta.get("channels", model.channels)
     mean = mean if mean is not None else meta.get("mean")
     std = std if std is not None else meta.get("std")
-    return channels, mean, std
+    return channels, mean, std, meta.get("greyscale") or "mean"
 
 
 def predict_concentrations(
@@ -255,14 +258,14 @@ def predict_concentrations(
     """
     if model.head is None:
         raise ValueError("this model has no head (schema=None): use encode_images instead")
-    channels, mean, std = _preprocessing(model, channels, mean, std)
+    channels, mean, std, grey = _preprocessing(model, channels, mean, std)
     fn = model
     if tta:
         if np.shape(images)[1:2] != np.shape(images)[2:3]:
             raise ValueError(f"tta needs square images, got {np.shape(images)[1:3]}")
         fn = functools.partial(_mean_over_orientations, model)
     return run_in_batches(
-        model, images, fn, batch_size, channels, mean, std, device, progress, "Predicting"
+        model, images, fn, batch_size, channels, mean, std, device, progress, "Predicting", grey
     )
 
 
@@ -284,9 +287,19 @@ def encode_images(
     progress: bool = True,
 ) -> np.ndarray:
     """Representations ``(N, representation_dim)`` for uint8 images ``(N, H, W, 3)``."""
-    channels, mean, std = _preprocessing(model, channels, mean, std)
+    channels, mean, std, grey = _preprocessing(model, channels, mean, std)
     return run_in_batches(
-        model, images, model.encode, batch_size, channels, mean, std, device, progress, "Encoding"
+        model,
+        images,
+        model.encode,
+        batch_size,
+        channels,
+        mean,
+        std,
+        device,
+        progress,
+        "Encoding",
+        grey,
     )
 
 

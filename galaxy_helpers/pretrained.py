@@ -18,6 +18,36 @@ takes it too. It looks, in order, for:
 Weights are read with safetensors (or timm's ``weights_only`` loader for ``.bin``), never with
 unrestricted unpickling; the sha256 of the weights loaded from a local file is recorded in
 ``model.metadata["weights_sha256"]``.
+
+Preprocessing: Zoobot's own inference view
+------------------------------------------
+The encoders were trained, and Zoobot runs them, on one fixed view of each image; the
+metadata records it (:func:`zoobot_preprocessing`) so every helper that feeds the model
+(``images.load_images`` with the model's framing, then ``images.to_tensor``) reproduces it.
+Zoobot 2.9.0 runs its models on the images of a ``CatalogDataModule``
+(``zoobot/pytorch/predictions/predict_on_catalog.py``, ``predict``), whose default inference
+transform is ``get_galaxy_transform(minimal_view_config())`` (galaxy-datasets 0.0.25,
+``galaxy_datasets/pytorch/galaxy_datamodule.py``, ``CatalogDataModule.__init__``, and
+``galaxy_datasets/transforms.py``, ``minimal_view_config`` / ``get_galaxy_transform``). On
+the PIL image as read from the file that is, in order:
+
+1. ``T.Grayscale(num_output_channels=1)`` for greyscale models only (PIL's ``convert("L")``:
+   ITU-R 601-2 luma, 0.299 R + 0.587 G + 0.114 B, not the mean of the colours);
+2. ``T.RandomAffine(degrees=0, translate=None, scale=(1.2, 1.2), shear=None,
+   interpolation=BILINEAR)``: a fixed zoom by 1.2 about the centre at the file's own size, so
+   the central 1/1.2 of the frame's side is kept (PIL affine transform, bilinear; the zoom as
+   torchvision draws it, a float32);
+3. ``T.Resize(224, BILINEAR, antialias=True)`` then ``T.CenterCrop(224)`` (PIL's bilinear
+   resize, which filters when shrinking); the flips of that config have ``p=0``;
+4. ``T.PILToTensor()`` then ``T.ToDtype(torch.float32, scale=True)``: pixels / 255 in [0, 1];
+   ``normalize=False``: no mean/std normalisation (the ImageNet mean/std in the hub's
+   ``config.json`` are timm's inherited defaults, which Zoobot never applies).
+
+Here that is ``image_size=224``, ``mean=std=None``, ``framing={"crop": 1/1.2, "resample":
+"zoobot"}`` (``images.read_image``: the same two PIL resamplings, bit-identical) and, for
+1-channel encoders, ``greyscale="luma"`` (``images.to_tensor``; applied after resizing
+instead of before, which moves pixels by at most 2/255). ``preprocessing="timm"`` keeps the
+model config's mean/std at any size instead, for non-Zoobot timm folders.
 """
 
 from __future__ import annotations
@@ -33,9 +63,18 @@ __all__ = [
     "load_pretrained_encoder",
     "hub_models",
     "local_model_dir",
+    "zoobot_preprocessing",
+    "ZOOBOT_IMAGE_SIZE",
+    "ZOOBOT_ZOOM",
 ]
 
 _WEIGHT_NAMES = ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin")
+
+#: Zoobot's inference view (galaxy-datasets 0.0.25 ``transforms.minimal_view_config``):
+#: ``output_size=224`` and the fixed zoom ``random_affine=dict(scale=(1.2, 1.2))``.
+ZOOBOT_IMAGE_SIZE = 224
+ZOOBOT_ZOOM = 1.2
+_PREPROCESSING = ("zoobot", "timm")
 
 
 class PretrainedError(ValueError):
@@ -94,7 +133,41 @@ def _sha256(path: Path) -> str:
     return file_checksum(path, "sha256")
 
 
-def _wrap(encoder, architecture: str, channels: int, metadata: dict[str, Any]):
+def zoobot_preprocessing(channels: int = 3) -> dict[str, Any]:
+    """The metadata entries that make our loaders feed an encoder as Zoobot does.
+
+    See the module docstring for the Zoobot source each entry reproduces.
+
+    Parameters
+    ----------
+    channels : int
+        1 adds ``greyscale="luma"`` (Zoobot's greyscale conversion).
+
+    Returns
+    -------
+    dict
+        ``image_size`` (224), ``mean``/``std`` (None: pixels / 255, no normalisation),
+        ``framing`` (``{"crop": 1/1.2, "resample": "zoobot"}``), ``preprocessing``
+        (``"zoobot"``) and, for ``channels=1``, ``greyscale``.
+
+    Examples
+    --------
+    >>> zoobot_preprocessing(3)["framing"]
+    {'crop': 0.8333333333333334, 'resample': 'zoobot'}
+    """
+    meta: dict[str, Any] = {
+        "preprocessing": "zoobot",
+        "image_size": ZOOBOT_IMAGE_SIZE,
+        "mean": None,
+        "std": None,
+        "framing": {"crop": 1.0 / ZOOBOT_ZOOM, "resample": "zoobot"},
+    }
+    if channels == 1:
+        meta["greyscale"] = "luma"
+    return meta
+
+
+def _wrap(encoder, architecture: str, channels: int, metadata: dict[str, Any], preprocessing: str):
     """Put a timm encoder (``num_classes=0``) into an encoder-only GalaxyModel."""
     from .models import GalaxyModel
 
@@ -102,20 +175,28 @@ def _wrap(encoder, architecture: str, channels: int, metadata: dict[str, Any]):
     model.encoder = encoder
     model.representation_dim = int(encoder.num_features)
     cfg = dict(getattr(encoder, "pretrained_cfg", {}) or {})
-    mean, std = cfg.get("mean"), cfg.get("std")
-    if channels == 1 and mean is not None and len(mean) == 3:
-        # Colour statistics applied to the average of the colours (images.to_tensor, channels=1).
-        mean, std = [sum(mean) / 3], [sum(std) / 3]
     meta = {
         "architecture": architecture,
         "channels": channels,
         "schema": None,
         "answer_columns": [],
-        "image_size": None,  # the encoder takes any size; see pretrained_input_size
         "pretrained_input_size": list(cfg["input_size"]) if cfg.get("input_size") else None,
-        "mean": list(mean) if mean is not None else None,
-        "std": list(std) if std is not None else None,
     }
+    if preprocessing == "zoobot":
+        meta.update(zoobot_preprocessing(channels))
+    else:  # the model config's statistics, at any size
+        mean, std = cfg.get("mean"), cfg.get("std")
+        if channels == 1 and mean is not None and len(mean) == 3:
+            # Colour statistics applied to the average of the colours (to_tensor, channels=1).
+            mean, std = [sum(mean) / 3], [sum(std) / 3]
+        meta.update(
+            {
+                "preprocessing": "timm",
+                "image_size": None,  # the encoder takes any size; see pretrained_input_size
+                "mean": list(mean) if mean is not None else None,
+                "std": list(std) if std is not None else None,
+            }
+        )
     meta.update(metadata)
     model.metadata = meta
     return model.eval()
@@ -136,7 +217,7 @@ def _create(spec: str, channels: int, source: str, local: bool = True, **kwargs)
         ) from err
 
 
-def _from_folder(folder: Path, channels: int, source: str):
+def _from_folder(folder: Path, channels: int, source: str, preprocessing: str):
     config = json.loads((folder / "config.json").read_text())
     architecture = config.get("architecture")
     if not architecture:
@@ -148,10 +229,13 @@ def _from_folder(folder: Path, channels: int, source: str):
         architecture,
         channels,
         {"source": source, "weights_file": str(weights), "weights_sha256": _sha256(weights)},
+        preprocessing,
     )
 
 
-def _from_file(path: Path, channels: int, architecture: str | None, source: str):
+def _from_file(
+    path: Path, channels: int, architecture: str | None, source: str, preprocessing: str
+):
     from . import models
 
     _, meta_path = models.checkpoint_paths(path)
@@ -174,16 +258,23 @@ def _from_file(path: Path, channels: int, architecture: str | None, source: str)
             }
             return model.eval()
     if (path.parent / "config.json").is_file() and path.name in _WEIGHT_NAMES:
-        return _from_folder(path.parent, channels, source)
+        return _from_folder(path.parent, channels, source, preprocessing)
+    with open(path, "rb") as handle:
+        magic = handle.read(4)  # pickle protocol 2+ starts 0x80; torch.save's zip starts PK
+    pickled = magic[:1] == b"\x80" or magic == b"PK\x03\x04"
+    if path.suffix in (".pkl", ".ckpt", ".pt", ".pth", ".bin") or (
+        pickled and path.suffix != ".safetensors"
+    ):
+        raise PretrainedError(
+            f"{path}: a pickled PyTorch checkpoint (torch.save / .pth); these are never loaded "
+            "(unpickling can run code). Convert it once, where you trust it: "
+            "safetensors.torch.save_file(torch.load(path, weights_only=True), 'weights.safetensors')"
+            ", then pass the .safetensors file (with architecture=...)."
+        )
     if architecture is None:
         raise PretrainedError(
             f"{path}: a bare weights file does not say which architecture it belongs to; pass "
             "architecture='convnext_nano' (the timm name), or give the folder with config.json"
-        )
-    if path.suffix in (".pkl", ".ckpt"):
-        raise PretrainedError(
-            f"{path}: pickled checkpoints are not loaded (unpickling can run code); convert the "
-            "weights to .safetensors"
         )
     encoder = _create(architecture, channels, source, pretrained_cfg_overlay={"file": str(path)})
     return _wrap(
@@ -191,6 +282,7 @@ def _from_file(path: Path, channels: int, architecture: str | None, source: str)
         architecture,
         channels,
         {"source": source, "weights_file": str(path), "weights_sha256": _sha256(path)},
+        preprocessing,
     )
 
 
@@ -208,6 +300,7 @@ def load_pretrained_encoder(
     cache_dir: str | os.PathLike | None = None,
     mirror: str | os.PathLike | None = None,
     offline: bool | None = None,
+    preprocessing: str = "zoobot",
 ):
     """Load a pretrained encoder as an encoder-only ``models.GalaxyModel``.
 
@@ -229,13 +322,20 @@ def load_pretrained_encoder(
         ``zoobot_encoders/<repo>/``.
     offline : bool, optional
         Never use the network (default: ``GALAXY_DATA_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
+    preprocessing : ``"zoobot"`` or ``"timm"``
+        ``"zoobot"`` (default) records Zoobot's inference view (:func:`zoobot_preprocessing`:
+        224 px, central crop 1/1.2 resampled as Zoobot does, pixels in [0, 1] without
+        normalisation, Zoobot's greyscale); ``"timm"`` the model config's mean/std at any
+        size (``image_size=None``), for timm models that are not Zoobot's. Course
+        checkpoints keep the preprocessing they were trained with either way.
 
     Returns
     -------
     models.GalaxyModel
         ``schema=None``, in eval mode; ``model.encode(x)`` gives the pooled representation.
-        ``model.metadata`` holds ``architecture``, ``channels``, ``mean``/``std`` (from the
-        model's config; pass them to ``images.to_tensor``), ``source`` and, for local files,
+        ``model.metadata`` holds ``architecture``, ``channels``, ``image_size``,
+        ``mean``/``std``, ``framing`` and ``greyscale`` (what ``images.load_images`` and
+        ``images.to_tensor`` need), ``preprocessing``, ``source`` and, for local files,
         ``weights_sha256``.
 
     Raises
@@ -253,6 +353,8 @@ def load_pretrained_encoder(
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (greyscale) or 3 (colour), got {channels}")
+    if preprocessing not in _PREPROCESSING:
+        raise ValueError(f"preprocessing must be one of {_PREPROCESSING}, got {preprocessing!r}")
     text = str(name_or_path)
     if not text.startswith(("hf_hub:", "hf-hub:")):
         path = Path(text).expanduser()
@@ -262,9 +364,9 @@ def load_pretrained_encoder(
                     f"{path}: expected config.json and one of {list(_WEIGHT_NAMES)} (the hub's "
                     "layout, as `hf download --local-dir` writes it)"
                 )
-            return _from_folder(path, channels, str(path))
+            return _from_folder(path, channels, str(path), preprocessing)
         if path.is_file():
-            return _from_file(path, channels, architecture, str(path))
+            return _from_file(path, channels, architecture, str(path), preprocessing)
         raise PretrainedUnavailableError(
             f"{path}: no such file or folder. Give a hub name such as "
             "'hf_hub:mwalmsley/zoobot-encoder-convnext_nano', a folder with config.json + "
@@ -280,7 +382,7 @@ def load_pretrained_encoder(
     candidates.append(local_model_dir(hub_id, cache_dir))
     for folder in candidates:
         if _is_hub_folder(folder):
-            return _from_folder(folder, channels, hub_id)
+            return _from_folder(folder, channels, hub_id, preprocessing)
     offline = _offline() if offline is None else offline
     remedy = (
         f"To use it offline: on a machine with internet run `hf download {repo} --local-dir "
@@ -307,4 +409,4 @@ def load_pretrained_encoder(
     cfg = dict(getattr(encoder, "pretrained_cfg", {}) or {})
     architecture = cfg.get("architecture") or _repo_name(hub_id).removeprefix("zoobot-encoder-")
     architecture = architecture.removeprefix("greyscale-")
-    return _wrap(encoder, architecture, channels, {"source": hub_id})
+    return _wrap(encoder, architecture, channels, {"source": hub_id}, preprocessing)

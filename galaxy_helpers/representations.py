@@ -53,6 +53,8 @@ __all__ = [
 # The file format version of cached tables: bump it when the table layout changes.
 _CACHE_VERSION = 1
 _PREPROCESSING_KEYS = ("architecture", "image_size", "channels", "mean", "std")
+# Hashed only when set, so the hashes (cache keys) of models without them stay as they were.
+_OPTIONAL_PREPROCESSING_KEYS = ("framing", "greyscale")
 
 
 # ------------------------------------------------------------------------------ models
@@ -161,6 +163,7 @@ def model_hash(model, metadata: dict) -> str:
         h.update(str(tuple(tensor.shape)).encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     prep = {k: metadata.get(k) for k in _PREPROCESSING_KEYS}
+    prep.update({k: metadata[k] for k in _OPTIONAL_PREPROCESSING_KEYS if metadata.get(k)})
     h.update(json.dumps(prep, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
@@ -286,6 +289,7 @@ def _encode_stream(model, metadata, batches, n_total, batch_size, progress, devi
                     channels=int(metadata["channels"]),
                     mean=metadata.get("mean"),
                     std=metadata.get("std"),
+                    greyscale=metadata.get("greyscale") or "mean",
                 )
                 out.append(model.encode(x).float().cpu().numpy())
                 if bar is not None:

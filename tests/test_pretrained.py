@@ -46,10 +46,35 @@ def test_hub_folder_loads_into_an_encoder_only_galaxy_model(hub_folder):
     with torch.no_grad():
         assert torch.allclose(model.encode(x), _pooled(original, x), atol=1e-5)
         assert torch.equal(model(x), model.encode(x))
-    config = json.loads((folder / "config.json").read_text())
-    assert model.metadata["mean"] == config["pretrained_cfg"]["mean"]
     assert len(model.metadata["weights_sha256"]) == 64
     assert not model.training
+
+
+def test_encoders_record_zoobots_inference_view_unless_asked_for_timms(hub_folder):
+    """Zoobot feeds its encoders 224 px pixels in [0, 1], after its fixed central zoom, never
+    normalised with the ImageNet statistics that the hub's config.json inherits from timm
+    (tests/test_zoobot_parity.py compares the pixels with Zoobot's own transform)."""
+    folder, _ = hub_folder
+    meta = pretrained.load_pretrained_encoder(folder).metadata
+    assert meta["image_size"] == 224 and meta["mean"] is None and meta["std"] is None
+    assert meta["framing"] == {"crop": 1 / 1.2, "resample": "zoobot"}
+    assert meta["preprocessing"] == "zoobot" and "greyscale" not in meta
+    assert pretrained.load_pretrained_encoder(folder, channels=1).metadata["greyscale"] == "luma"
+    config = json.loads((folder / "config.json").read_text())
+    timm_meta = pretrained.load_pretrained_encoder(folder, preprocessing="timm").metadata
+    assert timm_meta["mean"] == config["pretrained_cfg"]["mean"]
+    assert timm_meta["image_size"] is None and "framing" not in timm_meta
+    with pytest.raises(ValueError, match="preprocessing"):
+        pretrained.load_pretrained_encoder(folder, preprocessing="imagenet")
+
+
+def test_saved_zoobot_encoder_keeps_its_preprocessing(hub_folder, tmp_path):
+    folder, _ = hub_folder
+    model = pretrained.load_pretrained_encoder(folder, channels=1)
+    path = models.save_checkpoint(model, tmp_path / "grey")
+    meta = pretrained.load_pretrained_encoder(path, channels=1).metadata
+    for key in ("image_size", "mean", "std", "framing", "greyscale"):
+        assert meta[key] == model.metadata[key], key
 
 
 def test_greyscale_encoder_from_colour_weights(hub_folder):
@@ -61,7 +86,9 @@ def test_greyscale_encoder_from_colour_weights(hub_folder):
         assert torch.allclose(
             model.encode(grey), _pooled(original, grey.repeat(1, 3, 1, 1)), atol=1e-4
         )
-    assert len(model.metadata["mean"]) == 1
+    assert model.metadata["greyscale"] == "luma"
+    timm_grey = pretrained.load_pretrained_encoder(folder, channels=1, preprocessing="timm")
+    assert len(timm_grey.metadata["mean"]) == 1
 
 
 def test_bare_safetensors_file_needs_its_architecture(hub_folder):
