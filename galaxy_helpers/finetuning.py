@@ -850,19 +850,15 @@ class FinetunedModel(nn.Module):
         -------
         Path of the weights file.
         """
-        from safetensors.torch import save_file
+        from .models import write_checkpoint_files
 
         weights, meta_path = checkpoint_paths(path)
         weights.parent.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
         meta = dict(self.metadata)
         meta["format"] = FORMAT
-        tmp_w = weights.with_name(weights.name + ".tmp")
-        tmp_m = meta_path.with_name(meta_path.name + ".tmp")
-        save_file(state, str(tmp_w), metadata={"format": "pt"})
-        tmp_m.write_text(json.dumps(json_safe(meta), indent=2, sort_keys=True))
-        os.replace(tmp_w, weights)
-        os.replace(tmp_m, meta_path)
+        # weights and JSON replaced together, NaN/inf refused (the same path as save_checkpoint)
+        write_checkpoint_files(state, meta, path, FinetuneError)
         return weights
 
     @classmethod

@@ -19,10 +19,15 @@ encoders. Its 320-d representation is small enough for quick PCA and search. On 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import hashlib
 import json
+import math
 import os
+import warnings
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -357,8 +362,6 @@ def save_checkpoint(
     -------
     Path of the weights file.
     """
-    from safetensors.torch import save_file
-
     model = getattr(model, "module", model)
     weights_path, meta_path = checkpoint_paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
@@ -385,14 +388,114 @@ def save_checkpoint(
         if half and v.is_floating_point():
             v = v.half()
         state[k] = v.contiguous()
-    tmp_w = weights_path.with_name(weights_path.name + ".tmp")
-    tmp_m = meta_path.with_name(meta_path.name + ".tmp")
-    save_file(state, str(tmp_w), metadata={"format": "pt"})
-    tmp_m.write_text(json.dumps(json_safe(meta), indent=2, sort_keys=True))
-    os.replace(tmp_w, weights_path)
-    os.replace(tmp_m, meta_path)
-    model.metadata = meta
+    problems = check_metadata(meta)
+    if problems:
+        raise CheckpointError(
+            f"{meta_path}: not saved, the metadata is wrong: " + "; ".join(problems) + "."
+        )
+    model.metadata = write_checkpoint_files(state, meta, path, CheckpointError)
     return weights_path
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def refuse_non_finite(state: dict, where, error: type[Exception], doing: str) -> None:
+    """Raise ``error`` when any floating-point tensor of ``state`` holds NaN or inf."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise error(
+            f"{where}: {len(bad)} weight tensor(s) hold NaN or inf (first {bad[:3]}), so the model "
+            f"is not {doing}: its training diverged (check the labels and learning rate) or the "
+            "file is damaged. Retrain, or use an earlier checkpoint."
+        )
+
+
+def write_checkpoint_files(
+    state: dict, meta: dict, path, error: type[Exception] = CheckpointError
+) -> dict:
+    """Write weights and JSON so that they are replaced together; return the metadata written.
+
+    Both go to ``<name>.next`` files first (synced); the JSON records the weights' sha256; then
+    the weights are renamed into place, then the JSON. A crash before the first rename leaves the
+    old pair; one between the two renames leaves new weights beside ``<path>.json.next``, which
+    :func:`read_checkpoint_metadata` recognises by the hash and completes. Refuses NaN/inf weights.
+    Shared by :func:`save_checkpoint` and ``finetuning.FinetunedModel.save``.
+    """
+    from safetensors.torch import save_file
+
+    weights_path, meta_path = checkpoint_paths(path)
+    refuse_non_finite(state, weights_path, error, "saved")
+    next_w = weights_path.with_name(weights_path.name + ".next")
+    next_m = meta_path.with_name(meta_path.name + ".next")
+    save_file(state, str(next_w), metadata={"format": "pt"})
+    _fsync(next_w)
+    meta = {**meta, "weights_sha256": _sha256(next_w)}
+    next_m.write_text(json.dumps(json_safe(meta), indent=2, sort_keys=True))
+    _fsync(next_m)
+    os.replace(next_w, weights_path)
+    os.replace(next_m, meta_path)
+    with contextlib.suppress(OSError):  # the renames themselves survive a power cut
+        _fsync(meta_path.parent)
+    return meta
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def check_metadata(meta: dict) -> list[str]:
+    """Every problem with a GalaxyModel checkpoint's metadata (types, lengths), or ``[]``."""
+    problems = []
+    arch = meta.get("architecture")
+    if not (isinstance(arch, str) and arch):
+        problems.append(f"architecture must be a timm model name, got {arch!r}")
+    channels = meta.get("channels")
+    if not (_is_count(channels) and int(channels) >= 1):
+        problems.append(f"channels must be a whole number >= 1, got {channels!r}")
+        channels = None
+    columns = meta.get("answer_columns")
+    if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+        problems.append(f"answer_columns must be a list of column names, got {columns!r:.80}")
+    size = meta.get("image_size")
+    if size is not None and not (_is_count(size) and int(size) > 0):
+        problems.append(
+            f"image_size must be a whole number of pixels (or null), got {size!r} "
+            f"({type(size).__name__})"
+        )
+    dropout = meta.get("dropout", 0.0)
+    if not (isinstance(dropout, Real) and not isinstance(dropout, bool) and 0 <= dropout < 1):
+        problems.append(f"dropout must be a number in [0, 1), got {dropout!r}")
+    for key in ("mean", "std"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        if not values or not all(
+            isinstance(v, Real) and not isinstance(v, bool) and math.isfinite(v) for v in values
+        ):
+            problems.append(f"{key} must be finite numbers, got {value!r}")
+        elif key == "std" and any(v <= 0 for v in values):
+            problems.append(f"std must be positive, got {value!r}")
+        elif channels is not None and len(values) not in (1, int(channels)):
+            problems.append(
+                f"{key} has {len(values)} values but the model has {channels} channel(s); give "
+                f"one value or {channels}"
+            )
+    return problems
 
 
 def read_checkpoint_metadata(path, error: type[Exception], what: str) -> tuple[Path, Path, dict]:
@@ -402,6 +505,7 @@ def read_checkpoint_metadata(path, error: type[Exception], what: str) -> tuple[P
     should be) or the JSON does not parse. Shared by every loader, so all of them fail alike.
     """
     weights_path, meta_path = checkpoint_paths(path)
+    _finish_interrupted_save(weights_path, meta_path)
     for p in (weights_path, meta_path):
         if not p.exists():
             raise error(f"{p} does not exist: {what}")
@@ -409,7 +513,34 @@ def read_checkpoint_metadata(path, error: type[Exception], what: str) -> tuple[P
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:
         raise error(f"{meta_path}: not valid JSON ({err})") from err
+    if not isinstance(meta, dict):
+        raise error(f"{meta_path}: should hold a JSON object, found {type(meta).__name__}")
+    expected = meta.get("weights_sha256")
+    if expected is not None and _sha256(weights_path) != expected:
+        raise error(
+            f"{weights_path} is not the weights file {meta_path} was saved with (sha256 differs): "
+            "the two files come from different saves (an interrupted save, or one file copied "
+            "over). Restore both files from the same run, or save the model again."
+        )
     return weights_path, meta_path, meta
+
+
+def _finish_interrupted_save(weights_path: Path, meta_path: Path) -> None:
+    """Complete a save that crashed between its two renames (see write_checkpoint_files)."""
+    pending = meta_path.with_name(meta_path.name + ".next")
+    if not (pending.is_file() and weights_path.is_file()):
+        return
+    try:
+        sha = json.loads(pending.read_text()).get("weights_sha256")
+    except (OSError, ValueError, AttributeError):
+        return  # a JSON the crash cut short: its weights never replaced the old ones
+    if sha is not None and sha == _sha256(weights_path):
+        os.replace(pending, meta_path)
+        warnings.warn(
+            f"{meta_path}: completed a save that was interrupted after its weights were written "
+            "(the new metadata was waiting in a .next file).",
+            stacklevel=3,
+        )
 
 
 def load_weights(
@@ -435,6 +566,7 @@ def load_weights(
             f"{weights_path}: the weights do not fit {expected}: missing {missing[:3]}, "
             f"unexpected {unexpected[:3]}, wrong shape {bad_shape[:3]}. {hint}"
         )
+    refuse_non_finite(state, weights_path, error, "loaded")
     model.load_state_dict({k: v.to(wanted[k].dtype) for k, v in state.items()})
 
 
@@ -475,6 +607,11 @@ def load_checkpoint(
     for key in ("architecture", "channels", "answer_columns"):
         if key not in meta:
             raise CheckpointError(f"{meta_path}: metadata has no {key!r} entry")
+    problems = check_metadata(meta)
+    if problems:
+        raise CheckpointError(
+            f"{meta_path}: " + "; ".join(problems) + ". Fix the JSON, or save the model again."
+        )
     if meta.get("schema_definition"):
         ckpt_schema = schema_from_dict(meta["schema_definition"])
     elif meta.get("schema"):
@@ -496,13 +633,24 @@ def load_checkpoint(
             f"{image_size} was asked for. Resize your images to {meta['image_size']} px "
             "(images.load_images(paths, size=...)) or train at your size."
         )
-    model = GalaxyModel(
-        meta["architecture"],
-        schema=ckpt_schema,
-        channels=int(meta["channels"]),
-        pretrained=False,
-        dropout=float(meta.get("dropout", 0.0)),
-    )
+    if ckpt_schema is not None and len(meta["answer_columns"]) != ckpt_schema.n_answers:
+        raise CheckpointError(
+            f"{meta_path}: answer_columns has {len(meta['answer_columns'])} entries but schema "
+            f"{ckpt_schema.name!r} has {ckpt_schema.n_answers} answers; the JSON is damaged."
+        )
+    try:
+        model = GalaxyModel(
+            meta["architecture"],
+            schema=ckpt_schema,
+            channels=int(meta["channels"]),
+            pretrained=False,
+            dropout=float(meta.get("dropout", 0.0)),
+        )
+    except (ValueError, RuntimeError) as err:
+        raise CheckpointError(
+            f"{meta_path}: cannot build architecture {meta['architecture']!r} ({err}). The JSON "
+            "names a model this timm does not have: upgrade timm, or fix the name."
+        ) from err
     load_weights(
         model,
         weights_path,
