@@ -250,6 +250,8 @@ class EncoderSource:
     description : where it came from, for metadata and plots.
     greyscale : ``images.to_tensor``'s colour-to-grey rule for 1 channel (``"mean"``, or
         ``"luma"`` for Zoobot's greyscale encoders).
+    framing : the encoder's ``metadata["framing"]`` (``images.catalogue_crops``,
+        ``images.model_resample``; None: the whole frame), applied by :meth:`read`.
     """
 
     encoder: nn.Module
@@ -260,6 +262,7 @@ class EncoderSource:
     std: list[float] | None
     description: str
     greyscale: str = "mean"
+    framing: dict | None = None
 
     @property
     def representation_dim(self) -> int:
@@ -271,11 +274,27 @@ class EncoderSource:
         prep = [self.architecture, self.image_size, self.channels, self.mean, self.std]
         if self.greyscale != "mean":  # keeps the keys of every other source as they were
             prep.append(self.greyscale)
-        h.update(json.dumps(prep).encode())
+        if self.framing:
+            prep.append(self.framing)
+        h.update(json.dumps(prep, sort_keys=True).encode())
         for name, tensor in sorted(self.encoder.state_dict().items()):
             h.update(name.encode())
             h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return h.hexdigest()[:16]
+
+    def read(self, catalogue: pd.DataFrame, progress: bool = False) -> np.ndarray:
+        """uint8 images of a catalogue's ``file_loc`` at this encoder's size and framing
+        (times the catalogue's optional ``crop`` column)."""
+        from .images import catalogue_crops, load_images, model_resample
+
+        meta = {"framing": self.framing} if self.framing else None
+        return load_images(
+            catalogue["file_loc"].tolist(),
+            self.image_size,
+            progress=progress,
+            crop=catalogue_crops(catalogue, meta),
+            resample=model_resample(meta),
+        )
 
 
 def _probe_dim(src: EncoderSource) -> int:
@@ -299,6 +318,7 @@ def _from_galaxy_model(model, meta: Mapping | None, description: str) -> Encoder
         std=_floats(meta.get("std")),
         description=description,
         greyscale=meta.get("greyscale") or "mean",
+        framing=meta.get("framing") or None,
     )
 
 
@@ -351,6 +371,7 @@ def _load_checkpoint_path(path, description: str | None = None) -> EncoderSource
                 _floats(model.metadata.get("std")),
                 description or f"finetuned model {weights}",
                 model.metadata.get("greyscale") or "mean",
+                model.metadata.get("framing") or None,
             )
     model, meta = load_checkpoint(path)
     return _from_galaxy_model(model, meta, description or f"checkpoint {weights}")
@@ -397,6 +418,7 @@ def load_encoder(
             _floats(m.get("std")),
             m.get("encoder_source", "finetuned model"),
             m.get("greyscale") or "mean",
+            m.get("framing") or None,
         )
     elif isinstance(source, str) and source == "course":
         src = _unpack_loaded(_course_checkpoint(), "course checkpoint")
@@ -824,13 +846,17 @@ class FinetunedModel(nn.Module):
         DataFrame with ``id_str``, one ``probability_<class>`` column per class and
         ``prediction`` (the most probable class); for regression ``id_str`` and ``prediction``.
         """
-        from .images import load_images
+        from .images import catalogue_crops, load_images, model_resample
 
         for col in ("id_str", "file_loc"):
             if col not in catalogue.columns:
                 raise FinetuneError(f"the catalogue to predict has no {col!r} column")
         imgs = load_images(
-            catalogue["file_loc"].tolist(), int(self.metadata["image_size"]), progress=progress
+            catalogue["file_loc"].tolist(),
+            int(self.metadata["image_size"]),
+            progress=progress,
+            crop=catalogue_crops(catalogue, self.metadata),
+            resample=model_resample(self.metadata),
         )
         out = self.predict_images(imgs, batch_size=batch_size, progress=progress)
         table = pd.DataFrame({"id_str": catalogue["id_str"].astype(str).to_numpy()})
@@ -1353,6 +1379,8 @@ def _new_model(src: EncoderSource, n_out: int, meta: dict, head: Head):
     }
     if src.greyscale != "mean":
         base["greyscale"] = src.greyscale
+    if src.framing:
+        base["framing"] = src.framing
     base.update(meta)
     return FinetunedModel(src.encoder, head, base)
 
@@ -1416,9 +1444,7 @@ def finetune(
         y = ((values - target_mean) / target_std).astype(np.float32)
         classes, n_out = [], 1
     if images is None:
-        from .images import load_images
-
-        images = load_images(rows["file_loc"].tolist(), src.image_size, progress=cfg.progress)
+        images = src.read(rows, progress=cfg.progress)
     elif len(images) != len(rows):
         raise FinetuneError(
             f"images has {len(images)} entries but {len(rows)} galaxies are labelled in "
@@ -1665,8 +1691,6 @@ def label_budget_experiment(
     -------
     LabelBudgetResult (``.summary()``, ``.table()``, ``.metrics()``, ``.plot()``).
     """
-    from .images import load_images
-
     cfg = config or FinetuneConfig()
     other_encoders = dict(other_encoders or {})
     unknown = [m for m in methods if m not in METHODS and m not in other_encoders]
@@ -1706,7 +1730,7 @@ def label_budget_experiment(
     base_dir = _cache_root() / "finetuning" / "label_budget"
 
     t_img = time.perf_counter()
-    images = load_images(rows["file_loc"].tolist(), src.image_size, progress=progress)
+    images = src.read(rows, progress=progress)
     device = _device(cfg)
     feats = _cached_features(src, images, f"{enc_key}_{data_key}", device, cache, progress)
     load_s = time.perf_counter() - t_img
@@ -1727,8 +1751,8 @@ def label_budget_experiment(
             continue
         oimgs = (
             images
-            if osrc.image_size == src.image_size
-            else load_images(rows["file_loc"].tolist(), osrc.image_size, progress=progress)
+            if (osrc.image_size, osrc.framing) == (src.image_size, src.framing)
+            else osrc.read(rows, progress=progress)
         )
         okey = osrc.fingerprint()
         ofeats = _cached_features(osrc, oimgs, f"{okey}_{data_key}", device, cache, progress)
@@ -1889,6 +1913,7 @@ def _scratch_source(src: EncoderSource, seed: int) -> EncoderSource:
         src.std,
         f"randomly initialised {src.architecture}",
         src.greyscale,
+        src.framing,
     )
 
 

@@ -230,13 +230,13 @@ def run_in_batches(
     return np.concatenate(outputs)
 
 
-def _preprocessing(model, channels, mean, std):
+def _preprocessing(model, channels, mean, std, greyscale=None):
     """``(channels, mean, std, greyscale)``: the arguments given, else the model's metadata."""
     meta = getattr(model, "metadata", {}) or {}
     channels = channels if channels is not None else meta.get("channels", model.channels)
     mean = mean if mean is not None else meta.get("mean")
     std = std if std is not None else meta.get("std")
-    return channels, mean, std, meta.get("greyscale") or "mean"
+    return channels, mean, std, greyscale or meta.get("greyscale") or "mean"
 
 
 def predict_concentrations(
@@ -249,11 +249,12 @@ def predict_concentrations(
     std=None,
     progress: bool = True,
     tta: bool = False,
+    greyscale: str | None = None,
 ) -> np.ndarray:
     """Concentrations ``(N, n_answers)`` for uint8 images ``(N, H, W, 3)``.
 
-    Normalisation (``channels``, ``mean``, ``std``) defaults to the model's checkpoint
-    metadata, through the one preprocessing path ``images.to_tensor``.
+    Normalisation (``channels``, ``mean``, ``std``, ``greyscale``) defaults to the model's
+    checkpoint metadata, through the one preprocessing path ``images.to_tensor``.
 
     tta : test-time augmentation: predict each galaxy in its 8 orientations (the flips and
         quarter turns it was trained with) and average the concentrations, for 8x the time.
@@ -263,7 +264,7 @@ def predict_concentrations(
     """
     if model.head is None:
         raise ValueError("this model has no head (schema=None): use encode_images instead")
-    channels, mean, std, grey = _preprocessing(model, channels, mean, std)
+    channels, mean, std, grey = _preprocessing(model, channels, mean, std, greyscale)
     fn = model
     if tta:
         if np.shape(images)[1:2] != np.shape(images)[2:3]:
@@ -290,9 +291,11 @@ def encode_images(
     mean=None,
     std=None,
     progress: bool = True,
+    greyscale: str | None = None,
 ) -> np.ndarray:
-    """Representations ``(N, representation_dim)`` for uint8 images ``(N, H, W, 3)``."""
-    channels, mean, std, grey = _preprocessing(model, channels, mean, std)
+    """Representations ``(N, representation_dim)`` for uint8 images ``(N, H, W, 3)``
+    (preprocessing as :func:`predict_concentrations`)."""
+    channels, mean, std, grey = _preprocessing(model, channels, mean, std, greyscale)
     return run_in_batches(
         model,
         images,

@@ -194,6 +194,8 @@ def catalogue_hash(catalogue: pd.DataFrame) -> str:
         except OSError:
             sig = "missing"
         h.update(f"{gid}\t{loc}\t{sig}\n".encode())
+    if "crop" in catalogue.columns:  # a survey's framing changes the pixels; absent: as before
+        h.update(np.asarray(catalogue["crop"], dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -242,25 +244,35 @@ def _table(ids, matrix: np.ndarray, prefix: str) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ extraction
-def _batches_in_background(paths, size: int, batch_size: int, num_workers: int, prefetch: int):
-    """Yield uint8 batches while the next ones are decoded in background threads."""
+def _batches_in_background(
+    paths,
+    size: int,
+    batch_size: int,
+    num_workers: int,
+    prefetch: int,
+    crops=None,
+    resample: str = "lanczos",
+):
+    """Yield uint8 batches while the next ones are decoded in background threads, each image
+    framed by its crop (``images.catalogue_crops``; None: the whole frame) and ``resample``."""
     from galaxy_helpers.images import load_images
 
+    crops = np.ones(len(paths)) if crops is None else np.asarray(crops, dtype=np.float64)
     starts = list(range(0, len(paths), batch_size))
+
+    def submit(pool, s):
+        end = s + batch_size
+        return pool.submit(
+            load_images, paths[s:end], size, False, num_workers, crops[s:end], resample
+        )
+
     with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
-        pending = deque()
-        for s in starts[:prefetch]:
-            pending.append(
-                pool.submit(load_images, paths[s : s + batch_size], size, False, num_workers)
-            )
+        pending = deque(submit(pool, s) for s in starts[:prefetch])
         next_start = prefetch
         while pending:
             batch = pending.popleft().result()
             if next_start < len(starts):
-                s = starts[next_start]
-                pending.append(
-                    pool.submit(load_images, paths[s : s + batch_size], size, False, num_workers)
-                )
+                pending.append(submit(pool, starts[next_start]))
                 next_start += 1
             yield batch
 
@@ -314,7 +326,9 @@ def extract_representations(
 ) -> pd.DataFrame:
     """Pooled representation of every galaxy of a catalogue, as a table.
 
-    Images are read from ``file_loc`` at the checkpoint's ``image_size`` in background threads
+    Images are read from ``file_loc`` at the checkpoint's ``image_size`` and framing
+    (``images.catalogue_crops``: the catalogue's optional ``crop`` column times the model's
+    ``framing``, resampled as ``framing["resample"]`` says) in background threads
     (``prefetch`` batches ahead, each decoded by ``num_workers`` threads) while the model
     encodes the previous batch under ``torch.inference_mode``. Preprocessing is
     ``images.to_tensor`` with the checkpoint's channels, mean and std.
@@ -365,8 +379,16 @@ def extract_representations(
             except Exception:  # a corrupt cache file is rebuilt, never trusted
                 path.unlink(missing_ok=True)
     paths = catalogue["file_loc"].astype(str).tolist()
+    from galaxy_helpers.images import catalogue_crops, model_resample
+
     batches = _batches_in_background(
-        paths, int(meta["image_size"]), int(batch_size), int(num_workers), int(prefetch)
+        paths,
+        int(meta["image_size"]),
+        int(batch_size),
+        int(num_workers),
+        int(prefetch),
+        catalogue_crops(catalogue, meta),
+        model_resample(meta),
     )
     was_training = model.training
     model.eval()
@@ -400,7 +422,8 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
     Parameters
     ----------
     images : sequence of paths, or uint8 array (N, H, W, 3)
-        Files are read at the checkpoint's ``image_size``; arrays must already have it.
+        Files are read at the checkpoint's ``image_size`` and framing; arrays must already
+        have them.
     model : GalaxyModel or anything :func:`load_model` accepts
     metadata : dict, optional
         Checkpoint metadata (default ``model.metadata``).
@@ -412,7 +435,7 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
     numpy.ndarray
         float32 (N, D).
     """
-    from galaxy_helpers.images import load_images
+    from galaxy_helpers.images import load_images, model_crop, model_resample
 
     model, meta = load_model(model, metadata)
     size = int(meta["image_size"])
@@ -425,7 +448,9 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
             )
     else:
         paths = [str(p) for p in ([images] if isinstance(images, str | os.PathLike) else images)]
-        arr = load_images(paths, size, progress=False)
+        arr = load_images(
+            paths, size, progress=False, crop=model_crop(meta), resample=model_resample(meta)
+        )
     chunks = (arr[s : s + batch_size] for s in range(0, len(arr), batch_size))
     return _encode_stream(model, meta, chunks, len(arr), batch_size, False, None, "Embedding")
 

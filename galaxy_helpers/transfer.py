@@ -45,13 +45,21 @@ def odd_researcher_scores(odd) -> np.ndarray:
     return np.rint(5 * odd).astype(int)
 
 
-def _read(catalogue: pd.DataFrame, size: int, crops, cache: dict | None, progress: bool):
+def _read(
+    catalogue: pd.DataFrame,
+    size: int,
+    crops,
+    cache: dict | None,
+    progress: bool,
+    resample: str = "lanczos",
+):
     from .images import load_images
 
-    key = (size, tuple(np.round(np.asarray(crops), 6)), tuple(catalogue["file_loc"]))
+    key = (size, tuple(np.round(np.asarray(crops), 6)), resample, tuple(catalogue["file_loc"]))
     if cache is not None and key in cache:
         return cache[key]
-    arr = load_images(catalogue["file_loc"].astype(str).tolist(), size, progress, crop=crops)
+    paths = catalogue["file_loc"].astype(str).tolist()
+    arr = load_images(paths, size, progress, crop=crops, resample=resample)
     if cache is not None:
         cache[key] = arr
     return arr
@@ -81,7 +89,7 @@ def encoder_features(
     -------
     numpy.ndarray, float32 ``(N, D)``.
     """
-    from .images import catalogue_crops
+    from .images import catalogue_crops, model_resample
     from .models import encode_images
     from .representations import load_model, random_weights_model
 
@@ -95,7 +103,7 @@ def encoder_features(
     else:
         model, meta = load_model(encoder, progress=progress)
         crops = catalogue_crops(catalogue, meta)
-    arr = _read(catalogue, int(meta["image_size"]), crops, cache, progress)
+    arr = _read(catalogue, int(meta["image_size"]), crops, cache, progress, model_resample(meta))
     return encode_images(
         model,
         arr,
@@ -103,6 +111,7 @@ def encoder_features(
         mean=meta.get("mean"),
         std=meta.get("std"),
         progress=progress,
+        greyscale=meta.get("greyscale"),
     ).astype(np.float32)
 
 

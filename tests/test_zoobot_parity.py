@@ -201,6 +201,33 @@ def test_encoding_a_zoobot_encoder_feeds_it_the_zoobot_view(synthetic_paths, tmp
     np.testing.assert_allclose(ours, expected, atol=1e-4, rtol=0)
 
 
+def test_every_loader_of_an_encoder_reads_the_zoobot_view(synthetic_paths, tmp_path):
+    """Representations, embeddings, finetuning and the transfer protocols read files through
+    the encoder's framing and resampling, so they all see Zoobot's pixels."""
+    import timm
+    from timm.models._hub import save_for_hf
+
+    from galaxy_helpers import finetuning, representations, transfer
+
+    torch.manual_seed(0)
+    folder = tmp_path / "zoobot-encoder-tiny"
+    save_for_hf(timm.create_model("test_convnext", num_classes=0), str(folder))
+    model = pretrained.load_pretrained_encoder(folder)
+    paths = synthetic_paths
+    catalogue = pd.DataFrame({"id_str": [f"g{i}" for i in range(len(paths))], "file_loc": paths})
+    reference = _reference(paths, 3)
+    with torch.no_grad():
+        expected = model.encode(torch.as_tensor(reference)).numpy()
+    table = representations.extract_representations(model, catalogue, cache=False, progress=False)
+    np.testing.assert_allclose(table.filter(like="feat_").to_numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(representations.embed_images(paths, model), expected, atol=1e-4)
+    np.testing.assert_allclose(transfer.encoder_features(model, catalogue), expected, atol=1e-4)
+    src = finetuning.load_encoder(model)
+    assert src.framing == model.metadata["framing"] and src.image_size == 224
+    pixels = src.read(catalogue).transpose(0, 3, 1, 2)
+    assert np.array_equal(pixels, np.rint(reference * 255).astype(np.uint8))
+
+
 # --- against the installed packages: runs where they are installed -----------------------
 def _upstream():
     return pytest.importorskip("galaxy_datasets.transforms", reason="galaxy-datasets not installed")
