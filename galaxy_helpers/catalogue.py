@@ -159,14 +159,19 @@ def _bad_values(values: pd.Series) -> dict[str, np.ndarray]:
     not_number = (numeric.isna() & ~values.isna()).to_numpy()
     number = numeric.to_numpy(dtype=float, na_value=np.nan)
     finite = np.isfinite(number)
+    from .schema import MAX_VOTES
+
     with np.errstate(invalid="ignore"):
         negative = finite & (number < 0)
         fractional = finite & (number != np.round(number))
+        huge = finite & (np.abs(number) > MAX_VOTES)
     return {
         "missing vote count (NaN)": np.flatnonzero(missing),
-        "vote count is not a number": np.flatnonzero(not_number | (~finite & ~missing)),
+        "vote count is not a number": np.flatnonzero(not_number),
+        "vote count is infinite": np.flatnonzero(~finite & ~missing & ~not_number),
+        f"vote count larger than {MAX_VOTES:,}": np.flatnonzero(huge),
         "negative vote count": np.flatnonzero(negative),
-        "vote count is not a whole number": np.flatnonzero(fractional & ~negative),
+        "vote count is not a whole number": np.flatnonzero(fractional & ~negative & ~huge),
     }
 
 
@@ -275,6 +280,8 @@ def validate_catalogue(
         raise ValueError(f"check_images must be 'full', 'header' or 'none', got {check_images!r}")
     df = df.reset_index(drop=True)
     found = _Collector(df)
+    if len(df) == 0:
+        found.add(-1, "the catalogue has no rows", "check the file or the filter that built it")
     for column, guesses in (("id_str", _ID_GUESSES), ("file_loc", _FILE_GUESSES)):
         if column not in df.columns:
             near = [g for g in guesses if g in df.columns and g != column]
@@ -363,6 +370,22 @@ def validate_catalogue(
                 )
                 for row in positions:
                     found.add(row, problem, action, column=column)
+        from .schema import parent_child_problems, vote_counts
+
+        try:
+            counts = vote_counts(votes, schema) if not missing else None
+        except ValueError:  # bad values, reported above
+            counts = None
+        if counts is not None:
+            for row, question, n, parents in parent_child_problems(counts, schema):
+                found.add(
+                    row,
+                    f"{question} has {n} votes but the answers leading to it only {parents}",
+                    "check the vote columns (swapped or mis-joined?); a question is only asked "
+                    "after its parent answers",
+                    severity="warning",
+                    column=question,
+                )
 
     for column in label_columns or []:
         if column not in df.columns:
@@ -384,14 +407,15 @@ def validate_catalogue(
     return CatalogueReport(found.frame(), len(df), source)
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, id_column: str = "id_str") -> pd.DataFrame:
     name = path.name.lower()
     if not path.is_file():
         raise FileNotFoundError(f"catalogue file {path} not found")
     if name.endswith((".parquet", ".pq")):
         return pd.read_parquet(path)
     if name.endswith((".csv", ".csv.gz", ".txt")):
-        return pd.read_csv(path)
+        # ids stay text: "00042" must not become 42 (joins with label files would then fail)
+        return pd.read_csv(path, dtype={id_column: str})
     raise ValueError(f"{path}: unknown catalogue format; use .csv or .parquet")
 
 
@@ -443,7 +467,7 @@ def load_catalogue(
         base = Path(image_root) if image_root is not None else Path.cwd()
     else:
         path = Path(path_or_df).expanduser()
-        df, source = _read_table(path), str(path)
+        df, source = _read_table(path, id_column), str(path)
         base = Path(image_root) if image_root is not None else path.resolve().parent
     rename = {id_column: "id_str", file_column: "file_loc"}
     df = df.rename(columns={k: v for k, v in rename.items() if k != v and k in df.columns})

@@ -1160,7 +1160,12 @@ def _catalogue_from_manifest(manifest: Manifest, folder: Path) -> pd.DataFrame:
     frames = []
     for i, file in enumerate(files):
         path = folder / file
-        frame = pd.read_parquet(path) if spec.get("format") == "parquet" else pd.read_csv(path)
+        ids_as_text = {str(spec.get("id_str", "")).removeprefix("stem:"): str}  # "00042" stays
+        frame = (
+            pd.read_parquet(path)
+            if spec.get("format") == "parquet"
+            else pd.read_csv(path, dtype=ids_as_text)
+        )
         if splits:
             frame["split"] = splits[i]
         frames.append(frame)

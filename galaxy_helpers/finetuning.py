@@ -564,6 +564,7 @@ def labelled_rows(
     label_column: str,
     labels: pd.DataFrame | pd.Series | Mapping | None = None,
     task: str = "classification",
+    classes: Sequence | None = None,
 ) -> pd.DataFrame:
     """The labelled galaxies of a catalogue, checked.
 
@@ -574,7 +575,10 @@ def labelled_rows(
         and ignored.
     labels : optional labels kept apart from the catalogue: a DataFrame with ``id_str`` and
         ``label_column``, a Series indexed by id_str, or a dict ``{id_str: label}``.
-    task : ``"classification"`` needs at least two classes; ``"regression"`` numbers.
+    task : ``"classification"`` needs at least two classes; ``"regression"`` finite numbers.
+    classes : the classes, stated (``[0, 1]``): any other label value is an error. ``None``:
+        inferred once from the labels, refusing what looks like a stray value (text beside
+        numbers, ``"nan"``, a fraction, or a class held by a single galaxy among many).
 
     Returns
     -------
@@ -590,8 +594,17 @@ def labelled_rows(
                 f"the catalogue has no {col!r} column (columns: {list(catalogue.columns)[:10]}...): "
                 "a catalogue needs id_str and file_loc (see DEVELOPERS.md)"
             )
+    if len(catalogue) == 0:
+        raise FinetuneError("the catalogue is empty: it has no galaxies to finetune on")
     cat = catalogue.copy()
     cat["id_str"] = cat["id_str"].astype(str)
+    dup_ids = cat["id_str"][cat["id_str"].duplicated()].unique()
+    if len(dup_ids):
+        raise FinetuneError(
+            f"the catalogue gives {len(dup_ids)} id_str value(s) more than once, e.g. "
+            f"{list(dup_ids[:5])}: a galaxy twice can land in training and validation at once. "
+            "Keep one row per galaxy (catalogue.drop_duplicates('id_str'))."
+        )
     if labels is not None:
         if isinstance(labels, pd.DataFrame):
             if "id_str" not in labels.columns or label_column not in labels.columns:
@@ -625,6 +638,7 @@ def labelled_rows(
     if out.empty:
         raise FinetuneError(f"no galaxy has a label in column {label_column!r}")
     if task == "classification":
+        _check_classes(out, label_column, classes)
         classes = pd.unique(out[label_column])
         if len(classes) < 2:
             raise FinetuneError(
@@ -639,7 +653,74 @@ def labelled_rows(
             raise FinetuneError(
                 f"regression needs numeric labels in {label_column!r} ({err})"
             ) from err
+        bad = ~np.isfinite(out[label_column].to_numpy())
+        if bad.any():
+            rows = np.flatnonzero(bad)
+            raise FinetuneError(
+                f"{len(rows)} regression label(s) in {label_column!r} are infinite, e.g. "
+                f"{_where(out, rows, label_column)}: fix them, or set them to NaN (unlabelled)."
+            )
     return out
+
+
+def _where(rows: pd.DataFrame, positions, column: str) -> str:
+    return "; ".join(
+        f"id_str {rows['id_str'].iloc[i]!r} = {rows[column].iloc[i]!r}" for i in positions[:5]
+    )
+
+
+_MISSING_WORDS = {"", "nan", "none", "null", "na", "n/a", "-"}
+
+
+def _check_classes(rows: pd.DataFrame, column: str, classes: Sequence | None) -> None:
+    """Refuse labels outside the stated classes, or that look stray when none are stated."""
+    values = rows[column]
+    if classes is not None:
+        stated = list(classes)
+        stray = np.flatnonzero(~values.isin(stated).to_numpy())
+        if len(stray):
+            raise FinetuneError(
+                f"{len(stray)} label(s) in {column!r} are not one of the stated classes {stated}:"
+                f" {_where(rows, stray, column)}. Fix them, set them to NaN (unlabelled), or "
+                "state the classes they belong to."
+            )
+        return
+    hint = (
+        "Fix the value, set it to NaN (unlabelled), or pass classes=[...] to state the classes "
+        "(then every other value is an error)."
+    )
+    text = values.map(lambda v: isinstance(v, str)).to_numpy()
+    if text.any() and not text.all():
+        odd = np.flatnonzero(text if text.sum() < len(text) / 2 else ~text)
+        raise FinetuneError(
+            f'label column {column!r} mixes text and numbers ("1" and 1 would be two classes): '
+            f"{_where(rows, odd, column)}. {hint}"
+        )
+    if text.any():
+        missing = np.flatnonzero(values.str.strip().str.lower().isin(_MISSING_WORDS).to_numpy())
+        if len(missing):
+            raise FinetuneError(
+                f"label column {column!r} holds text that reads as a missing value: "
+                f"{_where(rows, missing, column)}. {hint}"
+            )
+        return
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=float)
+    fractional = np.flatnonzero(~np.isfinite(numbers) | (numbers != np.round(numbers)))
+    if len(fractional):
+        raise FinetuneError(
+            f"label column {column!r} holds values that are not class labels: "
+            f"{_where(rows, fractional, column)}. For a numeric target use task='regression'. "
+            + hint
+        )
+    counts = values.value_counts()
+    lonely = counts[counts == 1].index.tolist()
+    if len(values) >= 10 and lonely and len(counts) > 2 and counts.max() >= 5:
+        rows_lonely = np.flatnonzero(values.isin(lonely).to_numpy())
+        raise FinetuneError(
+            f"label column {column!r}: class(es) {lonely} hold a single galaxy among "
+            f"{len(values)}, which looks like a stray value: {_where(rows, rows_lonely, column)}. "
+            + hint
+        )
 
 
 def balanced_sample(
@@ -686,8 +767,11 @@ def balanced_sample(
     return out.iloc[rng.permutation(len(out))]
 
 
-def _encode_classes(values: pd.Series) -> tuple[np.ndarray, list]:
-    classes = sorted(pd.unique(values).tolist(), key=lambda v: (str(type(v)), v))
+def _encode_classes(values: pd.Series, stated: Sequence | None = None) -> tuple[np.ndarray, list]:
+    if stated is not None:
+        classes = list(stated)
+    else:
+        classes = sorted(pd.unique(values).tolist(), key=lambda v: (str(type(v)), v))
     lookup = {c: i for i, c in enumerate(classes)}
     y = np.array([lookup[v] for v in values], dtype=np.int64)
     return y, [_py(c) for c in classes]
@@ -1263,8 +1347,12 @@ def train_full(
     images_val: np.ndarray | None,
     y_val: np.ndarray | None,
     cfg: FinetuneConfig,
+    ids: Sequence[str] | None = None,
 ) -> dict:
     """Train encoder and head together, early stopping on the validation loss.
+
+    ``ids`` (aligned with ``images``) name the galaxies of a batch whose loss turns NaN or inf:
+    training then stops with a :class:`FinetuneError` instead of returning a NaN model.
 
     Parameters
     ----------
@@ -1338,6 +1426,13 @@ def train_full(
                 xb = _augment(xb, gen)
             out = model.head(model.encoder(xb))
             loss = _head_loss(cfg.task, out, y_train[torch.as_tensor(idx)], weights)
+            if not torch.isfinite(loss):
+                names = [str(ids[i]) for i in idx[:8]] if ids is not None else idx[:8].tolist()
+                raise FinetuneError(
+                    f"finetuning turned NaN at epoch {epoch}, step {s + 1}: the loss of the batch "
+                    f"holding galaxies {names} is {float(loss)}. Nothing was saved. Check those "
+                    "galaxies' labels and images, or lower encoder_lr / head_lr."
+                )
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -1395,6 +1490,7 @@ def finetune(
     labels: pd.DataFrame | pd.Series | Mapping | None = None,
     config: FinetuneConfig | None = None,
     images: np.ndarray | None = None,
+    classes: Sequence | None = None,
     **overrides,
 ) -> FinetunedModel:
     """Finetune a pretrained encoder to predict ``label_column`` -- one call.
@@ -1415,6 +1511,8 @@ def finetune(
         (``finetune(..., max_epochs=30, seed=2)``).
     images : optional uint8 images ``(N, S, S, 3)`` aligned with the *labelled* rows (saves
         reading the files again).
+    classes : the classes of a classification, stated (e.g. ``[0, 1]``); any other label is
+        an error. Default: inferred once from the labels (see :func:`labelled_rows`).
 
     Returns
     -------
@@ -1429,12 +1527,12 @@ def finetune(
     if mode is not None or task is not None:
         cfg = cfg.replace(mode=mode or cfg.mode, task=task or cfg.task)
     t0 = time.perf_counter()
-    rows = labelled_rows(catalogue, label_column, labels, task=cfg.task)
+    rows = labelled_rows(catalogue, label_column, labels, task=cfg.task, classes=classes)
     src = load_encoder(checkpoint, cfg)
     src.encoder = copy.deepcopy(src.encoder) if cfg.mode == "full" else src.encoder
     classification = cfg.task == "classification"
     if classification:
-        y, classes = _encode_classes(rows[label_column])
+        y, classes = _encode_classes(rows[label_column], classes)
         n_out = len(classes)
         target_mean, target_std = 0.0, 1.0
     else:
@@ -1475,7 +1573,8 @@ def finetune(
         else:
             head = Head(src.representation_dim, n_out, cfg.feature_clip)
         model = _new_model(src, n_out, meta, head)
-        info = train_full(model, images[tr], y[tr], images[va], y[va], cfg)
+        ids = rows["id_str"].to_numpy()
+        info = train_full(model, images[tr], y[tr], images[va], y[va], cfg, ids=ids[tr])
         metrics = {
             "epochs": info["epochs"],
             "best_epoch": info["best_epoch"],

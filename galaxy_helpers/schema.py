@@ -36,6 +36,8 @@ __all__ = [
     "vote_counts",
     "vote_fractions",
     "total_votes",
+    "parent_child_problems",
+    "MAX_VOTES",
     "was_asked",
     "confident_answer",
 ]
@@ -298,6 +300,11 @@ def canonical_columns(df: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> pd
     return out.loc[:, ~out.columns.duplicated()]
 
 
+#: No galaxy has this many votes for one answer (Galaxy Zoo: about 40); larger is a unit or
+#: parsing error, and would overflow on the way to integers.
+MAX_VOTES = 1_000_000
+
+
 def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_DR5) -> np.ndarray:
     """Vote counts as an int64 array ``(N, n_answers)`` in :attr:`Schema.answer_columns` order.
 
@@ -335,11 +342,15 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
                 f"{schema.name!r}; got {values.shape}."
             )
         row_ids, cols = None, schema.answer_columns
-    for problem, mask in (
-        ("NaN (use 0 for unasked questions)", np.isnan(values)),
-        ("negative", values < 0),
-        ("not whole numbers", np.abs(values - np.round(values)) > 1e-6),
-    ):
+    with np.errstate(invalid="ignore"):
+        checks = (
+            ("NaN (use 0 for unasked questions)", np.isnan(values)),
+            ("infinite", np.isinf(values)),
+            (f"larger than {MAX_VOTES:,} (not a vote count)", np.abs(values) > MAX_VOTES),
+            ("negative", values < 0),
+            ("not whole numbers", np.abs(values - np.round(values)) > 1e-6),
+        )
+    for problem, mask in checks:
         if mask.any():
             rows, colidx = np.nonzero(mask)
             where = [
@@ -351,6 +362,33 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
             more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
             raise ValueError(f"Vote counts are {problem}: {'; '.join(where)}{more}.")
     return np.round(values).astype(np.int64)
+
+
+def parent_child_problems(
+    counts: np.ndarray, schema: str | Schema = DECALS_DR5, limit: int | None = None
+) -> list[tuple[int, str, int, int]]:
+    """Rows where a question got more votes than the answers that lead to it.
+
+    A question asked after ``(parent, answer)`` pairs can only be answered by volunteers who
+    gave one of those answers, so its total cannot exceed their votes.
+
+    Returns
+    -------
+    list of ``(row, question, its votes, votes of the answers leading to it)``, at most ``limit``.
+    """
+    schema = get_schema(schema)
+    counts = np.asarray(counts)
+    index = {c: i for i, c in enumerate(schema.answer_columns)}
+    out = []
+    for (a, b), q in zip(schema.answer_slices, schema.questions, strict=True):
+        if not q.requires:
+            continue
+        parents = sum(counts[:, index[f"{p}_{ans}"]] for p, ans in q.requires)
+        child = counts[:, a:b].sum(axis=1)
+        for row in np.flatnonzero(child > parents):
+            out.append((int(row), q.name, int(child[row]), int(parents[row])))
+    out.sort()
+    return out[:limit] if limit is not None else out
 
 
 def total_votes(counts: np.ndarray, schema: str | Schema = DECALS_DR5) -> np.ndarray:

@@ -267,10 +267,34 @@ def prepare_catalogue(catalogue: pd.DataFrame, schema, config: TrainConfig):
         )
     if "id_str" not in df.columns:
         df = df.assign(id_str=df.index.astype(str))
+    df = df.assign(id_str=df["id_str"].astype(str))
+    dup = df["id_str"].duplicated(keep=False)
+    if dup.any():
+        rows = np.flatnonzero(dup.to_numpy())
+        raise CatalogueError(
+            f"{int(df['id_str'][dup].nunique())} id_str value(s) appear more than once (rows "
+            f"{rows[:6].tolist()}, ids {df['id_str'][dup].unique()[:5].tolist()}): a galaxy "
+            "counted twice can sit in both training and validation. Keep one row per galaxy "
+            "(catalogue.drop_duplicates('id_str'))."
+        )
     try:
         counts = schema_mod.vote_counts(df, schema)
     except ValueError as err:
         raise CatalogueError(str(err)) from err
+    inconsistent = schema_mod.parent_child_problems(counts, schema, limit=3)
+    if inconsistent:
+        import warnings
+
+        shown = "; ".join(
+            f"row {r} (id_str {df['id_str'].iloc[r]}): {q} has {n} votes, its parents {p}"
+            for r, q, n, p in inconsistent
+        )
+        warnings.warn(
+            f"vote counts where a question has more votes than the answers leading to it: {shown}"
+            ". Check the vote columns (catalogue.validate_catalogue lists every such row).",
+            UserWarning,
+            stacklevel=3,
+        )
     if "split" in df.columns and (df["split"] == "train").any():
         is_train = (df["split"] == "train").to_numpy()
         is_val = (df["split"] == "val").to_numpy()
