@@ -224,6 +224,45 @@ def toy_loss_table(votes, predictions: dict):
     return pd.DataFrame(rows).set_index("prediction")
 
 
+def loss_by_question(catalogue, concentrations=None, schema=None, labels=None):
+    """Each galaxy's loss, question by question: where the votes of a mixed catalogue count.
+
+    A galaxy contributes to a question's loss only when volunteers answered it (N > 0); an
+    unasked question adds exactly 0. So a real Galaxy Zoo 2 galaxy with votes on three
+    questions and a synthetic galaxy with votes on the whole tree train one network together,
+    the way Zoobot mixes catalogues of several surveys.
+
+    Parameters
+    ----------
+    catalogue : pandas.DataFrame with one vote-count column per answer of ``schema``.
+    concentrations : ``(N, n_answers)`` predicted concentrations; default all 2.0 (an
+        untrained, undecided model), enough to see which questions count.
+    schema : the decision tree (default DECaLS DR5).
+    labels : one row label per galaxy (default ``id_str``).
+
+    Returns
+    -------
+    pandas.DataFrame: one row per galaxy, one column per question (``-log p``; 0 where
+    unasked), plus ``questions asked`` and ``total``.
+    """
+    import pandas as pd
+
+    from . import schema as schema_mod
+
+    tree = schema_mod.get_schema(schema or schema_mod.DECALS_DR5)
+    counts = schema_mod.vote_counts(catalogue, tree)
+    conc = np.full(counts.shape, 2.0) if concentrations is None else np.asarray(concentrations)
+    loss = -numpy_log_prob(counts, conc, tree.answer_slices)
+    loss[np.abs(loss) < 1e-12] = 0.0
+    names = [q.name.removesuffix(tree.suffix) for q in tree.questions]
+    table = pd.DataFrame(np.round(loss, 2), columns=names)
+    table.insert(0, "questions asked", (schema_mod.total_votes(counts, tree) > 0).sum(axis=1))
+    table["total"] = np.round(loss.sum(axis=1), 2)
+    index = labels if labels is not None else catalogue["id_str"].astype(str).to_numpy()
+    table.index = pd.Index(index, name="galaxy")
+    return table
+
+
 def plot_toy_loss(votes, totals=(3.0, 10.0, 30.0, 100.0), ax=None):
     """Loss of a two-answer question against the predicted fraction of the first answer,
     for several total concentrations (how sure the model is).

@@ -31,6 +31,9 @@ __all__ = [
     "tag_precision",
     "anomaly_search",
     "linear_probe",
+    "compare_similarity",
+    "compare_anomaly_search",
+    "compare_linear_probe",
 ]
 
 #: The paper's definition of an interesting Galaxy Zoo 2 galaxy (odd vote fraction above it).
@@ -222,3 +225,77 @@ def linear_probe(
             scores.append(balanced_accuracy_score(y[test], clf.predict(X[test])))
         out[int(budget)] = float(np.mean(scores))
     return out
+
+
+# ------------------------------------------------------------------ one table per protocol
+#: The encoders every comparison measures in the same run, with the names tables show.
+BASELINES = {"random weights": "random", "raw pixels": "pixels"}
+
+
+def _encoders(encoder) -> dict:
+    return {"representation": encoder, **BASELINES}
+
+
+def compare_similarity(
+    catalogue: pd.DataFrame, encoder="course", tags=("ring", "merger", "irregular"), k: int = 10
+) -> pd.DataFrame:
+    """Precision@k per tag for ``encoder`` and both baselines, measured in the same run.
+
+    Returns
+    -------
+    pandas.DataFrame: one row per tag (plus ``mean``), columns ``representation``,
+    ``random weights``, ``raw pixels``, ``chance`` and ``n_members``.
+    """
+    cache: dict = {}
+    columns = {}
+    for name, enc in _encoders(encoder).items():
+        X = encoder_features(enc, catalogue, reference=encoder, cache=cache)
+        columns[name] = tag_precision(X, catalogue, tags, k=k)
+    rows = []
+    for tag in tags:
+        row = {"tag": tag, **{name: col[tag] for name, col in columns.items()}}
+        row["chance"] = columns["representation"][f"{tag}_chance"]
+        row["n_members"] = int(catalogue[f"tag_{tag}"].sum())
+        rows.append(row)
+    table = pd.DataFrame(rows).set_index("tag")
+    table.loc["mean"] = table.mean(numeric_only=True)
+    table.loc["mean", "n_members"] = np.nan
+    return table
+
+
+def compare_anomaly_search(
+    catalogue: pd.DataFrame, encoder="course", repeats: int = 5, seed: int = 0
+) -> pd.DataFrame:
+    """The paper's Galaxy Zoo 2 anomaly experiment for ``encoder`` and both baselines.
+
+    Returns
+    -------
+    pandas.DataFrame: one row per encoder, columns ``precision_at_50``,
+    ``average_precision`` (labelled galaxies first) and ``predicted_average_precision``.
+    """
+    cache: dict = {}
+    rows = {}
+    for name, enc in _encoders(encoder).items():
+        X = encoder_features(enc, catalogue, reference=encoder, cache=cache)
+        rows[name] = anomaly_search(X, catalogue["odd"], repeats=repeats, seed=seed)
+    table = pd.DataFrame(rows).T
+    cols = ["precision_at_50", "average_precision", "predicted_average_precision"]
+    return table[cols + ["n_interesting", "n_galaxies"]]
+
+
+def compare_linear_probe(
+    catalogue: pd.DataFrame,
+    label: str,
+    encoder="course",
+    budgets=(10, 30, 100),
+    repeats: int = 20,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Balanced accuracy of a frozen-encoder logistic regression per label budget, for
+    ``encoder`` and both baselines (rows), measured in the same run."""
+    cache: dict = {}
+    rows = {}
+    for name, enc in _encoders(encoder).items():
+        X = encoder_features(enc, catalogue, reference=encoder, cache=cache)
+        rows[name] = linear_probe(X, catalogue[label], budgets, repeats, seed)
+    return pd.DataFrame(rows).T.rename(columns=lambda b: f"{b} labels")
