@@ -149,3 +149,14 @@ def test_linear_probe_separates_separable_classes_and_not_noise():
     noise = rng.normal(size=(200, 5))
     assert transfer.linear_probe(signal, y, budgets=(10,), repeats=5)[10] > 0.95
     assert abs(transfer.linear_probe(noise, y, budgets=(10,), repeats=20)[10] - 0.5) < 0.1
+
+
+def test_unasked_questions_add_nothing_to_a_mixed_catalogues_loss(gz2):
+    from galaxy_helpers import losses
+
+    table = losses.loss_by_question(gz2.head(4))
+    assert (table["questions asked"] <= 3).all()
+    for column in ("has-spiral-arms", "bar", "bulge-size", "merging", "spiral-winding"):
+        assert (table[column] == 0).all(), column
+    assert (table["smooth-or-featured"] > 0).all()
+    assert table["total"].to_numpy() == pytest.approx(table.iloc[:, 1:-1].sum(axis=1).to_numpy())

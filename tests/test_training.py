@@ -310,3 +310,31 @@ def test_config_validation():
         TrainConfig(schedule="warmup")
     with pytest.raises(ValueError, match="at least 1"):
         TrainConfig(batch_size=0)
+
+
+# --- framing and continued training (mixing surveys) ---------------------------------------
+def test_init_checkpoint_starts_from_its_weights_and_normalisation(toy, trained, tmp_path):
+    model, _ = trained
+    path = tmp_path / "start"
+    save_checkpoint(model, path)
+    config = TrainConfig(epochs=1, lr=1e-12, schedule="constant", init_checkpoint=str(path), **TINY)
+    continued, history = train(toy, config)
+    assert continued.metadata["mean"] == pytest.approx(model.metadata["mean"])
+    assert continued.metadata["std"] == pytest.approx(model.metadata["std"])
+    for (name, a), b in zip(
+        model.state_dict().items(), continued.state_dict().values(), strict=True
+    ):
+        if a.is_floating_point() and "running" not in name:  # BatchNorm statistics still move
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=0, msg=name)
+    other = TrainConfig(**{**TINY, "architecture": "resnet10t"}, init_checkpoint=str(path))
+    with pytest.raises((ValueError, Exception), match="test_convnext|architecture"):
+        train(toy, other)
+
+
+def test_rows_train_at_their_own_framing_and_the_model_records_its_own(toy):
+    cropped = toy.assign(crop=np.where(np.arange(len(toy)) % 2 == 0, 0.5, 1.0))
+    model, _ = train(cropped, TrainConfig(epochs=1, framing_crop=0.8, **TINY))
+    assert model.metadata["framing"] == {"crop": 0.8}
+    bad = toy.assign(crop=0.0)
+    with pytest.raises(ValueError, match="crop"):
+        train(bad, TrainConfig(epochs=1, **TINY))
