@@ -7,8 +7,9 @@ one, resolves relative image paths, and runs :func:`validate_catalogue`, which n
 problem with its row, id, column or file, and what to do about it:
 
 - errors (the catalogue cannot be used as it is): missing columns, missing or empty ids,
-  duplicate ids, missing image files, unreadable or truncated images, NaN / negative /
-  non-integer votes, missing labels;
+  duplicate ids, missing image files, unreadable or truncated images, images too large to
+  open safely (decompression bombs) or too small to show a galaxy (``images.read_image``
+  refuses both), NaN / negative / non-integer votes, missing labels;
 - warnings (handled automatically): greyscale, RGBA, palette, 16-bit or non-square images
   (``images.read_image`` converts them to square RGB), FITS files, a label with one class.
 
@@ -179,6 +180,8 @@ def _check_image(path: Path, full: bool) -> list[tuple[str, str, str]]:
     """``(severity, problem, action)`` for one existing image file."""
     from PIL import Image, UnidentifiedImageError
 
+    from .images import SIXTEEN_BIT_FULL_SCALE, bomb_problem, size_problem
+
     if path.name.lower().endswith(_FITS_SUFFIXES):
         try:
             import astropy.io.fits as fits
@@ -199,14 +202,20 @@ def _check_image(path: Path, full: bool) -> list[tuple[str, str, str]]:
             return [("error", "FITS file without image data", "check the file or drop the row")]
         found = [("warning", "FITS image", "scaled (arcsinh) to 8-bit RGB by images.read_image")]
         shape = shapes[0][-2:] if len(shapes[0]) == 3 and shapes[0][0] in (1, 3) else shapes[0][:2]
+        if len(shape) == 2 and (bad := size_problem(shape[1], shape[0])) is not None:
+            return [("error", *bad)]
         if shape[0] != shape[1]:
             found.append(("warning", "non-square image", "centre-cropped to a square"))
         return found
     try:
         with Image.open(path) as img:
             mode, (width, height) = img.mode, img.size
+            if (bad := size_problem(width, height)) is not None:
+                return [("error", *bad)]  # read_image refuses it: never decode a bomb
             if full:
                 img.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        return [("error", *bomb_problem(err))]
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         message = str(err).replace(str(path), "<file>").lower()
         truncated = not isinstance(err, UnidentifiedImageError) and "truncated" in message
@@ -219,12 +228,14 @@ def _check_image(path: Path, full: bool) -> list[tuple[str, str, str]]:
             )
         ]
     found = []
-    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        scale = "[0, 1]" if mode == "F" else f"0 to {SIXTEEN_BIT_FULL_SCALE}"
         found.append(
             (
                 "warning",
                 f"16-bit or float greyscale image (mode {mode})",
-                "scaled to 8-bit by its maximum and copied to 3 channels",
+                f"scaled linearly from {scale} to 8-bit (the same scale for every image, "
+                "values beyond it clipped) and copied to 3 channels",
             )
         )
     elif mode in ("L", "LA", "1"):

@@ -3,11 +3,33 @@
 Every image that reaches a model passes through :func:`read_image` (any file -> square
 uint8 ``(H, W, 3)``) and :func:`to_tensor` (uint8 batch -> normalised float tensor), so
 training, representation extraction, search and finetuning see identical pixels.
+
+What :func:`read_image` guarantees about odd files (each refusal is an :class:`ImageReadError`
+naming the file, so ``train(skip_bad_images=True)`` skips it and ``validate_catalogue`` lists
+it):
+
+- **Very large images** (more pixels than PIL's ``Image.MAX_IMAGE_PIXELS``, about 89 million,
+  a 9459 px square) are refused before they are decoded, in the zone where PIL would only warn
+  as well as where it raises ``DecompressionBombError``. Galaxy cutouts are a few hundred
+  pixels on a side; to read bigger files on purpose call :func:`allow_large_images` (which sets
+  PIL's own limit, the only state involved).
+- **16-bit and 32-bit integer greyscale** images are scaled linearly on a fixed full scale,
+  0 -> 0 and ``SIXTEEN_BIT_FULL_SCALE`` (65535) -> 255, the same for every image of a catalogue
+  (never by each image's own maximum, so one hot pixel cannot darken a galaxy; an 8-bit image
+  saved as 16-bit, ``v * 257``, reads back as exactly ``v``). Float images are taken to span
+  [0, 1]. Values outside the scale are clipped. Stretch raw survey counts (e.g. asinh) before
+  saving them if they use only a small part of the range.
+- **Tiny images** (shorter side under ``MIN_IMAGE_SIDE`` = 8 px, the smallest size
+  :func:`read_image` resizes to and so the smallest model input) are refused: a file that
+  small is a placeholder or a broken cutout (a 1 x 1 pixel, an icon), never a galaxy a model
+  can learn from, so it never silently becomes a flat 64 x 64 "galaxy". Real cutouts are
+  hundreds of pixels; the smallest the course's tests use are 12 px.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,6 +39,11 @@ from PIL import Image, UnidentifiedImageError
 
 __all__ = [
     "ImageReadError",
+    "MIN_IMAGE_SIDE",
+    "SIXTEEN_BIT_FULL_SCALE",
+    "allow_large_images",
+    "size_problem",
+    "bomb_problem",
     "read_image",
     "load_images",
     "catalogue_crops",
@@ -27,6 +54,11 @@ __all__ = [
 ]
 
 _FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
+#: Images whose shorter side is under this many pixels are refused by :func:`read_image`.
+MIN_IMAGE_SIDE = 8
+#: The integer value that reads as 255 in 16-bit (and 32-bit integer) greyscale images.
+SIXTEEN_BIT_FULL_SCALE = 65535
+_INTEGER_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class ImageReadError(OSError):
@@ -54,11 +86,11 @@ def _fits_to_array(path: Path) -> np.ndarray:
 
 
 def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float greyscale
-        arr = np.asarray(img, dtype=np.float32)
-        hi = arr.max()
-        arr = (arr / hi * 255) if hi > 0 else arr
-        arr = np.clip(arr, 0, 255).astype(np.uint8)
+    if img.mode in _INTEGER_GREY or img.mode == "F":  # 16/32-bit integer or float greyscale
+        # A fixed full scale, the same for every image (see the module docstring).
+        full = SIXTEEN_BIT_FULL_SCALE if img.mode in _INTEGER_GREY else 1.0
+        arr = np.asarray(img, dtype=np.float64)
+        arr = np.rint(np.clip(np.nan_to_num(arr), 0, full) * (255.0 / full)).astype(np.uint8)
         return np.repeat(arr[:, :, None], 3, axis=2)
     if img.mode == "RGBA":
         background = Image.new("RGB", img.size, (0, 0, 0))
@@ -67,6 +99,69 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     elif img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8)
+
+
+def allow_large_images(max_pixels: int | None) -> int | None:
+    """Let :func:`read_image` open images of up to ``max_pixels`` pixels; returns the old limit.
+
+    This sets PIL's own ``Image.MAX_IMAGE_PIXELS`` (about 89 million by default), which guards
+    every PIL reader of the process against decompression bombs; it is the only state
+    involved. ``None`` lifts the limit (only for files you trust). Restore it afterwards with
+    the returned value::
+
+        previous = images.allow_large_images(200_000_000)
+        try:
+            big = images.read_image("mosaic.png", size=424)
+        finally:
+            images.allow_large_images(previous)
+    """
+    if max_pixels is not None:
+        if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1:
+            raise ValueError(f"max_pixels must be a whole number >= 1 or None; got {max_pixels!r}")
+        max_pixels = int(max_pixels)
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    return previous
+
+
+def size_problem(width: int, height: int) -> tuple[str, str] | None:
+    """``(problem, action)`` when :func:`read_image` refuses an image of this size, else None."""
+    limit = Image.MAX_IMAGE_PIXELS
+    n = int(width) * int(height)
+    if limit is not None and n > limit:
+        return (
+            f"image too large: {width} x {height} = {n:,} pixels, over the {limit:,} that PIL "
+            "opens safely (a possible decompression bomb)",
+            f"if the file is meant to be this big, call "
+            f"galaxy_helpers.images.allow_large_images({n}) first; otherwise shrink the file "
+            "or drop its row",
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        return (
+            f"image too small: {width} x {height} pixels, under the {MIN_IMAGE_SIDE} px "
+            "that read_image needs on the shorter side",
+            "re-make the cutout at its real size (Galaxy Zoo cutouts are 256 to 424 px) "
+            "or drop its row",
+        )
+    return None
+
+
+def bomb_problem(err: Exception) -> tuple[str, str]:
+    """``(problem, action)`` for PIL's ``DecompressionBombError``/``Warning`` ``err``."""
+    found = re.search(r"\((\d+) pixels\)", str(err))
+    n = int(found.group(1)) if found else None
+    return (
+        f"image too large ({err})",
+        f"if the file is meant to be this big, call galaxy_helpers.images.allow_large_images("
+        f"{n if n else 'max_pixels'}) first; otherwise shrink the file or drop its row",
+    )
+
+
+def _refuse_size(path: Path, width: int, height: int) -> None:
+    found = size_problem(width, height)
+    if found is not None:
+        problem, action = found
+        raise ImageReadError(f"{path}: {problem}. What to do: {action}.")
 
 
 def _centre_crop_square(arr: np.ndarray, crop: float = 1.0) -> np.ndarray:
@@ -149,7 +244,10 @@ def read_image(
 
     Raises
     ------
-    ImageReadError naming the file when it is missing, truncated or not an image.
+    ImageReadError naming the file when it is missing, truncated or not an image, has more
+    pixels than PIL's limit (PIL's ``DecompressionBombError`` and ``DecompressionBombWarning``
+    never escape; :func:`allow_large_images` raises the limit on purpose) or a shorter side
+    under ``MIN_IMAGE_SIDE`` pixels.
     """
     path = Path(path)
     crop = _check_crop(crop)
@@ -167,13 +265,20 @@ def read_image(
     else:
         try:
             with Image.open(path) as img:
+                _refuse_size(path, *img.size)  # before decoding: a bomb is never expanded
                 img.load()
                 arr = _to_rgb_uint8(img)
+        except ImageReadError:
+            raise
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+            problem, action = bomb_problem(err)
+            raise ImageReadError(f"{path}: {problem}. What to do: {action}.") from err
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise ImageReadError(
                 f"{path}: cannot read image ({err}). The file may be truncated or not an image; "
                 "re-download it or remove its row from the catalogue."
             ) from err
+    _refuse_size(path, arr.shape[1], arr.shape[0])
     if resample == "zoobot":
         return np.ascontiguousarray(_zoobot_resize(_centre_crop_square(arr), size, crop))
     arr = _centre_crop_square(arr, crop)
