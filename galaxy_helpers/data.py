@@ -14,10 +14,17 @@ file, and how its catalogue maps onto the catalogue contract of ``DEVELOPERS.md`
 
 Every file is checked against the manifest's sha256 (or md5 where that is all upstream
 publishes) and written atomically: a temporary ``.part`` file in the same folder, renamed to
-its final name only once it is complete and verified, and deleted on any failure, so the cache
-never holds a half file under a final name. Archives are unpacked through a temporary folder
-and refused if any member would land outside it. :func:`load_dataset` returns the dataset as a
-catalogue (``id_str``, absolute ``file_loc``, labels, ``tag_*`` columns).
+its final name only once it is complete and verified, so the cache never holds a half file
+under a final name. A download cut off part-way keeps its ``.part`` file and is resumed with
+an HTTP ``Range`` request by the next attempt or run (a server without ``Range`` support gets
+a fresh download; the whole file's checksum is verified either way); a file that fails its
+checksum is deleted. ``.part`` files and folders left by a crashed or killed run (no process
+holds their lock) are removed by the next :func:`fetch`. :func:`verify` (or
+``python -m galaxy_helpers.data verify NAME``) re-hashes every cached file and deletes the bad
+ones. A mirror folder that does not exist is named in a :class:`MirrorWarning`. Archives are
+unpacked through a temporary folder and refused if any member would land outside it.
+:func:`load_dataset` returns the dataset as a catalogue (``id_str``, absolute ``file_loc``,
+labels, ``tag_*`` columns).
 
 Examples
 --------
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -40,8 +48,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -60,6 +69,11 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
             "`pip install tomli`."
         ) from _err
 
+try:  # POSIX: who holds a .part file (a live download) vs. a crashed run's leftover
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: leftovers are told apart by age alone
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "MIRROR_ENV",
     "OFFLINE_ENV",
@@ -69,6 +83,9 @@ __all__ = [
     "ChecksumError",
     "DataUnavailableError",
     "UnsafeArchiveError",
+    "MirrorWarning",
+    "VerifyReport",
+    "STALE_PART_S",
     "FileEntry",
     "Manifest",
     "manifest_dir",
@@ -78,6 +95,9 @@ __all__ = [
     "dataset_dir",
     "dataset_available",
     "fetch",
+    "verify",
+    "clean_stale_parts",
+    "partial_path",
     "load_dataset",
     "file_checksum",
     "download_file",
@@ -89,6 +109,9 @@ OFFLINE_ENV = "GALAXY_DATA_OFFLINE"
 MANIFESTS_ENV = "GALAXY_DATA_MANIFESTS"
 _STAMP = ".galaxy_helpers_verified.json"
 _USER_AGENT = "galaxy_helpers (course data fetcher; Python urllib)"
+#: A ``.part`` file or folder that no process holds locked and that has not changed for this
+#: many seconds is a crashed or killed run's leftover; :func:`fetch` removes it.
+STALE_PART_S = 60.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,6 +135,14 @@ class DataUnavailableError(DataError, FileNotFoundError):
 
 class UnsafeArchiveError(DataError, ValueError):
     """An archive member would be written outside the extraction folder (or is a link)."""
+
+
+class MirrorWarning(UserWarning):
+    """The mirror folder given (``mirror=`` or ``GALAXY_DATA_MIRROR``) does not exist."""
+
+
+class _Interrupted(DataError):
+    """A download stopped before the end; its ``.part`` file is kept to be resumed."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -519,15 +550,54 @@ def _how_to_provide(manifest: Manifest, entry: FileEntry, final: Path) -> str:
     )
 
 
+def _lock(fd: int, wait: bool = False) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` (released when it is closed); False if held."""
+    if fcntl is None:  # pragma: no cover - Windows
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except OSError:
+        return False
+    return True
+
+
+def _is_stale(path: Path, now: float | None = None) -> bool:
+    """A ``.part`` file or folder that nobody holds locked and that is older than
+    :data:`STALE_PART_S` (a day where locks are unavailable)."""
+    try:
+        age = (now or time.time()) - path.stat().st_mtime
+    except OSError:
+        return False
+    if age < (STALE_PART_S if fcntl is not None else 86400.0):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _lock(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_part(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def _atomic_target(final: Path):
     """Yield an open temporary file next to ``final``; the caller renames it on success.
 
-    The temporary file is deleted if the block raises, so a failure leaves nothing behind.
+    The temporary file is deleted if the block raises, so a failure leaves nothing behind;
+    while it is written it is locked, so a crash's leftover can be told from a live write.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
     tmp = Path(tmp_name)
+    _lock(fd, wait=True)
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle, tmp
@@ -591,8 +661,18 @@ def download_file(
     timeout_s: float = 60.0,
     progress: bool = True,
     opener: Callable[..., Any] | None = None,
+    resume: bool = True,
 ) -> Path:
     """Download one manifest file from its URL to ``final``, verified and atomically.
+
+    The bytes go to ``.<name>.<algorithm>-<first 16 hex digits>.part`` next to ``final``
+    (locked while written). When a download stops part-way (a cut connection, a timeout, a
+    killed process), that file is kept and the next attempt, in this call or a later run, asks
+    only for the rest with an HTTP ``Range`` request; a server that answers with the whole file
+    (200 instead of 206) or refuses the range (416) gets a fresh download. The size and checksum
+    of the whole file are verified at the end either way, and a mismatch deletes the ``.part``
+    file (the next attempt starts from byte 0). If another process holds that file (it is
+    downloading the same one), this call downloads to a private temporary file instead.
 
     Parameters
     ----------
@@ -611,6 +691,8 @@ def download_file(
         Show a byte progress bar (tqdm).
     opener : callable, optional
         Replacement for :func:`urllib.request.urlopen` (tests).
+    resume : bool
+        Continue a partial download left by an earlier attempt (default); False starts over.
 
     Returns
     -------
@@ -624,8 +706,6 @@ def download_file(
     ChecksumError
         Every attempt gave a file whose size or checksum is wrong.
     """
-    from tqdm.auto import tqdm
-
     if not entry.url:
         raise DataUnavailableError(f"{entry.path}: the manifest gives no URL to download it from")
     opener = opener or urllib.request.urlopen
@@ -634,33 +714,170 @@ def download_file(
         if attempt:
             time.sleep(backoff_s * 2 ** (attempt - 1))
         try:
-            request = urllib.request.Request(entry.url, headers={"User-Agent": _USER_AGENT})
-            with opener(request, timeout=timeout_s) as response:
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else entry.size
-                with tqdm(
-                    total=total,
-                    unit="B",
-                    unit_scale=True,
-                    desc=PurePosixPath(entry.path).name,
-                    disable=not progress,
-                    leave=False,
-                ) as bar:
-                    _copy_verified(_response_blocks(response), final, entry, entry.url, bar)
+            _download_once(entry, final, timeout_s, progress, opener, resume)
             return final
         except urllib.error.HTTPError as err:
             last = err
-            if err.code < 500 and err.code != 429:
+            if err.code < 500 and err.code not in (416, 429):
                 break
         except ChecksumError as err:
             last = err
-        except (urllib.error.URLError, OSError, TimeoutError) as err:
-            last = err
+        except (_Interrupted, urllib.error.URLError, http.client.HTTPException, OSError) as err:
+            last = err  # (TimeoutError and cut connections are OSErrors)
     if isinstance(last, ChecksumError):
         raise last
+    kept = partial_path(final, entry)
+    note = (
+        f" The {kept.stat().st_size} bytes received so far are kept in {kept}; the next fetch "
+        "resumes from there."
+        if kept.is_file() and kept.stat().st_size
+        else ""
+    )
     raise DataUnavailableError(
-        f"{entry.path}: could not download {entry.url} after {attempt + 1} attempt(s) ({last})."
+        f"{entry.path}: could not download {entry.url} after {attempt + 1} attempt(s) "
+        f"({last}).{note}"
     ) from last
+
+
+def partial_path(final: Path, entry: FileEntry) -> Path:
+    """The resumable ``.part`` file of ``entry`` next to ``final`` (tagged by its checksum,
+    so a partial download of another version of the file is never continued)."""
+    algorithm, expected = entry.checksum
+    return final.parent / f".{final.name}.{algorithm}-{expected[:16]}.part"
+
+
+def _range_start(response) -> int | None:
+    found = re.match(r"\s*bytes\s+(\d+)-", response.headers.get("Content-Range") or "")
+    return int(found.group(1)) if found else None
+
+
+def _download_once(entry, final, timeout_s, progress, opener, resume) -> None:
+    """One attempt of :func:`download_file`."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(final, entry)
+    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
+    handle = os.fdopen(fd, "r+b")
+    with handle:
+        if not _lock(fd):  # another process downloads this very file: go private, no resume
+            handle.close()
+            return _download_whole(entry, final, timeout_s, progress, opener)
+        try:
+            return _resume_into(handle, partial, entry, final, timeout_s, progress, opener, resume)
+        except BaseException:
+            handle.flush()
+            if os.fstat(fd).st_size == 0:  # nothing worth resuming: leave nothing behind
+                partial.unlink(missing_ok=True)
+            raise
+
+
+def _resume_into(handle, partial, entry, final, timeout_s, progress, opener, resume) -> None:
+    from tqdm.auto import tqdm
+
+    fd = handle.fileno()
+    algorithm, expected = entry.checksum
+    offset = os.fstat(fd).st_size if resume else 0
+    if entry.size is not None and offset > entry.size:
+        offset = 0
+    if offset and offset == entry.size and _digest_of(handle, offset, algorithm) == expected:
+        os.replace(partial, final)  # complete before a crash, never renamed
+        return None
+    if entry.size is not None and offset >= entry.size:
+        offset = 0
+    headers = {"User-Agent": _USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(entry.url, headers=headers)
+    try:
+        response = opener(request, timeout=timeout_s)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and offset:  # the range is past the end: start over
+            handle.truncate(0)
+        raise
+    with response:
+        status = getattr(response, "status", None) or response.getcode()
+        if offset and (status != 206 or _range_start(response) != offset):
+            offset = 0  # the server sent the whole file (no Range support)
+        digest = hashlib.new(algorithm)
+        if offset:
+            digest = _digest_of(handle, offset, algorithm, digest)
+        handle.seek(offset)
+        handle.truncate()
+        length = response.headers.get("Content-Length")
+        length = int(length) if length and length.isdigit() else None
+        received = 0
+        with tqdm(
+            total=offset + length if length is not None else entry.size,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            desc=PurePosixPath(entry.path).name,
+            disable=not progress,
+            leave=False,
+        ) as bar:
+            for block in _response_blocks(response):
+                handle.write(block)
+                digest.update(block)
+                received += len(block)
+                bar.update(len(block))
+    handle.flush()
+    os.fsync(fd)
+    written = offset + received
+    if length is not None and received < length:
+        raise _Interrupted(f"the connection closed after {written} of {offset + length} bytes")
+    resumed = f" (resumed at byte {offset})" if offset else ""
+    problem = None
+    if entry.size is not None and written != entry.size:
+        problem = (
+            f"{entry.path}: got {written} bytes from {entry.url}{resumed}, the manifest says "
+            f"{entry.size} (truncated or changed upstream). Nothing was written to the "
+            "cache; try again, or replace the source file."
+        )
+    elif (actual := digest.hexdigest()) != expected:
+        problem = (
+            f"{entry.path}: {algorithm} {actual} from {entry.url}{resumed} does not match the "
+            f"manifest ({expected}): the file is corrupted or changed upstream. Nothing was "
+            "written to the cache; replace the source file (or fix the manifest if upstream "
+            "really changed it)."
+        )
+    if problem is not None:
+        partial.unlink(missing_ok=True)
+        raise ChecksumError(problem)
+    os.replace(partial, final)
+    return None
+
+
+def _digest_of(handle, n: int, algorithm: str, digest=None):
+    """Hash of the first ``n`` bytes of an open file (a hashlib object when ``digest`` is
+    given, else the hex digest)."""
+    out = digest if digest is not None else hashlib.new(algorithm)
+    handle.seek(0)
+    left = n
+    while left > 0:
+        block = handle.read(min(left, 1 << 20))
+        if not block:
+            break
+        out.update(block)
+        left -= len(block)
+    return out if digest is not None else out.hexdigest()
+
+
+def _download_whole(entry, final, timeout_s, progress, opener) -> None:
+    """Download without resuming, to a private temporary file (see :func:`_copy_verified`)."""
+    from tqdm.auto import tqdm
+
+    request = urllib.request.Request(entry.url, headers={"User-Agent": _USER_AGENT})
+    with opener(request, timeout=timeout_s) as response:
+        length = response.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else entry.size
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=PurePosixPath(entry.path).name,
+            disable=not progress,
+            leave=False,
+        ) as bar:
+            _copy_verified(_response_blocks(response), final, entry, entry.url, bar)
 
 
 # --------------------------------------------------------------------------------------------
@@ -707,6 +924,8 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
         raise FileExistsError(f"{target} exists already; remove it to unpack {archive} again")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
+    lock = os.open(tmp, os.O_RDONLY)  # held while unpacking: not a crash's leftover
+    _lock(lock, wait=True)
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
@@ -735,6 +954,8 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     return target
 
 
@@ -805,10 +1026,35 @@ def dataset_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     return _cache_root(cache_dir) / "data" / name
 
 
-def _mirror_root(mirror: str | os.PathLike | None) -> Path | None:
+def _mirror_setting(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
+    """The mirror root asked for (``mirror=`` or the environment) and where it came from."""
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV, "").strip() or None
-    return Path(mirror).expanduser() if mirror else None
+        origin = f"environment variable {MIRROR_ENV}"
+    else:
+        origin = "the mirror= argument"
+    return (Path(mirror).expanduser() if mirror else None), origin
+
+
+def _missing_mirror_note(mirror: str | os.PathLike | None) -> str:
+    root, origin = _mirror_setting(mirror)
+    if root is None or root.is_dir():
+        return ""
+    return f"the mirror folder {root} (from {origin}) does not exist"
+
+
+def _mirror_root(mirror: str | os.PathLike | None) -> Path | None:
+    """The mirror folder, or None; a folder that does not exist is named in a MirrorWarning."""
+    root, origin = _mirror_setting(mirror)
+    if root is not None and not root.is_dir():
+        warnings.warn(
+            f"The mirror folder {root} (from {origin}) does not exist, so it is not used: files "
+            f"come from the cache or the network. Fix the path (a typo?) or unset {MIRROR_ENV}.",
+            MirrorWarning,
+            stacklevel=3,
+        )
+        return None
+    return root
 
 
 def _offline(offline: bool | None) -> bool:
@@ -919,7 +1165,9 @@ def fetch(
     folder = dataset_dir(manifest.name, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     mirror_root = _mirror_root(mirror)
+    mirror_note = _missing_mirror_note(mirror)
     no_network = _offline(offline)
+    clean_stale_parts(manifest, cache_dir)
     digest = _manifest_digest(manifest)
     stamp = _read_stamp(folder)
     if stamp.get("manifest_sha256") != digest:
@@ -943,6 +1191,7 @@ def fetch(
             _inside(folder, entry.path, f"{manifest.path} file")
             if _is_verified(entry, final, stamp):
                 done(entry, final)
+                _drop_partial(final, entry)
                 continue
             final.unlink(missing_ok=True)  # stale or corrupted copy
             source = mirror_root / manifest.name / entry.path if mirror_root else None
@@ -954,6 +1203,8 @@ def fetch(
                 where = (
                     f"not in the mirror ({source} does not exist)"
                     if source is not None
+                    else f"not cached at {final} and {mirror_note}"
+                    if mirror_note
                     else f"not cached at {final} and no mirror is set ({MIRROR_ENV})"
                 )
                 raise DataUnavailableError(
@@ -971,6 +1222,7 @@ def fetch(
                         f"{manifest.name}: {err} " + _how_to_provide(manifest, entry, final)
                     ) from err
             done(entry, final)
+            _drop_partial(final, entry)
         bar.close()
 
         for entry in manifest.files:
@@ -1002,6 +1254,69 @@ def fetch(
         # Record what was verified, even after a failure, so a retry does not re-hash it.
         _write_stamp(folder, {"manifest_sha256": digest, "files": verified})
     return folder
+
+
+def _drop_partial(final: Path, entry: FileEntry) -> None:
+    """Remove ``entry``'s resumable ``.part`` file once ``final`` is verified (unless another
+    process holds it)."""
+    partial = partial_path(final, entry)
+    if not partial.exists():
+        return
+    try:
+        fd = os.open(partial, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        if _lock(fd):
+            partial.unlink(missing_ok=True)
+    finally:
+        os.close(fd)
+
+
+def clean_stale_parts(
+    name: str | Manifest, cache_dir: str | os.PathLike | None = None
+) -> list[Path]:
+    """Remove the ``.part`` files and folders a crashed or killed run left in a dataset's folder.
+
+    A ``.part`` is a leftover when no process holds it locked (every download and unpacking
+    holds its lock until it finishes) and it has not changed for :data:`STALE_PART_S` seconds.
+    The resumable partial download of a file the manifest still lists (same checksum) is kept
+    for :func:`download_file` to continue; one of another version of the file is removed.
+    :func:`fetch` calls this first. Only the folders the manifest writes into are looked at.
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    manifest = _manifest_or_name(name)
+    folder = dataset_dir(manifest.name, cache_dir)
+    keep = set()
+    parents = {folder}
+    for entry in manifest.all_files:
+        _inside(folder, entry.path, f"{manifest.path} file")
+        final = folder / entry.path
+        parents.add(final.parent)
+        if entry in manifest.files:
+            keep.add(partial_path(final, entry))
+        if entry.extract_to:
+            _inside(folder, str(entry.extract_to), f"{manifest.path} extract_to")
+            parents.add((folder / str(entry.extract_to)).parent)
+    removed = []
+    now = time.time()
+    for parent in sorted(parents):
+        try:
+            names = [e.name for e in os.scandir(parent)]
+        except OSError:
+            continue
+        for part_name in names:
+            path = parent / part_name
+            if not part_name.endswith(".part") or path in keep:
+                continue
+            if _is_stale(path, now):
+                _remove_part(path)
+                removed.append(path)
+    return removed
 
 
 def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
@@ -1058,6 +1373,133 @@ def dataset_available(
         if not (cached or mirrored):
             return False
     return True
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found in a dataset's cache folder.
+
+    ``checked``: files whose size and checksum match the manifest; ``missing``: files not in
+    the cache; ``bad``: ``{path: what is wrong}``; ``deleted``: the bad files removed.
+    """
+
+    dataset: str
+    folder: Path
+    checked: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    bad: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when no cached file is corrupted (missing files are not an error)."""
+        return not self.bad
+
+    def __str__(self) -> str:
+        lines = [
+            f"{self.dataset} ({self.folder}): {len(self.checked)} file(s) verified, "
+            f"{len(self.bad)} bad, {len(self.missing)} not cached."
+        ]
+        for path, problem in self.bad.items():
+            fate = "deleted" if path in self.deleted else "kept"
+            lines.append(f"  BAD {path}: {problem} ({fate})")
+        if self.bad:
+            lines.append(
+                f"  Run galaxy_helpers.data.fetch({self.dataset!r}) to fetch the deleted files "
+                "again."
+                if self.deleted
+                else "  Delete them, or call verify(..., delete=True)."
+            )
+        if self.missing:
+            lines.append(f"  not cached: {', '.join(self.missing[:10])}")
+        return "\n".join(lines)
+
+
+def verify(
+    name: str | Manifest,
+    cache_dir: str | os.PathLike | None = None,
+    delete: bool = True,
+    progress: bool = True,
+) -> VerifyReport:
+    """Re-hash every cached file of a dataset against its manifest; report (and delete) bad ones.
+
+    :func:`fetch` trusts a file whose size and modification time are unchanged since it was
+    verified; this reads every byte again, so it also finds a file corrupted in place (a disk
+    error, an edit that kept the size and time). The verification record is rewritten with the
+    good files only, so the next :func:`fetch` downloads (or copies from the mirror) what was
+    deleted. Unpacked archive members are not hashed (manifests pin the archive, not its
+    members); a deleted archive is fetched again but not unpacked again.
+
+    Parameters
+    ----------
+    name : str or Manifest
+        Manifest name, e.g. ``"gz_decals_rings"``.
+    cache_dir : path-like, optional
+        As in :func:`fetch`.
+    delete : bool
+        Delete the files that do not match (default); False only reports them.
+    progress : bool
+        Progress bar over the files.
+
+    Returns
+    -------
+    VerifyReport
+        ``.ok``, ``.bad`` (path -> problem), ``.deleted``, ``.missing``, readable ``str()``.
+    """
+    from tqdm.auto import tqdm
+
+    manifest = _manifest_or_name(name)
+    if manifest.kind != "dataset":
+        raise ManifestError(f"{manifest.path}: {manifest.name!r} is a {manifest.kind} manifest")
+    folder = dataset_dir(manifest.name, cache_dir)
+    report = VerifyReport(manifest.name, folder)
+    verified: dict[str, list[int]] = {}
+    for entry in tqdm(manifest.all_files, desc="verifying", unit="file", disable=not progress):
+        _inside(folder, entry.path, f"{manifest.path} file")
+        path = folder / entry.path
+        if not path.is_file():
+            report.missing.append(entry.path)
+            continue
+        algorithm, expected = entry.checksum
+        size = path.stat().st_size
+        if entry.size is not None and size != entry.size:
+            problem = f"{size} bytes, the manifest says {entry.size}"
+        elif (actual := file_checksum(path, algorithm)) != expected:
+            problem = f"{algorithm} {actual}, the manifest says {expected}"
+        else:
+            report.checked.append(entry.path)
+            verified[entry.path] = _file_state(path)  # type: ignore[assignment]
+            continue
+        report.bad[entry.path] = problem
+        if delete:
+            path.unlink(missing_ok=True)
+            report.deleted.append(entry.path)
+    if folder.is_dir():
+        _write_stamp(folder, {"manifest_sha256": _manifest_digest(manifest), "files": verified})
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m galaxy_helpers.data verify NAME [--keep]``: re-hash a dataset's cache.
+
+    Exits 1 when a cached file did not match its manifest (listed, and deleted unless
+    ``--keep``), else 0.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m galaxy_helpers.data")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("verify", help="re-hash every cached file of a dataset")
+    check.add_argument("name", nargs="+", help="manifest name(s) or path(s)")
+    check.add_argument("--keep", action="store_true", help="report bad files, do not delete")
+    check.add_argument("--cache-dir", default=None, help="cache root (default: course cache)")
+    args = parser.parse_args(argv)
+    status = 0
+    for name in args.name:
+        report = verify(name, cache_dir=args.cache_dir, delete=not args.keep, progress=False)
+        print(report)
+        status = max(status, 0 if report.ok else 1)
+    return status
 
 
 # --------------------------------------------------------------------------------------------
@@ -1296,3 +1738,7 @@ def load_dataset(
     manifest = load_manifest(name)
     folder = fetch(manifest, cache_dir=cache_dir, mirror=mirror, progress=progress, offline=offline)
     return _catalogue_from_manifest(manifest, folder)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
