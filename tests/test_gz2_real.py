@@ -159,4 +159,5 @@ def test_unasked_questions_add_nothing_to_a_mixed_catalogues_loss(gz2):
     for column in ("has-spiral-arms", "bar", "bulge-size", "merging", "spiral-winding"):
         assert (table[column] == 0).all(), column
     assert (table["smooth-or-featured"] > 0).all()
-    assert table["total"].to_numpy() == pytest.approx(table.iloc[:, 1:-1].sum(axis=1).to_numpy())
+    summed = table.iloc[:, 1:-1].sum(axis=1).to_numpy()  # each rounded to 0.01
+    assert table["total"].to_numpy() == pytest.approx(summed, abs=0.06)
