@@ -82,7 +82,11 @@ def load_model(checkpoint="course", metadata: dict | None = None, progress: bool
 
     if isinstance(checkpoint, tuple) and len(checkpoint) == 2:
         model, meta = checkpoint
-    elif isinstance(checkpoint, str | os.PathLike) and str(checkpoint) in ("course", "quick"):
+    elif isinstance(checkpoint, str | os.PathLike) and str(checkpoint) in (
+        "course",
+        "synthetic",
+        "quick",
+    ):
         from galaxy_helpers import training
 
         model, meta = training.load_model(str(checkpoint), progress=progress)

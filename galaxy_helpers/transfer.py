@@ -83,39 +83,38 @@ def encoder_features(
     encoder : ``"course"``, ``"quick"``, a checkpoint path, a model or ``(model, metadata)``
         (anything :func:`galaxy_helpers.representations.load_model` takes); or ``"random"``
         (the architecture and framing of ``reference`` with random weights); or ``"pixels"``
-        (raw pixels at ``pixel_size`` px with ``reference``'s framing).
+        (raw pixels with ``reference``'s framing, as ``pixel_size``-px block means of its input).
     catalogue : pandas.DataFrame with ``file_loc`` (and ``crop`` for a survey's framing).
     reference : what ``"random"`` and ``"pixels"`` copy (default ``"course"``).
-    cache : dict reused between calls so that images are decoded once per size and framing.
+    cache : dict reused between calls so that raw pixels are decoded once per size and framing
+        (trained and random encoders go through the disk-cached
+        :func:`galaxy_helpers.representations.extract_representations`).
 
     Returns
     -------
     numpy.ndarray, float32 ``(N, D)``.
     """
-    from .images import catalogue_crops, model_resample
-    from .models import encode_images
-    from .representations import load_model, random_weights_model
+    from .images import catalogue_crops
+    from .representations import extract_representations, load_model, random_weights_model
 
     if isinstance(encoder, str) and encoder in ("random", "pixels"):
         _, meta = load_model(reference if reference is not None else "course", progress=progress)
-        crops = catalogue_crops(catalogue, meta)
         if encoder == "pixels":
-            arr = _read(catalogue, pixel_size, crops, cache, progress)
-            return (arr.astype(np.float32) / 255.0).reshape(len(arr), -1)
+            size = int(meta["image_size"])
+            crops = catalogue_crops(catalogue, meta)
+            arr = _read(catalogue, size, crops, cache, progress).astype(np.float32) / 255.0
+            if size % pixel_size == 0:  # block means of the model's own input: one decode
+                f = size // pixel_size
+                arr = arr.reshape(len(arr), pixel_size, f, pixel_size, f, 3).mean(axis=(2, 4))
+            else:
+                arr = _read(catalogue, pixel_size, crops, cache, progress) / 255.0
+            return arr.astype(np.float32).reshape(len(arr), -1)
         model, meta = random_weights_model(meta, seed=0)
     else:
         model, meta = load_model(encoder, progress=progress)
-        crops = catalogue_crops(catalogue, meta)
-    arr = _read(catalogue, int(meta["image_size"]), crops, cache, progress, model_resample(meta))
-    return encode_images(
-        model,
-        arr,
-        channels=int(meta["channels"]),
-        mean=meta.get("mean"),
-        std=meta.get("std"),
-        progress=progress,
-        greyscale=meta.get("greyscale"),
-    ).astype(np.float32)
+    # The model's framing, resampling and preprocessing; cached on disk like notebook 03's table.
+    table = extract_representations((model, meta), catalogue, progress=progress)
+    return table.filter(like="feat_").to_numpy(dtype=np.float32)
 
 
 def tag_precision(features, catalogue: pd.DataFrame, tags, k: int = 10) -> dict[str, float]:

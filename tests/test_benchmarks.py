@@ -56,3 +56,34 @@ def test_a_failing_stage_is_reported_and_the_rest_still_runs(tmp_path, monkeypat
     assert result["failed_stages"] == ["throughput no_such_backbone"]
     assert result["throughput"]["resnet10t"]["ours_images_per_s"] > 0
     assert "full_run" not in result
+
+
+REAL = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real_transfer.py"
+
+
+def test_real_transfer_benchmark_measures_every_table_row(tmp_path, monkeypatch):
+    """The real-galaxy benchmark runs end to end (tiny: 800 GZ2 galaxies, 60 rings, baselines
+    only) and fills every row of the README table it writes."""
+    import os
+
+    import pytest
+
+    from galaxy_helpers import data
+
+    if not (
+        Path(os.environ.get(data.MIRROR_ENV) or "/work/shared/data") / "gz2_kaggle_subset"
+    ).is_dir():
+        pytest.skip("needs the data mirror")
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    out, table = tmp_path / "real.json", tmp_path / "real.md"
+    bench = _load(REAL)
+    args = ["--encoders", "course", "pixels", "--limit", "800", "--repeats", "1",
+            "--ring-repeats", "2", "--json", str(out), "--markdown", str(table)]  # fmt: skip
+    assert bench.main(args) == 0
+    rows = json.loads(out.read_text())
+    assert [r["encoder"] for r in rows] == ["course", "pixels"]
+    text = table.read_text()
+    for label, key, _ in bench.TABLE_ROWS:
+        assert label in text
+        assert 0 <= rows[0][key] <= 1, key  # the trained model fills every row
+    assert "gz2_test_mae_reduction" not in rows[1]  # raw pixels predict no votes

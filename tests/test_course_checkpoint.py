@@ -36,6 +36,23 @@ def test_checkpoint_is_small_and_complete(checkpoint):
     assert sky["n_galaxies"] > synthetic.SkyConfig().n_galaxies  # bigger than the course sky
     assert meta["epochs"] >= 1 and meta["best_epoch"] >= 1
     assert model.representation_dim == meta["representation_dim"]
+    # stage 2 starts from the committed stage-1 checkpoint and mixes in real galaxies
+    assert meta["train_config"]["init_checkpoint"].endswith(
+        training.synthetic_checkpoint_path(meta["architecture"]).name
+    )
+    assert meta["data"]["real"]["dataset"] == "gz2_kaggle_subset"
+    assert meta["data"]["real"]["split"] == "train"  # the held-out test split never trains
+    assert meta["framing"] == {"crop": 1.0}  # real rows bring their survey's crop
+
+
+def test_stage1_checkpoint_is_the_synthetic_recipe():
+    model, meta = training.load_model(training.synthetic_checkpoint_path())
+    recipe = training.SYNTHETIC_CHECKPOINT_RECIPE
+    assert meta["recipe"] == recipe == training.COURSE_CHECKPOINT_RECIPE["stage1"]
+    for key, value in recipe["train"].items():
+        assert meta["train_config"][key] == value, key
+    assert meta["data"]["sky_config"]["n_galaxies"] == recipe["sky"]["n_galaxies"]
+    assert meta["weights_dtype"] == "float16" and meta["partial"] is False
 
 
 @pytest.mark.slow
