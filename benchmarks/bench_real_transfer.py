@@ -87,14 +87,20 @@ def measure(encoder, gz2, rings, args, cache) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--encoders", nargs="+", default=["course", "quick", "pixels", "random"])
+    parser.add_argument(
+        "--encoders", nargs="+", default=["course", "synthetic", "quick", "pixels", "random"]
+    )
     parser.add_argument("--reference", default="course", help="framing for pixels / random")
     parser.add_argument("--repeats", type=int, default=5, help="anomaly repeats")
     parser.add_argument("--ring-repeats", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gz2-crop", type=float, default=None)
     parser.add_argument("--rings-crop", type=float, default=None)
+    parser.add_argument(
+        "--limit", type=int, default=None, help="first N galaxies of each set (smoke tests)"
+    )
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--markdown", type=Path, default=None, help="write the README table")
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -103,6 +109,9 @@ def main(argv=None) -> int:
 
     gz2 = data.load_dataset("gz2_kaggle_subset", progress=False)
     rings = data.load_dataset("gz_decals_rings", progress=False)
+    if args.limit:
+        gz2 = gz2.iloc[: args.limit].reset_index(drop=True)
+        rings = rings.groupby("ring").head(args.limit // 2).reset_index(drop=True)
     if args.gz2_crop is not None:
         gz2["crop"] = args.gz2_crop
     if args.rings_crop is not None:
@@ -117,7 +126,45 @@ def main(argv=None) -> int:
         print(table)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.markdown:
+        args.markdown.write_text(markdown_table(rows))
     return 0
+
+
+#: (row label, metric key, target) of the README's real-galaxy table, in order.
+TABLE_ROWS = [
+    ("GZ2 anomalies (odd > 0.9): precision@50", "gz2_anomaly_precision_at_50", ">= 0.80"),
+    ("GZ2 anomalies: average precision", "gz2_anomaly_average_precision", ">= 0.40"),
+    ("GZ2 similarity: precision@10, ring", "gz2_p10_ring", ""),
+    ("GZ2 similarity: precision@10, merger", "gz2_p10_merger", ""),
+    ("GZ2 similarity: precision@10, irregular", "gz2_p10_irregular", ""),
+    ("GZ2 similarity: mean precision@10", "gz2_p10_mean", ">= 0.25"),
+    ("DECaLS rings, frozen encoder: 10 labels", "rings_frozen_10", ""),
+    ("DECaLS rings, frozen encoder: 30 labels", "rings_frozen_30", ">= 0.75"),
+    ("DECaLS rings, frozen encoder: 100 labels", "rings_frozen_100", ">= 0.80"),
+    (
+        "held-out GZ2: vote-fraction error below the mean baseline",
+        "gz2_test_mae_reduction",
+        ">= 0.35",
+    ),
+    (
+        "held-out GZ2: confident accuracy, smooth-or-featured",
+        "gz2_test_accuracy_smooth_or_featured",
+        ">= 0.90",
+    ),
+    ("held-out GZ2: confident accuracy, edge-on", "gz2_test_accuracy_edge_on", ">= 0.90"),
+]
+
+
+def markdown_table(rows) -> str:
+    """The measured rows as the README's markdown table (one column per encoder)."""
+    names = [r["encoder"] for r in rows]
+    lines = ["| real galaxies | " + " | ".join(names) + " | target |"]
+    lines.append("|---" * (len(names) + 2) + "|")
+    for label, key, target in TABLE_ROWS:
+        cells = [f"{r[key]:.3f}" if isinstance(r.get(key), float) else "" for r in rows]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -643,6 +643,8 @@ def plot_explained_variance(pca: RepresentationPCA, ax=None, title: str | None =
         Fitted.
     ax : matplotlib Axes, optional
     title : str, optional
+    crops : one framing crop per row (``images.catalogue_crops``) for images read from files,
+        so thumbnails show what the model saw; None: the whole frame.
 
     Returns
     -------
@@ -686,6 +688,7 @@ def morphology_map(
     image_size: int | None = 64,
     clip_percentile: float = 1.0,
     title: str | None = "Morphology map: galaxies at their first two PCA coordinates",
+    crops=None,
 ):
     """Galaxy thumbnails at their positions in a 2-D projection of the representation.
 
@@ -710,6 +713,8 @@ def morphology_map(
         The map spans the [p, 100 - p] percentile range of each axis, so that a few outliers
         do not squeeze everything else into one corner.
     title : str, optional
+    crops : one framing crop per row (``images.catalogue_crops``) for images read from files,
+        so thumbnails show what the model saw; None: the whole frame.
 
     Returns
     -------
@@ -748,7 +753,7 @@ def morphology_map(
     for (i, j), row in chosen.items():
         img = images[row]
         if isinstance(img, str | os.PathLike):
-            img = read_image(img, image_size)
+            img = read_image(img, image_size, crop=1.0 if crops is None else float(crops[row]))
         x0, y0 = lo + np.array([i, j]) * cell
         ax.imshow(
             np.asarray(img),

@@ -78,3 +78,13 @@ def test_real_rings_are_reported_when_the_data_are_there(metrics):
     for method in ("pretrained_head", "scratch"):
         assert {"10", "30", "100"} <= set(real[method]), method
         assert all(0.0 <= v <= 1.0 for v in real[method].values())
+
+
+def test_gz2_rings_frozen_encoder_beats_both_baselines(metrics):
+    gz2 = metrics["gz2_ring_balanced_accuracy"]
+    if not gz2:
+        pytest.skip("the Galaxy Zoo 2 subset was not available to the course run")
+    for budget in ("30", "100"):
+        ours = gz2["representation"][budget]
+        for baseline in ("random weights", "raw pixels"):
+            assert ours > gz2[baseline][budget] + 0.03, (budget, baseline, gz2)
