@@ -1091,6 +1091,12 @@ def _fit_head_steps(
     """
     torch.manual_seed(cfg.seed)
     classification = cfg.task == "classification"
+    broken = np.flatnonzero(~np.isfinite(np.asarray(X, dtype=np.float64)).all(axis=1))
+    if len(broken):
+        raise FinetuneError(
+            f"labelled rows {broken[:10].tolist()} have NaN or infinite features, so the head "
+            "cannot be trained: check those galaxies' images (or their representation table)."
+        )
     Xt = torch.as_tensor(X, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long if classification else torch.float32)
     head = _standardising_head(Xt, n_out, cfg)
@@ -1112,7 +1118,15 @@ def _fit_head_steps(
     since_best = 0
     for step in range(1, steps + 1):
         opt.zero_grad()
-        loss = _head_loss(cfg.task, head(Xt), yt, weights)
+        out = head(Xt)
+        loss = _head_loss(cfg.task, out, yt, weights)
+        if not torch.isfinite(loss):
+            rows = torch.nonzero(~torch.isfinite(out.reshape(len(out), -1)).all(dim=1)).flatten()
+            raise FinetuneError(
+                f"the head's training loss became {float(loss)} at step {step} (labelled rows "
+                f"with non-finite outputs: {rows[:10].tolist() or 'none'}): lower head_lr "
+                f"({cfg.head_lr}) or raise head_l2."
+            )
         loss = loss + 0.5 * (cfg.head_l2 or 1.0) / n * head.linear.weight.pow(2).sum()
         loss.backward()
         opt.step()

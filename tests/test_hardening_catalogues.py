@@ -185,3 +185,14 @@ def test_training_that_turns_nan_stops_naming_the_batch_galaxies():
     with pytest.raises(F.FinetuneError, match=r"turned NaN at epoch 1, step 1.*galaxies \['"):
         torch.manual_seed(0)
         F.train_full(model, images, y, None, None, cfg, ids=ids)
+
+
+def test_a_head_whose_loss_turns_nan_stops_naming_the_rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(12, 4)).astype(np.float32)
+    y = np.array([0, 1] * 6)
+    X[3, 2] = np.nan  # a galaxy whose features are broken
+    cfg = F.FinetuneConfig(progress=False)
+    with pytest.raises(F.FinetuneError, match=r"rows \[3\] have NaN"):
+        F._fit_head_steps(X, y, 2, cfg, steps=5)
+    F._fit_head_steps(np.nan_to_num(X), y, 2, cfg, steps=5)  # and trains once they are fixed
