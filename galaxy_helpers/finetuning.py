@@ -330,16 +330,14 @@ def _floats(v) -> list[float] | None:
     return [float(x) for x in v]
 
 
-def _course_checkpoint():
+#: Checkpoints known by name (``training.load_model`` resolves them).
+NAMED_CHECKPOINTS = ("course", "synthetic", "quick")
+
+
+def _named_checkpoint(name: str):
     from . import training
 
-    return training.course_checkpoint()
-
-
-def _quick_checkpoint():
-    from . import training
-
-    return training.load_model("quick")
+    return training.load_model(name)
 
 
 def _unpack_loaded(obj, description: str) -> EncoderSource:
@@ -384,8 +382,8 @@ def load_encoder(
 
     Parameters
     ----------
-    source : ``"course"`` (the committed course checkpoint), ``"quick"`` (the quick model,
-        trained and cached on first use), a checkpoint path (``.safetensors``/``.json`` pair),
+    source : ``"course"`` (the committed course checkpoint), ``"synthetic"`` (its first,
+        synthetic-only stage), ``"quick"`` (the quick model, trained and cached on first use), a checkpoint path (``.safetensors``/``.json`` pair),
         a loaded ``(GalaxyModel, metadata)`` pair or ``GalaxyModel``, an ``EncoderSource``,
         a Zoobot/hub encoder ``"hf_hub:owner/name"`` or a local encoder folder (through
         ``pretrained.load_pretrained_encoder``), or a timm name ``"timm:resnet18"`` (the
@@ -420,10 +418,8 @@ def load_encoder(
             m.get("greyscale") or "mean",
             m.get("framing") or None,
         )
-    elif isinstance(source, str) and source == "course":
-        src = _unpack_loaded(_course_checkpoint(), "course checkpoint")
-    elif isinstance(source, str) and source == "quick":
-        src = _unpack_loaded(_quick_checkpoint(), "quick checkpoint")
+    elif isinstance(source, str) and source in NAMED_CHECKPOINTS:
+        src = _unpack_loaded(_named_checkpoint(source), f"{source} checkpoint")
     elif isinstance(source, str) and (source.startswith("hf_hub:") or source.startswith("zoobot:")):
         src = _load_hub_encoder(source.removeprefix("zoobot:"), cfg, offline)
     elif isinstance(source, (str, os.PathLike)) and _is_checkpoint_path(source):
@@ -439,7 +435,7 @@ def load_encoder(
     else:
         raise FinetuneError(
             f"cannot use {type(source).__name__} {source!r} as an encoder: pass 'course', "
-            "'quick', a checkpoint path, a GalaxyModel, 'hf_hub:<repo>' or 'timm:<name>'"
+            "'synthetic', 'quick', a checkpoint path, a GalaxyModel, 'hf_hub:<repo>' or 'timm:<name>'"
         )
     if cfg.architecture is not None and _arch_name(src.architecture) != _arch_name(
         cfg.architecture

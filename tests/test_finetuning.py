@@ -273,3 +273,13 @@ def test_cross_validated_l2_prefers_strong_penalty_on_noise():
     )
     head, info = ft.fit_head(X, y, 2, ft.FinetuneConfig(head_l2=None, val_fraction=0))
     assert info["head_l2"] in ft.FinetuneConfig().head_l2_grid
+
+
+@pytest.mark.parametrize("name", ["course", "synthetic"])
+def test_named_checkpoints_give_their_committed_encoders(name):
+    from galaxy_helpers import training
+
+    src = ft.load_encoder(name)
+    _, meta = training.load_model(name)
+    assert src.architecture == meta["architecture"] and src.image_size == meta["image_size"]
+    assert src.mean == pytest.approx(meta["mean"]) and src.description == f"{name} checkpoint"
