@@ -770,9 +770,18 @@ def _download_once(entry, final, timeout_s, progress, opener, resume) -> None:
             raise
 
 
-def _resume_into(handle, partial, entry, final, timeout_s, progress, opener, resume) -> None:
+def _download_bar(entry, total, progress: bool, initial: int = 0):
+    """The byte progress bar of one file's download."""
     from tqdm.auto import tqdm
 
+    name = PurePosixPath(entry.path).name
+    return tqdm(
+        total=total, initial=initial, unit="B", unit_scale=True, desc=name,
+        disable=not progress, leave=False,
+    )  # fmt: skip
+
+
+def _resume_into(handle, partial, entry, final, timeout_s, progress, opener, resume) -> None:
     fd = handle.fileno()
     algorithm, expected = entry.checksum
     offset = os.fstat(fd).st_size if resume else 0
@@ -805,15 +814,8 @@ def _resume_into(handle, partial, entry, final, timeout_s, progress, opener, res
         length = response.headers.get("Content-Length")
         length = int(length) if length and length.isdigit() else None
         received = 0
-        with tqdm(
-            total=offset + length if length is not None else entry.size,
-            initial=offset,
-            unit="B",
-            unit_scale=True,
-            desc=PurePosixPath(entry.path).name,
-            disable=not progress,
-            leave=False,
-        ) as bar:
+        total = offset + length if length is not None else entry.size
+        with _download_bar(entry, total, progress, initial=offset) as bar:
             for block in _response_blocks(response):
                 handle.write(block)
                 digest.update(block)
@@ -863,20 +865,11 @@ def _digest_of(handle, n: int, algorithm: str, digest=None):
 
 def _download_whole(entry, final, timeout_s, progress, opener) -> None:
     """Download without resuming, to a private temporary file (see :func:`_copy_verified`)."""
-    from tqdm.auto import tqdm
-
     request = urllib.request.Request(entry.url, headers={"User-Agent": _USER_AGENT})
     with opener(request, timeout=timeout_s) as response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else entry.size
-        with tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            desc=PurePosixPath(entry.path).name,
-            disable=not progress,
-            leave=False,
-        ) as bar:
+        with _download_bar(entry, total, progress) as bar:
             _copy_verified(_response_blocks(response), final, entry, entry.url, bar)
 
 
