@@ -38,27 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SIMILARITY_TAGS = ("ring", "merger", "irregular")
 
 
-def held_out_votes(encoder, gz2, cache) -> dict:
-    """Vote-fraction error and confident accuracy on the held-out Galaxy Zoo 2 galaxies."""
-    from galaxy_helpers.evaluation import evaluate
-    from galaxy_helpers.representations import load_model
-
-    model, meta = load_model(encoder, progress=False)
-    if getattr(model, "head", None) is None:
-        return {}
-    model.metadata = meta
-    test = gz2[gz2["split"] == "test"].reset_index(drop=True)
-    train = gz2[gz2["split"] == "train"]
-    m = evaluate(model, test, baseline_catalogue=train, progress=False).summary()
-    acc = m["accuracy_confident"]
-    return {
-        "mae_reduction": m["mae_reduction"],
-        "accuracy_smooth_or_featured": acc.get("smooth-or-featured-dr5"),
-        "accuracy_edge_on": acc.get("disk-edge-on-dr5"),
-        "n_test": len(test),
-    }
-
-
 def measure(encoder, gz2, rings, args, cache) -> dict:
     from galaxy_helpers import transfer
 
@@ -79,7 +58,7 @@ def measure(encoder, gz2, rings, args, cache) -> dict:
     for budget, acc in probe.items():
         row[f"rings_frozen_{budget}"] = acc
     if encoder not in ("pixels", "random"):
-        for key, value in held_out_votes(encoder, gz2, cache).items():
+        for key, value in transfer.held_out_votes(encoder, gz2).items():
             row[f"gz2_test_{key}"] = value
     row["seconds"] = round(time.perf_counter() - t0, 1)
     return row

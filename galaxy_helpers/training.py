@@ -1221,8 +1221,9 @@ def synthetic_checkpoint_path(architecture: str | None = None) -> Path:
     return WEIGHTS_DIR / f"synthetic_{architecture}"
 
 
-def _train_and_save(catalogue, config, path, recipe, data_description, test, baseline, progress):
-    """Train, evaluate on ``test``, and write a float16 checkpoint (each epoch kept as it goes)."""
+def _train_and_save(catalogue, config, path, recipe, data_description, test, progress):
+    """Train, evaluate on ``test`` (``{name: (rows, baseline rows)}``), and write a float16
+    checkpoint (each epoch kept as it goes)."""
     from .evaluation import evaluate
 
     t0 = time.perf_counter()
@@ -1276,7 +1277,7 @@ def build_synthetic_checkpoint(
     path = Path(out) if out else synthetic_checkpoint_path(config.architecture)
     test = {"test": (sky[sky["split"] == "test"], sky[sky["split"] == "train"])}
     return _train_and_save(
-        sky, config, path, recipe, _sky_description(sky_config), test, None, progress
+        sky, config, path, recipe, _sky_description(sky_config), test, progress
     )
 
 
@@ -1335,7 +1336,7 @@ def build_course_checkpoint(
         **recipe["train"],
     )
     path = Path(out) if out else course_checkpoint_path(config.architecture)
-    return _train_and_save(catalogue, config, path, recipe, description, tests, None, progress)
+    return _train_and_save(catalogue, config, path, recipe, description, tests, progress)
 
 
 # --------------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ __all__ = [
     "compare_similarity",
     "compare_anomaly_search",
     "compare_linear_probe",
+    "held_out_votes",
 ]
 
 #: The paper's definition of an interesting Galaxy Zoo 2 galaxy (odd vote fraction above it).
@@ -231,8 +232,40 @@ def linear_probe(
 BASELINES = {"random weights": "random", "raw pixels": "pixels"}
 
 
-def _encoders(encoder) -> dict:
-    return {"representation": encoder, **BASELINES}
+def _features_by_encoder(catalogue: pd.DataFrame, encoder) -> dict[str, np.ndarray]:
+    """``{"representation": X, "random weights": X, "raw pixels": X}`` for one catalogue."""
+    cache: dict = {}
+    encoders = {"representation": encoder, **BASELINES}
+    return {
+        name: encoder_features(enc, catalogue, reference=encoder, cache=cache)
+        for name, enc in encoders.items()
+    }
+
+
+def held_out_votes(encoder, catalogue: pd.DataFrame) -> dict:
+    """How well a trained model predicts the volunteers of a catalogue's held-out galaxies.
+
+    The ``test`` rows are evaluated against the mean-fraction baseline of the ``train`` rows
+    (``evaluation.evaluate``, at the model's framing). Returns ``{}`` for an encoder without a
+    vote head, else ``mae_reduction``, ``accuracy_smooth_or_featured``, ``accuracy_edge_on``
+    and ``n_test``.
+    """
+    from .evaluation import evaluate
+    from .representations import load_model
+
+    model, _ = load_model(encoder, progress=False)
+    if getattr(model, "head", None) is None:
+        return {}
+    test = catalogue[catalogue["split"] == "test"].reset_index(drop=True)
+    train = catalogue[catalogue["split"] == "train"]
+    summary = evaluate(model, test, baseline_catalogue=train, progress=False).summary()
+    accuracy = summary["accuracy_confident"]
+    return {
+        "mae_reduction": summary["mae_reduction"],
+        "accuracy_smooth_or_featured": accuracy.get("smooth-or-featured-dr5"),
+        "accuracy_edge_on": accuracy.get("disk-edge-on-dr5"),
+        "n_test": len(test),
+    }
 
 
 def compare_similarity(
@@ -245,11 +278,10 @@ def compare_similarity(
     pandas.DataFrame: one row per tag (plus ``mean``), columns ``representation``,
     ``random weights``, ``raw pixels``, ``chance`` and ``n_members``.
     """
-    cache: dict = {}
-    columns = {}
-    for name, enc in _encoders(encoder).items():
-        X = encoder_features(enc, catalogue, reference=encoder, cache=cache)
-        columns[name] = tag_precision(X, catalogue, tags, k=k)
+    columns = {
+        name: tag_precision(X, catalogue, tags, k=k)
+        for name, X in _features_by_encoder(catalogue, encoder).items()
+    }
     rows = []
     for tag in tags:
         row = {"tag": tag, **{name: col[tag] for name, col in columns.items()}}
@@ -272,11 +304,10 @@ def compare_anomaly_search(
     pandas.DataFrame: one row per encoder, columns ``precision_at_50``,
     ``average_precision`` (labelled galaxies first) and ``predicted_average_precision``.
     """
-    cache: dict = {}
-    rows = {}
-    for name, enc in _encoders(encoder).items():
-        X = encoder_features(enc, catalogue, reference=encoder, cache=cache)
-        rows[name] = anomaly_search(X, catalogue["odd"], repeats=repeats, seed=seed)
+    rows = {
+        name: anomaly_search(X, catalogue["odd"], repeats=repeats, seed=seed)
+        for name, X in _features_by_encoder(catalogue, encoder).items()
+    }
     table = pd.DataFrame(rows).T
     cols = ["precision_at_50", "average_precision", "predicted_average_precision"]
     return table[cols + ["n_interesting", "n_galaxies"]]
@@ -292,9 +323,8 @@ def compare_linear_probe(
 ) -> pd.DataFrame:
     """Balanced accuracy of a frozen-encoder logistic regression per label budget, for
     ``encoder`` and both baselines (rows), measured in the same run."""
-    cache: dict = {}
-    rows = {}
-    for name, enc in _encoders(encoder).items():
-        X = encoder_features(enc, catalogue, reference=encoder, cache=cache)
-        rows[name] = linear_probe(X, catalogue[label], budgets, repeats, seed)
+    rows = {
+        name: linear_probe(X, catalogue[label], budgets, repeats, seed)
+        for name, X in _features_by_encoder(catalogue, encoder).items()
+    }
     return pd.DataFrame(rows).T.rename(columns=lambda b: f"{b} labels")

@@ -75,3 +75,30 @@ def test_recorded_metrics_hold_on_a_fresh_sample(checkpoint, tmp_path):
     assert fresh["vote_fraction_mae"] <= recorded["vote_fraction_mae"] * 1.2 + 0.005
     assert fresh["mae_reduction"] >= 0.3
     assert np.isfinite(result.predicted).all()
+
+
+@pytest.mark.slow
+def test_the_recipe_builds_stage_2_from_stage_1_with_real_galaxies(tmp_path, monkeypatch):
+    """One command rebuilds the checkpoint: a tiny version of the recipe runs end to end."""
+    import copy
+    import json
+    import os
+    from pathlib import Path
+
+    from galaxy_helpers import data
+
+    mirror = Path(os.environ.get(data.MIRROR_ENV) or "/work/shared/data")
+    if not (mirror / "gz2_kaggle_subset").is_dir():
+        pytest.skip("needs the data mirror")
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
+    recipe = copy.deepcopy(training.COURSE_CHECKPOINT_RECIPE)
+    recipe["sky"]["n_galaxies"] = 600
+    recipe["train"].update(epochs=1, max_steps_per_epoch=2)
+    training.build_course_checkpoint(tmp_path / "tiny", progress=False, recipe=recipe)
+    meta = json.loads((tmp_path / "tiny.json").read_text())
+    assert meta["recipe"] == recipe and meta["partial"] is False
+    assert meta["data"]["real"]["n_galaxies"] == 4000  # every train galaxy of the subset
+    assert set(meta["metrics"]) >= {"test", "test_gz2"}
+    assert meta["metrics"]["test_gz2"]["n_galaxies"] == 1000  # the held-out split only
+    assert not list(tmp_path.glob("tiny_partial*"))
