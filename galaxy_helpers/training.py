@@ -1276,9 +1276,7 @@ def build_synthetic_checkpoint(
     )
     path = Path(out) if out else synthetic_checkpoint_path(config.architecture)
     test = {"test": (sky[sky["split"] == "test"], sky[sky["split"] == "train"])}
-    return _train_and_save(
-        sky, config, path, recipe, _sky_description(sky_config), test, progress
-    )
+    return _train_and_save(sky, config, path, recipe, _sky_description(sky_config), test, progress)
 
 
 def course_training_catalogue(recipe: dict | None = None, progress: bool = True):
