@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_profile.py"
 
@@ -37,7 +40,10 @@ def test_gpu_profile_script_runs_end_to_end_on_cpu(tmp_path, monkeypatch):
     assert "failed_stages" not in result
     t = result["throughput"]["resnet10t"]
     assert t["bare_images_per_s"] > 0 and t["ours_images_per_s"] > 0
-    assert t["ratio"] == round(t["ours_images_per_s"] / t["bare_images_per_s"], 3)
+    # The script divides the unrounded throughputs; the JSON keeps them to 0.1 img/s, so at the
+    # CPU's few dozen img/s recomputing from the rounded ones can move the third decimal.
+    recomputed = t["ours_images_per_s"] / t["bare_images_per_s"]
+    assert t["ratio"] == pytest.approx(recomputed, abs=2e-3)
     run = result["full_run"]
     assert 1 <= run["epochs"] <= 2 and len(run["val_loss"]) == run["epochs"]
     assert run["peak_gpu_memory_gb"] is None  # no GPU here
@@ -62,18 +68,14 @@ REAL = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_real_transfer
 
 
 def test_real_transfer_benchmark_measures_every_table_row(tmp_path, monkeypatch):
-    """The real-galaxy benchmark runs end to end (tiny: 800 GZ2 galaxies, 60 rings, baselines
-    only) and fills every row of the README table it writes."""
-    import os
-
-    import pytest
-
+    """The real-galaxy benchmark runs end to end (tiny: 800 GZ2 galaxies, the 470 DECaLS rings, the course
+    checkpoint and raw pixels) and fills every row of the README table it writes."""
     from galaxy_helpers import data
 
-    if not (
-        Path(os.environ.get(data.MIRROR_ENV) or "/work/shared/data") / "gz2_kaggle_subset"
-    ).is_dir():
+    mirror = Path(os.environ.get(data.MIRROR_ENV) or "/work/shared/data")
+    if not (mirror / "gz2_kaggle_subset").is_dir():
         pytest.skip("needs the data mirror")
+    monkeypatch.setenv(data.MIRROR_ENV, str(mirror))  # also when run outside make
     monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
     out, table = tmp_path / "real.json", tmp_path / "real.md"
     bench = _load(REAL)
