@@ -21,15 +21,15 @@ import argparse
 import dataclasses
 import datetime as _dt
 import json
-import math
 import os
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .core import cache_dir, device, json_safe, write_text
 
 __all__ = [
     "CourseRunError",
@@ -57,105 +57,6 @@ PROFILES = ("quick",)
 
 class CourseRunError(RuntimeError):
     """A notebook of the course failed; the message names the notebook and the cell."""
-
-
-# --------------------------------------------------------------------------------------------
-# Small helpers used by every module
-# --------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Return the folder for cached data and models, creating it if needed.
-
-    Returns
-    -------
-    pathlib.Path
-        ``$GALAXY_HELPERS_CACHE`` when that environment variable is set, else
-        ``~/.cache/galaxy_helpers``.
-    """
-    env = os.environ.get("GALAXY_HELPERS_CACHE", "").strip()
-    path = Path(env).expanduser() if env else Path.home() / ".cache" / "galaxy_helpers"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OSError(
-            f"cannot create the cache folder {path} ({err}); set GALAXY_HELPERS_CACHE to a "
-            "writable folder"
-        ) from err
-    return path
-
-
-def device() -> str:
-    """Pick the fastest available torch device.
-
-    Returns
-    -------
-    str
-        ``"cuda"`` if a CUDA GPU is available, else ``"mps"`` (Apple silicon), else ``"cpu"``.
-    """
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def json_safe(value: Any) -> Any:
-    """Convert numpy/torch scalars and arrays, paths and tuples into plain JSON values.
-
-    Non-finite floats (NaN, infinity) become ``None`` so the file stays strict JSON.
-
-    Parameters
-    ----------
-    value : Any
-        A number, string, mapping, sequence, numpy/torch scalar or array, or path.
-
-    Returns
-    -------
-    Any
-        The same content built from ``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``
-        and ``None`` only.
-    """
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (_dt.date, _dt.datetime)):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return json_safe(dataclasses.asdict(value))
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [json_safe(v) for v in value]
-    # numpy and torch: bool_/integer/floating scalars have .item(), arrays/tensors have .tolist()
-    if hasattr(value, "tolist") and callable(value.tolist):
-        return json_safe(value.tolist())
-    if hasattr(value, "item") and callable(value.item):
-        return json_safe(value.item())
-    raise TypeError(
-        f"cannot write a value of type {type(value).__name__} ({value!r}) to a metrics file; "
-        "pass numbers, strings, lists or dicts"
-    )
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -216,7 +117,7 @@ class NotebookRun:
         record.setdefault("notebook", self.name)
         record.setdefault("started_at", self.started_at)
         text = json.dumps(record, indent=2, sort_keys=False, allow_nan=False) + "\n"
-        _atomic_write_text(self.metrics_path, text)
+        write_text(self.metrics_path, text)
         if show:
             print(f"Metrics written to {self.metrics_path}")
             print(text, end="")
@@ -593,7 +494,7 @@ def run_course(
 
     summary = summary_markdown(results, total)
     summary_path = out / "summary.md"
-    _atomic_write_text(summary_path, "# Course run summary\n\n" + summary)
+    write_text(summary_path, "# Course run summary\n\n" + summary)
     failed = [r for r in results if not r.ok]
     record = {
         "finished": True,
@@ -606,7 +507,7 @@ def run_course(
         "wall_s": {r.notebook: round(r.wall_s, 2) for r in results},
         "total_s": round(total, 2),
     }
-    _atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    write_text(record_path, json.dumps(record, indent=2) + "\n")
     if verbose:
         print()
         print(summary, end="")

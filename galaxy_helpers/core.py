@@ -1,0 +1,188 @@
+"""The ground floor every other module stands on: cache folder, device, JSON, atomic files, keys.
+
+Nothing here imports another ``galaxy_helpers`` module, so any module may import it.
+
+>>> from galaxy_helpers import core
+>>> with core.atomic_path("/tmp/gh_core_doctest.json") as tmp:
+...     _ = tmp.write_text("{}")
+>>> core.read_json("/tmp/gh_core_doctest.json")
+{}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "atomic_path",
+    "cache_dir",
+    "content_key",
+    "device",
+    "json_safe",
+    "read_json",
+    "write_json",
+    "write_text",
+]
+
+
+def cache_dir(*parts: str) -> Path:
+    """The folder for cached data and models (created if needed), or a subfolder of it.
+
+    ``$GALAXY_HELPERS_CACHE`` when that environment variable is set, else
+    ``~/.cache/galaxy_helpers``; ``cache_dir("models")`` is its ``models`` subfolder.
+    """
+    env = os.environ.get("GALAXY_HELPERS_CACHE", "").strip()
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "galaxy_helpers"
+    path = path.joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(
+            f"cannot create the cache folder {path} ({err}); set GALAXY_HELPERS_CACHE to a "
+            "writable folder"
+        ) from err
+    return path
+
+
+def device(choice: str | None = None) -> str:
+    """The torch device to use: ``choice`` when given, else cuda, then mps, then cpu."""
+    if choice:
+        return str(choice)
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def json_safe(value: Any) -> Any:
+    """Numpy/torch scalars and arrays, paths, dates, dataclasses and tuples as plain JSON values.
+
+    Non-finite floats (NaN, infinity) become ``None`` so the file stays strict JSON.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return json_safe(dataclasses.asdict(value))
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    # numpy and torch: bool_/integer/floating scalars have .item(), arrays/tensors have .tolist()
+    if hasattr(value, "tolist") and callable(value.tolist):
+        return json_safe(value.tolist())
+    if hasattr(value, "item") and callable(value.item):
+        return json_safe(value.item())
+    raise TypeError(
+        f"cannot write a value of type {type(value).__name__} ({value!r}) as JSON; "
+        "pass numbers, strings, lists or dicts"
+    )
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
+
+    Whatever the block writes to the temporary path (any library, any format: its suffix is
+    ``path``'s) appears at ``path`` only when the block finishes; on an error it is deleted and
+    ``path`` keeps its old content, so a crash never leaves a half-written file. A folder
+    written to the temporary path replaces an existing folder at ``path`` the same way.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=final.suffix)
+    os.close(fd)
+    tmp = Path(name)
+    tmp.unlink()  # writers create it (a file or a folder)
+    try:
+        yield tmp
+        if tmp.is_dir() and final.is_dir():
+            old = final.with_name(f".{final.name}.old.{os.getpid()}")
+            os.replace(final, old)
+            os.replace(tmp, final)
+            _remove(old)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        import shutil
+
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> Path:
+    """Write ``json_safe(value)`` to ``path`` atomically (strict JSON); returns the path."""
+    text = json.dumps(json_safe(value), indent=indent, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "file") -> Any:
+    """Read a JSON file, or raise a clear error naming the file and what to do.
+
+    ``what`` names the file in the message (``"checkpoint metadata"``, ``"label file"``).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{what} {path} is not valid JSON ({err}); it may be truncated: restore or rebuild it"
+        ) from None
+
+
+def content_key(*parts: Any, length: int = 16) -> str:
+    """A short sha256 hex key of ``parts`` (bytes, arrays, or anything JSON can write).
+
+    Used for cache folders: equal inputs give equal keys on every machine.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, bytes | bytearray | memoryview):
+            blob = bytes(part)
+        elif hasattr(part, "tobytes") and hasattr(part, "dtype"):
+            blob = str(part.dtype).encode() + str(getattr(part, "shape", "")).encode()
+            blob += part.tobytes()
+        else:
+            blob = json.dumps(json_safe(part), sort_keys=True).encode()
+        digest.update(len(blob).to_bytes(8, "little"))
+        digest.update(blob)
+    return digest.hexdigest()[:length]
