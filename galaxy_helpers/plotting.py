@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
+import pandas as pd
 
-__all__ = ["galaxy_grid"]
+__all__ = ["galaxy_grid", "ranked_grid"]
 
 
 def galaxy_grid(
@@ -85,3 +86,105 @@ def galaxy_grid(
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - title_inches / height))
     return fig
+
+
+def ranked_grid(
+    images: pd.DataFrame | Sequence[str | os.PathLike] | np.ndarray,
+    scores: Sequence[float] | np.ndarray | str,
+    k: int = 24,
+    *,
+    pick: str = "top",
+    titles: str | Sequence[str] = "{score:.2f}",
+    highlight: str | Sequence[bool] | None = None,
+    exclude_ids: Collection[str] = (),
+    kind: str | None = None,
+    ncols: int = 8,
+    suptitle: str | None = None,
+    **grid_options,
+):
+    """Show ``k`` galaxies picked by a score (the top ``k``, or a spread) as a grid.
+
+    Parameters
+    ----------
+    images : catalogue (``file_loc``; ``id_str`` for ``exclude_ids``), image paths, or a
+        uint8 array ``(N, H, W, 3)``.
+    scores : one score per galaxy, or the name of a catalogue column. NaN scores are never shown.
+    k : how many galaxies to show.
+    pick : ``"top"`` (highest first), ``"bottom"`` (lowest first) or ``"spread"`` (``k``
+        evenly spaced along the ranking, lowest first).
+    titles : a format string (fields ``score``, ``rank`` and, for a catalogue, its columns)
+        or one title per galaxy (all ``N``).
+    highlight : framed galaxies: a catalogue column or one flag per galaxy (all ``N``).
+    exclude_ids : ``id_str`` values not to show (e.g. the galaxies a model was trained on).
+    kind : ``np.argsort``'s sort kind, which decides the order of tied scores (``"stable"``:
+        catalogue order, as ``DataFrame.nlargest``); default numpy's.
+    ncols : images per row.
+    suptitle : figure title, formatted with ``n`` (galaxies shown) and ``framed`` (the
+        fraction of them highlighted); write ``{{``/``}}`` for literal braces.
+    **grid_options : passed to :func:`galaxy_grid` (``size``, ``image_size``, ...).
+
+    Returns
+    -------
+    (figure, shown) where ``shown`` holds the positions (0 .. N-1) of the shown galaxies,
+    in grid order: ``catalogue.iloc[shown]`` are their rows.
+
+    Examples
+    --------
+    >>> fig, shown = ranked_grid(candidates, probabilities, k=24, highlight="tag_ring",
+    ...                          suptitle="Most ring-like ({framed:.0%} tagged)")
+    """
+    table = images if isinstance(images, pd.DataFrame) else None
+    if isinstance(scores, str):
+        if table is None or scores not in table.columns:
+            raise ValueError(f"scores={scores!r} names no column of the catalogue.")
+        scores = table[scores].to_numpy()
+    scores = np.asarray(scores)
+    if scores.dtype.kind in "ub":  # negating unsigned or bool scores would wrap around
+        scores = scores.astype(np.int64)
+    n = len(images)
+    if scores.shape != (n,):
+        raise ValueError(f"Got {n} galaxies but scores of shape {scores.shape}; pass one each.")
+    if pick not in ("top", "bottom", "spread"):
+        raise ValueError(f"pick={pick!r}; use 'top', 'bottom' or 'spread'.")
+    order = np.argsort(-scores if pick == "top" else scores, kind=kind)
+    keep = ~pd.isna(scores[order])
+    if len(exclude_ids):
+        if table is None or "id_str" not in table.columns:
+            raise ValueError("exclude_ids needs a catalogue with an id_str column.")
+        excluded = table["id_str"].astype(str).isin(set(map(str, exclude_ids))).to_numpy()
+        keep &= ~excluded[order]
+    order = order[keep]
+    if len(order) == 0:
+        raise ValueError("No galaxy to show: every score is NaN or excluded.")
+    if pick == "spread":
+        shown = order[np.linspace(0, len(order) - 1, min(k, len(order))).astype(int)]
+    else:
+        shown = order[:k]
+
+    if isinstance(titles, str):
+        rows = table.iloc[shown].to_dict("records") if table is not None else [{}] * len(shown)
+        labels = [
+            titles.format_map({**row, "score": scores[i], "rank": r + 1})
+            for r, (i, row) in enumerate(zip(shown, rows, strict=True))
+        ]
+    else:
+        if len(titles) != n:
+            raise ValueError(f"Got {n} galaxies but {len(titles)} titles; pass one each.")
+        labels = [str(titles[i]) for i in shown]
+    flags = None
+    if highlight is not None:
+        flags = table[highlight] if isinstance(highlight, str) else pd.Series(list(highlight))
+        if len(flags) != n:
+            raise ValueError(f"Got {n} galaxies but {len(flags)} highlight flags.")
+        flags = flags.fillna(0).astype(bool).to_numpy()[shown].tolist()
+    framed = float(np.mean(flags)) if flags else float("nan")
+    pictures = table["file_loc"].to_numpy() if table is not None else images
+    fig = galaxy_grid(
+        pictures[shown] if isinstance(pictures, np.ndarray) else [pictures[i] for i in shown],
+        titles=labels,
+        ncols=ncols,
+        highlight=flags,
+        suptitle=suptitle.format(n=len(shown), framed=framed) if suptitle else None,
+        **grid_options,
+    )
+    return fig, shown
