@@ -1,73 +1,46 @@
-"""Real data: manifests, verified downloads, an offline mirror, and ready catalogues.
+"""Real data: manifests, verified downloads (pooch), an offline mirror, and ready catalogues.
 
-Every dataset or model the course can use is described by one TOML file in
-``data_manifests/`` (what it is, citation, licence, pinned URL, size and checksum of every
-file, and how its catalogue maps onto the catalogue contract of ``DEVELOPERS.md``).
+Every dataset or model is described by one TOML file in ``data_manifests/`` (what it is,
+citation, licence, pinned URL, size and checksum of every file, and how its catalogue maps onto
+the catalogue contract of ``DEVELOPERS.md``). :func:`fetch` puts a dataset's files into
+``<core.cache_dir()>/data/<dataset>/``, each verified against the manifest's checksum by pooch
+and renamed into place only when complete:
 
-:func:`fetch` puts a dataset's files into ``<course.cache_dir()>/data/<dataset>/``:
+- from a **mirror folder** (``mirror=`` or ``$GALAXY_DATA_MIRROR``, laid out
+  ``<mirror>/<dataset>/<path>``) when it has the file; the network is never touched;
+- else from the pinned URL, with retries, a progress bar, and resuming: a download cut off
+  part-way keeps its ``.part`` file and the next attempt or run asks only for the rest with an
+  HTTP ``Range`` request (a whole-file checksum is verified either way).
 
-- from a **mirror folder** when one is given (``mirror=`` or the environment variable
-  ``GALAXY_DATA_MIRROR``): files are looked up as ``<mirror>/<dataset>/<path>``, the layout
-  of the course's shared data folder, and the network is never touched;
-- otherwise from the pinned upstream URL (stdlib ``urllib``; retries with backoff; progress
-  bar).
+Leftovers of crashed runs are removed by the next :func:`fetch`; :func:`verify` re-hashes the
+cache; archives are unpacked safely; :func:`load_dataset` returns the catalogue.
 
-Every file is checked against the manifest's sha256 (or md5 where that is all upstream
-publishes) and written atomically: a temporary ``.part`` file in the same folder, renamed to
-its final name only once it is complete and verified, so the cache never holds a half file
-under a final name. A download cut off part-way keeps its ``.part`` file and is resumed with
-an HTTP ``Range`` request by the next attempt or run (a server without ``Range`` support gets
-a fresh download; the whole file's checksum is verified either way); a file that fails its
-checksum is deleted. ``.part`` files and folders left by a crashed or killed run (no process
-holds their lock) are removed by the next :func:`fetch`. :func:`verify` (or
-``python -m galaxy_helpers.data verify NAME``) re-hashes every cached file and deletes the bad
-ones. A mirror folder that does not exist is named in a :class:`MirrorWarning`. Archives are
-unpacked through a temporary folder and refused if any member would land outside it.
-:func:`load_dataset` returns the dataset as a catalogue (``id_str``, absolute ``file_loc``,
-labels, ``tag_*`` columns).
-
-Examples
---------
 >>> from galaxy_helpers import data
 >>> rings = data.load_dataset("gz_decals_rings")          # doctest: +SKIP
->>> rings[["id_str", "ring", "tag_ring"]].head()          # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import http.client
 import io
-import json
 import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
-import urllib.error
-import urllib.request
+import tomllib
 import warnings
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pooch
 
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-    try:
-        import tomli as tomllib  # type: ignore[no-redef]
-    except ModuleNotFoundError as _err:
-        raise ImportError(
-            "Reading data manifests needs Python >= 3.11 (tomllib) or, on Python 3.10, "
-            "`pip install tomli`."
-        ) from _err
+from . import core
 
 try:  # POSIX: who holds a .part file (a live download) vs. a crashed run's leftover
     import fcntl
@@ -78,16 +51,16 @@ __all__ = [
     "MIRROR_ENV",
     "OFFLINE_ENV",
     "MANIFESTS_ENV",
+    "STALE_PART_S",
     "DataError",
     "ManifestError",
     "ChecksumError",
     "DataUnavailableError",
     "UnsafeArchiveError",
     "MirrorWarning",
-    "VerifyReport",
-    "STALE_PART_S",
     "FileEntry",
     "Manifest",
+    "VerifyReport",
     "manifest_dir",
     "list_manifests",
     "load_manifest",
@@ -108,15 +81,12 @@ MIRROR_ENV = "GALAXY_DATA_MIRROR"
 OFFLINE_ENV = "GALAXY_DATA_OFFLINE"
 MANIFESTS_ENV = "GALAXY_DATA_MANIFESTS"
 _STAMP = ".galaxy_helpers_verified.json"
-_USER_AGENT = "galaxy_helpers (course data fetcher; Python urllib)"
-#: A ``.part`` file or folder that no process holds locked and that has not changed for this
-#: many seconds is a crashed or killed run's leftover; :func:`fetch` removes it.
+_USER_AGENT = "galaxy_helpers (course data fetcher; pooch)"
+#: A leftover (``.part`` or temporary file/folder) that no process holds locked and that has
+#: not changed for this many seconds is a crashed run's; :func:`fetch` removes it.
 STALE_PART_S = 60.0
 
 
-# --------------------------------------------------------------------------------------------
-# Errors
-# --------------------------------------------------------------------------------------------
 class DataError(RuntimeError):
     """Base class of the errors raised while getting real data."""
 
@@ -141,34 +111,15 @@ class MirrorWarning(UserWarning):
     """The mirror folder given (``mirror=`` or ``GALAXY_DATA_MIRROR``) does not exist."""
 
 
-class _Interrupted(DataError):
-    """A download stopped before the end; its ``.part`` file is kept to be resumed."""
-
-
 # --------------------------------------------------------------------------------------------
 # Manifests
 # --------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of a manifest.
-
-    Attributes
-    ----------
-    path : str
-        Path below the dataset folder (POSIX separators), also its path in a mirror.
-    url : str or None
-        Pinned upstream URL; None for files built locally (``builder`` set).
-    size : int or None
-        Size in bytes, None where upstream does not publish it.
-    sha256, md5 : str or None
-        Lowercase hex checksums; at least one is set.
-    extract_to : str or None
-        For archives: folder (below the dataset folder) to unpack into.
-    builder : str or None
-        For derived files: name of the function in this module that builds it.
-    spot_check : str or None
-        For archives: a path (below the dataset folder) that must exist once unpacked.
-    """
+    """One file of a manifest: its ``path`` below the dataset folder (and in a mirror), pinned
+    ``url``, ``size`` in bytes, lowercase hex ``sha256`` or ``md5``; for archives ``extract_to``
+    (a folder) and ``spot_check`` (a path that must exist once unpacked); for files built
+    locally ``builder`` (a name in ``_BUILDERS``)."""
 
     path: str
     url: str | None = None
@@ -182,30 +133,14 @@ class FileEntry:
     @property
     def checksum(self) -> tuple[str, str]:
         """``(algorithm, hex digest)``, sha256 preferred."""
-        if self.sha256:
-            return "sha256", self.sha256
-        return "md5", str(self.md5)
+        return ("sha256", self.sha256) if self.sha256 else ("md5", str(self.md5))
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """A parsed manifest: the TOML table plus its file entries.
-
-    Attributes
-    ----------
-    name : str
-        Dataset or model name (the file stem).
-    kind : str
-        ``"dataset"`` or ``"models"``.
-    path : Path
-        The TOML file.
-    raw : dict
-        The whole parsed TOML table (citation, licence, catalogue mapping, ...).
-    files : list of FileEntry
-        Files downloaded from upstream (or copied from a mirror).
-    derived_files : list of FileEntry
-        Files built locally from the downloaded ones.
-    """
+    """A parsed manifest: ``name`` (file stem), ``kind`` (``"dataset"`` or ``"models"``),
+    ``path`` (the TOML file), ``raw`` (the whole table), ``files`` (downloaded or mirrored) and
+    ``derived_files`` (built locally)."""
 
     name: str
     kind: str
@@ -230,17 +165,11 @@ class Manifest:
 
 
 def manifest_dir() -> Path:
-    """Return the folder holding the manifests.
-
-    Returns
-    -------
-    Path
-        ``$GALAXY_DATA_MANIFESTS`` when set, else ``data_manifests/`` next to the package
-        (present in a source checkout or an editable install).
-    """
+    """The folder holding the manifests: ``$GALAXY_DATA_MANIFESTS``, else ``data_manifests/``
+    next to the package (a source checkout or an editable install)."""
     env = os.environ.get(MANIFESTS_ENV, "").strip()
     folder = (
-        Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "data_manifests"
+        Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "data_manifests"
     )
     if not folder.is_dir():
         raise ManifestError(
@@ -251,69 +180,32 @@ def manifest_dir() -> Path:
 
 
 def list_manifests(kind: str | None = None) -> list[str]:
-    """Names of all manifests, optionally only those of one kind.
-
-    Parameters
-    ----------
-    kind : str, optional
-        ``"dataset"`` or ``"models"``.
-
-    Returns
-    -------
-    list of str
-        Sorted manifest names (file stems).
-    """
+    """Sorted names of all manifests, or of those of one ``kind`` (``"dataset"``, ``"models"``)."""
     names = sorted(p.stem for p in manifest_dir().glob("*.toml"))
-    if kind is None:
-        return names
-    return [n for n in names if load_manifest(n).kind == kind]
+    return names if kind is None else [n for n in names if load_manifest(n).kind == kind]
+
+
+_ENTRY_KEYS = {"path", "url", "size", "sha256", "md5", "extract_to", "builder", "spot_check"}
 
 
 def _entry(item: dict, where: str, derived: bool) -> FileEntry:
     if not isinstance(item, dict) or "path" not in item:
         raise ManifestError(f"{where}: every file needs a 'path'")
-    known = {
-        "path",
-        "url",
-        "size",
-        "sha256",
-        "md5",
-        "extract_to",
-        "builder",
-        "spot_check",
-        "description",
-    }
-    unknown = set(item) - known
+    unknown = set(item) - _ENTRY_KEYS - {"description"}
     if unknown:
         raise ManifestError(f"{where} ({item['path']}): unknown keys {sorted(unknown)}")
-    return FileEntry(
-        path=item["path"],
-        url=item.get("url"),
-        size=item.get("size"),
-        sha256=(item.get("sha256") or None),
-        md5=(item.get("md5") or None),
-        extract_to=item.get("extract_to"),
-        builder=item.get("builder") if derived else None,
-        spot_check=item.get("spot_check"),
-    )
+    values = {k: item.get(k) or None for k in _ENTRY_KEYS - {"path", "size", "builder"}}
+    builder = item.get("builder") if derived else None
+    return FileEntry(path=item["path"], size=item.get("size"), builder=builder, **values)
 
 
 def load_manifest(name: str | os.PathLike) -> Manifest:
-    """Read one manifest by name (``"gz_decals_rings"``) or path.
-
-    Parameters
-    ----------
-    name : str or path-like
-        Manifest name (file stem in :func:`manifest_dir`) or a path to a TOML file.
-
-    Returns
-    -------
-    Manifest
+    """Read one manifest by name (``"gz_decals_rings"``) or TOML path.
 
     Raises
     ------
     ManifestError
-        Unknown name (lists the known ones) or malformed file.
+        Unknown name (lists the known ones), malformed file, or a path leaving its folder.
     """
     path = Path(name)
     if path.suffix != ".toml":
@@ -341,11 +233,8 @@ _NAME = re.compile(r"[A-Za-z0-9][\w.\-]*")
 
 
 def _checked_paths(manifest: Manifest) -> Manifest:
-    """Refuse a manifest whose name or any path could leave its dataset folder (or mirror).
-
-    Called wherever a manifest is read (:func:`load_manifest`) or handed in (:func:`fetch`), so a
-    ``../`` in a manifest given by path, or in a manifests folder, never reaches the file system.
-    """
+    """Refuse a manifest whose name or any path could leave its dataset folder (or mirror),
+    whether it was read from a file or built by hand."""
     where = str(manifest.path)
     if not (isinstance(manifest.name, str) and _NAME.fullmatch(manifest.name)):
         raise ManifestError(
@@ -384,35 +273,6 @@ def _inside(root: Path, relative: str | os.PathLike, where: str) -> Path:
     return path.resolve()
 
 
-_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
-_REQUIRED = {
-    "dataset": (
-        "name",
-        "kind",
-        "title",
-        "description",
-        "licence",
-        "citation",
-        "credit",
-        "homepage",
-        "files",
-        "catalogue",
-    ),
-    "models": (
-        "name",
-        "kind",
-        "title",
-        "description",
-        "licence",
-        "citation",
-        "credit",
-        "homepage",
-        "models",
-        "checksum_note",
-    ),
-}
-
-
 def _check_relative(path: Any, where: str) -> list[str]:
     if not isinstance(path, str) or not path:
         return [f"{where}: path must be a non-empty string"]
@@ -420,6 +280,14 @@ def _check_relative(path: Any, where: str) -> list[str]:
     if pure.is_absolute() or ".." in pure.parts or "\\" in path:
         return [f"{where}: path {path!r} must be relative, with '/' and no '..'"]
     return []
+
+
+_HEX = {"sha256": re.compile(r"[0-9a-f]{64}"), "md5": re.compile(r"[0-9a-f]{32}")}
+_COMMON = ("name", "kind", "title", "description", "licence", "citation", "credit", "homepage")
+_REQUIRED = {
+    "dataset": (*_COMMON, "files", "catalogue"),
+    "models": (*_COMMON, "models", "checksum_note"),
+}
 
 
 def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
@@ -518,36 +386,11 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Checksums, atomic writes, downloads
+# Verified files through pooch: mirror copies, built files, resumable downloads
 # --------------------------------------------------------------------------------------------
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB blocks.
-
-    Parameters
-    ----------
-    path : path-like
-        File to hash.
-    algorithm : str
-        Any :mod:`hashlib` name (``"sha256"``, ``"md5"``).
-
-    Returns
-    -------
-    str
-        Lowercase hex digest.
-    """
-    digest = hashlib.new(algorithm)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _how_to_provide(manifest: Manifest, entry: FileEntry, final: Path) -> str:
-    return (
-        f"To provide it: set {MIRROR_ENV} to a folder holding "
-        f"<mirror>/{manifest.name}/{entry.path}, or download {entry.url} yourself to {final} "
-        f"(checksum {entry.checksum[0]} {entry.checksum[1]} is verified)."
-    )
+    """Lowercase hex digest of a file (``algorithm``: any :mod:`hashlib` name)."""
+    return pooch.file_hash(str(path), alg=algorithm)
 
 
 def _lock(fd: int, wait: bool = False) -> bool:
@@ -561,96 +404,150 @@ def _lock(fd: int, wait: bool = False) -> bool:
     return True
 
 
-def _is_stale(path: Path, now: float | None = None) -> bool:
-    """A ``.part`` file or folder that nobody holds locked and that is older than
-    :data:`STALE_PART_S` (a day where locks are unavailable)."""
-    try:
-        age = (now or time.time()) - path.stat().st_mtime
-    except OSError:
-        return False
-    if age < (STALE_PART_S if fcntl is not None else 86400.0):
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return _lock(fd)
-    finally:
-        os.close(fd)
+def _size_error(entry: FileEntry, written: int, origin: str) -> ChecksumError:
+    return ChecksumError(
+        f"{entry.path}: got {written} bytes from {origin}, the manifest says {entry.size} "
+        "(truncated or changed upstream). Nothing was written to the cache; try again, or "
+        "replace the source file."
+    )
 
 
-def _remove_part(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+class _Source:
+    """A pooch downloader that copies a mirror file (``source``) or writes built bytes."""
+
+    def __init__(self, entry: FileEntry, origin: str, source: Path | None = None, blob=b""):
+        self.entry, self.origin, self.source, self.blob = entry, origin, source, blob
+
+    def __call__(self, url: str, output_file: str, store: Any) -> None:
+        if self.source is None:
+            Path(output_file).write_bytes(self.blob)
+        else:
+            shutil.copyfile(self.source, output_file)
+        size = os.path.getsize(output_file)
+        if self.entry.size is not None and size != self.entry.size:
+            raise _size_error(self.entry, size, self.origin)
+
+
+class _Resumable:
+    """A pooch downloader that fills the entry's ``.part`` file, resuming with ``Range``.
+
+    The ``.part`` file is locked while written; when another process holds it (it downloads
+    the same file), pooch's own :class:`pooch.HTTPDownloader` downloads privately instead.
+    """
+
+    def __init__(self, entry: FileEntry, final: Path, timeout_s: float, progress: bool, resume):
+        self.entry, self.final, self.timeout_s = entry, final, timeout_s
+        self.progress, self.resume, self.offset = progress, resume, 0
+        self.partial = partial_path(final, entry)
+
+    @property
+    def origin(self) -> str:
+        return self.entry.url + (f" (resumed at byte {self.offset})" if self.offset else "")
+
+    def __call__(self, url: str, output_file: str, store: Any) -> None:
+        import requests
+
+        headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}  # bytes as sized
+        fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "r+b", buffering=0) as handle:
+            if not _lock(fd):
+                self.offset = 0
+                get = pooch.HTTPDownloader(progressbar=self.progress, headers=headers)
+                return get(url, output_file, store)
+            try:
+                self._fill(handle, url, headers, requests)
+            except requests.HTTPError as err:
+                code = err.response.status_code if err.response is not None else 0
+                if code == 416:  # the range is past the end: start over
+                    handle.truncate(0)
+                if code < 500 and code not in (416, 429):  # 404, 403...: not worth a retry
+                    raise DataUnavailableError(f"{self.entry.path}: {url} answered {err}") from err
+                raise
+            finally:
+                if os.fstat(fd).st_size == 0:  # nothing worth resuming: leave nothing behind
+                    self.partial.unlink(missing_ok=True)
+        os.replace(self.partial, output_file)  # pooch verifies the checksum, then renames
+        return None
+
+    def _fill(self, handle, url: str, headers: dict, requests) -> None:
+        import urllib3
+        from tqdm.auto import tqdm
+
+        size, algorithm = self.entry.size, self.entry.checksum[0]
+        offset = os.fstat(handle.fileno()).st_size if self.resume else 0
+        if size is not None and offset == size:  # complete before a crash, never renamed
+            if pooch.file_hash(str(self.partial), alg=algorithm) == self.entry.checksum[1]:
+                return
+        if size is not None and offset >= size:
+            offset = 0
+        self.offset = offset
+        if offset:
+            headers = {**headers, "Range": f"bytes={offset}-"}
+        with requests.get(url, headers=headers, stream=True, timeout=self.timeout_s) as response:
+            response.raise_for_status()
+            found = re.match(r"\s*bytes\s+(\d+)-", response.headers.get("Content-Range") or "")
+            if offset and (response.status_code != 206 or not found or int(found[1]) != offset):
+                offset = self.offset = 0  # the server sent the whole file (no Range support)
+            handle.seek(offset)
+            handle.truncate()
+            length = response.headers.get("Content-Length")
+            length = int(length) if length and length.isdigit() else None
+            total = offset + length if length is not None else size
+            name = PurePosixPath(self.entry.path).name
+            with tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, desc=name,
+                disable=not self.progress, leave=False,
+            ) as bar, contextlib.suppress(urllib3.exceptions.HTTPError):  # fmt: skip
+                # read1, not iter_content: a cut connection keeps the bytes received so far
+                for block in iter(lambda: response.raw.read1(1 << 16), b""):
+                    handle.write(block)
+                    bar.update(len(block))
+        written = os.fstat(handle.fileno()).st_size
+        if length is not None and written < offset + length:
+            raise requests.ConnectionError(
+                f"the connection closed after {written} of {offset + length} bytes"
+            )
+        if size is not None and written != size:
+            handle.truncate(0)
+            raise _size_error(self.entry, written, self.origin)
 
 
 @contextlib.contextmanager
-def _atomic_target(final: Path):
-    """Yield an open temporary file next to ``final``; the caller renames it on success.
-
-    The temporary file is deleted if the block raises, so a failure leaves nothing behind;
-    while it is written it is locked, so a crash's leftover can be told from a live write.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    _lock(fd, wait=True)
+def _quiet():
+    """pooch announces every download and unpacking at INFO; our progress bars suffice."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
     try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle, tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        yield
+    finally:
+        logger.setLevel(level)
 
 
-def _copy_verified(
-    source: Iterable[bytes],
-    final: Path,
-    entry: FileEntry,
-    origin: str,
-    bar: Any = None,
-) -> None:
-    """Write the blocks of ``source`` to ``final`` atomically, checking size and checksum."""
+def _retrieve(entry: FileEntry, final: Path, downloader, retries: int = 1) -> Path:
+    """Put ``entry`` at ``final`` through pooch (temporary file, checksum, rename, retries)."""
     algorithm, expected = entry.checksum
-    digest = hashlib.new(algorithm)
-    written = 0
-    with _atomic_target(final) as (handle, tmp):
-        for block in source:
-            handle.write(block)
-            digest.update(block)
-            written += len(block)
-            if bar is not None:
-                bar.update(len(block))
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
-        if entry.size is not None and written != entry.size:
-            raise ChecksumError(
-                f"{entry.path}: got {written} bytes from {origin}, the manifest says {entry.size}"
-                " (truncated or changed upstream). Nothing was written to the cache; try again, "
-                "or replace the source file."
-            )
-        actual = digest.hexdigest()
-        if actual != expected:
-            raise ChecksumError(
-                f"{entry.path}: {algorithm} {actual} from {origin} does not match the manifest "
-                f"({expected}): the file is corrupted or changed upstream. Nothing was written to "
-                "the cache; replace the source file (or fix the manifest if upstream really "
-                "changed it)."
-            )
-        os.replace(tmp, final)
-
-
-def _file_blocks(path: Path) -> Iterable[bytes]:
-    with open(path, "rb") as handle:
-        yield from iter(lambda: handle.read(1 << 20), b"")
-
-
-def _response_blocks(response) -> Iterable[bytes]:
-    yield from iter(lambda: response.read(1 << 16), b"")
+    store = pooch.create(
+        path=final.parent,
+        base_url="",
+        registry={final.name: f"{algorithm}:{expected}"},
+        urls={final.name: entry.url or ""},
+        retry_if_failed=max(1, int(retries)) - 1,
+    )
+    try:
+        with _quiet():
+            store.fetch(final.name, downloader=downloader)
+    except ChecksumError:
+        raise
+    except ValueError as err:  # pooch's checksum check
+        got = re.search(r"but got (\w+)", str(err))
+        raise ChecksumError(
+            f"{entry.path}: {algorithm} {got[1] if got else '?'} from {downloader.origin} does "
+            f"not match the manifest ({expected}): the file is corrupted or changed upstream. "
+            "Nothing was written to the cache; replace the source file (or fix the manifest if "
+            "upstream really changed it)."
+        ) from None
+    return final
 
 
 def download_file(
@@ -660,19 +557,14 @@ def download_file(
     backoff_s: float = 1.0,
     timeout_s: float = 60.0,
     progress: bool = True,
-    opener: Callable[..., Any] | None = None,
     resume: bool = True,
 ) -> Path:
     """Download one manifest file from its URL to ``final``, verified and atomically.
 
-    The bytes go to ``.<name>.<algorithm>-<first 16 hex digits>.part`` next to ``final``
-    (locked while written). When a download stops part-way (a cut connection, a timeout, a
-    killed process), that file is kept and the next attempt, in this call or a later run, asks
-    only for the rest with an HTTP ``Range`` request; a server that answers with the whole file
-    (200 instead of 206) or refuses the range (416) gets a fresh download. The size and checksum
-    of the whole file are verified at the end either way, and a mismatch deletes the ``.part``
-    file (the next attempt starts from byte 0). If another process holds that file (it is
-    downloading the same one), this call downloads to a private temporary file instead.
+    The bytes go to :func:`partial_path` (locked while written). A download that stops
+    part-way keeps that file, and the next attempt, in this call or a later run, asks only for
+    the rest (HTTP ``Range``); a server answering with the whole file or refusing the range
+    gets a fresh download. A size or checksum mismatch deletes the ``.part`` file.
 
     Parameters
     ----------
@@ -681,16 +573,14 @@ def download_file(
     final : Path
         Where the verified file ends up.
     retries : int
-        Attempts in all; network errors, 5xx/429 answers and checksum mismatches are retried,
-        other HTTP errors (404, 403, ...) are not.
+        Attempts in all (pooch's ``retry_if_failed``, which waits 1 s, 2 s, ... between them);
+        network errors, 5xx/416/429 answers and mismatches are retried, 404/403 are not.
     backoff_s : float
-        Wait ``backoff_s * 2**attempt`` seconds between attempts.
+        Kept for callers; pooch sets the wait between attempts.
     timeout_s : float
         Socket timeout of each attempt.
     progress : bool
-        Show a byte progress bar (tqdm).
-    opener : callable, optional
-        Replacement for :func:`urllib.request.urlopen` (tests).
+        Byte progress bar (tqdm).
     resume : bool
         Continue a partial download left by an earlier attempt (default); False starts over.
 
@@ -702,41 +592,33 @@ def download_file(
     Raises
     ------
     DataUnavailableError
-        The URL could not be read after ``retries`` attempts.
+        The URL could not be read after ``retries`` attempts (says what was kept).
     ChecksumError
-        Every attempt gave a file whose size or checksum is wrong.
+        The last attempt gave a file whose size or checksum is wrong.
     """
+    import requests
+
     if not entry.url:
         raise DataUnavailableError(f"{entry.path}: the manifest gives no URL to download it from")
-    opener = opener or urllib.request.urlopen
-    last: BaseException | None = None
-    for attempt in range(max(1, int(retries))):
-        if attempt:
-            time.sleep(backoff_s * 2 ** (attempt - 1))
-        try:
-            _download_once(entry, final, timeout_s, progress, opener, resume)
-            return final
-        except urllib.error.HTTPError as err:
-            last = err
-            if err.code < 500 and err.code not in (416, 429):
-                break
-        except ChecksumError as err:
-            last = err
-        except (_Interrupted, urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            last = err  # (TimeoutError and cut connections are OSErrors)
-    if isinstance(last, ChecksumError):
-        raise last
-    kept = partial_path(final, entry)
-    note = (
-        f" The {kept.stat().st_size} bytes received so far are kept in {kept}; the next fetch "
-        "resumes from there."
-        if kept.is_file() and kept.stat().st_size
-        else ""
-    )
-    raise DataUnavailableError(
-        f"{entry.path}: could not download {entry.url} after {attempt + 1} attempt(s) "
-        f"({last}).{note}"
-    ) from last
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _retrieve(
+            entry, final, _Resumable(entry, final, timeout_s, progress, resume), retries
+        )
+    except (requests.RequestException, OSError) as err:
+        if isinstance(err, DataError):
+            raise
+        kept = partial_path(final, entry)
+        note = (
+            f" The {kept.stat().st_size} bytes received so far are kept in {kept}; the next "
+            "fetch resumes from there."
+            if kept.is_file() and kept.stat().st_size
+            else ""
+        )
+        raise DataUnavailableError(
+            f"{entry.path}: could not download {entry.url} after {max(1, int(retries))} "
+            f"attempt(s) ({err}).{note}"
+        ) from err
 
 
 def partial_path(final: Path, entry: FileEntry) -> Path:
@@ -746,137 +628,10 @@ def partial_path(final: Path, entry: FileEntry) -> Path:
     return final.parent / f".{final.name}.{algorithm}-{expected[:16]}.part"
 
 
-def _range_start(response) -> int | None:
-    found = re.match(r"\s*bytes\s+(\d+)-", response.headers.get("Content-Range") or "")
-    return int(found.group(1)) if found else None
-
-
-def _download_once(entry, final, timeout_s, progress, opener, resume) -> None:
-    """One attempt of :func:`download_file`."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    partial = partial_path(final, entry)
-    fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
-    handle = os.fdopen(fd, "r+b")
-    with handle:
-        if not _lock(fd):  # another process downloads this very file: go private, no resume
-            handle.close()
-            return _download_whole(entry, final, timeout_s, progress, opener)
-        try:
-            return _resume_into(handle, partial, entry, final, timeout_s, progress, opener, resume)
-        except BaseException:
-            handle.flush()
-            if os.fstat(fd).st_size == 0:  # nothing worth resuming: leave nothing behind
-                partial.unlink(missing_ok=True)
-            raise
-
-
-def _download_bar(entry, total, progress: bool, initial: int = 0):
-    """The byte progress bar of one file's download."""
-    from tqdm.auto import tqdm
-
-    name = PurePosixPath(entry.path).name
-    return tqdm(
-        total=total, initial=initial, unit="B", unit_scale=True, desc=name,
-        disable=not progress, leave=False,
-    )  # fmt: skip
-
-
-def _resume_into(handle, partial, entry, final, timeout_s, progress, opener, resume) -> None:
-    fd = handle.fileno()
-    algorithm, expected = entry.checksum
-    offset = os.fstat(fd).st_size if resume else 0
-    if entry.size is not None and offset > entry.size:
-        offset = 0
-    if offset and offset == entry.size and _digest_of(handle, offset, algorithm) == expected:
-        os.replace(partial, final)  # complete before a crash, never renamed
-        return None
-    if entry.size is not None and offset >= entry.size:
-        offset = 0
-    headers = {"User-Agent": _USER_AGENT}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(entry.url, headers=headers)
-    try:
-        response = opener(request, timeout=timeout_s)
-    except urllib.error.HTTPError as err:
-        if err.code == 416 and offset:  # the range is past the end: start over
-            handle.truncate(0)
-        raise
-    with response:
-        status = getattr(response, "status", None) or response.getcode()
-        if offset and (status != 206 or _range_start(response) != offset):
-            offset = 0  # the server sent the whole file (no Range support)
-        digest = hashlib.new(algorithm)
-        if offset:
-            digest = _digest_of(handle, offset, algorithm, digest)
-        handle.seek(offset)
-        handle.truncate()
-        length = response.headers.get("Content-Length")
-        length = int(length) if length and length.isdigit() else None
-        received = 0
-        total = offset + length if length is not None else entry.size
-        with _download_bar(entry, total, progress, initial=offset) as bar:
-            for block in _response_blocks(response):
-                handle.write(block)
-                digest.update(block)
-                received += len(block)
-                bar.update(len(block))
-    handle.flush()
-    os.fsync(fd)
-    written = offset + received
-    if length is not None and received < length:
-        raise _Interrupted(f"the connection closed after {written} of {offset + length} bytes")
-    resumed = f" (resumed at byte {offset})" if offset else ""
-    problem = None
-    if entry.size is not None and written != entry.size:
-        problem = (
-            f"{entry.path}: got {written} bytes from {entry.url}{resumed}, the manifest says "
-            f"{entry.size} (truncated or changed upstream). Nothing was written to the "
-            "cache; try again, or replace the source file."
-        )
-    elif (actual := digest.hexdigest()) != expected:
-        problem = (
-            f"{entry.path}: {algorithm} {actual} from {entry.url}{resumed} does not match the "
-            f"manifest ({expected}): the file is corrupted or changed upstream. Nothing was "
-            "written to the cache; replace the source file (or fix the manifest if upstream "
-            "really changed it)."
-        )
-    if problem is not None:
-        partial.unlink(missing_ok=True)
-        raise ChecksumError(problem)
-    os.replace(partial, final)
-    return None
-
-
-def _digest_of(handle, n: int, algorithm: str, digest=None):
-    """Hash of the first ``n`` bytes of an open file (a hashlib object when ``digest`` is
-    given, else the hex digest)."""
-    out = digest if digest is not None else hashlib.new(algorithm)
-    handle.seek(0)
-    left = n
-    while left > 0:
-        block = handle.read(min(left, 1 << 20))
-        if not block:
-            break
-        out.update(block)
-        left -= len(block)
-    return out if digest is not None else out.hexdigest()
-
-
-def _download_whole(entry, final, timeout_s, progress, opener) -> None:
-    """Download without resuming, to a private temporary file (see :func:`_copy_verified`)."""
-    request = urllib.request.Request(entry.url, headers={"User-Agent": _USER_AGENT})
-    with opener(request, timeout=timeout_s) as response:
-        length = response.headers.get("Content-Length")
-        total = int(length) if length and length.isdigit() else entry.size
-        with _download_bar(entry, total, progress) as bar:
-            _copy_verified(_response_blocks(response), final, entry, entry.url, bar)
-
-
 # --------------------------------------------------------------------------------------------
 # Archives
 # --------------------------------------------------------------------------------------------
-def _check_member(name: str, archive: Path, target: Path) -> Path:
+def _check_member(name: str, archive: Path, target: Path, link: bool) -> None:
     pure = PurePosixPath(name.replace("\\", "/"))
     resolved = (target / pure).resolve()
     if pure.is_absolute() or ".." in pure.parts or not resolved.is_relative_to(target.resolve()):
@@ -885,15 +640,18 @@ def _check_member(name: str, archive: Path, target: Path) -> Path:
             "this archive. Get the archive again from its pinned URL, or unpack it by hand after "
             "checking its contents."
         )
-    return resolved
+    if link:
+        raise UnsafeArchiveError(
+            f"{archive}: member {name!r} is a link or special file; refusing to unpack it"
+        )
 
 
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     """Unpack a tar (optionally gzip/bz2/xz) or zip archive into ``target`` safely.
 
-    Members are unpacked into a temporary folder next to ``target`` and renamed into place
-    only when all of them are unpacked, so a failure leaves no half-unpacked folder. Absolute
-    paths, ``..`` components, links and device files are refused.
+    Every member is checked first (absolute paths, ``..``, links and device files are refused),
+    then pooch's ``Untar``/``Unzip`` unpacks into a temporary folder that becomes ``target``
+    only when complete, so a failure leaves no half-unpacked folder.
 
     Parameters
     ----------
@@ -915,40 +673,27 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     archive, target = Path(archive), Path(target)
     if target.exists():
         raise FileExistsError(f"{target} exists already; remove it to unpack {archive} again")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part"))
-    lock = os.open(tmp, os.O_RDONLY)  # held while unpacking: not a crash's leftover
-    _lock(lock, wait=True)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    _check_member(info.filename, archive, tmp)
-                    if (info.external_attr >> 16) & 0o170000 == 0o120000:  # symlink
-                        raise UnsafeArchiveError(f"{archive}: member {info.filename!r} is a link")
-                zf.extractall(tmp)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                for member in members:
-                    _check_member(member.name, archive, tmp)
-                    if not (member.isfile() or member.isdir()):
-                        raise UnsafeArchiveError(
-                            f"{archive}: member {member.name!r} is a link or special file; "
-                            "refusing to unpack it"
-                        )
-                if hasattr(tarfile, "data_filter"):
-                    tf.extractall(tmp, members=members, filter="data")
-                else:  # pragma: no cover - Python without extraction filters
-                    tf.extractall(tmp, members=members)
-        else:
-            raise DataError(f"{archive}: not a tar or zip archive")
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        os.close(lock)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as zf:
+            members = [(i.filename, (i.external_attr >> 16) & 0o170000 == 0o120000) for i in zf.infolist()]  # fmt: skip
+        unpack = pooch.Unzip
+    elif tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as tf:
+            members = [(m.name, not (m.isfile() or m.isdir())) for m in tf.getmembers()]
+        unpack = pooch.Untar
+    else:
+        raise DataError(f"{archive}: not a tar or zip archive")
+    with core.atomic_path(target) as tmp:
+        tmp.mkdir()
+        lock = os.open(tmp, os.O_RDONLY)  # held while unpacking: not a crash's leftover
+        try:
+            _lock(lock, wait=True)
+            for name, link in members:
+                _check_member(name, archive, tmp, link)
+            with _quiet():
+                unpack(extract_dir=str(tmp))(str(archive), "download", None)
+        finally:
+            os.close(lock)
     return target
 
 
@@ -959,11 +704,8 @@ _EXAMPLE_NAME = re.compile(r"decals-(\d+)_([ax])-(\d+)_(\d+)\.jpg")
 
 
 def _build_examples_labels(manifest: Manifest, folder: Path) -> bytes:
-    """Rebuild ``examples_labels.csv`` from the example images' names (see the manifest).
-
-    One row per distinct image (by md5, in file-name order); ``answers`` lists every answer
-    whose example the image is, ``;``-joined, in file-name order.
-    """
+    """``examples_labels.csv`` from the example images' names: one row per distinct image (by
+    md5, in file-name order), ``answers`` the ``;``-joined answers it is an example of."""
     tree = manifest.catalogue["site_tree"]
     rows: dict[str, list] = {}
     for entry in sorted(manifest.files, key=lambda e: e.path):
@@ -994,60 +736,34 @@ _BUILDERS: dict[str, Callable[[Manifest, Path], bytes]] = {
 # --------------------------------------------------------------------------------------------
 # Fetch
 # --------------------------------------------------------------------------------------------
-def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    from .course import cache_dir as course_cache_dir
-
-    return course_cache_dir()
-
-
 def dataset_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Folder a dataset is fetched into: ``<cache_dir>/data/<name>``.
-
-    Parameters
-    ----------
-    name : str
-        Manifest name.
-    cache_dir : path-like, optional
-        Cache root; default :func:`galaxy_helpers.course.cache_dir`.
-
-    Returns
-    -------
-    Path
-    """
-    return _cache_root(cache_dir) / "data" / name
+    """Folder a dataset is fetched into: ``<cache_dir>/data/<name>`` (default cache:
+    :func:`galaxy_helpers.core.cache_dir`)."""
+    root = Path(cache_dir).expanduser() if cache_dir is not None else core.cache_dir()
+    return root / "data" / name
 
 
 def _mirror_setting(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
     """The mirror root asked for (``mirror=`` or the environment) and where it came from."""
+    origin = "the mirror= argument"
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV, "").strip() or None
         origin = f"environment variable {MIRROR_ENV}"
-    else:
-        origin = "the mirror= argument"
     return (Path(mirror).expanduser() if mirror else None), origin
 
 
-def _missing_mirror_note(mirror: str | os.PathLike | None) -> str:
+def _mirror_root(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
+    """The mirror folder (or None) and a note naming it when it does not exist (also warned)."""
     root, origin = _mirror_setting(mirror)
     if root is None or root.is_dir():
-        return ""
-    return f"the mirror folder {root} (from {origin}) does not exist"
-
-
-def _mirror_root(mirror: str | os.PathLike | None) -> Path | None:
-    """The mirror folder, or None; a folder that does not exist is named in a MirrorWarning."""
-    root, origin = _mirror_setting(mirror)
-    if root is not None and not root.is_dir():
-        warnings.warn(
-            f"The mirror folder {root} (from {origin}) does not exist, so it is not used: files "
-            f"come from the cache or the network. Fix the path (a typo?) or unset {MIRROR_ENV}.",
-            MirrorWarning,
-            stacklevel=3,
-        )
-        return None
-    return root
+        return root, ""
+    warnings.warn(
+        f"The mirror folder {root} (from {origin}) does not exist, so it is not used: files "
+        f"come from the cache or the network. Fix the path (a typo?) or unset {MIRROR_ENV}.",
+        MirrorWarning,
+        stacklevel=3,
+    )
+    return None, f"the mirror folder {root} (from {origin}) does not exist"
 
 
 def _offline(offline: bool | None) -> bool:
@@ -1056,15 +772,12 @@ def _offline(offline: bool | None) -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
 
 
-def _manifest_digest(manifest: Manifest) -> str:
-    return hashlib.sha256(manifest.path.read_bytes()).hexdigest()
-
-
 def _read_stamp(folder: Path) -> dict:
     try:
-        return json.loads((folder / _STAMP).read_text())
+        stamp = core.read_json(folder / _STAMP, what="verification record")
     except (OSError, ValueError):
         return {}
+    return stamp if isinstance(stamp, dict) else {}
 
 
 def _file_state(path: Path) -> list[int] | None:
@@ -1073,13 +786,6 @@ def _file_state(path: Path) -> list[int] | None:
     except OSError:
         return None
     return [st.st_size, st.st_mtime_ns]
-
-
-def _write_stamp(folder: Path, stamp: dict) -> None:
-    with _atomic_target(folder / _STAMP) as (handle, tmp):
-        handle.write(json.dumps(stamp, indent=1, sort_keys=True).encode())
-        handle.close()
-        os.replace(tmp, folder / _STAMP)
 
 
 def _is_verified(entry: FileEntry, path: Path, stamp: dict) -> bool:
@@ -1099,6 +805,14 @@ def _manifest_or_name(name: str | Manifest) -> Manifest:
     return _checked_paths(name) if isinstance(name, Manifest) else load_manifest(name)
 
 
+def _how_to_provide(manifest: Manifest, entry: FileEntry, final: Path) -> str:
+    return (
+        f"To provide it: set {MIRROR_ENV} to a folder holding "
+        f"<mirror>/{manifest.name}/{entry.path}, or download {entry.url} yourself to {final} "
+        f"(checksum {entry.checksum[0]} {entry.checksum[1]} is verified)."
+    )
+
+
 def fetch(
     name: str | Manifest,
     cache_dir: str | os.PathLike | None = None,
@@ -1110,27 +824,27 @@ def fetch(
 ) -> Path:
     """Make every file of a dataset present and verified in the cache; return its folder.
 
-    Files already cached and unchanged since they were verified are kept. Missing ones are
-    copied from the mirror (``<mirror>/<dataset>/<path>``) when it has them, else downloaded
-    from their pinned URL. Archives are unpacked safely, derived files (such as a label table
-    built from file names) are built, and everything is checked against the manifest.
+    Files cached and unchanged since they were verified are kept; missing ones are copied from
+    the mirror (``<mirror>/<dataset>/<path>``) when it has them, else downloaded from their
+    pinned URL (:func:`download_file`). Archives are then unpacked and derived files (a label
+    table built from file names) built; everything is checked against the manifest.
 
     Parameters
     ----------
     name : str or Manifest
         Manifest name, e.g. ``"gz_decals_rings"``.
     cache_dir : path-like, optional
-        Cache root (default :func:`galaxy_helpers.course.cache_dir`); files go to
+        Cache root (default :func:`galaxy_helpers.core.cache_dir`); files go to
         ``<cache_dir>/data/<name>/``.
     mirror : path-like, optional
-        Mirror root; default the environment variable ``GALAXY_DATA_MIRROR``.
+        Mirror root; default ``$GALAXY_DATA_MIRROR``.
     progress : bool
         Show progress bars.
     offline : bool, optional
-        Never use the network (default: environment variable ``GALAXY_DATA_OFFLINE=1``).
-        A file that is neither cached nor mirrored then raises at once.
+        Never use the network (default: ``GALAXY_DATA_OFFLINE=1``); a file neither cached nor
+        mirrored then raises at once.
     retries, backoff_s : int, float
-        Download attempts per file and the base of the exponential backoff between them.
+        As in :func:`download_file`.
 
     Returns
     -------
@@ -1140,10 +854,10 @@ def fetch(
     Raises
     ------
     DataUnavailableError
-        A file is not cached, not in the mirror and cannot be downloaded; the message names
-        the file, its URL and how to provide it.
+        A file is not cached, not mirrored and cannot be downloaded; the message names the
+        file, its URL and how to provide it.
     ChecksumError
-        A mirrored or downloaded file does not match the manifest (nothing is kept).
+        A mirrored, built or downloaded file does not match the manifest (nothing is kept).
     UnsafeArchiveError
         An archive member would escape its folder.
     """
@@ -1157,104 +871,82 @@ def fetch(
         )
     folder = dataset_dir(manifest.name, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    mirror_root = _mirror_root(mirror)
-    mirror_note = _missing_mirror_note(mirror)
+    mirror_root, mirror_note = _mirror_root(mirror)
     no_network = _offline(offline)
     clean_stale_parts(manifest, cache_dir)
-    digest = _manifest_digest(manifest)
+    digest = file_checksum(manifest.path)
     stamp = _read_stamp(folder)
     if stamp.get("manifest_sha256") != digest:
-        stamp = {"manifest_sha256": digest, "files": {}}
-    # Only states of files verified against this manifest go into the stamp.
-    verified: dict[str, list[int]] = {}
+        stamp = {}
+    verified: dict[str, list[int] | None] = {}  # only files verified against this manifest
 
-    def done(entry: FileEntry, path: Path) -> None:
-        verified[entry.path] = _file_state(path)  # type: ignore[assignment]
+    def get(entry: FileEntry) -> None:
+        final = folder / entry.path
+        _inside(folder, entry.path, f"{manifest.path} file")
+        if not _is_verified(entry, final, stamp):
+            final.unlink(missing_ok=True)  # stale or corrupted copy
+            _get(entry, final)
+        verified[entry.path] = _file_state(final)
+        _drop_partial(final, entry)
+
+    def _get(entry: FileEntry, final: Path) -> None:
+        source = None
+        if mirror_root is not None:
+            _inside(mirror_root, PurePosixPath(manifest.name, entry.path), "mirror file")
+            source = mirror_root / manifest.name / entry.path
+        if source is not None and source.is_file():
+            _retrieve(entry, final, _Source(entry, f"mirror file {source}", source))
+        elif entry.builder is not None:
+            builder = _BUILDERS.get(entry.builder)
+            if builder is None:
+                raise ManifestError(
+                    f"{manifest.path}: derived file {entry.path} names unknown builder "
+                    f"{entry.builder!r}; known: {sorted(_BUILDERS)}"
+                )
+            blob = builder(manifest, folder)
+            _retrieve(entry, final, _Source(entry, f"builder {entry.builder}", blob=blob))
+        elif no_network or not entry.url:
+            where = (
+                f"not in the mirror ({source} does not exist)"
+                if source is not None
+                else f"not cached at {final} and {mirror_note}"
+                if mirror_note
+                else f"not cached at {final} and no mirror is set ({MIRROR_ENV})"
+            )
+            raise DataUnavailableError(
+                f"{manifest.name}: file {entry.path} is {where}, and the network is off "
+                f"({OFFLINE_ENV}). It comes from {entry.url}. "
+                + _how_to_provide(manifest, entry, final)
+            )
+        else:
+            try:
+                download_file(entry, final, retries=retries, progress=progress)
+            except DataUnavailableError as err:
+                raise DataUnavailableError(
+                    f"{manifest.name}: {err} " + _how_to_provide(manifest, entry, final)
+                ) from err
 
     try:
         bar = tqdm(
-            manifest.files,
-            desc=f"{manifest.name}",
-            unit="file",
-            disable=not progress,
-            leave=False,
+            manifest.files, desc=manifest.name, unit="file", disable=not progress, leave=False
         )
         for entry in bar:
-            final = folder / entry.path
-            _inside(folder, entry.path, f"{manifest.path} file")
-            if _is_verified(entry, final, stamp):
-                done(entry, final)
-                _drop_partial(final, entry)
-                continue
-            final.unlink(missing_ok=True)  # stale or corrupted copy
-            source = mirror_root / manifest.name / entry.path if mirror_root else None
-            if source is not None:
-                _inside(mirror_root, PurePosixPath(manifest.name, entry.path), "mirror file")
-            if source is not None and source.is_file():
-                _copy_verified(_file_blocks(source), final, entry, f"mirror file {source}")
-            elif no_network or not entry.url:
-                where = (
-                    f"not in the mirror ({source} does not exist)"
-                    if source is not None
-                    else f"not cached at {final} and {mirror_note}"
-                    if mirror_note
-                    else f"not cached at {final} and no mirror is set ({MIRROR_ENV})"
-                )
-                raise DataUnavailableError(
-                    f"{manifest.name}: file {entry.path} is {where}, and the network is off "
-                    f"({OFFLINE_ENV}). It comes from {entry.url}. "
-                    + _how_to_provide(manifest, entry, final)
-                )
-            else:
-                try:
-                    download_file(
-                        entry, final, retries=retries, backoff_s=backoff_s, progress=progress
-                    )
-                except DataUnavailableError as err:
-                    raise DataUnavailableError(
-                        f"{manifest.name}: {err} " + _how_to_provide(manifest, entry, final)
-                    ) from err
-            done(entry, final)
-            _drop_partial(final, entry)
+            get(entry)
         bar.close()
-
         for entry in manifest.files:
             if entry.extract_to:
                 _extract_once(manifest, entry, folder)
-
         for entry in manifest.derived_files:
-            final = folder / entry.path
-            _inside(folder, entry.path, f"{manifest.path} derived file")
-            if _is_verified(entry, final, stamp):
-                done(entry, final)
-                continue
-            source = mirror_root / manifest.name / entry.path if mirror_root else None
-            if source is not None and source.is_file():
-                blocks: Iterable[bytes] = _file_blocks(source)
-                origin = f"mirror file {source}"
-            else:
-                builder = _BUILDERS.get(entry.builder or "")
-                if builder is None:
-                    raise ManifestError(
-                        f"{manifest.path}: derived file {entry.path} names unknown builder "
-                        f"{entry.builder!r}; known: {sorted(_BUILDERS)}"
-                    )
-                blocks = [builder(manifest, folder)]
-                origin = f"builder {entry.builder}"
-            _copy_verified(blocks, final, entry, origin)
-            done(entry, final)
+            get(entry)
     finally:
         # Record what was verified, even after a failure, so a retry does not re-hash it.
-        _write_stamp(folder, {"manifest_sha256": digest, "files": verified})
+        core.write_json(folder / _STAMP, {"manifest_sha256": digest, "files": verified}, 1)
     return folder
 
 
 def _drop_partial(final: Path, entry: FileEntry) -> None:
-    """Remove ``entry``'s resumable ``.part`` file once ``final`` is verified (unless another
-    process holds it)."""
+    """Remove ``entry``'s ``.part`` file once ``final`` is verified (unless someone holds it)."""
     partial = partial_path(final, entry)
-    if not partial.exists():
-        return
     try:
         fd = os.open(partial, os.O_RDONLY)
     except OSError:
@@ -1266,55 +958,75 @@ def _drop_partial(final: Path, entry: FileEntry) -> None:
         os.close(fd)
 
 
+def _is_stale(path: Path, now: float) -> bool:
+    """Nobody holds ``path`` locked and it is older than :data:`STALE_PART_S` (a day where
+    locks are unavailable)."""
+    try:
+        age = now - path.stat().st_mtime
+        if age < (STALE_PART_S if fcntl is not None else 86400.0):
+            return False
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _lock(fd)
+    finally:
+        os.close(fd)
+
+
+_POOCH_TMP = re.compile(r"tmp\w{8}")  # tempfile's names, where pooch downloads to
+
+
 def clean_stale_parts(
     name: str | Manifest, cache_dir: str | os.PathLike | None = None
 ) -> list[Path]:
-    """Remove the ``.part`` files and folders a crashed or killed run left in a dataset's folder.
+    """Remove the leftovers of crashed or killed runs from a dataset's folder; return them.
 
-    A ``.part`` is a leftover when no process holds it locked (every download and unpacking
-    holds its lock until it finishes) and it has not changed for :data:`STALE_PART_S` seconds.
-    The resumable partial download of a file the manifest still lists (same checksum) is kept
-    for :func:`download_file` to continue; one of another version of the file is removed.
-    :func:`fetch` calls this first. Only the folders the manifest writes into are looked at.
-
-    Returns
-    -------
-    list of Path
-        What was removed.
+    Leftovers are ``.part`` files, pooch's and :func:`core.atomic_path`'s temporary files and
+    folders that no process holds locked and that have not changed for :data:`STALE_PART_S`
+    seconds. The resumable ``.part`` of a file the manifest still lists (same checksum) is kept
+    for :func:`download_file`. Only the folders the manifest writes into are looked at.
     """
     manifest = _manifest_or_name(name)
     folder = dataset_dir(manifest.name, cache_dir)
     keep = set()
-    parents = {folder}
+    targets: dict[Path, set[str]] = {folder: {_STAMP}}
     for entry in manifest.all_files:
         _inside(folder, entry.path, f"{manifest.path} file")
         final = folder / entry.path
-        parents.add(final.parent)
+        targets.setdefault(final.parent, set()).add(final.name)
         if entry in manifest.files:
             keep.add(partial_path(final, entry))
         if entry.extract_to:
             _inside(folder, str(entry.extract_to), f"{manifest.path} extract_to")
-            parents.add((folder / str(entry.extract_to)).parent)
+            out = folder / str(entry.extract_to)
+            targets.setdefault(out.parent, set()).add(out.name)
     removed = []
     now = time.time()
-    for parent in sorted(parents):
+    for parent, names in sorted(targets.items()):
         try:
-            names = [e.name for e in os.scandir(parent)]
+            found = [e.name for e in os.scandir(parent)]
         except OSError:
             continue
-        for part_name in names:
-            path = parent / part_name
-            if not part_name.endswith(".part") or path in keep:
-                continue
-            if _is_stale(path, now):
-                _remove_part(path)
+        for leftover in found:
+            path = parent / leftover
+            ours = (
+                leftover.endswith(".part")
+                or _POOCH_TMP.fullmatch(leftover)
+                or any(leftover.startswith(f".{n}.") for n in names)
+            )
+            if ours and leftover not in names and path not in keep and _is_stale(path, now):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
 
 
 def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
-    target = folder / str(entry.extract_to)
     _inside(folder, str(entry.extract_to), f"{manifest.path} extract_to")
+    target = folder / str(entry.extract_to)
     if target.is_dir() and (target / ".complete").is_file():
         return
     if target.exists():
@@ -1334,20 +1046,10 @@ def dataset_available(
     cache_dir: str | os.PathLike | None = None,
     mirror: str | os.PathLike | None = None,
 ) -> bool:
-    """Whether :func:`fetch` can succeed without the network. Never touches the network.
+    """Whether :func:`fetch` can succeed without the network (never touches it).
 
-    Parameters
-    ----------
-    name : str
-        Manifest name.
-    cache_dir, mirror : path-like, optional
-        As in :func:`fetch`.
-
-    Returns
-    -------
-    bool
-        True when every file is cached and unchanged since verification, or present in the
-        mirror (checksums are verified later, by :func:`fetch`).
+    True when every file is cached and unchanged since verification, or is in the mirror
+    (checksums are verified later, by :func:`fetch`). ``cache_dir``, ``mirror``: as there.
     """
     try:
         manifest = load_manifest(name)
@@ -1357,8 +1059,8 @@ def dataset_available(
         return False
     folder = dataset_dir(manifest.name, cache_dir)
     stamp = _read_stamp(folder)
-    mirror_root = _mirror_root(mirror)
-    fresh = stamp.get("manifest_sha256") == _manifest_digest(manifest)
+    mirror_root, _ = _mirror_root(mirror)
+    fresh = stamp.get("manifest_sha256") == file_checksum(manifest.path)
     for entry in manifest.files:
         state = _file_state(folder / entry.path)
         cached = fresh and state is not None and stamp.get("files", {}).get(entry.path) == state
@@ -1370,11 +1072,8 @@ def dataset_available(
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` found in a dataset's cache folder.
-
-    ``checked``: files whose size and checksum match the manifest; ``missing``: files not in
-    the cache; ``bad``: ``{path: what is wrong}``; ``deleted``: the bad files removed.
-    """
+    """What :func:`verify` found: ``checked`` (size and checksum match), ``missing`` (not
+    cached), ``bad`` (``{path: what is wrong}``) and ``deleted`` (the bad files removed)."""
 
     dataset: str
     folder: Path
@@ -1417,11 +1116,9 @@ def verify(
     """Re-hash every cached file of a dataset against its manifest; report (and delete) bad ones.
 
     :func:`fetch` trusts a file whose size and modification time are unchanged since it was
-    verified; this reads every byte again, so it also finds a file corrupted in place (a disk
-    error, an edit that kept the size and time). The verification record is rewritten with the
-    good files only, so the next :func:`fetch` downloads (or copies from the mirror) what was
-    deleted. Unpacked archive members are not hashed (manifests pin the archive, not its
-    members); a deleted archive is fetched again but not unpacked again.
+    verified; this reads every byte again, so it also finds a file corrupted in place. The
+    verification record keeps the good files only, so the next :func:`fetch` gets the deleted
+    ones again. Unpacked archive members are not hashed (manifests pin the archive).
 
     Parameters
     ----------
@@ -1437,7 +1134,6 @@ def verify(
     Returns
     -------
     VerifyReport
-        ``.ok``, ``.bad`` (path -> problem), ``.deleted``, ``.missing``, readable ``str()``.
     """
     from tqdm.auto import tqdm
 
@@ -1446,7 +1142,7 @@ def verify(
         raise ManifestError(f"{manifest.path}: {manifest.name!r} is a {manifest.kind} manifest")
     folder = dataset_dir(manifest.name, cache_dir)
     report = VerifyReport(manifest.name, folder)
-    verified: dict[str, list[int]] = {}
+    verified: dict[str, list[int] | None] = {}
     for entry in tqdm(manifest.all_files, desc="verifying", unit="file", disable=not progress):
         _inside(folder, entry.path, f"{manifest.path} file")
         path = folder / entry.path
@@ -1461,14 +1157,15 @@ def verify(
             problem = f"{algorithm} {actual}, the manifest says {expected}"
         else:
             report.checked.append(entry.path)
-            verified[entry.path] = _file_state(path)  # type: ignore[assignment]
+            verified[entry.path] = _file_state(path)
             continue
         report.bad[entry.path] = problem
         if delete:
             path.unlink(missing_ok=True)
             report.deleted.append(entry.path)
     if folder.is_dir():
-        _write_stamp(folder, {"manifest_sha256": _manifest_digest(manifest), "files": verified})
+        record = {"manifest_sha256": file_checksum(manifest.path), "files": verified}
+        core.write_json(folder / _STAMP, record, 1)
     return report
 
 
