@@ -1,11 +1,9 @@
 """Behind notebook 01 (meet the galaxies): the decision tree as a picture, and what votes look like.
 
-Everything here takes a catalogue in the course's contract (``id_str``, ``file_loc``, one
-vote-count column per answer; synthetic catalogues also carry ``truth_*`` and ``tag_*``
-columns) and returns a table or a matplotlib figure.
+Every function takes a catalogue in the course's contract (``id_str``, ``file_loc``, one
+vote-count column per answer in either spelling; synthetic skies add ``truth_*`` and ``tag_*``)
+and returns a table, a number or a matplotlib figure.
 
-Examples
---------
 >>> from galaxy_helpers import explore, schema
 >>> fig = explore.draw_decision_tree(schema.DECALS_DR5)           # doctest: +SKIP
 >>> explore.question_summary(catalogue)                           # doctest: +SKIP
@@ -18,15 +16,20 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from . import data
+from .images import read_image
+from .plotting import galaxy_grid
 from .schema import (
     DECALS_DR5,
     Schema,
     canonical_columns,
+    confident_answer,
     get_schema,
     total_votes,
     vote_counts,
     vote_fractions,
 )
+from .synthetic import truth_matches_answer
 
 __all__ = [
     "tree_depths",
@@ -53,13 +56,30 @@ DEFAULT_TRUTH_QUESTIONS = ("smooth-or-featured-dr5", "disk-edge-on-dr5", "bar-dr
 
 
 def _bare(name: str, schema: Schema) -> str:
-    if schema.suffix and name.endswith(schema.suffix):
-        return name[: -len(schema.suffix)]
-    return name
+    return name.removesuffix(schema.suffix)
+
+
+def _counts(catalogue: pd.DataFrame, schema: Schema) -> np.ndarray:
+    return vote_counts(canonical_columns(catalogue, schema), schema)
+
+
+def _first_question(schema: Schema) -> int:
+    first = [i for i, q in enumerate(schema.questions) if not q.requires]
+    if not first:
+        raise ValueError(f"schema {schema.name!r} has no always-asked question")
+    return first[0]
+
+
+def _require_truth(catalogue: pd.DataFrame, what: str) -> None:
+    if "truth_type" not in catalogue.columns:
+        raise ValueError(
+            f"{what} needs a synthetic catalogue with truth_* columns (synthetic.make_sky()); "
+            "real catalogues have no known truth"
+        )
 
 
 # ------------------------------------------------------------------------------------------
-# The decision tree as a picture
+# The decision tree
 # ------------------------------------------------------------------------------------------
 
 
@@ -76,18 +96,15 @@ def _wrap_answers(answers: Sequence[str], width: int) -> list[str]:
 
 
 def tree_depths(schema: str | Schema = DECALS_DR5) -> dict[str, int]:
-    """Depth of every question in the tree: 0 for always-asked questions, else 1 + the
-    deepest question that can lead to it.
+    """Depth of every question: 0 when always asked, else 1 + its deepest parent question.
 
     Parameters
     ----------
-    schema : Schema or str
-        The decision tree (default DECaLS DR5).
+    schema : Schema or str, the decision tree (default DECaLS DR5).
 
     Returns
     -------
-    dict
-        ``{question name: depth}`` in the schema's order.
+    dict ``{question name: depth}`` in the schema's order.
     """
     schema = get_schema(schema)
     depth: dict[str, int] = {}
@@ -97,17 +114,16 @@ def tree_depths(schema: str | Schema = DECALS_DR5) -> dict[str, int]:
 
 
 def tree_table(schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
-    """The decision tree as a table: one row per question, its answers and when it is asked.
+    """The decision tree as a table, one row per question.
 
     Parameters
     ----------
-    schema : Schema or str
+    schema : Schema or str.
 
     Returns
     -------
-    DataFrame
-        Index: question. Columns ``answers`` (comma-separated), ``n_answers``, ``asked_when``
-        (the answers that lead to it; "always" for the first question) and ``depth``.
+    DataFrame indexed by question: ``answers`` (comma-separated), ``n_answers``,
+    ``asked_when`` (the answers leading to it, or "always") and ``depth``.
     """
     schema = get_schema(schema)
     depth = tree_depths(schema)
@@ -130,21 +146,18 @@ def draw_decision_tree(
     catalogue: pd.DataFrame | None = None,
     figsize: tuple[float, float] = (15, 7.5),
 ):
-    """Draw the decision tree: one box per question (its answers inside), one arrow per
-    answer that leads to another question.
+    """Draw the tree: one box per question (its answers inside), one arrow per leading answer.
 
     Parameters
     ----------
-    schema : Schema or str
-        The decision tree (default DECaLS DR5).
-    catalogue : DataFrame, optional
-        When given, each box also says what share of its galaxies had the question asked
-        (at least one vote), which shows how the tree thins the votes out.
+    schema : Schema or str.
+    catalogue : optional; each box then says for what share of its galaxies the question was
+        asked (at least one vote), which shows how the tree thins the votes out.
     figsize : (width, height) in inches.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib Figure.
     """
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
@@ -153,107 +166,64 @@ def draw_decision_tree(
     depth = tree_depths(schema)
     asked_share = None
     if catalogue is not None:
-        counts = vote_counts(canonical_columns(catalogue, schema), schema)
-        asked_share = (total_votes(counts, schema) > 0).mean(axis=0)
-
+        asked_share = (total_votes(_counts(catalogue, schema), schema) > 0).mean(axis=0)
     levels: dict[int, list[str]] = {}
     for name, d in depth.items():
         levels.setdefault(d, []).append(name)
     n_levels = max(levels) + 1
-    max_rows = max(len(v) for v in levels.values())
-
     # Boxes in columns by depth, spread evenly top to bottom.
-    box_w, box_h = 0.155, 0.62 / max(max_rows, 1)
+    box_w, box_h = 0.155, 0.62 / max(max(len(v) for v in levels.values()), 1)
     pos: dict[str, tuple[float, float]] = {}
     for d, names in levels.items():
         x = 0.02 + d * (0.96 - box_w) / max(n_levels - 1, 1)
         for i, name in enumerate(names):
-            y = 1 - (i + 1) / (len(names) + 1)
-            pos[name] = (x, y)
+            pos[name] = (x, 1 - (i + 1) / (len(names) + 1))
 
     fig, ax = plt.subplots(figsize=figsize)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.axis("off")
     colours = plt.get_cmap("tab10")
+    note_style = {
+        "fontsize": 7.5,
+        "ha": "right",
+        "va": "bottom",
+        "color": "0.25",
+        "style": "italic",
+    }
     for qi, q in enumerate(schema.questions):
         x, y = pos[q.name]
         colour = colours(qi % 10)
-        ax.add_patch(
-            FancyBboxPatch(
-                (x, y - box_h / 2),
-                box_w,
-                box_h,
-                boxstyle="round,pad=0.006",
-                facecolor=(*colour[:3], 0.12),
-                edgecolor=colour,
-                linewidth=1.6,
-            )
-        )
-        title = _bare(q.name, schema)
-        lines = _wrap_answers(q.answers, width=30)
-        ax.text(x + 0.006, y + box_h / 2 - 0.012, title, fontsize=9, weight="bold", va="top")
-        ax.text(
-            x + 0.006,
-            y + box_h / 2 - 0.045,
-            "\n".join(lines),
-            fontsize=8,
-            va="top",
-            family="monospace",
-        )
+        box = FancyBboxPatch((x, y - box_h / 2), box_w, box_h, boxstyle="round,pad=0.006")
+        box.set(facecolor=(*colour[:3], 0.12), edgecolor=colour, linewidth=1.6)
+        ax.add_patch(box)
+        top, bottom = y + box_h / 2, y - box_h / 2
+        ax.text(x + 0.006, top - 0.012, _bare(q.name, schema), fontsize=9, weight="bold", va="top")
+        answers = "\n".join(_wrap_answers(q.answers, width=30))
+        ax.text(x + 0.006, top - 0.045, answers, fontsize=8, va="top", family="monospace")
         note = "" if q.requires else "always asked"
         if asked_share is not None:
             note = f"asked for {asked_share[qi]:.0%} of galaxies"
         if note:
-            ax.text(
-                x + box_w - 0.004,
-                y - box_h / 2 + 0.008,
-                note,
-                fontsize=7.5,
-                ha="right",
-                va="bottom",
-                color="0.25",
-                style="italic",
-            )
+            ax.text(x + box_w - 0.004, bottom + 0.008, note, **note_style)
 
+    arrow = {"arrowstyle": "-|>", "color": "0.35", "lw": 1.2, "shrinkA": 2, "shrinkB": 2}
+    arrow["connectionstyle"] = "arc3,rad=0.0"
+    label_style = {"fontsize": 7.5, "ha": "center", "va": "center", "color": "0.15"}
+    label_style["bbox"] = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "0.7"}
     for q in schema.questions:
-        cx, cy = pos[q.name]
         by_parent: dict[str, list[str]] = {}
         for parent, answer in q.requires:  # one arrow per parent, naming every answer
             by_parent.setdefault(parent, []).append(answer)
         for parent, answers in by_parent.items():
-            answer = " or ".join(answers)
             px, py = pos[parent]
-            start = (px + box_w, py)
-            end = (cx, cy)
-            ax.annotate(
-                "",
-                xy=end,
-                xytext=start,
-                arrowprops={
-                    "arrowstyle": "-|>",
-                    "color": "0.35",
-                    "lw": 1.2,
-                    "shrinkA": 2,
-                    "shrinkB": 2,
-                    "connectionstyle": "arc3,rad=0.0",
-                },
-            )
-            mx, my = start[0] + 0.55 * (end[0] - start[0]), start[1] + 0.55 * (end[1] - start[1])
-            ax.text(
-                mx,
-                my,
-                answer,
-                fontsize=7.5,
-                ha="center",
-                va="center",
-                color="0.15",
-                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "0.7"},
-            )
-    n_answers = schema.n_answers
+            (sx, sy), (ex, ey) = (px + box_w, py), pos[q.name]
+            ax.annotate("", xy=(ex, ey), xytext=(sx, sy), arrowprops=arrow)
+            label = " or ".join(answers)
+            ax.text(sx + 0.55 * (ex - sx), sy + 0.55 * (ey - sy), label, **label_style)
     ax.set_title(
-        f"The {schema.name} decision tree: {schema.n_questions} questions, {n_answers} answers. "
-        "Arrows: the answer that leads to the next question.",
+        f"The {schema.name} decision tree: {schema.n_questions} questions, {schema.n_answers} "
+        "answers. Arrows: the answer that leads to the next question.",
         fontsize=11,
     )
     fig.tight_layout()
@@ -266,25 +236,20 @@ def draw_decision_tree(
 
 
 def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
-    """Number of volunteers who classified each galaxy: the votes on the first question,
-    which every volunteer answers.
+    """Volunteers who classified each galaxy: the votes on the always-asked first question.
 
     Parameters
     ----------
-    catalogue : DataFrame
-        Catalogue with vote-count columns (either spelling).
-    schema : Schema or str
+    catalogue : DataFrame with vote-count columns.
+    schema : Schema or str.
 
     Returns
     -------
-    numpy.ndarray of int, shape (N,)
+    int array ``(N,)``.
     """
     schema = get_schema(schema)
-    first = [i for i, q in enumerate(schema.questions) if not q.requires]
-    if not first:
-        raise ValueError(f"schema {schema.name!r} has no always-asked question")
-    counts = vote_counts(canonical_columns(catalogue, schema), schema)
-    return total_votes(counts, schema)[:, first[0]]
+    first = _first_question(schema)
+    return total_votes(_counts(catalogue, schema), schema)[:, first]
 
 
 def question_summary(
@@ -294,33 +259,28 @@ def question_summary(
 
     Parameters
     ----------
-    catalogue : DataFrame
-        Catalogue with vote-count columns (either spelling).
-    schema : Schema or str
-    min_votes : int
-        A question counts as asked for a galaxy when it has at least this many votes.
+    catalogue : DataFrame with vote-count columns.
+    schema : Schema or str.
+    min_votes : a question counts as asked for a galaxy with at least this many votes.
 
     Returns
     -------
-    DataFrame
-        Index: question. Columns: ``asked_of`` (what answer leads to it), ``share_asked``
-        (fraction of galaxies), ``mean_votes`` (over all galaxies, zeros included),
-        ``mean_votes_when_asked``, ``share_of_volunteers`` (votes on the question divided by
-        the volunteers who saw the galaxy: how far down the tree volunteers get).
+    DataFrame indexed by question: ``asked_of`` (the answer leading to it), ``share_asked``,
+    ``mean_votes`` (zeros included), ``mean_votes_when_asked`` and ``share_of_volunteers``
+    (its votes over the volunteers who saw the galaxy: how far down the tree they get).
     """
     schema = get_schema(schema)
-    counts = vote_counts(canonical_columns(catalogue, schema), schema)
-    totals = total_votes(counts, schema)
+    totals = total_votes(_counts(catalogue, schema), schema)
     volunteers = volunteers_per_galaxy(catalogue, schema).astype(float)
     rows = []
     for qi, q in enumerate(schema.questions):
         t = totals[:, qi].astype(float)
         asked = t >= min_votes
-        parents = " or ".join(f"{_bare(p, schema)}={a}" for p, a in q.requires) or "everyone"
         rows.append(
             {
                 "question": q.name,
-                "asked_of": parents,
+                "asked_of": " or ".join(f"{_bare(p, schema)}={a}" for p, a in q.requires)
+                or "everyone",
                 "share_asked": asked.mean(),
                 "mean_votes": t.mean(),
                 "mean_votes_when_asked": t[asked].mean() if asked.any() else 0.0,
@@ -333,37 +293,35 @@ def question_summary(
 def galaxy_votes(
     catalogue: pd.DataFrame, index: int, schema: str | Schema = DECALS_DR5
 ) -> pd.DataFrame:
-    """The votes of one galaxy, one row per answer, with the tree's reason for any zeros.
+    """The votes of one galaxy, one row per answer, saying which questions were asked.
 
     Parameters
     ----------
-    catalogue : DataFrame
-    index : int
-        Row position in the catalogue.
-    schema : Schema or str
+    catalogue : DataFrame.
+    index : row position in the catalogue.
+    schema : Schema or str.
 
     Returns
     -------
-    DataFrame with columns ``question``, ``answer``, ``votes``, ``fraction``, ``asked``.
+    DataFrame with ``question``, ``answer``, ``votes``, ``fraction``, ``asked``.
     """
     schema = get_schema(schema)
     if not 0 <= index < len(catalogue):
         raise IndexError(f"row {index} is outside the catalogue (0 to {len(catalogue) - 1})")
-    counts = vote_counts(canonical_columns(catalogue.iloc[[index]], schema), schema)
+    counts = _counts(catalogue.iloc[[index]], schema)
     fractions = vote_fractions(counts, schema)[0]
     totals = total_votes(counts, schema)[0]
-    rows = []
-    for qi, (q, (a, _b)) in enumerate(zip(schema.questions, schema.answer_slices, strict=True)):
-        for j, answer in enumerate(q.answers):
-            rows.append(
-                {
-                    "question": _bare(q.name, schema),
-                    "answer": answer,
-                    "votes": int(counts[0, a + j]),
-                    "fraction": round(float(fractions[a + j]), 2),
-                    "asked": bool(totals[qi] > 0),
-                }
-            )
+    rows = [
+        {
+            "question": _bare(q.name, schema),
+            "answer": answer,
+            "votes": int(counts[0, a + j]),
+            "fraction": round(float(fractions[a + j]), 2),
+            "asked": bool(totals[qi] > 0),
+        }
+        for qi, (q, (a, _)) in enumerate(zip(schema.questions, schema.answer_slices, strict=True))
+        for j, answer in enumerate(q.answers)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -373,28 +331,25 @@ def unasked_example(
     min_volunteers: int = 5,
     schema: str | Schema = DECALS_DR5,
 ) -> int:
-    """Row position of a clear galaxy that many volunteers saw but nobody was asked
-    ``question`` about (every volunteer's answers led elsewhere in the tree).
+    """Row of a clear galaxy that many volunteers saw but nobody was asked ``question`` about.
 
-    Preference order: volunteers unanimous on the first question, then the most volunteers,
-    then (synthetic skies) the brightest, then the first row.
+    Preferred: volunteers unanimous on the first question, then the most volunteers, then
+    (synthetic skies) the brightest, then the first row.
 
     Parameters
     ----------
-    catalogue : DataFrame
-    question : str
-        Question name (either spelling).
-    min_volunteers : int
-        The galaxy was classified by at least this many volunteers.
-    schema : Schema or str
+    catalogue : DataFrame.
+    question : question name (either spelling).
+    min_volunteers : the galaxy was classified by at least this many volunteers.
+    schema : Schema or str.
 
     Returns
     -------
-    int
+    int, a row position.
     """
     schema = get_schema(schema)
     qi = schema.question_index(schema.question(question).name)
-    counts = vote_counts(canonical_columns(catalogue, schema), schema)
+    counts = _counts(catalogue, schema)
     volunteers = volunteers_per_galaxy(catalogue, schema)
     rows = np.flatnonzero(
         (total_votes(counts, schema)[:, qi] == 0) & (volunteers >= min_volunteers)
@@ -404,30 +359,28 @@ def unasked_example(
             f"every galaxy with >= {min_volunteers} volunteers was asked {question!r}; "
             "try a deeper question or a smaller min_volunteers"
         )
-    first = [i for i, q in enumerate(schema.questions) if not q.requires][0]
-    a, b = schema.answer_slices[first]
+    a, b = schema.answer_slices[_first_question(schema)]
     unanimous = counts[rows, a:b].max(axis=1) == volunteers[rows]
     if "truth_magnitude" in catalogue.columns:
         brightness = -catalogue["truth_magnitude"].to_numpy(float)[rows]
     else:
         brightness = np.zeros(len(rows))
-    # lexsort: last key is the primary one; the stable sort keeps row order on ties
+    # lexsort: the last key is the primary one; -arange prefers the first row on ties
     order = np.lexsort((-np.arange(len(rows)), brightness, volunteers[rows], unanimous))
     return int(rows[order[-1]])
 
 
 def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
-    """Two panels: volunteers per galaxy (a histogram) and, per question, the share of
-    galaxies for which it was asked.
+    """Volunteers per galaxy (histogram) and, per question, the share of galaxies asked it.
 
     Parameters
     ----------
-    catalogue : DataFrame
-    schema : Schema or str
+    catalogue : DataFrame.
+    schema : Schema or str.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib Figure.
     """
     import matplotlib.pyplot as plt
 
@@ -438,26 +391,17 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     bins = np.arange(0, volunteers.max() + 2) - 0.5
     left.hist(volunteers, bins=bins, color="tab:blue", alpha=0.8)
     left.axvline(30, color="tab:red", ls="--", lw=1)
-    share30 = (volunteers >= 30).mean()
-    left.text(
-        30.5, left.get_ylim()[1] * 0.9, f"{share30:.0%} have >= 30", color="tab:red", fontsize=9
-    )
+    share30 = f"{(volunteers >= 30).mean():.0%} have >= 30"
+    left.text(30.5, left.get_ylim()[1] * 0.9, share30, color="tab:red", fontsize=9)
     left.set_xlabel("volunteers who classified the galaxy")
     left.set_ylabel("galaxies")
     left.set_title(f"Volunteers per galaxy (median {np.median(volunteers):.0f})")
 
-    labels = [_bare(q, schema) for q in summary.index]
-    y = np.arange(len(labels))
+    y = np.arange(len(summary))
     right.barh(y, summary["share_asked"], color="tab:green", alpha=0.8, label="asked (>= 1 vote)")
-    right.barh(
-        y,
-        summary["share_of_volunteers"],
-        color="tab:orange",
-        alpha=0.8,
-        height=0.4,
-        label="share of all volunteers' clicks",
-    )
-    right.set_yticks(y, labels, fontsize=8)
+    clicks = {"color": "tab:orange", "alpha": 0.8, "height": 0.4}
+    right.barh(y, summary["share_of_volunteers"], **clicks, label="share of all volunteers' clicks")
+    right.set_yticks(y, [_bare(q, schema) for q in summary.index], fontsize=8)
     right.invert_yaxis()
     right.set_xlim(0, 1.05)
     right.set_xlabel("share of galaxies / volunteers")
@@ -472,37 +416,25 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
 # ------------------------------------------------------------------------------------------
 
 
-def _require_truth(catalogue: pd.DataFrame, what: str) -> None:
-    if "truth_type" not in catalogue.columns:
-        raise ValueError(
-            f"{what} needs a synthetic catalogue with truth_* columns (synthetic.make_sky()); "
-            "real catalogues have no known truth"
-        )
-
-
 def fractions_by_truth(
     catalogue: pd.DataFrame, question: str, schema: str | Schema = DECALS_DR5
 ) -> pd.DataFrame:
     """Mean vote fraction of each answer, for galaxies grouped by their *true* answer.
 
-    Only galaxies for which the question was asked count. A perfect crowd would give the
-    identity matrix; the off-diagonal mass is volunteer confusion.
+    Only galaxies asked the question count. A perfect crowd gives the identity matrix; the
+    off-diagonal mass is volunteer confusion.
 
     Parameters
     ----------
-    catalogue : DataFrame
-        A synthetic catalogue (``truth_*`` columns).
-    question : str
-        Question name (either spelling), e.g. ``"bar-dr5"``.
-    schema : Schema or str
+    catalogue : a synthetic catalogue (``truth_*`` columns).
+    question : question name (either spelling), e.g. ``"bar-dr5"``.
+    schema : Schema or str.
 
     Returns
     -------
-    DataFrame
-        Index: true answer; columns: answers (mean vote fraction) plus ``n_galaxies``.
+    DataFrame indexed by true answer: one column per answer (mean vote fraction) and
+    ``n_galaxies``.
     """
-    from .synthetic import truth_matches_answer
-
     schema = get_schema(schema)
     _require_truth(catalogue, "fractions_by_truth")
     q = schema.question(question)
@@ -532,14 +464,13 @@ def plot_fractions_by_truth(
 
     Parameters
     ----------
-    catalogue : DataFrame
-        A synthetic catalogue.
-    questions : sequence of str
-    schema : Schema or str
+    catalogue : a synthetic catalogue.
+    questions : question names.
+    schema : Schema or str.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib Figure.
     """
     import matplotlib.pyplot as plt
 
@@ -556,23 +487,12 @@ def plot_fractions_by_truth(
         ax.imshow(values, vmin=0, vmax=1, cmap="Blues")
         answers = list(table.columns[:-1])
         ax.set_xticks(range(len(answers)), answers, rotation=30, ha="right", fontsize=8)
-        ax.set_yticks(
-            range(len(table)),
-            [f"{a} (n={n})" for a, n in zip(table.index, table["n_galaxies"], strict=True)],
-            fontsize=8,
-        )
-        for i in range(values.shape[0]):
-            for j in range(values.shape[1]):
-                if np.isfinite(values[i, j]):
-                    ax.text(
-                        j,
-                        i,
-                        f"{values[i, j]:.2f}",
-                        ha="center",
-                        va="center",
-                        fontsize=8,
-                        color="white" if values[i, j] > 0.55 else "black",
-                    )
+        ticks = [f"{a} (n={n})" for a, n in zip(table.index, table["n_galaxies"], strict=True)]
+        ax.set_yticks(range(len(table)), ticks, fontsize=8)
+        for (i, j), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                colour = "white" if value > 0.55 else "black"
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
         ax.set_xlabel("volunteers' mean vote fraction")
         ax.set_ylabel("true answer")
         ax.set_title(_bare(schema.question(question).name, schema), fontsize=10)
@@ -582,44 +502,35 @@ def plot_fractions_by_truth(
 
 
 def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema: str | Schema = DECALS_DR5):
-    """Mean "smooth" vote fraction of truly featured disks against magnitude: faint
-    galaxies lose their visible features and drift towards "smooth", as in the real data.
+    """Mean "smooth" vote fraction against magnitude, for truly featured and truly smooth
+    galaxies: faint disks lose their visible features and drift towards "smooth".
 
     Parameters
     ----------
-    catalogue : DataFrame
-        A synthetic catalogue (``truth_type``, ``truth_magnitude``).
-    n_bins : int
-        Magnitude bins (equal numbers of galaxies).
-    schema : Schema or str
+    catalogue : a synthetic catalogue (``truth_type``, ``truth_magnitude``).
+    n_bins : magnitude bins (equal numbers of galaxies).
+    schema : Schema or str.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib Figure.
     """
     import matplotlib.pyplot as plt
-
-    from .synthetic import truth_matches_answer
 
     schema = get_schema(schema)
     _require_truth(catalogue, "plot_faint_drift")
     if n_bins < 2:
         raise ValueError(f"n_bins must be at least 2; got {n_bins}")
     catalogue = canonical_columns(catalogue, schema)
-    counts = vote_counts(catalogue, schema)
-    fractions = vote_fractions(counts, schema)
+    fractions = vote_fractions(vote_counts(catalogue, schema), schema)
     col = schema.answer_columns.index("smooth-or-featured-dr5_smooth")
-    featured = truth_matches_answer(catalogue, "smooth-or-featured-dr5", "featured-or-disk")
     mag = catalogue["truth_magnitude"].to_numpy(float)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for mask, label, colour in (
-        (featured, "truly featured or disk", "tab:blue"),
-        (
-            truth_matches_answer(catalogue, "smooth-or-featured-dr5", "smooth"),
-            "truly smooth",
-            "0.5",
-        ),
+    for answer, label, colour in (
+        ("featured-or-disk", "truly featured or disk", "tab:blue"),
+        ("smooth", "truly smooth", "0.5"),
     ):
+        mask = truth_matches_answer(catalogue, "smooth-or-featured-dr5", answer)
         edges = np.quantile(mag[mask], np.linspace(0, 1, n_bins + 1))
         which = np.clip(np.searchsorted(edges, mag[mask], side="right") - 1, 0, n_bins - 1)
         centres = [mag[mask][which == k].mean() for k in range(n_bins)]
@@ -645,21 +556,16 @@ def confident_vs_truth(
 
     Parameters
     ----------
-    catalogue : DataFrame
-        A synthetic catalogue (``truth_*`` columns).
-    question : str
+    catalogue : a synthetic catalogue (``truth_*`` columns).
+    question : question name.
     min_votes, min_fraction : as in :func:`galaxy_helpers.schema.confident_answer`.
-    schema : Schema or str
+    schema : Schema or str.
 
     Returns
     -------
-    dict
-        ``share_confident`` (fraction of all galaxies with a confident answer), ``n_confident``
-        and ``accuracy`` (fraction of confident answers that match the truth; NaN when none).
+    dict: ``share_confident`` (of all galaxies), ``n_confident`` and ``accuracy`` (share of
+    confident answers that match the truth; NaN when none).
     """
-    from .schema import confident_answer
-    from .synthetic import truth_matches_answer
-
     schema = get_schema(schema)
     _require_truth(catalogue, "confident_vs_truth")
     q = schema.question(question)
@@ -683,22 +589,19 @@ def confident_vs_truth(
 
 
 def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
-    """Load a real Galaxy Zoo dataset when it is on this machine; otherwise say how to get it.
+    """A real Galaxy Zoo dataset when it is on this machine; else print how to get it.
 
-    Never downloads: it uses :func:`galaxy_helpers.data.dataset_available`, which looks only
-    at the cache and at the mirror named by ``GALAXY_DATA_MIRROR``.
+    Never downloads: :func:`galaxy_helpers.data.dataset_available` looks only at the cache and
+    at the mirror named by ``GALAXY_DATA_MIRROR``.
 
     Parameters
     ----------
-    name : str
-        Dataset manifest name.
+    name : dataset manifest name.
 
     Returns
     -------
-    DataFrame, or None (after printing how to get the data) when it is not available.
+    DataFrame, or None (after printing how to get the data).
     """
-    from . import data
-
     if data.dataset_available(name):
         return data.load_dataset(name, progress=False)
     print(
@@ -717,10 +620,8 @@ def real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
 
     Parameters
     ----------
-    examples : DataFrame
-        ``data.load_dataset("gz_decals_examples")`` (has ``dr5_answers``, ``;``-joined).
-    column : str
-        Canonical DR5 answer column, e.g. ``"bar-dr5_strong"``.
+    examples : ``data.load_dataset("gz_decals_examples")`` (``;``-joined ``dr5_answers``).
+    column : canonical DR5 answer column, e.g. ``"bar-dr5_strong"``.
 
     Returns
     -------
@@ -735,6 +636,17 @@ def real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
     return examples[answers.apply(lambda items: column in items)]
 
 
+def _side(images, titles, files, names, per_side, image_size, missing):
+    """Append ``per_side`` pictures titled ``names``, padded with blanks titled ``missing``."""
+    for k in range(per_side):
+        if k < len(files):
+            images.append(read_image(files[k], image_size))
+            titles.append(names[k])
+        else:
+            images.append(np.full((image_size, image_size, 3), 255, np.uint8))
+            titles.append(missing)
+
+
 def real_beside_synthetic(
     catalogue: pd.DataFrame,
     examples: pd.DataFrame,
@@ -744,32 +656,21 @@ def real_beside_synthetic(
     seed: int = 0,
 ):
     """One row per answer: real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies
-    whose true morphology is the same answer (right).
+    whose true morphology is that answer (right), titled with their vote fraction for it.
 
     Parameters
     ----------
-    catalogue : DataFrame
-        A synthetic catalogue (``truth_*`` columns).
-    examples : DataFrame
-        ``data.load_dataset("gz_decals_examples")``.
-    columns : sequence of str, optional
-        Canonical DR5 answer columns to show; by default every answer of the tree that has
-        at least one real example.
-    per_side : int
-        Galaxies on each side.
-    image_size : int
-        Display size in pixels of every image (real images are 424 px).
-    seed : int
-        Which synthetic and real galaxies are picked.
+    catalogue : a synthetic catalogue (``truth_*`` columns).
+    examples : ``data.load_dataset("gz_decals_examples")``.
+    columns : canonical DR5 answer columns; default every answer with a real example.
+    per_side : galaxies on each side.
+    image_size : display size in pixels (real images are 424 px).
+    seed : which synthetic and real galaxies are picked.
 
     Returns
     -------
-    matplotlib.figure.Figure
+    matplotlib Figure.
     """
-    from .images import read_image
-    from .plotting import galaxy_grid
-    from .synthetic import truth_matches_answer
-
     schema = DECALS_DR5
     _require_truth(catalogue, "real_beside_synthetic")
     if per_side < 1:
@@ -782,35 +683,22 @@ def real_beside_synthetic(
     rng = np.random.default_rng(seed)
     catalogue = canonical_columns(catalogue, schema)
     fractions = vote_fractions(vote_counts(catalogue, schema), schema)
-    blank = np.full((image_size, image_size, 3), 255, np.uint8)
     images, titles = [], []
     for column in columns:
         question, answer = column.rsplit("_", 1)
-        real = real_examples_for(examples, column)
-        real_pick = rng.permutation(len(real))[:per_side]
-        for k in range(per_side):
-            if k < len(real_pick):
-                images.append(read_image(real["file_loc"].iloc[real_pick[k]], image_size))
-                titles.append(f"real: {_bare(question, schema)} {answer}" if k == 0 else "real")
-            else:
-                images.append(blank)
-                titles.append("(no real example)")
-        mask = truth_matches_answer(catalogue, question, answer)
+        real = real_examples_for(examples, column)["file_loc"]
+        real = real.iloc[rng.permutation(len(real))[:per_side]].tolist()
+        names = [f"real: {_bare(question, schema)} {answer}"] + ["real"] * (len(real) - 1)
+        _side(images, titles, real, names, per_side, image_size, "(no real example)")
         col = schema.answer_columns.index(column)
-        candidates = np.flatnonzero(mask)
-        if len(candidates):  # clear examples: the volunteers agreed with the truth
-            shortlist = rng.permutation(candidates)[: per_side * 5]
-            synth_pick = shortlist[np.argsort(-fractions[shortlist, col], kind="stable")]
-        else:
-            synth_pick = candidates
-        for k in range(per_side):
-            if k < len(synth_pick):
-                i = synth_pick[k]
-                images.append(read_image(catalogue["file_loc"].iloc[i], image_size))
-                titles.append(f"synthetic, {fractions[i, col]:.2f}")
-            else:
-                images.append(blank)
-                titles.append("(no synthetic example)")
+        picks = np.flatnonzero(truth_matches_answer(catalogue, question, answer))
+        if len(picks):  # clear examples first: where the volunteers agreed with the truth
+            shortlist = rng.permutation(picks)[: per_side * 5]
+            picks = shortlist[np.argsort(-fractions[shortlist, col], kind="stable")]
+        picks = picks[:per_side]
+        names = [f"synthetic, {fractions[i, col]:.2f}" for i in picks]
+        files = catalogue["file_loc"].to_numpy()[picks]
+        _side(images, titles, files, names, per_side, image_size, "(no synthetic example)")
     return galaxy_grid(
         np.stack(images),
         titles=titles,
@@ -828,19 +716,18 @@ def real_beside_synthetic(
 
 
 def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
-    """Number of galaxies carrying each ``tag_<name>`` column.
+    """Galaxies carrying each ``tag_<name>`` column.
 
     Parameters
     ----------
-    catalogue : DataFrame
+    catalogue : DataFrame.
 
     Returns
     -------
-    dict
-        ``{tag name: count}`` in column order (empty when there are no tag columns).
+    dict ``{tag name: count}`` in column order (empty without tag columns).
     """
     return {
-        col[len("tag_") :]: int(catalogue[col].astype(bool).sum())
+        col.removeprefix("tag_"): int(catalogue[col].astype(bool).sum())
         for col in catalogue.columns
         if col.startswith("tag_")
     }
@@ -851,20 +738,17 @@ def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> d
 
     Parameters
     ----------
-    catalogue : DataFrame
-    schema : Schema or str
+    catalogue : DataFrame.
+    schema : Schema or str.
 
     Returns
     -------
-    dict
-        ``n_galaxies``, ``tag_counts`` ({tag: count}), ``mean_votes_per_galaxy`` (mean
-        volunteers per galaxy), ``median_votes_per_galaxy``, ``fraction_ge_30_votes``,
-        ``mean_total_votes_per_galaxy`` (clicks over all questions),
-        ``share_asked`` ({question: share of galaxies asked}).
+    dict: ``n_galaxies``, ``tag_counts``, ``mean_votes_per_galaxy`` and
+    ``median_votes_per_galaxy`` (volunteers), ``fraction_ge_30_votes``,
+    ``mean_total_votes_per_galaxy`` (clicks over all questions), ``share_asked`` (per question).
     """
     schema = get_schema(schema)
     volunteers = volunteers_per_galaxy(catalogue, schema)
-    counts = vote_counts(canonical_columns(catalogue, schema), schema)
     summary = question_summary(catalogue, schema)
     return {
         "n_galaxies": len(catalogue),
@@ -872,6 +756,6 @@ def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> d
         "mean_votes_per_galaxy": float(volunteers.mean()),
         "median_votes_per_galaxy": float(np.median(volunteers)),
         "fraction_ge_30_votes": float((volunteers >= 30).mean()),
-        "mean_total_votes_per_galaxy": float(counts.sum(axis=1).mean()),
+        "mean_total_votes_per_galaxy": float(_counts(catalogue, schema).sum(axis=1).mean()),
         "share_asked": {q: float(v) for q, v in summary["share_asked"].items()},
     }
