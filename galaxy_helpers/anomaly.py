@@ -34,13 +34,13 @@ import pandas as pd
 from scipy.linalg import solve_triangular
 from scipy.special import ndtr
 from sklearn.base import BaseEstimator, clone
-from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest, RandomForestRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RationalQuadratic, WhiteKernel
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+
+from galaxy_helpers.representations import RepresentationPCA, feature_matrix
 
 SCORE_MIN = 0
 SCORE_MAX = 5
@@ -49,6 +49,8 @@ INTERESTING_SCORE = 4  # a galaxy is "interesting" to a simulated researcher at 
 
 # --------------------------------------------------------------------------- validation
 def _as_features(X, name: str = "X") -> np.ndarray:
+    if isinstance(X, pd.DataFrame):  # a representation table (id_str + feat_ columns)
+        return feature_matrix(X, what=name, dtype=np.float64)[1]
     X = np.asarray(X, dtype=np.float64)
     if X.ndim != 2:
         raise ValueError(
@@ -450,9 +452,14 @@ class ActiveLearner(BaseEstimator):
             )
         X = _as_features(X)
         n_comp = min(self.n_components, X.shape[1], X.shape[0])
-        self.pca_ = PCA(n_components=n_comp, random_state=self.random_state)
-        self.scaler_ = StandardScaler()
-        self.embedding_ = self.scaler_.fit_transform(self.pca_.fit_transform(X))
+        self.embedding_pca_ = RepresentationPCA(
+            n_comp,
+            incremental=False,
+            standardise=True,
+            random_state=self.random_state,
+            dtype=np.float64,
+        )
+        self.embedding_ = self.embedding_pca_.fit_transform(X)
         self.gp_ = None
         self._kernel = None
         self._rng = np.random.default_rng(self.random_state)
@@ -566,7 +573,7 @@ class ActiveLearner(BaseEstimator):
         if X is None:
             mean, std = self._pool_posterior()
         else:
-            Z = self.scaler_.transform(self.pca_.transform(_as_features(X)))
+            Z = self.embedding_pca_.transform(_as_features(X))
             if self.gp_ is None:
                 mean, std = np.zeros(len(Z)), np.ones(len(Z))
             else:

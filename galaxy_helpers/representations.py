@@ -1,37 +1,34 @@
 """Representations: what the trained encoder "sees" in each galaxy (notebook 03).
 
-The paper's tools all start from the same thing: the pooled output of the encoder's last
-convolutional block for every galaxy, compressed with PCA (10 components for similarity search,
-40 for anomalies). This module
-
-- extracts those representations for a whole catalogue (:func:`extract_representations`):
-  batched, images decoded in background threads while the model computes, inference mode, a
-  progress bar, and cached as parquet under ``course.cache_dir()`` keyed by a hash of the
-  weights + preprocessing and of the catalogue (ids, files, sizes, modification times);
-- embeds a few images outside any catalogue with the same preprocessing (:func:`embed_images`);
-- compresses them (:class:`RepresentationPCA`, :func:`fit_pca`; incremental PCA for large
-  catalogues) and shows how much variance each component keeps
-  (:func:`plot_explained_variance`);
-- draws the 2-D morphology map, galaxy thumbnails placed at their PCA coordinates
-  (:func:`morphology_map`);
-- builds the two baselines of notebook 04: raw-pixel features (:func:`pixel_features`) and the
-  same architecture with random weights (:func:`random_weights_model`).
+The paper's tools all start from one table: the pooled output of the encoder's last block for
+every galaxy (:func:`extract_representations`: ``id_str`` + ``feat_000 ...``, cached as
+parquet), compressed by one scaling + PCA pipeline (:class:`RepresentationPCA`: 10 components
+for similarity search, 40 standardised ones for anomalies). Notebooks 04, 05 and 06 take that
+table; :func:`feature_matrix` turns it (or an array) into a checked matrix. Also here: a few
+images outside any catalogue (:func:`embed_images`), the two baselines (:func:`pixel_features`,
+:func:`random_weights_model`) and the figures of notebook 03.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin
 
-from galaxy_helpers.similarity import feature_matrix
+from galaxy_helpers import core
+from galaxy_helpers.images import (
+    catalogue_crops,
+    load_images,
+    model_crop,
+    model_resample,
+    read_image,
+    to_tensor,
+)
 
 __all__ = [
     "RepresentationPCA",
@@ -39,9 +36,9 @@ __all__ = [
     "embed_images",
     "extract_representations",
     "feature_columns",
+    "feature_matrix",
     "fit_pca",
     "label_separability",
-    "load_model",
     "model_hash",
     "morphology_map",
     "pixel_features",
@@ -51,156 +48,101 @@ __all__ = [
 ]
 
 # The file format version of cached tables: bump it when the table layout changes.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _PREPROCESSING_KEYS = ("architecture", "image_size", "channels", "mean", "std")
-# Hashed only when set, so the hashes (cache keys) of models without them stay as they were.
-_OPTIONAL_PREPROCESSING_KEYS = ("framing", "greyscale")
+_OPTIONAL_PREPROCESSING_KEYS = ("framing", "greyscale")  # hashed only when set
 
 
-# ------------------------------------------------------------------------------ models
-def load_model(checkpoint="course", metadata: dict | None = None, progress: bool = True):
-    """Turn what a notebook's ``checkpoint`` parameter holds into ``(model, metadata)``.
+# ------------------------------------------------------------------------------ tables
+def feature_matrix(features, ids=None, *, what: str = "representation table", dtype=np.float32):
+    """Split a representation table into ids, a checked matrix and the feature column names.
 
     Parameters
     ----------
-    checkpoint : str, path, GalaxyModel or (model, metadata)
-        ``"course"`` (the committed course checkpoint, ``training.course_checkpoint()``),
-        ``"quick"`` (notebook 02's quick-profile model, trained once then cached, through
-        ``training.load_model``), a checkpoint path, a model whose ``.metadata`` holds its
-        preprocessing, or a ``(model, metadata)`` pair.
-    metadata : dict, optional
-        Preprocessing (``image_size``, ``channels``, ``mean``, ``std``) for a bare model.
-    progress : bool
-        Progress bars while a quick model trains.
+    features : pandas.DataFrame or array-like
+        A table with ``id_str`` and one numeric column per dimension (what
+        :func:`extract_representations` and :meth:`RepresentationPCA.transform` return), or
+        an array (N, D).
+    ids : sequence of str, optional
+        One id per row of an array (default ``"0", "1", ...``); a table carries its own.
+    what : str
+        How error messages name the input.
+    dtype : numpy dtype
+        Of the returned matrix.
 
     Returns
     -------
-    (model, metadata)
-        The model in eval mode and its metadata.
+    ids : numpy.ndarray of str (N,)
+    matrix : numpy.ndarray (N, D)
+    columns : list of str (``dim_0 ...`` for an array)
+
+    Raises
+    ------
+    ValueError
+        Empty input, non-numeric or NaN/infinite values (naming rows and columns), duplicate
+        ids, or as many ids as rows.
     """
-    from galaxy_helpers import models
-
-    if isinstance(checkpoint, tuple) and len(checkpoint) == 2:
-        model, meta = checkpoint
-    elif isinstance(checkpoint, str | os.PathLike) and str(checkpoint) in (
-        "course",
-        "synthetic",
-        "quick",
-    ):
-        from galaxy_helpers import training
-
-        model, meta = training.load_model(str(checkpoint), progress=progress)
-    elif isinstance(checkpoint, str | os.PathLike):
-        model, meta = models.load_checkpoint(checkpoint)
-    elif hasattr(checkpoint, "encode"):
-        model, meta = (
-            checkpoint,
-            metadata if metadata is not None else getattr(checkpoint, "metadata", None),
-        )
+    if isinstance(features, pd.DataFrame):
+        df = features
+        if "id_str" in df.columns:
+            ids = df["id_str"].astype(str).to_numpy()
+            df = df.drop(columns=["id_str"])
+        columns = [str(c) for c in df.columns]
+        bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+        if bad:
+            raise ValueError(
+                f"{what}: columns {bad[:5]} are not numeric; keep only 'id_str' and the "
+                "feature columns (feat_000..., pca_00...)"
+            )
+        matrix = df.to_numpy(dtype=dtype, copy=True) if len(columns) else None
     else:
-        raise TypeError(
-            f"cannot use {type(checkpoint).__name__} as a model: pass 'course', 'quick', a "
-            "checkpoint path, a GalaxyModel or a (model, metadata) pair"
-        )
-    meta = dict(meta or {})
-    if metadata:
-        meta.update(metadata)
-    missing = [k for k in ("image_size", "channels") if meta.get(k) is None]
-    if missing:
+        matrix = np.asarray(features, dtype=dtype)
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.ndim != 2:
+            raise ValueError(
+                f"{what}: expected a 2-D array (galaxies, dimensions), got shape {matrix.shape}"
+            )
+        columns = [f"dim_{i}" for i in range(matrix.shape[1])]
+    n_rows = 0 if matrix is None else matrix.shape[0]
+    if matrix is None or n_rows == 0 or matrix.shape[1] == 0:
         raise ValueError(
-            f"the model's metadata lacks {missing}: pass metadata={{'image_size': ..., "
-            "'channels': ..., 'mean': ..., 'std': ...}} (the values it was trained with)"
+            f"{what} is empty ({n_rows} rows, {len(columns)} feature columns): extract "
+            "representations for at least one galaxy first"
         )
-    meta.setdefault("architecture", getattr(model, "architecture", type(model).__name__))
-    model.eval()
-    return model, meta
+    ids = np.arange(n_rows).astype(str) if ids is None else np.asarray(ids).astype(str)
+    if len(ids) != n_rows:
+        raise ValueError(f"{what}: {len(ids)} ids for {n_rows} rows; pass one id per row")
+    finite = np.isfinite(matrix)
+    if not finite.all():
+        rows, cols = np.nonzero(~finite)
+        examples = ", ".join(
+            f"row {r} (id {str(ids[r])!r}) column {columns[c]!r}"
+            for r, c in zip(rows[:5], cols[:5], strict=True)
+        )
+        raise ValueError(
+            f"{what} contains {len(rows)} NaN or infinite values, e.g. {examples}; drop or "
+            "re-extract those galaxies before building the index"
+        )
+    id_index = pd.Index(ids)
+    if not id_index.is_unique:
+        dup = [str(d) for d in id_index[id_index.duplicated()].unique()[:5]]
+        raise ValueError(f"{what}: duplicate ids {dup}; ids must be unique")
+    return ids, np.ascontiguousarray(matrix), columns
 
 
-def random_weights_model(metadata: dict, seed: int = 0):
-    """The same architecture with fresh random weights: the "no training" baseline.
+def feature_columns(n: int, prefix: str = "feat") -> list[str]:
+    """Column names ``feat_000, feat_001, ...`` for an n-dimensional representation."""
+    width = max(3, len(str(n - 1)))
+    return [f"{prefix}_{i:0{width}d}" for i in range(n)]
 
-    Parameters
-    ----------
-    metadata : dict
-        Checkpoint metadata (``architecture``, ``channels``; preprocessing is kept so both
-        models see identical inputs).
-    seed : int
-        Seed of the random initialisation.
 
-    Returns
-    -------
-    (model, metadata)
-        An encoder-only :class:`~galaxy_helpers.models.GalaxyModel` and a copy of the metadata
-        marked ``"weights": "random"``.
-    """
-    import torch
-
-    from galaxy_helpers.models import GalaxyModel
-
-    torch.manual_seed(int(seed))
-    model = GalaxyModel(
-        metadata["architecture"], schema=None, channels=int(metadata["channels"]), pretrained=False
+def _table(ids, matrix: np.ndarray, prefix: str) -> pd.DataFrame:
+    table = pd.DataFrame(
+        matrix.astype(np.float32, copy=False), columns=feature_columns(matrix.shape[1], prefix)
     )
-    meta = dict(metadata)
-    meta["weights"] = f"random (seed {seed})"
-    model.metadata = meta
-    return model.eval(), meta
-
-
-# ------------------------------------------------------------------------------ hashing
-def model_hash(model, metadata: dict) -> str:
-    """Hash of the weights and the preprocessing: equal hash, equal representations.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-    metadata : dict
-
-    Returns
-    -------
-    str
-        16 hex digits.
-    """
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    prep = {k: metadata.get(k) for k in _PREPROCESSING_KEYS}
-    prep.update({k: metadata[k] for k in _OPTIONAL_PREPROCESSING_KEYS if metadata.get(k)})
-    h.update(json.dumps(prep, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def catalogue_hash(catalogue: pd.DataFrame) -> str:
-    """Hash of a catalogue's ids and image files (path, size, modification time).
-
-    Reading every image would cost as much as extracting; size + modification time catch a
-    re-rendered or replaced file as ``make`` does.
-
-    Parameters
-    ----------
-    catalogue : pandas.DataFrame
-        With ``id_str`` and ``file_loc``.
-
-    Returns
-    -------
-    str
-        16 hex digits.
-    """
-    h = hashlib.sha256()
-    for gid, loc in zip(
-        catalogue["id_str"].astype(str), catalogue["file_loc"].astype(str), strict=True
-    ):
-        try:
-            st = os.stat(loc)
-            sig = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            sig = "missing"
-        h.update(f"{gid}\t{loc}\t{sig}\n".encode())
-    if "crop" in catalogue.columns:  # a survey's framing changes the pixels; absent: as before
-        h.update(np.asarray(catalogue["crop"], dtype=np.float64).tobytes())
-    return h.hexdigest()[:16]
+    table.insert(0, "id_str", np.asarray(ids).astype(str))
+    return table
 
 
 def _check_catalogue(catalogue) -> pd.DataFrame:
@@ -221,47 +163,95 @@ def _check_catalogue(catalogue) -> pd.DataFrame:
             f"{catalogue['id_str'][dup].astype(str).tolist()[:5]}; ids must be unique"
         )
     absent = [
-        (i, loc)
-        for i, loc in enumerate(catalogue["file_loc"].astype(str))
-        if not os.path.exists(loc)
+        i for i, loc in enumerate(catalogue["file_loc"].astype(str)) if not os.path.exists(loc)
     ]
     if absent:
-        row, loc = absent[0]
+        row = absent[0]
         raise FileNotFoundError(
             f"{len(absent)} image files of the catalogue do not exist, e.g. row {row} "
-            f"(id {catalogue['id_str'].iloc[row]!r}): {loc}; fix file_loc or regenerate the images"
+            f"(id {catalogue['id_str'].iloc[row]!r}): {catalogue['file_loc'].iloc[row]}; fix "
+            "file_loc or regenerate the images"
         )
     return catalogue
 
 
-def feature_columns(n: int, prefix: str = "feat") -> list[str]:
-    """Column names ``feat_000, feat_001, ...`` for an n-dimensional representation."""
-    width = max(3, len(str(n - 1)))
-    return [f"{prefix}_{i:0{width}d}" for i in range(n)]
+# ------------------------------------------------------------------------------ models
+def _model(spec, metadata: dict | None = None):
+    """``checkpoints.load_model``, refusing a model whose preprocessing is unknown."""
+    from galaxy_helpers.checkpoints import load_model
+
+    model, meta = load_model(spec, metadata=metadata)
+    missing = [k for k in ("image_size", "channels") if meta.get(k) is None]
+    if missing:
+        raise ValueError(
+            f"the model's metadata lacks {missing}: pass metadata={{'image_size': ..., "
+            "'channels': ..., 'mean': ..., 'std': ...}} (the values it was trained with)"
+        )
+    return model, meta
 
 
-def _table(ids, matrix: np.ndarray, prefix: str) -> pd.DataFrame:
-    cols = feature_columns(matrix.shape[1], prefix)
-    table = pd.DataFrame(matrix.astype(np.float32, copy=False), columns=cols)
-    table.insert(0, "id_str", np.asarray(ids).astype(str))
-    return table
+def random_weights_model(metadata: dict, seed: int = 0):
+    """The same architecture with fresh random weights: the "no training" baseline.
+
+    Parameters
+    ----------
+    metadata : dict
+        Checkpoint metadata (``architecture``, ``channels``; the preprocessing is kept so both
+        models see identical inputs).
+    seed : int
+        Seed of the random initialisation.
+
+    Returns
+    -------
+    (model, metadata)
+        An encoder-only ``GalaxyModel`` and a copy of the metadata marked ``"weights"``.
+    """
+    import torch
+
+    from galaxy_helpers.models import GalaxyModel
+
+    torch.manual_seed(int(seed))
+    model = GalaxyModel(
+        metadata["architecture"], schema=None, channels=int(metadata["channels"]), pretrained=False
+    )
+    meta = dict(metadata)
+    meta["weights"] = f"random (seed {seed})"
+    model.metadata = meta
+    return model.eval(), meta
+
+
+def model_hash(model, metadata: dict) -> str:
+    """16 hex digits of the weights and the preprocessing: equal hash, equal representations."""
+    state = sorted(model.state_dict().items())
+    prep = {k: metadata.get(k) for k in _PREPROCESSING_KEYS}
+    prep.update({k: metadata[k] for k in _OPTIONAL_PREPROCESSING_KEYS if metadata.get(k)})
+    tensors = [t.detach().cpu().contiguous().numpy() for _, t in state]
+    return core.content_key([name for name, _ in state], *tensors, str(prep))
+
+
+def catalogue_hash(catalogue: pd.DataFrame) -> str:
+    """16 hex digits of a catalogue's ids, image files (path, size, modification time), crops.
+
+    Size and modification time catch a re-rendered or replaced file as ``make`` does, without
+    reading every image.
+    """
+    lines = []
+    for gid, loc in zip(
+        catalogue["id_str"].astype(str), catalogue["file_loc"].astype(str), strict=True
+    ):
+        try:
+            st = os.stat(loc)
+            sig = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            sig = "missing"
+        lines.append(f"{gid}\t{loc}\t{sig}")
+    crops = catalogue["crop"] if "crop" in catalogue.columns else ()
+    return core.content_key("\n".join(lines), np.asarray(crops, dtype=np.float64))
 
 
 # ------------------------------------------------------------------------------ extraction
-def _batches_in_background(
-    paths,
-    size: int,
-    batch_size: int,
-    num_workers: int,
-    prefetch: int,
-    crops=None,
-    resample: str = "lanczos",
-):
-    """Yield uint8 batches while the next ones are decoded in background threads, each image
-    framed by its crop (``images.catalogue_crops``; None: the whole frame) and ``resample``."""
-    from galaxy_helpers.images import load_images
-
-    crops = np.ones(len(paths)) if crops is None else np.asarray(crops, dtype=np.float64)
+def _batches_in_background(paths, size, batch_size, num_workers, prefetch, crops, resample):
+    """Yield uint8 batches while the next ``prefetch`` ones are decoded in background threads."""
     starts = list(range(0, len(paths), batch_size))
 
     def submit(pool, s):
@@ -272,47 +262,36 @@ def _batches_in_background(
 
     with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
         pending = deque(submit(pool, s) for s in starts[:prefetch])
-        next_start = prefetch
+        later = iter(starts[prefetch:])
         while pending:
             batch = pending.popleft().result()
-            if next_start < len(starts):
-                pending.append(submit(pool, starts[next_start]))
-                next_start += 1
+            s = next(later, None)
+            if s is not None:
+                pending.append(submit(pool, s))
             yield batch
 
 
-def _encode_stream(model, metadata, batches, n_total, batch_size, progress, device, desc):
+def _encode_stream(model, metadata, batches, n_total, progress, device, desc):
     import torch
-
-    from galaxy_helpers.images import to_tensor
+    from tqdm.auto import tqdm
 
     if device is None:
-        try:
-            device = next(model.parameters()).device
-        except StopIteration:
-            device = torch.device("cpu")
+        device = next(model.parameters(), torch.empty(0)).device
     out = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_total, desc=desc, unit="img")
-    try:
-        with torch.inference_mode():
-            for batch in batches:
-                x = to_tensor(
-                    torch.as_tensor(batch).to(device),
-                    channels=int(metadata["channels"]),
-                    mean=metadata.get("mean"),
-                    std=metadata.get("std"),
-                    greyscale=metadata.get("greyscale") or "mean",
-                )
-                out.append(model.encode(x).float().cpu().numpy())
-                if bar is not None:
-                    bar.update(len(batch))
-    finally:
-        if bar is not None:
-            bar.close()
+    with (
+        torch.inference_mode(),
+        tqdm(total=n_total, desc=desc, unit="img", disable=not progress) as bar,
+    ):
+        for batch in batches:
+            x = to_tensor(
+                torch.as_tensor(batch).to(device),
+                channels=int(metadata["channels"]),
+                mean=metadata.get("mean"),
+                std=metadata.get("std"),
+                greyscale=metadata.get("greyscale") or "mean",
+            )
+            out.append(model.encode(x).float().cpu().numpy())
+            bar.update(len(batch))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -328,63 +307,57 @@ def extract_representations(
     device=None,
     cache_dir: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Pooled representation of every galaxy of a catalogue, as a table.
+    """The representation table: pooled encoder output of every galaxy of a catalogue.
 
-    Images are read from ``file_loc`` at the checkpoint's ``image_size`` and framing
-    (``images.catalogue_crops``: the catalogue's optional ``crop`` column times the model's
-    ``framing``, resampled as ``framing["resample"]`` says) in background threads
-    (``prefetch`` batches ahead, each decoded by ``num_workers`` threads) while the model
-    encodes the previous batch under ``torch.inference_mode``. Preprocessing is
-    ``images.to_tensor`` with the checkpoint's channels, mean and std.
+    Images are read at the checkpoint's size and framing (``images.catalogue_crops``) in
+    background threads while the model encodes the previous batch (``torch.inference_mode``,
+    ``images.to_tensor`` with the checkpoint's preprocessing).
 
     Parameters
     ----------
     model_or_checkpoint : str, path, GalaxyModel or (model, metadata)
-        See :func:`load_model`.
+        Anything ``checkpoints.load_model`` takes (``"course"``, ``"quick"``, a path, ...).
     catalogue : pandas.DataFrame
-        With ``id_str`` and ``file_loc``.
+        With ``id_str`` and ``file_loc`` (and an optional ``crop``).
     batch_size : int
         Images per forward pass.
     cache : bool
         Read/write ``<cache>/representations/<model hash>_<catalogue hash>.parquet``.
     progress : bool
         Show a progress bar.
-    num_workers : int
-        Decoding threads per batch.
-    prefetch : int
-        Batches decoded ahead of the model.
+    num_workers, prefetch : int
+        Decoding threads per batch, and batches decoded ahead of the model.
     metadata : dict, optional
-        Preprocessing for a bare model (see :func:`load_model`).
+        Preprocessing for a bare model.
     device : torch device, optional
         Default: where the model's weights are.
     cache_dir : path, optional
-        Default ``course.cache_dir()``.
+        Default ``core.cache_dir()``.
 
     Returns
     -------
     pandas.DataFrame
         ``id_str`` then ``feat_000 ... feat_<D-1>`` (float32), in catalogue order.
+
+    Examples
+    --------
+    >>> table = extract_representations("course", catalogue)  # doctest: +SKIP
     """
-    model, meta = load_model(model_or_checkpoint, metadata)
+    model, meta = _model(model_or_checkpoint, metadata)
     catalogue = _check_catalogue(catalogue)
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     path = None
     if cache:
-        if cache_dir is None:
-            from galaxy_helpers.course import cache_dir as default_cache_dir
-
-            cache_dir = default_cache_dir()
+        folder = Path(cache_dir) if cache_dir is not None else core.cache_dir()
         key = f"v{_CACHE_VERSION}_{model_hash(model, meta)}_{catalogue_hash(catalogue)}"
-        path = Path(cache_dir) / "representations" / f"{key}.parquet"
+        path = folder / "representations" / f"{key}.parquet"
         if path.exists():
             try:
                 return pd.read_parquet(path)
             except Exception:  # a corrupt cache file is rebuilt, never trusted
                 path.unlink(missing_ok=True)
     paths = catalogue["file_loc"].astype(str).tolist()
-    from galaxy_helpers.images import catalogue_crops, model_resample
-
     batches = _batches_in_background(
         paths,
         int(meta["image_size"]),
@@ -397,27 +370,14 @@ def extract_representations(
     was_training = model.training
     model.eval()
     try:
-        matrix = _encode_stream(
-            model, meta, batches, len(paths), int(batch_size), progress, device, "Extracting"
-        )
+        matrix = _encode_stream(model, meta, batches, len(paths), progress, device, "Extracting")
     finally:
         model.train(was_training)
     table = _table(catalogue["id_str"], matrix, "feat")
     if path is not None:
-        _atomic_parquet(table, path)
+        with core.atomic_path(path) as tmp:
+            table.to_parquet(tmp, index=False)
     return table
-
-
-def _atomic_parquet(table: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    os.close(fd)
-    try:
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def embed_images(images, model, metadata: dict | None = None, batch_size: int = 64) -> np.ndarray:
@@ -426,9 +386,8 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
     Parameters
     ----------
     images : sequence of paths, or uint8 array (N, H, W, 3)
-        Files are read at the checkpoint's ``image_size`` and framing; arrays must already
-        have them.
-    model : GalaxyModel or anything :func:`load_model` accepts
+        Files are read at the checkpoint's size and framing; arrays must already have them.
+    model : anything ``checkpoints.load_model`` takes
     metadata : dict, optional
         Checkpoint metadata (default ``model.metadata``).
     batch_size : int
@@ -436,12 +395,9 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
 
     Returns
     -------
-    numpy.ndarray
-        float32 (N, D).
+    numpy.ndarray, float32 (N, D)
     """
-    from galaxy_helpers.images import load_images, model_crop, model_resample
-
-    model, meta = load_model(model, metadata)
+    model, meta = _model(model, metadata)
     size = int(meta["image_size"])
     if isinstance(images, np.ndarray) and images.dtype == np.uint8:
         arr = images[None] if images.ndim == 3 else images
@@ -456,15 +412,11 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
             paths, size, progress=False, crop=model_crop(meta), resample=model_resample(meta)
         )
     chunks = (arr[s : s + batch_size] for s in range(0, len(arr), batch_size))
-    return _encode_stream(model, meta, chunks, len(arr), batch_size, False, None, "Embedding")
+    return _encode_stream(model, meta, chunks, len(arr), False, None, "Embedding")
 
 
-# ------------------------------------------------------------------------------ baselines
 def pixel_features(
-    catalogue: pd.DataFrame,
-    image_size: int = 32,
-    channels: int = 3,
-    progress: bool = True,
+    catalogue: pd.DataFrame, image_size: int = 32, channels: int = 3, progress: bool = True
 ) -> pd.DataFrame:
     """Raw pixels as features: the baseline that knows nothing about galaxies.
 
@@ -484,8 +436,6 @@ def pixel_features(
     pandas.DataFrame
         ``id_str`` then ``pix_00000 ...`` in [0, 1].
     """
-    from galaxy_helpers.images import load_images
-
     catalogue = _check_catalogue(catalogue)
     arr = load_images(catalogue["file_loc"].astype(str).tolist(), image_size, progress=progress)
     x = arr.astype(np.float32) / 255.0
@@ -495,36 +445,45 @@ def pixel_features(
 
 
 # ------------------------------------------------------------------------------ PCA
-class RepresentationPCA:
-    """PCA of a representation table, scikit-learn style, keeping the galaxy ids.
+class RepresentationPCA(TransformerMixin, BaseEstimator):
+    """The one scaling + PCA path of the course: a scikit-learn Pipeline keeping galaxy ids.
+
+    ``StandardScaler`` (``scale_features``) -> ``PCA`` or ``IncrementalPCA`` ->
+    ``StandardScaler`` (``standardise``). Similarity search scales the features first (a PCA
+    of the correlation matrix, so rare features are not left to late components); anomaly
+    search standardises the 40 components instead, as the paper does.
 
     Parameters
     ----------
     n_components : int
         Components kept (10 for similarity search, 40 for anomalies, as in the paper).
     incremental : bool or None
-        Use ``IncrementalPCA`` (bounded memory, fed in batches). ``None``: only above
-        ``incremental_above`` galaxies.
+        Use ``IncrementalPCA`` (bounded memory); ``None``: above ``incremental_above`` rows.
     batch_size : int
         Rows per incremental step.
     standardise : bool
-        Scale each component to unit variance afterwards (the paper does this for anomalies).
-    scale_features : bool
-        Standardise every input dimension (zero mean, unit variance) *before* the PCA, i.e.
-        a PCA of the correlation matrix. Without it a few high-variance channels (overall
-        brightness and size) fill the first components and rare features are left to later
-        ones; similarity search uses it (see ``similarity.build_index``).
+        Scale each component to zero mean and unit variance afterwards.
     incremental_above : int
         Row count above which ``incremental=None`` switches to ``IncrementalPCA``.
     random_state : int
         Seed of the randomised solver.
+    scale_features : bool
+        Standardise every input dimension before the PCA (constant ones stay at zero).
+    dtype : numpy dtype
+        The arithmetic's precision (float32, as the tables; anomaly search uses float64).
 
     Attributes
     ----------
+    pipeline_ : sklearn.pipeline.Pipeline
+        The fitted steps (``scale``, ``pca``, ``standardise``; only those switched on).
+    pca_ : the fitted PCA step
     explained_variance_ratio_ : numpy.ndarray
         Share of the total variance each kept component explains.
-    pca_ : sklearn PCA or IncrementalPCA
-        The fitted decomposition.
+
+    Examples
+    --------
+    >>> pca = RepresentationPCA(n_components=10, scale_features=True).fit(table)  # doctest: +SKIP
+    >>> coords = pca.transform(table)  # id_str + pca_000 ... pca_009            # doctest: +SKIP
     """
 
     def __init__(
@@ -536,20 +495,23 @@ class RepresentationPCA:
         incremental_above: int = 50_000,
         random_state: int = 0,
         scale_features: bool = False,
+        dtype=np.float32,
     ):
         self.n_components = n_components
         self.incremental = incremental
         self.batch_size = batch_size
         self.standardise = standardise
-        self.scale_features = scale_features
         self.incremental_above = incremental_above
         self.random_state = random_state
+        self.scale_features = scale_features
+        self.dtype = dtype
 
-    def fit(self, features, y=None) -> RepresentationPCA:
-        """Fit on a representation table (``id_str`` + features) or an array (N, D)."""
+    def _start(self, features):
         from sklearn.decomposition import PCA, IncrementalPCA
+        from sklearn.pipeline import Pipeline
+        from sklearn.preprocessing import StandardScaler
 
-        _, x, columns = feature_matrix(features)
+        _, x, columns = feature_matrix(features, dtype=self.dtype)
         n, d = x.shape
         k = int(self.n_components)
         if not 1 <= k <= min(n, d):
@@ -557,78 +519,61 @@ class RepresentationPCA:
                 f"n_components={k} but the table has {n} galaxies x {d} dimensions: choose "
                 f"between 1 and {min(n, d)}"
             )
-        if self.scale_features:
-            self.feature_mean_ = x.mean(axis=0, dtype=np.float64).astype(np.float32)
-            std = x.std(axis=0, dtype=np.float64)
-            # constant dimensions (dead channels) carry nothing: keep them at zero
-            self.feature_scale_ = np.where(std > 1e-8, std, 1.0).astype(np.float32)
-            x = (x - self.feature_mean_) / self.feature_scale_
-        else:
-            self.feature_mean_ = self.feature_scale_ = None
-        incremental = self.incremental
-        if incremental is None:
-            incremental = n > self.incremental_above
-        if incremental:
-            batch = max(int(self.batch_size), k)
-            pca = IncrementalPCA(n_components=k, batch_size=batch)
-            for s in range(0, n, batch):
-                part = x[s : s + batch]
-                if len(part) < k:  # IncrementalPCA needs >= k rows per step
-                    continue
-                pca.partial_fit(part)
-        else:
-            pca = PCA(n_components=k, random_state=self.random_state)
-            pca.fit(x)
-        self.pca_ = pca
+        incremental = n > self.incremental_above if self.incremental is None else self.incremental
+        pca = (
+            IncrementalPCA(n_components=k, batch_size=max(int(self.batch_size), k))
+            if incremental
+            else PCA(n_components=k, random_state=self.random_state)
+        )
+        steps = [("scale", StandardScaler())] if self.scale_features else []
+        steps.append(("pca", pca))
+        if self.standardise:
+            steps.append(("standardise", StandardScaler()))
+        self.pipeline_ = Pipeline(steps)
         self.incremental_ = bool(incremental)
         self.n_features_in_ = d
         self.feature_names_in_ = columns
-        self.explained_variance_ratio_ = np.asarray(pca.explained_variance_ratio_)
-        self.scale_ = np.sqrt(pca.explained_variance_) if self.standardise else None
+        return x
+
+    def _done(self):
+        self.pca_ = self.pipeline_.named_steps["pca"]
+        self.explained_variance_ratio_ = np.asarray(self.pca_.explained_variance_ratio_)
         return self
 
+    def fit(self, features, y=None) -> RepresentationPCA:
+        """Fit on a representation table (``id_str`` + features) or an array (N, D)."""
+        x = self._start(features)
+        self.pipeline_.fit(x)
+        return self._done()
+
     def transform(self, features):
-        """Project onto the components.
-
-        Parameters
-        ----------
-        features : pandas.DataFrame or array-like
-            A table gives a table (``id_str`` + ``pca_00 ...``); an array gives an array.
-
-        Returns
-        -------
-        pandas.DataFrame or numpy.ndarray
-        """
+        """Project onto the components: a table gives ``id_str`` + ``pca_000 ...``, an array
+        an array."""
         if not hasattr(self, "pca_"):
             raise RuntimeError("this RepresentationPCA is not fitted yet: call .fit(features)")
-        ids, x, _ = feature_matrix(features)
+        ids, x, _ = feature_matrix(features, dtype=self.dtype)
         if x.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"features have {x.shape[1]} dimensions but the PCA was fitted on "
                 f"{self.n_features_in_}: use representations of the same model"
             )
-        if self.feature_scale_ is not None:
-            x = (x - self.feature_mean_) / self.feature_scale_
-        z = self.pca_.transform(x).astype(np.float32)
-        if self.scale_ is not None:
-            z = z / self.scale_.astype(np.float32)
-        if isinstance(features, pd.DataFrame):
-            return _table(ids, z, "pca")
-        return z
+        return self._out(features, ids, self.pipeline_.transform(x))
 
     def fit_transform(self, features, y=None):
-        """Fit, then transform the same features."""
-        return self.fit(features).transform(features)
+        """Fit, and the fitted features' coordinates (the Pipeline's own ``fit_transform``)."""
+        x = self._start(features)
+        z = self.pipeline_.fit_transform(x)
+        self._done()
+        ids = features["id_str"] if isinstance(features, pd.DataFrame) else None
+        return self._out(features, ids, z)
+
+    def _out(self, features, ids, z):
+        z = z.astype(self.dtype, copy=False)
+        return _table(ids, z, "pca") if isinstance(features, pd.DataFrame) else z
 
 
 def fit_pca(features, n_components: int = 10, incremental: bool | None = None, **kwargs):
-    """Fit a :class:`RepresentationPCA` (see there for the keyword arguments).
-
-    Returns
-    -------
-    RepresentationPCA
-        Fitted; ``.transform(table)`` gives ``id_str`` + ``pca_00 ...``.
-    """
+    """A fitted :class:`RepresentationPCA` (see there for the keyword arguments)."""
     return RepresentationPCA(n_components=n_components, incremental=incremental, **kwargs).fit(
         features
     )
@@ -643,8 +588,6 @@ def plot_explained_variance(pca: RepresentationPCA, ax=None, title: str | None =
         Fitted.
     ax : matplotlib Axes, optional
     title : str, optional
-    crops : one framing crop per row (``images.catalogue_crops``) for images read from files,
-        so thumbnails show what the model saw; None: the whole frame.
 
     Returns
     -------
@@ -653,10 +596,7 @@ def plot_explained_variance(pca: RepresentationPCA, ax=None, title: str | None =
     import matplotlib.pyplot as plt
 
     ratio = np.asarray(pca.explained_variance_ratio_)
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(6.5, 3.8)) if ax is None else (ax.figure, ax)
     comps = np.arange(1, len(ratio) + 1)
     ax.bar(comps, ratio, color="tab:blue", alpha=0.7, label="each component")
     ax.plot(comps, np.cumsum(ratio), "o-", color="tab:orange", label="cumulative")
@@ -721,8 +661,6 @@ def morphology_map(
     matplotlib Figure
     """
     import matplotlib.pyplot as plt
-
-    from galaxy_helpers.images import read_image
 
     _, xy, columns = feature_matrix(pca_2d, what="2-D coordinates")
     if xy.shape[1] < 2:

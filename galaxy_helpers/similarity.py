@@ -1,19 +1,12 @@
 """Similarity search on galaxy representations (notebook 04).
 
-The paper's first tool: a volunteer tags one galaxy (#ring, #diffuse, ...) and we look up the
-galaxies whose representation is closest to it, with no new training. This module holds
-
-- :class:`SimilarityIndex`, an exact nearest-neighbour index with a scikit-learn-style API
-  (``fit`` then ``query``), cosine, Euclidean or Manhattan distance, and three interchangeable
-  backends that give identical answers: chunked brute force in NumPy (memory bounded by
-  ``chunk_size``), a k-d tree (SciPy; exact and far faster in the 10 dimensions of the paper's
-  PCA) and FAISS's flat index when it is installed;
-- :func:`precision_at_k_by_tag`, the evaluation: each tagged galaxy alone is the query, and we
-  count how many of its k nearest neighbours carry the same tag;
-- :func:`compare_with_baselines`, the same evaluation for our representation, for PCA of raw
-  pixels and for the same architecture with random weights, in one run;
-- figures: :func:`plot_precision_by_tag` (bar chart) and :func:`query_rows` (one query per tag
-  and its neighbours as an image row, in the style of the paper's figures).
+The paper's first tool: from one tagged galaxy (#ring, #diffuse, ...) find the galaxies whose
+representation is closest, with no new training. :class:`SimilarityIndex` is an exact
+nearest-neighbour index (``fit`` then ``query``; cosine, Euclidean or Manhattan; NumPy, k-d
+tree or FAISS backends with identical answers); :func:`build_index` fits it on notebook 03's
+representation table through ``representations.RepresentationPCA``;
+:func:`precision_at_k_by_tag` and :func:`compare_with_baselines` evaluate it against raw pixels
+and random weights; :func:`query_rows` draws the paper's figure.
 """
 
 from __future__ import annotations
@@ -26,6 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from galaxy_helpers.representations import (
+    RepresentationPCA,
+    embed_images,
+    extract_representations,
+    feature_matrix,
+    pixel_features,
+    random_weights_model,
+)
 
 METRICS = ("cosine", "euclidean", "manhattan")
 BACKENDS = ("auto", "numpy", "kdtree", "faiss")
@@ -40,86 +42,6 @@ _KDTREE_MAX_DIMS = 24
 def faiss_available() -> bool:
     """Return True when the optional ``faiss`` package can be imported."""
     return importlib.util.find_spec("faiss") is not None
-
-
-def feature_matrix(features, ids=None, *, what: str = "representation table"):
-    """Split a representation table into ids, a float32 matrix and the feature column names.
-
-    Parameters
-    ----------
-    features : pandas.DataFrame or array-like
-        Either a table with an ``id_str`` column and one numeric column per dimension (what
-        :func:`galaxy_helpers.representations.extract_representations` and
-        :meth:`~galaxy_helpers.representations.RepresentationPCA.transform` return), or an
-        array of shape (N, D).
-    ids : sequence of str, optional
-        Galaxy ids, one per row; required for an array unless you want ``"0", "1", ...``.
-        Ignored for a table, which carries its own ``id_str``.
-    what : str
-        How to name the input in error messages.
-
-    Returns
-    -------
-    ids : numpy.ndarray of str, shape (N,)
-    matrix : numpy.ndarray of float32, shape (N, D)
-    columns : list of str
-        Feature column names (``dim_0 ...`` for an array).
-
-    Raises
-    ------
-    ValueError
-        Empty input, non-numeric or NaN/infinite values (the message names the rows and
-        columns), duplicate ids, or ids that do not match the number of rows.
-    """
-    if isinstance(features, pd.DataFrame):
-        df = features
-        if "id_str" in df.columns:
-            ids = df["id_str"].astype(str).to_numpy()
-            df = df.drop(columns=["id_str"])
-        columns = [str(c) for c in df.columns]
-        bad = [c for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-        if bad:
-            raise ValueError(
-                f"{what}: columns {bad[:5]} are not numeric; keep only 'id_str' and the "
-                "feature columns (feat_000..., pca_00...)"
-            )
-        matrix = df.to_numpy(dtype=np.float32, copy=True) if len(columns) else None
-    else:
-        matrix = np.asarray(features, dtype=np.float32)
-        if matrix.ndim == 1:
-            matrix = matrix[None, :]
-        if matrix.ndim != 2:
-            raise ValueError(
-                f"{what}: expected a 2-D array (galaxies, dimensions), got shape {matrix.shape}"
-            )
-        columns = [f"dim_{i}" for i in range(matrix.shape[1])]
-    n_rows = 0 if matrix is None else matrix.shape[0]
-    if matrix is None or n_rows == 0 or matrix.shape[1] == 0:
-        raise ValueError(
-            f"{what} is empty ({n_rows} rows, {len(columns)} feature columns): extract "
-            "representations for at least one galaxy first"
-        )
-    if ids is None:
-        ids = np.arange(n_rows).astype(str)
-    ids = np.asarray(ids).astype(str)
-    if len(ids) != n_rows:
-        raise ValueError(f"{what}: {len(ids)} ids for {n_rows} rows; pass one id per row")
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        rows, cols = np.nonzero(~finite)
-        examples = ", ".join(
-            f"row {r} (id {str(ids[r])!r}) column {columns[c]!r}"
-            for r, c in zip(rows[:5], cols[:5], strict=True)
-        )
-        raise ValueError(
-            f"{what} contains {len(rows)} NaN or infinite values, e.g. {examples}; drop or "
-            "re-extract those galaxies before building the index"
-        )
-    id_index = pd.Index(ids)
-    if not id_index.is_unique:
-        dup = [str(d) for d in id_index[id_index.duplicated()].unique()[:5]]
-        raise ValueError(f"{what}: duplicate ids {dup}; ids must be unique")
-    return ids, np.ascontiguousarray(matrix), columns
 
 
 @dataclass
@@ -374,8 +296,6 @@ class SimilarityIndex:
         pandas.DataFrame
             As :meth:`query`, with ``query`` set to the file name.
         """
-        from galaxy_helpers.representations import embed_images
-
         vector = embed_images([path], model, metadata)
         if pca is not None:
             vector = pca.transform(vector)
@@ -523,11 +443,9 @@ def build_index(
     (SimilarityIndex, RepresentationPCA or None)
         The index and the PCA (needed to place new images in the same space).
     """
-    from galaxy_helpers.representations import fit_pca
-
     pca = None
     if n_components is not None:
-        pca = fit_pca(features, n_components=n_components, scale_features=scale_features)
+        pca = RepresentationPCA(n_components, scale_features=scale_features).fit(features)
         features = pca.transform(features)
     return SimilarityIndex(metric=metric, backend=backend).fit(features), pca
 
@@ -668,14 +586,9 @@ def compare_with_baselines(
     pandas.DataFrame
         ``tag``, ``n_members``, ``chance`` and one precision column per method.
     """
-    from galaxy_helpers.representations import (
-        extract_representations,
-        load_model,
-        pixel_features,
-        random_weights_model,
-    )
-
     if metadata is None:
+        from galaxy_helpers.checkpoints import load_model
+
         _, metadata = load_model(model)
     cat = catalogue[catalogue["id_str"].astype(str).isin(set(representations["id_str"]))]
     order = cat.set_index(cat["id_str"].astype(str)).loc[representations["id_str"].astype(str)]

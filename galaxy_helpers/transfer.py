@@ -95,8 +95,9 @@ def encoder_features(
     -------
     numpy.ndarray, float32 ``(N, D)``.
     """
+    from .checkpoints import load_model
     from .images import catalogue_crops
-    from .representations import extract_representations, load_model, random_weights_model
+    from .representations import extract_representations, random_weights_model
 
     if isinstance(encoder, str) and encoder in ("random", "pixels"):
         _, meta = load_model(reference if reference is not None else "course", progress=progress)
@@ -250,8 +251,8 @@ def held_out_votes(encoder, catalogue: pd.DataFrame) -> dict:
     vote head, else ``mae_reduction``, ``accuracy_smooth_or_featured``, ``accuracy_edge_on``
     and ``n_test``.
     """
+    from .checkpoints import load_model
     from .evaluation import evaluate
-    from .representations import load_model
 
     model, _ = load_model(encoder, progress=False)
     if getattr(model, "head", None) is None:
