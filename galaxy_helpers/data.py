@@ -1,19 +1,13 @@
 """Real data: manifests, verified downloads (pooch), an offline mirror, and ready catalogues.
 
-Every dataset or model is described by one TOML file in ``data_manifests/`` (what it is,
-citation, licence, pinned URL, size and checksum of every file, and how its catalogue maps onto
-the catalogue contract of ``DEVELOPERS.md``). :func:`fetch` puts a dataset's files into
-``<core.cache_dir()>/data/<dataset>/``, each verified against the manifest's checksum by pooch
-and renamed into place only when complete:
-
-- from a **mirror folder** (``mirror=`` or ``$GALAXY_DATA_MIRROR``, laid out
-  ``<mirror>/<dataset>/<path>``) when it has the file; the network is never touched;
-- else from the pinned URL, with retries, a progress bar, and resuming: a download cut off
-  part-way keeps its ``.part`` file and the next attempt or run asks only for the rest with an
-  HTTP ``Range`` request (a whole-file checksum is verified either way).
-
-Leftovers of crashed runs are removed by the next :func:`fetch`; :func:`verify` re-hashes the
-cache; archives are unpacked safely; :func:`load_dataset` returns the catalogue.
+Every dataset or model is one TOML file in ``data_manifests/``: what it is, citation, licence,
+pinned URL, size and checksum of every file, and how its catalogue maps onto the catalogue
+contract of ``DEVELOPERS.md``. :func:`fetch` puts a dataset's files into
+``<core.cache_dir()>/data/<dataset>/``, from a mirror folder (``$GALAXY_DATA_MIRROR``, laid out
+``<mirror>/<dataset>/<path>``; the network is never touched) or the pinned URL (retries,
+progress bar, and a cut download resumes from its ``.part`` file with an HTTP ``Range``
+request). pooch checks every file's checksum before renaming it into place, so the cache never
+holds a half or wrong file under a final name. :func:`load_dataset` returns the catalogue.
 
 >>> from galaxy_helpers import data
 >>> rings = data.load_dataset("gz_decals_rings")          # doctest: +SKIP
@@ -48,40 +42,22 @@ except ImportError:  # pragma: no cover - Windows: leftovers are told apart by a
     fcntl = None  # type: ignore[assignment]
 
 __all__ = [
-    "MIRROR_ENV",
-    "OFFLINE_ENV",
-    "MANIFESTS_ENV",
-    "STALE_PART_S",
-    "DataError",
-    "ManifestError",
-    "ChecksumError",
-    "DataUnavailableError",
-    "UnsafeArchiveError",
-    "MirrorWarning",
-    "FileEntry",
-    "Manifest",
-    "VerifyReport",
-    "manifest_dir",
-    "list_manifests",
-    "load_manifest",
-    "validate_manifest",
-    "dataset_dir",
-    "dataset_available",
-    "fetch",
-    "verify",
-    "clean_stale_parts",
-    "partial_path",
-    "load_dataset",
-    "file_checksum",
-    "download_file",
+    "MIRROR_ENV", "OFFLINE_ENV", "MANIFESTS_ENV", "STALE_PART_S", "DataError", "ManifestError",
+    "ChecksumError", "DataUnavailableError", "UnsafeArchiveError", "MirrorWarning", "FileEntry",
+    "Manifest", "VerifyReport", "manifest_dir", "list_manifests", "load_manifest",
+    "validate_manifest", "dataset_dir", "dataset_available", "fetch", "verify",
+    "clean_stale_parts", "partial_path", "load_dataset", "file_checksum", "download_file",
     "safe_extract",
-]
+]  # fmt: skip
 
 MIRROR_ENV = "GALAXY_DATA_MIRROR"
 OFFLINE_ENV = "GALAXY_DATA_OFFLINE"
 MANIFESTS_ENV = "GALAXY_DATA_MANIFESTS"
 _STAMP = ".galaxy_helpers_verified.json"
-_USER_AGENT = "galaxy_helpers (course data fetcher; pooch)"
+_HEADERS = {
+    "User-Agent": "galaxy_helpers (course data fetcher; pooch)",
+    "Accept-Encoding": "identity",
+}
 #: A leftover (``.part`` or temporary file/folder) that no process holds locked and that has
 #: not changed for this many seconds is a crashed run's; :func:`fetch` removes it.
 STALE_PART_S = 60.0
@@ -185,27 +161,25 @@ def list_manifests(kind: str | None = None) -> list[str]:
     return names if kind is None else [n for n in names if load_manifest(n).kind == kind]
 
 
-_ENTRY_KEYS = {"path", "url", "size", "sha256", "md5", "extract_to", "builder", "spot_check"}
+_KEYS = ("url", "sha256", "md5", "extract_to", "spot_check")
 
 
 def _entry(item: dict, where: str, derived: bool) -> FileEntry:
     if not isinstance(item, dict) or "path" not in item:
         raise ManifestError(f"{where}: every file needs a 'path'")
-    unknown = set(item) - _ENTRY_KEYS - {"description"}
+    unknown = set(item) - {*_KEYS, "path", "size", "builder", "description"}
     if unknown:
         raise ManifestError(f"{where} ({item['path']}): unknown keys {sorted(unknown)}")
-    values = {k: item.get(k) or None for k in _ENTRY_KEYS - {"path", "size", "builder"}}
     builder = item.get("builder") if derived else None
+    values = {k: item.get(k) or None for k in _KEYS}
     return FileEntry(path=item["path"], size=item.get("size"), builder=builder, **values)
 
 
 def load_manifest(name: str | os.PathLike) -> Manifest:
     """Read one manifest by name (``"gz_decals_rings"``) or TOML path.
 
-    Raises
-    ------
-    ManifestError
-        Unknown name (lists the known ones), malformed file, or a path leaving its folder.
+    Raises :class:`ManifestError` for an unknown name (listing the known ones), a malformed
+    file, or a path that would leave the dataset's folder.
     """
     path = Path(name)
     if path.suffix != ".toml":
@@ -222,9 +196,9 @@ def load_manifest(name: str | os.PathLike) -> Manifest:
             raise ManifestError(f"{path}: missing required key {key!r}")
     if raw["name"] != path.stem:
         raise ManifestError(f"{path}: name {raw['name']!r} differs from the file name")
-    files = tuple(_entry(f, f"{path} [[files]]", False) for f in raw.get("files", []))
-    derived = tuple(
-        _entry(f, f"{path} [[derived_files]]", True) for f in raw.get("derived_files", [])
+    files, derived = (
+        tuple(_entry(f, f"{path} [[{group}]]", group != "files") for f in raw.get(group, []))
+        for group in ("files", "derived_files")
     )
     return _checked_paths(Manifest(raw["name"], raw["kind"], path, raw, files, derived))
 
@@ -233,8 +207,8 @@ _NAME = re.compile(r"[A-Za-z0-9][\w.\-]*")
 
 
 def _checked_paths(manifest: Manifest) -> Manifest:
-    """Refuse a manifest whose name or any path could leave its dataset folder (or mirror),
-    whether it was read from a file or built by hand."""
+    """Refuse a manifest (read from a file or built by hand) whose name or any path could leave
+    its dataset folder or mirror."""
     where = str(manifest.path)
     if not (isinstance(manifest.name, str) and _NAME.fullmatch(manifest.name)):
         raise ManifestError(
@@ -315,11 +289,10 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
         m = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
     except ManifestError as err:
         return [str(err)]
-    raw, src, problems = m.raw, m.path.name, []
-    required = _REQUIRED.get(m.kind)
-    if required is None:
+    raw, src = m.raw, m.path.name
+    if m.kind not in _REQUIRED:
         return [f"{src}: kind must be one of {sorted(_REQUIRED)}, got {m.kind!r}"]
-    problems += [f"{src}: missing required key {k!r}" for k in required if k not in raw]
+    problems = [f"{src}: missing required key {k!r}" for k in _REQUIRED[m.kind] if k not in raw]
     citation = raw.get("citation")
     if not (isinstance(citation, list) and citation and all(isinstance(c, str) for c in citation)):
         problems.append(f"{src}: citation must be a non-empty list of strings")
@@ -329,42 +302,36 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
     seen: set[str] = set()
     for group in ("files", "derived_files"):
         for i, item in enumerate(raw.get(group, [])):
-            where = f"{src} [[{group}]] #{i + 1}"
-            path = item.get("path")
+            where, path = f"{src} [[{group}]] #{i + 1}", item.get("path")
             problems += _check_relative(path, where)
             if path in seen:
                 problems.append(f"{where}: duplicate path {path!r}")
             seen.add(path)
-            if group == "files":
-                url = item.get("url")
-                if not (isinstance(url, str) and re.fullmatch(r"https://[^\s]+", url)):
-                    problems.append(f"{where} ({path}): url must be an https:// URL, got {url!r}")
-                elif base is not None and isinstance(path, str) and url != base + quote(path):
-                    problems.append(f"{where} ({path}): url {url} is not base_url + quoted path")
-            elif item.get("builder") not in _BUILDERS:
-                problems.append(
-                    f"{where} ({path}): builder {item.get('builder')!r} is not one of "
-                    f"{sorted(_BUILDERS)}"
-                )
-            size = item.get("size")
+            where += f" ({path})"
+            url, size, builder = item.get("url"), item.get("size"), item.get("builder")
+            if group == "files" and not re.fullmatch(r"https://[^\s]+", str(url)):
+                problems.append(f"{where}: url must be an https:// URL, got {url!r}")
+            elif group == "files" and base is not None and url != base + quote(str(path)):
+                problems.append(f"{where}: url {url} is not base_url + quoted path")
+            elif group != "files" and builder not in _BUILDERS:
+                problems.append(f"{where}: builder {builder!r} is not one of {sorted(_BUILDERS)}")
             if size is not None and not (isinstance(size, int) and size > 0):
-                problems.append(f"{where} ({path}): size must be a positive integer")
+                problems.append(f"{where}: size must be a positive integer")
             sums = [a for a in ("sha256", "md5") if a in item]
             if not sums:
-                problems.append(f"{where} ({path}): needs a sha256 or md5 checksum")
-            for algorithm in sums:
-                value = item[algorithm]
-                if not (isinstance(value, str) and _HEX[algorithm].fullmatch(value)):
-                    problems.append(
-                        f"{where} ({path}): {algorithm} must be lowercase hex, got {value!r}"
-                    )
+                problems.append(f"{where}: needs a sha256 or md5 checksum")
+            for alg in sums:
+                if not (isinstance(item[alg], str) and _HEX[alg].fullmatch(item[alg])):
+                    problems.append(f"{where}: {alg} must be lowercase hex, got {item[alg]!r}")
             if item.get("extract_to") is not None:
                 problems += _check_relative(item["extract_to"], f"{where} extract_to")
     catalogue = raw.get("catalogue")
     if m.kind == "dataset" and isinstance(catalogue, dict):
-        for key in ("file", "id_str", "file_loc"):
-            if key not in catalogue:
-                problems.append(f"{src} [catalogue]: missing required key {key!r}")
+        problems += [
+            f"{src} [catalogue]: missing required key {key!r}"
+            for key in ("file", "id_str", "file_loc")
+            if key not in catalogue
+        ]
         files = catalogue.get("file", [])
         for file in files if isinstance(files, list) else [files]:
             if file not in seen:
@@ -386,11 +353,18 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Verified files through pooch: mirror copies, built files, resumable downloads
+# Verified files through pooch: mirror copies, built files, resumable downloads, archives
 # --------------------------------------------------------------------------------------------
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Lowercase hex digest of a file (``algorithm``: any :mod:`hashlib` name)."""
     return pooch.file_hash(str(path), alg=algorithm)
+
+
+def partial_path(final: Path, entry: FileEntry) -> Path:
+    """The resumable ``.part`` file of ``entry`` next to ``final`` (tagged by its checksum,
+    so a partial download of another version of the file is never continued)."""
+    algorithm, expected = entry.checksum
+    return final.parent / f".{final.name}.{algorithm}-{expected[:16]}.part"
 
 
 def _lock(fd: int, wait: bool = False) -> bool:
@@ -402,6 +376,18 @@ def _lock(fd: int, wait: bool = False) -> bool:
     except OSError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def _quiet():
+    """pooch announces every download and unpacking at INFO; our progress bars suffice."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel("WARNING")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _size_error(entry: FileEntry, written: int, origin: str) -> ChecksumError:
@@ -432,13 +418,12 @@ class _Resumable:
     """A pooch downloader that fills the entry's ``.part`` file, resuming with ``Range``.
 
     The ``.part`` file is locked while written; when another process holds it (it downloads
-    the same file), pooch's own :class:`pooch.HTTPDownloader` downloads privately instead.
+    the same file), pooch's :class:`pooch.HTTPDownloader` downloads privately instead.
     """
 
     def __init__(self, entry: FileEntry, final: Path, timeout_s: float, progress: bool, resume):
-        self.entry, self.final, self.timeout_s = entry, final, timeout_s
-        self.progress, self.resume, self.offset = progress, resume, 0
-        self.partial = partial_path(final, entry)
+        self.entry, self.timeout_s, self.progress, self.resume = entry, timeout_s, progress, resume
+        self.partial, self.offset = partial_path(final, entry), 0
 
     @property
     def origin(self) -> str:
@@ -447,15 +432,13 @@ class _Resumable:
     def __call__(self, url: str, output_file: str, store: Any) -> None:
         import requests
 
-        headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}  # bytes as sized
         fd = os.open(self.partial, os.O_RDWR | os.O_CREAT, 0o644)
         with os.fdopen(fd, "r+b", buffering=0) as handle:
             if not _lock(fd):
-                self.offset = 0
-                get = pooch.HTTPDownloader(progressbar=self.progress, headers=headers)
+                get = pooch.HTTPDownloader(progressbar=self.progress, headers=_HEADERS)
                 return get(url, output_file, store)
             try:
-                self._fill(handle, url, headers, requests)
+                self._fill(handle, url)
             except requests.HTTPError as err:
                 code = err.response.status_code if err.response is not None else 0
                 if code == 416:  # the range is past the end: start over
@@ -469,25 +452,22 @@ class _Resumable:
         os.replace(self.partial, output_file)  # pooch verifies the checksum, then renames
         return None
 
-    def _fill(self, handle, url: str, headers: dict, requests) -> None:
+    def _fill(self, handle, url: str) -> None:
+        import requests
         import urllib3
         from tqdm.auto import tqdm
 
-        size, algorithm = self.entry.size, self.entry.checksum[0]
+        size, (algorithm, expected) = self.entry.size, self.entry.checksum
         offset = os.fstat(handle.fileno()).st_size if self.resume else 0
-        if size is not None and offset == size:  # complete before a crash, never renamed
-            if pooch.file_hash(str(self.partial), alg=algorithm) == self.entry.checksum[1]:
-                return
-        if size is not None and offset >= size:
-            offset = 0
-        self.offset = offset
-        if offset:
-            headers = {**headers, "Range": f"bytes={offset}-"}
+        if offset and offset == size and pooch.file_hash(str(self.partial), algorithm) == expected:
+            return  # complete before a crash, never renamed
+        self.offset = offset = 0 if size is not None and offset >= size else offset
+        headers = {**_HEADERS, "Range": f"bytes={offset}-"} if offset else _HEADERS
         with requests.get(url, headers=headers, stream=True, timeout=self.timeout_s) as response:
             response.raise_for_status()
             found = re.match(r"\s*bytes\s+(\d+)-", response.headers.get("Content-Range") or "")
             if offset and (response.status_code != 206 or not found or int(found[1]) != offset):
-                offset = self.offset = 0  # the server sent the whole file (no Range support)
+                self.offset = offset = 0  # the server sent the whole file (no Range support)
             handle.seek(offset)
             handle.truncate()
             length = response.headers.get("Content-Length")
@@ -504,24 +484,10 @@ class _Resumable:
                     bar.update(len(block))
         written = os.fstat(handle.fileno()).st_size
         if length is not None and written < offset + length:
-            raise requests.ConnectionError(
-                f"the connection closed after {written} of {offset + length} bytes"
-            )
+            raise requests.ConnectionError(f"the connection closed after {written} bytes")
         if size is not None and written != size:
             handle.truncate(0)
             raise _size_error(self.entry, written, self.origin)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """pooch announces every download and unpacking at INFO; our progress bars suffice."""
-    logger = pooch.get_logger()
-    level = logger.level
-    logger.setLevel("WARNING")
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _retrieve(entry: FileEntry, final: Path, downloader, retries: int = 1) -> Path:
@@ -562,9 +528,9 @@ def download_file(
     """Download one manifest file from its URL to ``final``, verified and atomically.
 
     The bytes go to :func:`partial_path` (locked while written). A download that stops
-    part-way keeps that file, and the next attempt, in this call or a later run, asks only for
-    the rest (HTTP ``Range``); a server answering with the whole file or refusing the range
-    gets a fresh download. A size or checksum mismatch deletes the ``.part`` file.
+    part-way keeps it, and the next attempt, in this call or a later run, asks only for the
+    rest (HTTP ``Range``); a server that sends the whole file or refuses the range gets a
+    fresh download. A size or checksum mismatch deletes the ``.part`` file.
 
     Parameters
     ----------
@@ -576,7 +542,7 @@ def download_file(
         Attempts in all (pooch's ``retry_if_failed``, which waits 1 s, 2 s, ... between them);
         network errors, 5xx/416/429 answers and mismatches are retried, 404/403 are not.
     backoff_s : float
-        Kept for callers; pooch sets the wait between attempts.
+        Unused, kept for callers: pooch sets the wait between attempts.
     timeout_s : float
         Socket timeout of each attempt.
     progress : bool
@@ -587,28 +553,22 @@ def download_file(
     Returns
     -------
     Path
-        ``final``.
-
-    Raises
-    ------
-    DataUnavailableError
-        The URL could not be read after ``retries`` attempts (says what was kept).
-    ChecksumError
-        The last attempt gave a file whose size or checksum is wrong.
+        ``final``. Raises :class:`DataUnavailableError` when the URL could not be read after
+        ``retries`` attempts (saying what was kept) and :class:`ChecksumError` when the last
+        attempt gave a file of the wrong size or checksum.
     """
     import requests
 
     if not entry.url:
         raise DataUnavailableError(f"{entry.path}: the manifest gives no URL to download it from")
     final.parent.mkdir(parents=True, exist_ok=True)
+    downloader = _Resumable(entry, final, timeout_s, progress, resume)
     try:
-        return _retrieve(
-            entry, final, _Resumable(entry, final, timeout_s, progress, resume), retries
-        )
+        return _retrieve(entry, final, downloader, retries)
     except (requests.RequestException, OSError) as err:
         if isinstance(err, DataError):
             raise
-        kept = partial_path(final, entry)
+        kept = downloader.partial
         note = (
             f" The {kept.stat().st_size} bytes received so far are kept in {kept}; the next "
             "fetch resumes from there."
@@ -621,65 +581,23 @@ def download_file(
         ) from err
 
 
-def partial_path(final: Path, entry: FileEntry) -> Path:
-    """The resumable ``.part`` file of ``entry`` next to ``final`` (tagged by its checksum,
-    so a partial download of another version of the file is never continued)."""
-    algorithm, expected = entry.checksum
-    return final.parent / f".{final.name}.{algorithm}-{expected[:16]}.part"
-
-
-# --------------------------------------------------------------------------------------------
-# Archives
-# --------------------------------------------------------------------------------------------
-def _check_member(name: str, archive: Path, target: Path, link: bool) -> None:
-    pure = PurePosixPath(name.replace("\\", "/"))
-    resolved = (target / pure).resolve()
-    if pure.is_absolute() or ".." in pure.parts or not resolved.is_relative_to(target.resolve()):
-        raise UnsafeArchiveError(
-            f"{archive}: member {name!r} would be written outside {target}; refusing to unpack "
-            "this archive. Get the archive again from its pinned URL, or unpack it by hand after "
-            "checking its contents."
-        )
-    if link:
-        raise UnsafeArchiveError(
-            f"{archive}: member {name!r} is a link or special file; refusing to unpack it"
-        )
-
-
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Unpack a tar (optionally gzip/bz2/xz) or zip archive into ``target`` safely.
+    """Unpack a tar (optionally gzip/bz2/xz) or zip archive into the new folder ``target``.
 
-    Every member is checked first (absolute paths, ``..``, links and device files are refused),
-    then pooch's ``Untar``/``Unzip`` unpacks into a temporary folder that becomes ``target``
-    only when complete, so a failure leaves no half-unpacked folder.
-
-    Parameters
-    ----------
-    archive : path-like
-        The archive file.
-    target : path-like
-        Folder to create (must not exist yet).
-
-    Returns
-    -------
-    Path
-        ``target``.
-
-    Raises
-    ------
-    UnsafeArchiveError
-        A member would escape ``target`` or is a link or special file.
+    Every member is checked first (absolute paths, ``..``, links and device files raise
+    :class:`UnsafeArchiveError`); pooch's ``Untar``/``Unzip`` then unpacks into a temporary
+    folder that becomes ``target`` only when complete. Returns ``target``.
     """
     archive, target = Path(archive), Path(target)
     if target.exists():
         raise FileExistsError(f"{target} exists already; remove it to unpack {archive} again")
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            members = [(i.filename, (i.external_attr >> 16) & 0o170000 == 0o120000) for i in zf.infolist()]  # fmt: skip
+            links = {i.filename: (i.external_attr >> 16) & 0o170000 == 0o120000 for i in zf.infolist()}  # fmt: skip
         unpack = pooch.Unzip
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
-            members = [(m.name, not (m.isfile() or m.isdir())) for m in tf.getmembers()]
+            links = {m.name: not (m.isfile() or m.isdir()) for m in tf.getmembers()}
         unpack = pooch.Untar
     else:
         raise DataError(f"{archive}: not a tar or zip archive")
@@ -688,8 +606,19 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
         lock = os.open(tmp, os.O_RDONLY)  # held while unpacking: not a crash's leftover
         try:
             _lock(lock, wait=True)
-            for name, link in members:
-                _check_member(name, archive, tmp, link)
+            for name, link in links.items():
+                pure = PurePosixPath(name.replace("\\", "/"))
+                if pure.is_absolute() or ".." in pure.parts:
+                    raise UnsafeArchiveError(
+                        f"{archive}: member {name!r} would be written outside {target}; refusing "
+                        "to unpack this archive. Get the archive again from its pinned URL, or "
+                        "unpack it by hand after checking its contents."
+                    )
+                if link:
+                    raise UnsafeArchiveError(
+                        f"{archive}: member {name!r} is a link or special file; refusing to "
+                        "unpack it"
+                    )
             with _quiet():
                 unpack(extract_dir=str(tmp))(str(archive), "download", None)
         finally:
@@ -713,14 +642,11 @@ def _build_examples_labels(manifest: Manifest, folder: Path) -> bytes:
         if match is None:
             continue
         question, _, answer, _ = match.groups()
-        names = tree[question]
-        label = f"{names[0]}_{names[int(answer) + 1]}"
+        label = f"{tree[question][0]}_{tree[question][int(answer) + 1]}"
         md5 = file_checksum(folder / entry.path, "md5")
-        if md5 in rows:
-            if label not in rows[md5][2]:
-                rows[md5][2].append(label)
-        else:
-            rows[md5] = [entry.path, md5, [label]]
+        labels = rows.setdefault(md5, [entry.path, md5, []])[2]
+        if label not in labels:
+            labels.append(label)
     out = io.StringIO()
     out.write("file,md5,answers\n")
     for path, md5, labels in rows.values():
@@ -743,18 +669,14 @@ def dataset_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     return root / "data" / name
 
 
-def _mirror_setting(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
-    """The mirror root asked for (``mirror=`` or the environment) and where it came from."""
+def _mirror_root(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
+    """The mirror folder (``mirror=`` or the environment) or None, and a note naming it when it
+    does not exist (also warned about)."""
     origin = "the mirror= argument"
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV, "").strip() or None
         origin = f"environment variable {MIRROR_ENV}"
-    return (Path(mirror).expanduser() if mirror else None), origin
-
-
-def _mirror_root(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
-    """The mirror folder (or None) and a note naming it when it does not exist (also warned)."""
-    root, origin = _mirror_setting(mirror)
+    root = Path(mirror).expanduser() if mirror else None
     if root is None or root.is_dir():
         return root, ""
     warnings.warn(
@@ -766,18 +688,20 @@ def _mirror_root(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
     return None, f"the mirror folder {root} (from {origin}) does not exist"
 
 
-def _offline(offline: bool | None) -> bool:
-    if offline is not None:
-        return bool(offline)
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
-
-
-def _read_stamp(folder: Path) -> dict:
+def _read_stamp(folder: Path, manifest: Manifest) -> dict[str, list[int]]:
+    """The verified files' ``[size, mtime_ns]`` recorded for this very manifest, else ``{}``."""
     try:
         stamp = core.read_json(folder / _STAMP, what="verification record")
-    except (OSError, ValueError):
-        return {}
-    return stamp if isinstance(stamp, dict) else {}
+        if stamp["manifest_sha256"] == file_checksum(manifest.path):
+            return dict(stamp["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return {}
+
+
+def _write_stamp(folder: Path, manifest: Manifest, files: dict) -> None:
+    record = {"manifest_sha256": file_checksum(manifest.path), "files": files}
+    core.write_json(folder / _STAMP, record, indent=1)
 
 
 def _file_state(path: Path) -> list[int] | None:
@@ -791,26 +715,22 @@ def _file_state(path: Path) -> list[int] | None:
 def _is_verified(entry: FileEntry, path: Path, stamp: dict) -> bool:
     """True when ``path`` matches the manifest: by the stamp when unchanged, else by hashing."""
     state = _file_state(path)
-    if state is None:
+    if state is None or (entry.size is not None and state[0] != entry.size):
         return False
-    if stamp.get("files", {}).get(entry.path) == state:
-        return True
-    if entry.size is not None and state[0] != entry.size:
-        return False
-    algorithm, expected = entry.checksum
-    return file_checksum(path, algorithm) == expected
-
-
-def _manifest_or_name(name: str | Manifest) -> Manifest:
-    return _checked_paths(name) if isinstance(name, Manifest) else load_manifest(name)
-
-
-def _how_to_provide(manifest: Manifest, entry: FileEntry, final: Path) -> str:
     return (
-        f"To provide it: set {MIRROR_ENV} to a folder holding "
-        f"<mirror>/{manifest.name}/{entry.path}, or download {entry.url} yourself to {final} "
-        f"(checksum {entry.checksum[0]} {entry.checksum[1]} is verified)."
+        stamp.get(entry.path) == state
+        or file_checksum(path, entry.checksum[0]) == entry.checksum[1]
     )
+
+
+def _manifest_or_name(name: str | Manifest, kind: str = "dataset") -> Manifest:
+    manifest = _checked_paths(name) if isinstance(name, Manifest) else load_manifest(name)
+    if manifest.kind != kind:
+        raise ManifestError(
+            f"{manifest.path}: {manifest.name!r} is a {manifest.kind} manifest, not a dataset; "
+            "load models with galaxy_helpers.pretrained.load_pretrained_encoder"
+        )
+    return manifest
 
 
 def fetch(
@@ -825,60 +745,44 @@ def fetch(
     """Make every file of a dataset present and verified in the cache; return its folder.
 
     Files cached and unchanged since they were verified are kept; missing ones are copied from
-    the mirror (``<mirror>/<dataset>/<path>``) when it has them, else downloaded from their
-    pinned URL (:func:`download_file`). Archives are then unpacked and derived files (a label
-    table built from file names) built; everything is checked against the manifest.
+    the mirror when it has them, else downloaded (:func:`download_file`). Archives are then
+    unpacked and derived files (a label table built from file names) built.
 
     Parameters
     ----------
     name : str or Manifest
         Manifest name, e.g. ``"gz_decals_rings"``.
     cache_dir : path-like, optional
-        Cache root (default :func:`galaxy_helpers.core.cache_dir`); files go to
-        ``<cache_dir>/data/<name>/``.
+        Cache root (default :func:`galaxy_helpers.core.cache_dir`).
     mirror : path-like, optional
-        Mirror root; default ``$GALAXY_DATA_MIRROR``.
+        Mirror root (``<mirror>/<dataset>/<path>``); default ``$GALAXY_DATA_MIRROR``.
     progress : bool
         Show progress bars.
     offline : bool, optional
-        Never use the network (default: ``GALAXY_DATA_OFFLINE=1``); a file neither cached nor
-        mirrored then raises at once.
+        Never use the network (default: ``GALAXY_DATA_OFFLINE=1``).
     retries, backoff_s : int, float
         As in :func:`download_file`.
 
     Returns
     -------
     Path
-        The dataset folder ``<cache_dir>/data/<name>``.
-
-    Raises
-    ------
-    DataUnavailableError
-        A file is not cached, not mirrored and cannot be downloaded; the message names the
-        file, its URL and how to provide it.
-    ChecksumError
-        A mirrored, built or downloaded file does not match the manifest (nothing is kept).
-    UnsafeArchiveError
-        An archive member would escape its folder.
+        The dataset folder ``<cache_dir>/data/<name>``. Raises :class:`DataUnavailableError`
+        (naming the file, its URL and how to provide it), :class:`ChecksumError` (nothing is
+        kept) or :class:`UnsafeArchiveError`.
     """
     from tqdm.auto import tqdm
 
     manifest = _manifest_or_name(name)
-    if manifest.kind != "dataset":
-        raise ManifestError(
-            f"{manifest.path}: {manifest.name!r} is a {manifest.kind} manifest, not a dataset; "
-            "load models with galaxy_helpers.pretrained.load_pretrained_encoder"
-        )
     folder = dataset_dir(manifest.name, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     mirror_root, mirror_note = _mirror_root(mirror)
-    no_network = _offline(offline)
+    no_network = (
+        bool(offline)
+        if offline is not None
+        else os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
+    )
     clean_stale_parts(manifest, cache_dir)
-    digest = file_checksum(manifest.path)
-    stamp = _read_stamp(folder)
-    if stamp.get("manifest_sha256") != digest:
-        stamp = {}
-    verified: dict[str, list[int] | None] = {}  # only files verified against this manifest
+    stamp, verified = _read_stamp(folder, manifest), {}
 
     def get(entry: FileEntry) -> None:
         final = folder / entry.path
@@ -897,42 +801,40 @@ def fetch(
         if source is not None and source.is_file():
             _retrieve(entry, final, _Source(entry, f"mirror file {source}", source))
         elif entry.builder is not None:
-            builder = _BUILDERS.get(entry.builder)
-            if builder is None:
+            if entry.builder not in _BUILDERS:
                 raise ManifestError(
                     f"{manifest.path}: derived file {entry.path} names unknown builder "
                     f"{entry.builder!r}; known: {sorted(_BUILDERS)}"
                 )
-            blob = builder(manifest, folder)
+            blob = _BUILDERS[entry.builder](manifest, folder)
             _retrieve(entry, final, _Source(entry, f"builder {entry.builder}", blob=blob))
-        elif no_network or not entry.url:
-            where = (
-                f"not in the mirror ({source} does not exist)"
-                if source is not None
-                else f"not cached at {final} and {mirror_note}"
-                if mirror_note
-                else f"not cached at {final} and no mirror is set ({MIRROR_ENV})"
-            )
-            raise DataUnavailableError(
-                f"{manifest.name}: file {entry.path} is {where}, and the network is off "
-                f"({OFFLINE_ENV}). It comes from {entry.url}. "
-                + _how_to_provide(manifest, entry, final)
-            )
         else:
+            how = (
+                f"To provide it: set {MIRROR_ENV} to a folder holding <mirror>/{manifest.name}/"
+                f"{entry.path}, or download {entry.url} yourself to {final} (checksum "
+                f"{entry.checksum[0]} {entry.checksum[1]} is verified)."
+            )
+            if no_network or not entry.url:
+                where = (
+                    f"not in the mirror ({source} does not exist)"
+                    if source is not None
+                    else f"not cached at {final} and "
+                    + (mirror_note or f"no mirror is set ({MIRROR_ENV})")
+                )
+                raise DataUnavailableError(
+                    f"{manifest.name}: file {entry.path} is {where}, and the network is off "
+                    f"({OFFLINE_ENV}). It comes from {entry.url}. {how}"
+                )
             try:
                 download_file(entry, final, retries=retries, progress=progress)
             except DataUnavailableError as err:
-                raise DataUnavailableError(
-                    f"{manifest.name}: {err} " + _how_to_provide(manifest, entry, final)
-                ) from err
+                raise DataUnavailableError(f"{manifest.name}: {err} {how}") from err
 
     try:
-        bar = tqdm(
-            manifest.files, desc=manifest.name, unit="file", disable=not progress, leave=False
-        )
-        for entry in bar:
+        for entry in tqdm(
+            manifest.files, manifest.name, unit="file", disable=not progress, leave=False
+        ):
             get(entry)
-        bar.close()
         for entry in manifest.files:
             if entry.extract_to:
                 _extract_once(manifest, entry, folder)
@@ -940,38 +842,20 @@ def fetch(
             get(entry)
     finally:
         # Record what was verified, even after a failure, so a retry does not re-hash it.
-        core.write_json(folder / _STAMP, {"manifest_sha256": digest, "files": verified}, 1)
+        _write_stamp(folder, manifest, verified)
     return folder
 
 
 def _drop_partial(final: Path, entry: FileEntry) -> None:
     """Remove ``entry``'s ``.part`` file once ``final`` is verified (unless someone holds it)."""
     partial = partial_path(final, entry)
-    try:
+    with contextlib.suppress(OSError):
         fd = os.open(partial, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        if _lock(fd):
-            partial.unlink(missing_ok=True)
-    finally:
-        os.close(fd)
-
-
-def _is_stale(path: Path, now: float) -> bool:
-    """Nobody holds ``path`` locked and it is older than :data:`STALE_PART_S` (a day where
-    locks are unavailable)."""
-    try:
-        age = now - path.stat().st_mtime
-        if age < (STALE_PART_S if fcntl is not None else 86400.0):
-            return False
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        return _lock(fd)
-    finally:
-        os.close(fd)
+        try:
+            if _lock(fd):
+                partial.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 _POOCH_TMP = re.compile(r"tmp\w{8}")  # tempfile's names, where pooch downloads to
@@ -984,50 +868,50 @@ def clean_stale_parts(
 
     Leftovers are ``.part`` files, pooch's and :func:`core.atomic_path`'s temporary files and
     folders that no process holds locked and that have not changed for :data:`STALE_PART_S`
-    seconds. The resumable ``.part`` of a file the manifest still lists (same checksum) is kept
-    for :func:`download_file`. Only the folders the manifest writes into are looked at.
+    seconds (a day without ``flock``). The resumable ``.part`` of a file the manifest lists is
+    kept for :func:`download_file`. Only the folders the manifest writes into are looked at.
     """
     manifest = _manifest_or_name(name)
     folder = dataset_dir(manifest.name, cache_dir)
-    keep = set()
-    targets: dict[Path, set[str]] = {folder: {_STAMP}}
+    keep, targets = set(), {folder: {_STAMP}}
     for entry in manifest.all_files:
-        _inside(folder, entry.path, f"{manifest.path} file")
-        final = folder / entry.path
-        targets.setdefault(final.parent, set()).add(final.name)
-        if entry in manifest.files:
-            keep.add(partial_path(final, entry))
-        if entry.extract_to:
-            _inside(folder, str(entry.extract_to), f"{manifest.path} extract_to")
-            out = folder / str(entry.extract_to)
-            targets.setdefault(out.parent, set()).add(out.name)
-    removed = []
-    now = time.time()
+        for rel in filter(None, (entry.path, entry.extract_to)):
+            _inside(folder, rel, f"{manifest.path} file")
+            targets.setdefault((folder / rel).parent, set()).add((folder / rel).name)
+        keep.add(partial_path(folder / entry.path, entry))
+    removed, now = [], time.time()
     for parent, names in sorted(targets.items()):
-        try:
-            found = [e.name for e in os.scandir(parent)]
-        except OSError:
-            continue
-        for leftover in found:
-            path = parent / leftover
-            ours = (
-                leftover.endswith(".part")
-                or _POOCH_TMP.fullmatch(leftover)
-                or any(leftover.startswith(f".{n}.") for n in names)
-            )
-            if ours and leftover not in names and path not in keep and _is_stale(path, now):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    path.unlink(missing_ok=True)
-                removed.append(path)
+        with contextlib.suppress(OSError):
+            for leftover in sorted(os.listdir(parent)):
+                path = parent / leftover
+                ours = leftover.endswith(".part") or _POOCH_TMP.fullmatch(leftover)
+                ours = ours or any(leftover.startswith(f".{n}.") for n in names)
+                if ours and leftover not in names and path not in keep and _is_stale(path, now):
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
+                    removed.append(path)
     return removed
+
+
+def _is_stale(path: Path, now: float) -> bool:
+    try:
+        if now - path.stat().st_mtime < (STALE_PART_S if fcntl is not None else 86400.0):
+            return False
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _lock(fd)
+    finally:
+        os.close(fd)
 
 
 def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
     _inside(folder, str(entry.extract_to), f"{manifest.path} extract_to")
     target = folder / str(entry.extract_to)
-    if target.is_dir() and (target / ".complete").is_file():
+    if (target / ".complete").is_file():
         return
     if target.exists():
         shutil.rmtree(target)  # left by an older, interrupted version
@@ -1052,18 +936,15 @@ def dataset_available(
     (checksums are verified later, by :func:`fetch`). ``cache_dir``, ``mirror``: as there.
     """
     try:
-        manifest = load_manifest(name)
+        manifest = _manifest_or_name(name)
     except ManifestError:
         return False
-    if manifest.kind != "dataset":
-        return False
     folder = dataset_dir(manifest.name, cache_dir)
-    stamp = _read_stamp(folder)
+    stamp = _read_stamp(folder, manifest)
     mirror_root, _ = _mirror_root(mirror)
-    fresh = stamp.get("manifest_sha256") == file_checksum(manifest.path)
     for entry in manifest.files:
         state = _file_state(folder / entry.path)
-        cached = fresh and state is not None and stamp.get("files", {}).get(entry.path) == state
+        cached = state is not None and stamp.get(entry.path) == state
         mirrored = mirror_root is not None and (mirror_root / manifest.name / entry.path).is_file()
         if not (cached or mirrored):
             return False
@@ -1093,15 +974,15 @@ class VerifyReport:
             f"{len(self.bad)} bad, {len(self.missing)} not cached."
         ]
         for path, problem in self.bad.items():
-            fate = "deleted" if path in self.deleted else "kept"
-            lines.append(f"  BAD {path}: {problem} ({fate})")
-        if self.bad:
             lines.append(
-                f"  Run galaxy_helpers.data.fetch({self.dataset!r}) to fetch the deleted files "
-                "again."
-                if self.deleted
-                else "  Delete them, or call verify(..., delete=True)."
+                f"  BAD {path}: {problem} ({'deleted' if path in self.deleted else 'kept'})"
             )
+        if self.bad and self.deleted:
+            lines.append(
+                f"  Run galaxy_helpers.data.fetch({self.dataset!r}) to fetch the deleted files again."
+            )
+        elif self.bad:
+            lines.append("  Delete them, or call verify(..., delete=True).")
         if self.missing:
             lines.append(f"  not cached: {', '.join(self.missing[:10])}")
         return "\n".join(lines)
@@ -1138,12 +1019,9 @@ def verify(
     from tqdm.auto import tqdm
 
     manifest = _manifest_or_name(name)
-    if manifest.kind != "dataset":
-        raise ManifestError(f"{manifest.path}: {manifest.name!r} is a {manifest.kind} manifest")
     folder = dataset_dir(manifest.name, cache_dir)
-    report = VerifyReport(manifest.name, folder)
-    verified: dict[str, list[int] | None] = {}
-    for entry in tqdm(manifest.all_files, desc="verifying", unit="file", disable=not progress):
+    report, verified = VerifyReport(manifest.name, folder), {}
+    for entry in tqdm(manifest.all_files, "verifying", unit="file", disable=not progress):
         _inside(folder, entry.path, f"{manifest.path} file")
         path = folder / entry.path
         if not path.is_file():
@@ -1152,44 +1030,37 @@ def verify(
         algorithm, expected = entry.checksum
         size = path.stat().st_size
         if entry.size is not None and size != entry.size:
-            problem = f"{size} bytes, the manifest says {entry.size}"
+            report.bad[entry.path] = f"{size} bytes, the manifest says {entry.size}"
         elif (actual := file_checksum(path, algorithm)) != expected:
-            problem = f"{algorithm} {actual}, the manifest says {expected}"
+            report.bad[entry.path] = f"{algorithm} {actual}, the manifest says {expected}"
         else:
             report.checked.append(entry.path)
             verified[entry.path] = _file_state(path)
             continue
-        report.bad[entry.path] = problem
         if delete:
             path.unlink(missing_ok=True)
             report.deleted.append(entry.path)
     if folder.is_dir():
-        record = {"manifest_sha256": file_checksum(manifest.path), "files": verified}
-        core.write_json(folder / _STAMP, record, 1)
+        _write_stamp(folder, manifest, verified)
     return report
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m galaxy_helpers.data verify NAME [--keep]``: re-hash a dataset's cache.
-
-    Exits 1 when a cached file did not match its manifest (listed, and deleted unless
-    ``--keep``), else 0.
-    """
+    """``python -m galaxy_helpers.data verify NAME... [--keep] [--cache-dir DIR]``: re-hash a
+    dataset's cache; exits 1 when a cached file did not match (listed, deleted unless --keep)."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m galaxy_helpers.data")
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("verify", help="re-hash every cached file of a dataset")
+    check = parser.add_subparsers(dest="command", required=True).add_parser(
+        "verify", help="re-hash every cached file of a dataset"
+    )
     check.add_argument("name", nargs="+", help="manifest name(s) or path(s)")
     check.add_argument("--keep", action="store_true", help="report bad files, do not delete")
     check.add_argument("--cache-dir", default=None, help="cache root (default: course cache)")
     args = parser.parse_args(argv)
-    status = 0
-    for name in args.name:
-        report = verify(name, cache_dir=args.cache_dir, delete=not args.keep, progress=False)
-        print(report)
-        status = max(status, 0 if report.ok else 1)
-    return status
+    reports = [verify(n, args.cache_dir, delete=not args.keep, progress=False) for n in args.name]
+    print("\n".join(map(str, reports)))
+    return 0 if all(r.ok for r in reports) else 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -1402,7 +1273,7 @@ def load_dataset(
     Parameters
     ----------
     name : str
-        ``"gz_decals_rings"``, ``"gz_decals_examples"`` or ``"gz_decals_dr5"``.
+        A dataset manifest's name (:func:`list_manifests`), e.g. ``"gz_decals_rings"``.
     cache_dir, mirror, progress, offline
         As in :func:`fetch`.
 
