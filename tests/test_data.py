@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from galaxy_helpers import data
+from galaxy_helpers import data, manifests
 
 MIRROR = Path(os.environ.get(data.MIRROR_ENV) or "/work/shared/data")
 
@@ -442,7 +442,7 @@ schema = "decals_dr5"
     assert all("https://" in p for p in problems), problems  # the local server is plain http
     manifest = data.load_manifest(path)
     folder = data.fetch(manifest, progress=False)
-    df = data._catalogue_from_manifest(manifest, folder)
+    df = manifests.build_catalogue(manifest, folder)
     assert list(df["split"]) == ["train", "train", "test"]
     assert all(Path(p).read_bytes() == b"jpg" for p in df["file_loc"])
     assert set(DECALS_DR5.answer_columns) <= set(df.columns)

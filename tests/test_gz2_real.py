@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_helpers import data, images, schema, transfer
+from galaxy_helpers import data, images, manifests, schema, transfer
 
 MIRROR = Path(os.environ.get(data.MIRROR_ENV) or "/work/shared/data")
 
@@ -89,7 +89,7 @@ def test_odd_and_tags_are_downstream_labels_not_votes(gz2, raw):
 
 def test_largest_remainder_rounding_keeps_totals():
     shares = np.array([[0.5, 0.5, 0.0], [1 / 3, 1 / 3, 1 / 3], [0.26, 0.74, 0.0]])
-    counts = data._largest_remainder(shares, np.array([5, 40, 3]))
+    counts = manifests._largest_remainder(shares, np.array([5, 40, 3]))
     assert counts.sum(axis=1).tolist() == [5, 40, 3]
     assert counts[2].tolist() == [1, 2, 0]
 
@@ -97,7 +97,7 @@ def test_largest_remainder_rounding_keeps_totals():
 def test_a_fraction_out_of_range_names_the_column_and_row(tmp_path):
     frame = pd.DataFrame({"a": [0.2, 1.7], "b": [0.8, 0.0]})
     with pytest.raises(data.DataError, match=r"'a', row 1"):
-        data._votes_from_fractions(
+        manifests._votes_from_fractions(
             frame, {"volunteers": 40, "questions": {"q": {"answers": {"x": "a", "y": "b"}}}}, "t"
         )
 
