@@ -22,7 +22,6 @@ from .plotting import galaxy_grid
 from .schema import (
     DECALS_DR5,
     Schema,
-    canonical_columns,
     confident_answer,
     get_schema,
     total_votes,
@@ -59,10 +58,6 @@ def _bare(name: str, schema: Schema) -> str:
     return name.removesuffix(schema.suffix)
 
 
-def _counts(catalogue: pd.DataFrame, schema: Schema) -> np.ndarray:
-    return vote_counts(canonical_columns(catalogue, schema), schema)
-
-
 def _first_question(schema: Schema) -> int:
     first = [i for i, q in enumerate(schema.questions) if not q.requires]
     if not first:
@@ -78,9 +73,7 @@ def _require_truth(catalogue: pd.DataFrame, what: str) -> None:
         )
 
 
-# ------------------------------------------------------------------------------------------
 # The decision tree
-# ------------------------------------------------------------------------------------------
 
 
 def _wrap_answers(answers: Sequence[str], width: int) -> list[str]:
@@ -100,11 +93,11 @@ def tree_depths(schema: str | Schema = DECALS_DR5) -> dict[str, int]:
 
     Parameters
     ----------
-    schema : Schema or str, the decision tree (default DECaLS DR5).
+    schema : Schema or name (default DECaLS DR5).
 
     Returns
     -------
-    dict ``{question name: depth}`` in the schema's order.
+    dict ``{question: depth}`` in the schema's order.
     """
     schema = get_schema(schema)
     depth: dict[str, int] = {}
@@ -118,12 +111,12 @@ def tree_table(schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
 
     Parameters
     ----------
-    schema : Schema or str.
+    schema : Schema or name.
 
     Returns
     -------
-    DataFrame indexed by question: ``answers`` (comma-separated), ``n_answers``,
-    ``asked_when`` (the answers leading to it, or "always") and ``depth``.
+    DataFrame indexed by question: ``answers``, ``n_answers``, ``asked_when`` (the answers
+    leading to it, or "always") and ``depth``.
     """
     schema = get_schema(schema)
     depth = tree_depths(schema)
@@ -150,9 +143,8 @@ def draw_decision_tree(
 
     Parameters
     ----------
-    schema : Schema or str.
-    catalogue : optional; each box then says for what share of its galaxies the question was
-        asked (at least one vote), which shows how the tree thins the votes out.
+    schema : Schema or name.
+    catalogue : optional; each box then says for what share of galaxies its question was asked.
     figsize : (width, height) in inches.
 
     Returns
@@ -166,7 +158,7 @@ def draw_decision_tree(
     depth = tree_depths(schema)
     asked_share = None
     if catalogue is not None:
-        asked_share = (total_votes(_counts(catalogue, schema), schema) > 0).mean(axis=0)
+        asked_share = (total_votes(vote_counts(catalogue, schema), schema) > 0).mean(axis=0)
     levels: dict[int, list[str]] = {}
     for name, d in depth.items():
         levels.setdefault(d, []).append(name)
@@ -230,9 +222,7 @@ def draw_decision_tree(
     return fig
 
 
-# ------------------------------------------------------------------------------------------
 # Votes
-# ------------------------------------------------------------------------------------------
 
 
 def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
@@ -240,8 +230,7 @@ def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS
 
     Parameters
     ----------
-    catalogue : DataFrame with vote-count columns.
-    schema : Schema or str.
+    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
 
     Returns
     -------
@@ -249,7 +238,7 @@ def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS
     """
     schema = get_schema(schema)
     first = _first_question(schema)
-    return total_votes(_counts(catalogue, schema), schema)[:, first]
+    return total_votes(vote_counts(catalogue, schema), schema)[:, first]
 
 
 def question_summary(
@@ -259,18 +248,17 @@ def question_summary(
 
     Parameters
     ----------
-    catalogue : DataFrame with vote-count columns.
-    schema : Schema or str.
+    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
     min_votes : a question counts as asked for a galaxy with at least this many votes.
 
     Returns
     -------
-    DataFrame indexed by question: ``asked_of`` (the answer leading to it), ``share_asked``,
-    ``mean_votes`` (zeros included), ``mean_votes_when_asked`` and ``share_of_volunteers``
-    (its votes over the volunteers who saw the galaxy: how far down the tree they get).
+    DataFrame indexed by question: ``asked_of``, ``share_asked``, ``mean_votes`` (zeros
+    included), ``mean_votes_when_asked`` and ``share_of_volunteers`` (its votes over the
+    volunteers who saw the galaxy: how far down the tree they get).
     """
     schema = get_schema(schema)
-    totals = total_votes(_counts(catalogue, schema), schema)
+    totals = total_votes(vote_counts(catalogue, schema), schema)
     volunteers = volunteers_per_galaxy(catalogue, schema).astype(float)
     rows = []
     for qi, q in enumerate(schema.questions):
@@ -293,13 +281,12 @@ def question_summary(
 def galaxy_votes(
     catalogue: pd.DataFrame, index: int, schema: str | Schema = DECALS_DR5
 ) -> pd.DataFrame:
-    """The votes of one galaxy, one row per answer, saying which questions were asked.
+    """The votes of one galaxy (row position ``index``), one row per answer.
 
     Parameters
     ----------
-    catalogue : DataFrame.
-    index : row position in the catalogue.
-    schema : Schema or str.
+    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
+    index : row position.
 
     Returns
     -------
@@ -308,7 +295,7 @@ def galaxy_votes(
     schema = get_schema(schema)
     if not 0 <= index < len(catalogue):
         raise IndexError(f"row {index} is outside the catalogue (0 to {len(catalogue) - 1})")
-    counts = _counts(catalogue.iloc[[index]], schema)
+    counts = vote_counts(catalogue.iloc[[index]], schema)
     fractions = vote_fractions(counts, schema)[0]
     totals = total_votes(counts, schema)[0]
     rows = [
@@ -338,10 +325,9 @@ def unasked_example(
 
     Parameters
     ----------
-    catalogue : DataFrame.
+    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
     question : question name (either spelling).
     min_volunteers : the galaxy was classified by at least this many volunteers.
-    schema : Schema or str.
 
     Returns
     -------
@@ -349,7 +335,7 @@ def unasked_example(
     """
     schema = get_schema(schema)
     qi = schema.question_index(schema.question(question).name)
-    counts = _counts(catalogue, schema)
+    counts = vote_counts(catalogue, schema)
     volunteers = volunteers_per_galaxy(catalogue, schema)
     rows = np.flatnonzero(
         (total_votes(counts, schema)[:, qi] == 0) & (volunteers >= min_volunteers)
@@ -375,8 +361,7 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
 
     Parameters
     ----------
-    catalogue : DataFrame.
-    schema : Schema or str.
+    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
 
     Returns
     -------
@@ -411,9 +396,7 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     return fig
 
 
-# ------------------------------------------------------------------------------------------
 # Vote fractions against the known truth (synthetic sky)
-# ------------------------------------------------------------------------------------------
 
 
 def fractions_by_truth(
@@ -421,24 +404,20 @@ def fractions_by_truth(
 ) -> pd.DataFrame:
     """Mean vote fraction of each answer, for galaxies grouped by their *true* answer.
 
-    Only galaxies asked the question count. A perfect crowd gives the identity matrix; the
-    off-diagonal mass is volunteer confusion.
+    Only galaxies asked the question count. A perfect crowd gives the identity matrix.
 
     Parameters
     ----------
-    catalogue : a synthetic catalogue (``truth_*`` columns).
+    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
     question : question name (either spelling), e.g. ``"bar-dr5"``.
-    schema : Schema or str.
 
     Returns
     -------
-    DataFrame indexed by true answer: one column per answer (mean vote fraction) and
-    ``n_galaxies``.
+    DataFrame indexed by true answer: the mean fraction of each answer, and ``n_galaxies``.
     """
     schema = get_schema(schema)
     _require_truth(catalogue, "fractions_by_truth")
     q = schema.question(question)
-    catalogue = canonical_columns(catalogue, schema)
     counts = vote_counts(catalogue, schema)
     qi = schema.question_index(q.name)
     a, b = schema.answer_slices[qi]
@@ -464,9 +443,8 @@ def plot_fractions_by_truth(
 
     Parameters
     ----------
-    catalogue : a synthetic catalogue.
+    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
     questions : question names.
-    schema : Schema or str.
 
     Returns
     -------
@@ -502,14 +480,12 @@ def plot_fractions_by_truth(
 
 
 def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema: str | Schema = DECALS_DR5):
-    """Mean "smooth" vote fraction against magnitude, for truly featured and truly smooth
-    galaxies: faint disks lose their visible features and drift towards "smooth".
+    """Mean "smooth" vote fraction against magnitude: faint disks drift towards "smooth".
 
     Parameters
     ----------
-    catalogue : a synthetic catalogue (``truth_type``, ``truth_magnitude``).
+    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
     n_bins : magnitude bins (equal numbers of galaxies).
-    schema : Schema or str.
 
     Returns
     -------
@@ -521,8 +497,7 @@ def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema: str | Sch
     _require_truth(catalogue, "plot_faint_drift")
     if n_bins < 2:
         raise ValueError(f"n_bins must be at least 2; got {n_bins}")
-    catalogue = canonical_columns(catalogue, schema)
-    fractions = vote_fractions(vote_counts(catalogue, schema), schema)
+    fractions = vote_fractions(catalogue, schema)
     col = schema.answer_columns.index("smooth-or-featured-dr5_smooth")
     mag = catalogue["truth_magnitude"].to_numpy(float)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -556,20 +531,17 @@ def confident_vs_truth(
 
     Parameters
     ----------
-    catalogue : a synthetic catalogue (``truth_*`` columns).
+    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
     question : question name.
     min_votes, min_fraction : as in :func:`galaxy_helpers.schema.confident_answer`.
-    schema : Schema or str.
 
     Returns
     -------
-    dict: ``share_confident`` (of all galaxies), ``n_confident`` and ``accuracy`` (share of
-    confident answers that match the truth; NaN when none).
+    dict: ``share_confident`` (of all galaxies), ``n_confident`` and ``accuracy`` (NaN if none).
     """
     schema = get_schema(schema)
     _require_truth(catalogue, "confident_vs_truth")
     q = schema.question(question)
-    catalogue = canonical_columns(catalogue, schema)
     answers = confident_answer(catalogue, schema, q.name, min_votes, min_fraction)
     confident = answers != ""
     correct = np.zeros(len(catalogue), bool)
@@ -583,16 +555,12 @@ def confident_vs_truth(
     }
 
 
-# ------------------------------------------------------------------------------------------
 # Real galaxies beside synthetic ones
-# ------------------------------------------------------------------------------------------
 
 
 def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
-    """A real Galaxy Zoo dataset when it is on this machine; else print how to get it.
-
-    Never downloads: :func:`galaxy_helpers.data.dataset_available` looks only at the cache and
-    at the mirror named by ``GALAXY_DATA_MIRROR``.
+    """A real Galaxy Zoo dataset when it is in the cache or mirror (never downloads); else None,
+    after printing how to get it.
 
     Parameters
     ----------
@@ -600,7 +568,7 @@ def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
 
     Returns
     -------
-    DataFrame, or None (after printing how to get the data).
+    DataFrame or None.
     """
     if data.dataset_available(name):
         return data.load_dataset(name, progress=False)
@@ -620,7 +588,7 @@ def real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
 
     Parameters
     ----------
-    examples : ``data.load_dataset("gz_decals_examples")`` (``;``-joined ``dr5_answers``).
+    examples : ``data.load_dataset("gz_decals_examples")``.
     column : canonical DR5 answer column, e.g. ``"bar-dr5_strong"``.
 
     Returns
@@ -681,8 +649,7 @@ def real_beside_synthetic(
     if unknown:
         raise ValueError(f"unknown DR5 answer column(s) {unknown}; see schema.DECALS_DR5")
     rng = np.random.default_rng(seed)
-    catalogue = canonical_columns(catalogue, schema)
-    fractions = vote_fractions(vote_counts(catalogue, schema), schema)
+    fractions = vote_fractions(catalogue, schema)
     images, titles = [], []
     for column in columns:
         question, answer = column.rsplit("_", 1)
@@ -710,9 +677,7 @@ def real_beside_synthetic(
     )
 
 
-# ------------------------------------------------------------------------------------------
 # Numbers for the metrics file
-# ------------------------------------------------------------------------------------------
 
 
 def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
@@ -724,7 +689,7 @@ def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
 
     Returns
     -------
-    dict ``{tag name: count}`` in column order (empty without tag columns).
+    dict ``{tag: count}`` in column order (empty without tag columns).
     """
     return {
         col.removeprefix("tag_"): int(catalogue[col].astype(bool).sum())
@@ -734,18 +699,17 @@ def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
 
 
 def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> dict:
-    """The numbers notebook 01 records: size, tag counts and how many volunteers there were.
+    """The numbers notebook 01 records: size, tags and how many volunteers there were.
 
     Parameters
     ----------
-    catalogue : DataFrame.
-    schema : Schema or str.
+    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
 
     Returns
     -------
-    dict: ``n_galaxies``, ``tag_counts``, ``mean_votes_per_galaxy`` and
-    ``median_votes_per_galaxy`` (volunteers), ``fraction_ge_30_votes``,
-    ``mean_total_votes_per_galaxy`` (clicks over all questions), ``share_asked`` (per question).
+    dict: ``n_galaxies``, ``tag_counts``, ``mean_votes_per_galaxy``, ``median_votes_per_galaxy``,
+    ``fraction_ge_30_votes`` (volunteers), ``mean_total_votes_per_galaxy`` (clicks over all
+    questions) and ``share_asked`` per question.
     """
     schema = get_schema(schema)
     volunteers = volunteers_per_galaxy(catalogue, schema)
@@ -756,6 +720,6 @@ def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> d
         "mean_votes_per_galaxy": float(volunteers.mean()),
         "median_votes_per_galaxy": float(np.median(volunteers)),
         "fraction_ge_30_votes": float((volunteers >= 30).mean()),
-        "mean_total_votes_per_galaxy": float(_counts(catalogue, schema).sum(axis=1).mean()),
+        "mean_total_votes_per_galaxy": float(vote_counts(catalogue, schema).sum(axis=1).mean()),
         "share_asked": {q: float(v) for q, v in summary["share_asked"].items()},
     }

@@ -1,45 +1,28 @@
 """Score galaxies 0 to 5 in a notebook without ever losing a label (notebook 05).
 
-Two layers, as in Astronomaly's front end:
-
-- :class:`LabelSession` is the state: every label is appended to a JSON-lines file and synced to
-  disk the moment it is given; "undo" appends an undo record (history is never rewritten);
-  re-creating the session on the same file (after a kernel restart) replays it and resumes
-  exactly. A corrupt or foreign file raises :class:`LabelFileError` naming the file and line.
-- :class:`LabellingWidget` is a thin ipywidgets layer over a session and an active learner
-  (``anomaly.ActiveLearner``): a grid of galaxies with 0..5 buttons, "retrain and show next
-  batch", "undo last", keyboard shortcuts, a progress line and the current top-N gallery.
-
-The label file, one JSON object per line::
+:class:`LabelSession` keeps the labels in an append-only JSON-lines file; :class:`LabellingWidget`
+is a thin ipywidgets layer over a session and an active learner (``anomaly.ActiveLearner``).
+The file, one JSON object per line (a header, then labels and undos)::
 
     {"format": "galaxy_helpers.labels", "version": 2, "created": "...", "user": "ada",
      "catalogue": {"n": 60, "sha256": "..."}}
-    {"action": "label", "rid": "3f9a...", "time": "2026-...Z", "user": "ada", "id_str": "J1234",
-     "score": 4}
-    {"action": "undo", "rid": "...", "time": "...", "user": "ada", "id_str": "J1234",
+    {"action": "label", "rid": "3f9a...", "time": "...Z", "user": "ada", "id_str": "J1", "score": 4}
+    {"action": "undo", "rid": "...", "time": "...", "user": "ada", "id_str": "J1",
      "undoes": "3f9a...", "undoes_line": 2}
 
-Guarantees (see README "Reliability"):
+Guarantees (README "Reliability"): a label is written and fsynced before ``label()`` returns,
+and history is never rewritten, so reopening the file (a kernel restart) resumes exactly; every
+append holds an exclusive ``fcntl.flock`` (POSIX) and first replays what other sessions
+appended, so two tabs on one file interleave whole records, and an undo names the record it
+takes back, never another tab's; a last line cut off by a crash (never acknowledged) is moved
+to ``<file>.crash-cut`` with a warning; a corrupt or foreign file, another user's file (unless
+``allow_other_users``) and a catalogue that lost labelled galaxies (unless
+``on_catalogue_change="keep"``) raise errors naming the file, line or galaxies.
 
-- a label is on disk (written and fsynced) before ``label()`` returns;
-- every append holds an exclusive lock on the file (``fcntl.flock``; POSIX only), and first reads
-  what other sessions appended, so two notebook tabs on one file interleave whole records;
-- an undo names the record it takes back (``undoes``, a random record id), never only a line
-  number, so one tab's undo cannot take back another tab's label;
-- a last line cut off by a crash (never acknowledged: it has no line end) is set aside into
-  ``<file>.crash-cut`` with a warning, and the session resumes;
-- the file belongs to one user (its header's); another user is refused unless
-  ``allow_other_users=True``;
-- when the catalogue changed since the file was started (the header keeps its size and a hash of
-  its ids; ``<file>.ids`` keeps the ids), labelled galaxies that left it stop the session with a
-  message listing them; ``on_catalogue_change="keep"`` continues with the others.
-
-Example
--------
->>> session = LabelSession("labels.jsonl", user="ada", catalogue=catalogue)
->>> session.label("J1234", 4)
->>> session.undo()
->>> LabelSession("labels.jsonl", user="ada", catalogue=catalogue).labels   # resumed
+>>> session = LabelSession("labels.jsonl", user="ada", catalogue=catalogue)  # doctest: +SKIP
+>>> session.label("J1234", 4)                                                # doctest: +SKIP
+>>> session.undo()                                                           # doctest: +SKIP
+>>> LabelSession("labels.jsonl", user="ada", catalogue=catalogue).labels     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -56,6 +39,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
+
+from .core import write_text
+from .images import read_image
 
 try:
     import fcntl
@@ -83,9 +70,17 @@ class LabelFileWarning(UserWarning):
 
 
 def check_score(score) -> int:
-    """Return ``score`` as an int if it is a whole number 0..5, else raise ``ValueError``.
+    """``score`` as an int when it is a whole number 0..5, else ``ValueError``.
 
-    Booleans, fractions, strings and NaN are refused: a score is a deliberate 0, 1, 2, 3, 4 or 5.
+    Booleans, fractions, strings and NaN are refused: a score is a deliberate 0 to 5.
+
+    Parameters
+    ----------
+    score : the value to check.
+
+    Returns
+    -------
+    int
     """
     if isinstance(score, bool | np.bool_) or not isinstance(score, int | np.integer):
         raise ValueError(
@@ -115,11 +110,8 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _new_rid() -> str:
-    return os.urandom(8).hex()
-
-
 def _ids_digest(ids) -> str:
+    # Part of the file format (header "sha256"), so not a core.content_key cache key.
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()
 
 
@@ -142,33 +134,26 @@ class LabelSession:
 
     Parameters
     ----------
-    label_file : path
-        JSON-lines file; created (with its folder) if missing, resumed if it exists.
-    user : str
-        Who is labelling; written with every record. A file started by another user is refused
-        unless ``allow_other_users=True`` (then each record keeps its own user).
-    catalogue : DataFrame or None
-        With ``id_str``; when given, only its galaxies can be labelled, and a file holding only
-        other ids is refused as foreign (it belongs to another catalogue).
-    on_catalogue_change : "error" or "keep"
-        What to do when labelled galaxies are missing from ``catalogue`` (but some are in it):
-        ``"error"`` (default) raises :class:`CatalogueChangedError` listing them; ``"keep"``
-        continues with the labels of the galaxies still there (the others stay in the file and are
-        listed in ``missing_ids``) and records the new catalogue.
-    allow_other_users : bool
-        Let ``user`` add to a file another user started.
+    label_file : path; created (with its folder) if missing, resumed if it exists.
+    user : who is labelling, written with every record.
+    catalogue : DataFrame with ``id_str``, optional; only its galaxies can be labelled, and a
+        file labelling only other ids is refused as another catalogue's.
+    on_catalogue_change : ``"error"`` (default) raises :class:`CatalogueChangedError` when
+        labelled galaxies left ``catalogue``; ``"keep"`` continues without them (they stay in
+        the file, listed in ``missing_ids``) and records the new catalogue.
+    allow_other_users : let ``user`` add to a file another user started.
 
     Attributes
     ----------
-    labels : dict id_str -> score (the current labels, in the order first given)
-    records : list of LabelRecord (the whole history, undos included)
-    missing_ids : list of labelled ids not in ``catalogue`` (only with ``"keep"``)
+    labels : dict id_str -> score, the current labels in the order first given.
+    records : list of LabelRecord, the whole history (undos included).
+    missing_ids : labelled ids not in ``catalogue`` (with ``"keep"``).
 
     Raises
     ------
     LabelFileError
-        When the file exists but is not a label file, is corrupt, belongs to another user, or
-        labels galaxies that are not in ``catalogue``; the message names the file and line.
+        The file is not a label file, is corrupt, belongs to another user or labels galaxies
+        not in ``catalogue``; the message names the file and line.
     """
 
     def __init__(
@@ -202,16 +187,18 @@ class LabelSession:
         self._stack: list[str] = []  # rids this session may undo (its own and those it resumed)
         self._first_line: dict[str, int] = {}  # id -> first line labelling it
         self._catalogue_sha: str | None = None
-        self._n_lines = 0
-        self._offset = 0
+        self._n_lines = self._offset = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked() as fd:
             self._sync(fd, resuming=True)
             if self._n_lines == 0:
-                self._create(fd)
+                header = {"format": FORMAT, "version": VERSION, "created": _now()}
+                if self.known_ids is not None:
+                    header["catalogue"] = self._remember_catalogue()
+                self._write(fd, {**header, "user": self.user})
             self._check_catalogue(fd, on_catalogue_change)
 
-    # ------------------------------------------------------------------ file handling
+    # ------------------------------------------------------------------ the file
     @contextlib.contextmanager
     def _locked(self):
         """The label file opened for appending, under an exclusive lock (released on close)."""
@@ -223,26 +210,21 @@ class LabelSession:
         finally:
             os.close(fd)
 
-    def _create(self, fd: int):
-        header = {"format": FORMAT, "version": VERSION, "created": _now(), "user": self.user}
-        if self.known_ids is not None:
-            header["catalogue"] = self._remember_catalogue()
-        self._write(fd, header)
-
     def _remember_catalogue(self) -> dict:
         """Keep the catalogue's ids beside the file (atomically) and return its summary."""
-        ids_file = self.path.with_name(self.path.name + ".ids")
-        tmp = ids_file.with_name(ids_file.name + f".{os.getpid()}.tmp")
-        tmp.write_text("".join(i + "\n" for i in sorted(self.known_ids)), encoding="utf-8")
-        os.replace(tmp, ids_file)
+        write_text(self._ids_file, "".join(i + "\n" for i in sorted(self.known_ids)))
         self._catalogue_sha = _ids_digest(self.known_ids)
         return {"n": len(self.known_ids), "sha256": self._catalogue_sha}
 
+    @property
+    def _ids_file(self) -> Path:
+        return self.path.with_name(self.path.name + ".ids")
+
     def _write(self, fd: int, obj: dict) -> int:
         """Append one record (the lock is held and the file synced); return its line number."""
-        line = json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n"
-        _write_all(fd, line.encode("utf-8"))
-        self._offset += len(line.encode("utf-8"))
+        line = (json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+        _write_all(fd, line)
+        self._offset += len(line)
         self._n_lines += 1
         return self._n_lines
 
@@ -261,11 +243,10 @@ class LabelSession:
         end = raw.rfind(b"\n") + 1
         complete, fragment = raw[:end], raw[end:]
         try:
-            text = complete.decode("utf-8")
+            lines = complete.decode("utf-8").split("\n")[:-1]
         except UnicodeDecodeError as err:
             line_no = self._n_lines + complete[: err.start].count(b"\n") + 1
             self._fail(line_no, "is not UTF-8 text, so this is not a label file")
-        lines = text.split("\n")[:-1]
         if self._n_lines == 0 and not lines:
             self._fail(1, "is incomplete (no line end), so it is not a usable label file header")
         for line in lines:
@@ -290,7 +271,7 @@ class LabelSession:
             what = "was complete but lacked its line end; the line end was added"
         else:
             aside = self.path.with_name(self.path.name + ".crash-cut")
-            with open(aside, "ab") as f:
+            with open(aside, "ab") as f:  # appended and synced before the label file is cut
                 f.write(fragment + b"\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -317,6 +298,8 @@ class LabelSession:
             self._fail(line_no, f"should hold a JSON object, found {line[:80]!r}")
         if line_no == 1:
             self._check_header(obj, line)
+        elif obj.get("action") == "catalogue":  # a change accepted with "keep"
+            self._catalogue_sha = obj.get("sha256")
         else:
             self._apply(line_no, obj, resuming)
 
@@ -334,15 +317,11 @@ class LabelSession:
                 f"changed. Pass user={owner!r} to continue their labels, another label_file for "
                 "your own, or allow_other_users=True to add yours to the same file on purpose."
             )
-        catalogue = obj.get("catalogue")
-        if isinstance(catalogue, dict):
-            self._catalogue_sha = catalogue.get("sha256")
+        if isinstance(obj.get("catalogue"), dict):
+            self._catalogue_sha = obj["catalogue"].get("sha256")
 
     def _apply(self, line_no: int, obj: dict, resuming: bool):
         action = obj.get("action")
-        if action == "catalogue":  # the catalogue was changed on purpose (on_catalogue_change)
-            self._catalogue_sha = obj.get("sha256")
-            return
         missing = [k for k in ("time", "user", "id_str") if k not in obj]
         if action not in ("label", "undo") or missing:
             self._fail(line_no, f"is not a label or undo record (missing {missing or 'action'})")
@@ -377,11 +356,7 @@ class LabelSession:
                     f"undoes line {target_line!r} (record {target!r}), which is not a standing "
                     f"label of {id_str!r}",
                 )
-            self._take_back(label)
-            rec = LabelRecord(
-                line_no, "undo", obj["time"], obj["user"], id_str, None, label.line, rid, label.rid
-            )
-        self._by_rid[rid] = rec
+            rec = self._take_back(label, line_no, obj["time"], obj["user"], rid)
         self.records.append(rec)
 
     def _stand(self, rec: LabelRecord):
@@ -390,7 +365,8 @@ class LabelSession:
         self._standing.setdefault(rec.id_str, []).append((rec.rid, rec.score))
         self.labels[rec.id_str] = rec.score
 
-    def _take_back(self, label: LabelRecord):
+    def _take_back(self, label: LabelRecord, line: int, time: str, user: str, rid: str):
+        """Apply the undo of ``label`` written on ``line``; return the undo's record."""
         self._undone.add(label.rid)
         left = [(r, s) for r, s in self._standing[label.id_str] if r != label.rid]
         self._standing[label.id_str] = left
@@ -398,6 +374,9 @@ class LabelSession:
             self.labels[label.id_str] = left[-1][1]  # a relabel taken back: the key keeps its place
         else:
             del self.labels[label.id_str]
+        rec = LabelRecord(line, "undo", time, user, label.id_str, None, label.line, rid, label.rid)
+        self._by_rid[rid] = rec
+        return rec
 
     def _check_catalogue(self, fd: int, on_change: str):
         if self.known_ids is None:
@@ -412,15 +391,16 @@ class LabelSession:
                 "another catalogue",
             )
         sha = _ids_digest(self.known_ids)
-        if sha == self._catalogue_sha or (self._catalogue_sha is None and not gone):
-            for id_str in gone:  # a change accepted before (on_catalogue_change="keep")
-                self.labels.pop(id_str, None)
-            self.missing_ids = sorted(gone)
-            return
+        if sha != self._catalogue_sha and (self._catalogue_sha is not None or gone):
+            self._catalogue_changed(fd, gone, on_change)
+        for id_str in gone:
+            self.labels.pop(id_str, None)
+        self.missing_ids = sorted(gone)
+
+    def _catalogue_changed(self, fd: int, gone: set[str], on_change: str):
         before = None
-        ids_file = self.path.with_name(self.path.name + ".ids")
-        if ids_file.exists():
-            old = set(ids_file.read_text(encoding="utf-8").split())
+        if self._ids_file.exists():
+            old = set(self._ids_file.read_text(encoding="utf-8").split())
             if _ids_digest(old) == self._catalogue_sha:
                 before = old
         change = (
@@ -437,23 +417,25 @@ class LabelSession:
                 "galaxies still in the catalogue (the others stay in the file), or the catalogue "
                 "the labels were given on."
             )
-        for id_str in gone:
-            self.labels.pop(id_str, None)
-        self.missing_ids = sorted(gone)
         summary = self._remember_catalogue()
         self._write(fd, {"action": "catalogue", "time": _now(), "user": self.user, **summary})
         kept = f"; the labels of {len(gone)} galaxies no longer in it are set aside" if gone else ""
         warnings.warn(
             f"{self.path}: the catalogue changed since these labels were started ({change}){kept}.",
             LabelFileWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
     # ------------------------------------------------------------------ public API
     def label(self, id_str, score) -> LabelRecord:
-        """Give ``id_str`` a score 0..5; written to disk before this returns.
+        """Give ``id_str`` a score 0..5, on disk before this returns.
 
-        Giving a galaxy a new score replaces the old one (undo brings it back).
+        A new score for a labelled galaxy replaces the old one (undo brings it back).
+
+        Parameters
+        ----------
+        id_str : the galaxy.
+        score : whole number 0 to 5.
 
         Returns
         -------
@@ -463,7 +445,7 @@ class LabelSession:
         id_str = str(id_str)
         if self.known_ids is not None and id_str not in self.known_ids:
             raise KeyError(f"galaxy {id_str!r} is not in this session's catalogue")
-        rid = _new_rid()
+        rid = os.urandom(8).hex()
         obj = {"action": "label", "rid": rid, "time": _now(), "user": self.user}
         obj.update(id_str=id_str, score=score)
         with self._locked() as fd:
@@ -476,7 +458,7 @@ class LabelSession:
         return rec
 
     def undo(self) -> LabelRecord | None:
-        """Take back this session's most recent label still standing (appends an undo record).
+        """Take back this session's latest label still standing (appends an undo record).
 
         A resumed session can undo the labels it resumed; labels another session (another tab)
         gives meanwhile are that session's to undo.
@@ -492,15 +474,11 @@ class LabelSession:
             if not self._stack:
                 return None
             label = self._by_rid[self._stack.pop()]
-            rid = _new_rid()
+            rid = os.urandom(8).hex()
             obj = {"action": "undo", "rid": rid, "time": _now(), "user": self.user}
             obj.update(id_str=label.id_str, undoes=label.rid, undoes_line=label.line)
             line = self._write(fd, obj)
-        self._take_back(label)
-        rec = LabelRecord(
-            line, "undo", obj["time"], self.user, label.id_str, None, label.line, rid, label.rid
-        )
-        self._by_rid[rid] = rec
+        rec = self._take_back(label, line, obj["time"], self.user, rid)
         self.records.append(rec)
         return rec
 
@@ -510,11 +488,15 @@ class LabelSession:
         return len(self.labels)
 
     def scores_for(self, ids) -> np.ndarray:
-        """Scores aligned to ``ids`` (e.g. the catalogue's id_str), NaN where unlabelled.
+        """Scores aligned to ``ids`` (e.g. the catalogue's ``id_str``), NaN where unlabelled.
+
+        Parameters
+        ----------
+        ids : galaxy ids.
 
         Returns
         -------
-        np.ndarray of float
+        float array.
         """
         return np.array([self.labels.get(str(i), np.nan) for i in ids], dtype=float)
 
@@ -527,49 +509,32 @@ class LabelSession:
 
 
 # ---------------------------------------------------------------------- widget
-def _png_bytes(path, size: int) -> bytes:
-    from PIL import Image
-
-    from .images import read_image
-
-    buf = io.BytesIO()
-    Image.fromarray(read_image(path, size)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 class LabellingWidget:
     """Score galaxies with buttons while a Gaussian process learns what interests you.
 
-    Shows the current batch (the learner's suggestions) as a grid: each galaxy with six buttons
-    0..5. "Retrain and show next batch" refits the learner on every label so far and shows the
-    next batch; "Undo last" takes back the last label. Keyboard: click the shortcut box, then
-    ``0``-``5`` scores the highlighted galaxy (and moves on), ``u`` undoes, ``n`` retrains.
-
-    Every button has the CSS class ``galaxy-score-button`` and ``galaxy-score-<n>``, its card
-    ``galaxy-card``; the retrain and undo buttons ``galaxy-retrain`` and ``galaxy-undo``; the
-    shortcut box ``galaxy-keys`` (for browser tests).
+    Shows the learner's current batch, each galaxy with six buttons 0..5. "Retrain and show next
+    batch" refits the learner on every label so far; "Undo last" takes back the last label.
+    Keyboard: click the shortcut box, then ``0``-``5`` scores the framed galaxy (and moves on),
+    ``u`` undoes, ``n`` retrains. CSS classes for browser tests: ``galaxy-score-button`` and
+    ``galaxy-score-<n>`` (buttons), ``galaxy-card``, ``galaxy-retrain``, ``galaxy-undo``,
+    ``galaxy-keys``.
 
     Parameters
     ----------
-    session : LabelSession
-    catalogue : DataFrame
-        ``id_str`` and ``file_loc``, in the same row order as ``features``.
-    features : (N, D) array
-        Representation of every catalogue galaxy.
-    learner : estimator or None
-        ``fit`` / ``update`` / ``predict`` / ``next_batch``; default ``anomaly.ActiveLearner()``.
-    batch_size : int
-        Galaxies per batch (10 in the paper).
-    image_size : int
-        Pixels per thumbnail.
-    top_n : int
-        Galaxies in the "current top" gallery.
+    session : LabelSession.
+    catalogue : DataFrame with ``id_str`` and ``file_loc``, in the row order of ``features``.
+    features : ``(N, D)`` representation of every catalogue galaxy.
+    learner : ``fit`` / ``update`` / ``predict`` / ``next_batch``; default
+        ``anomaly.ActiveLearner()``.
+    batch_size : galaxies per batch (10 in the paper).
+    image_size : pixels per thumbnail.
+    top_n : galaxies in the "current top" gallery.
 
     Attributes
     ----------
-    batch : list of row indices now shown
-    buttons : dict id_str -> list of six Buttons
-    widget : the ipywidgets container (displayed by ``display(w)`` or as the cell's value)
+    batch : catalogue rows now shown.
+    buttons : dict id_str -> its six Buttons.
+    widget : the ipywidgets container (``display(w)`` or the cell's value shows it).
     """
 
     def __init__(
@@ -601,49 +566,38 @@ class LabellingWidget:
                 "they must describe the same galaxies in the same order"
             )
         self.learner = ActiveLearner() if learner is None else learner
-        self.batch_size = int(batch_size)
-        self.image_size = int(image_size)
-        self.top_n = int(top_n)
+        self.batch_size, self.image_size, self.top_n = int(batch_size), int(image_size), int(top_n)
         self._png: dict[str, bytes] = {}
         self.batch: list[int] = []
         self.buttons: dict[str, list] = {}
-        self.cursor = 0
-        self.n_retrains = 0
+        self.cursor = self.n_retrains = 0
 
         self.progress = W.HTML()
-        self.grid = W.GridBox(
-            layout=W.Layout(grid_template_columns=f"repeat(5, {self.image_size + 40}px)")
-        )
+        columns = f"repeat(5, {self.image_size + 40}px)"
+        self.grid = W.GridBox(layout=W.Layout(grid_template_columns=columns))
         self.retrain_button = W.Button(
             description="Retrain and show next batch", button_style="primary", icon="refresh"
         )
-        self.retrain_button.add_class("galaxy-retrain")
         self.retrain_button.layout.width = "260px"
         self.undo_button = W.Button(description="Undo last", icon="undo")
-        self.undo_button.add_class("galaxy-undo")
         self.keys = W.Text(
             placeholder="click here, then 0-5 to score, u to undo, n for next batch",
             continuous_update=True,
             layout=W.Layout(width="420px"),
         )
+        for part, css in ((self.retrain_button, "retrain"), (self.undo_button, "undo")):
+            part.add_class(f"galaxy-{css}")
         self.keys.add_class("galaxy-keys")
         self.top_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.retrain_button.on_click(lambda _: self.retrain())
         self.undo_button.on_click(lambda _: self.undo())
         self.keys.observe(self._on_keys, names="value")
-        self.widget = W.VBox(
-            [
-                self.progress,
-                self.grid,
-                W.HBox([self.retrain_button, self.undo_button, self.keys]),
-                W.HTML("<b>Current top galaxies</b> (predicted score)"),
-                self.top_box,
-            ]
-        )
+        controls = W.HBox([self.retrain_button, self.undo_button, self.keys])
+        top_title = W.HTML("<b>Current top galaxies</b> (predicted score)")
+        self.widget = W.VBox([self.progress, self.grid, controls, top_title, self.top_box])
         self.widget.add_class("galaxy-labelling")
         self.retrain()
 
-    # ------------------------------------------------------------------ state -> view
     def _ipython_display_(self):
         from IPython.display import display
 
@@ -657,32 +611,30 @@ class LabellingWidget:
         """Current labels aligned to the catalogue, NaN where unlabelled."""
         return self.session.scores_for(self.ids)
 
-    def _thumb(self, id_str: str) -> bytes:
+    def _image(self, row: int, width: int):
+        id_str = self.ids[row]
         if id_str not in self._png:
-            self._png[id_str] = _png_bytes(
-                self.catalogue.at[self._row[id_str], "file_loc"], self.image_size
-            )
-        return self._png[id_str]
+            buf = io.BytesIO()
+            pixels = read_image(self.catalogue.at[row, "file_loc"], self.image_size)
+            Image.fromarray(pixels).save(buf, format="PNG")
+            self._png[id_str] = buf.getvalue()
+        return self.W.Image(
+            value=self._png[id_str], format="png", layout=self.W.Layout(width=f"{width}px")
+        )
 
     def _card(self, row: int):
-        W = self.W
-        id_str = self.ids[row]
-        image = W.Image(
-            value=self._thumb(id_str), format="png", layout=W.Layout(width=f"{self.image_size}px")
-        )
+        W, id_str = self.W, self.ids[row]
         buttons = []
         for s in SCORES:
-            b = W.Button(
-                description=str(s),
-                tooltip=f"score {s} for {id_str}",
-                layout=W.Layout(width="30px", padding="0px"),
-            )
+            b = W.Button(description=str(s), tooltip=f"score {s} for {id_str}")
+            b.layout = W.Layout(width="30px", padding="0px")
             b.add_class(SCORE_BUTTON_CLASS)
             b.add_class(f"galaxy-score-{s}")
             b.on_click(lambda _, i=id_str, s=s: self.score(i, s))
             buttons.append(b)
         self.buttons[id_str] = buttons
-        card = W.VBox([image, W.HTML(f"<small>{id_str}</small>"), W.HBox(buttons)])
+        name = W.HTML(f"<small>{id_str}</small>")
+        card = W.VBox([self._image(row, self.image_size), name, W.HBox(buttons)])
         card.add_class("galaxy-card")
         return card
 
@@ -695,12 +647,11 @@ class LabellingWidget:
         self.cursor = unlabelled[0] if unlabelled else len(self.batch)
         for k, child in enumerate(self.grid.children):
             child.layout.border = "3px solid orange" if k == self.cursor else "1px solid #ddd"
-        n = self.session.n_labels
         keen = sum(1 for v in current.values() if v >= 4)
         done = len(self.batch) - len(unlabelled)
         self.progress.value = (
-            f"<b>{n} labels so far</b> ({keen} scored 4 or 5) &middot; this batch: "
-            f"{done}/{len(self.batch)} scored &middot; retrained {self.n_retrains} times"
+            f"<b>{self.session.n_labels} labels so far</b> ({keen} scored 4 or 5) &middot; this "
+            f"batch: {done}/{len(self.batch)} scored &middot; retrained {self.n_retrains} times"
             f" &middot; saved to <code>{self.session.path}</code>"
         )
 
@@ -710,17 +661,12 @@ class LabellingWidget:
             self.top_box.children = [W.HTML("<i>no labels yet: score the batch above</i>")]
             return
         pred = self.learner.predict()
-        order = np.argsort(-pred, kind="stable")[: self.top_n]
         cards = []
-        for r in order:
-            img = W.Image(
-                value=self._thumb(self.ids[r]),
-                format="png",
-                layout=W.Layout(width=f"{max(self.image_size // 2, 32)}px"),
-            )
+        for r in np.argsort(-pred, kind="stable")[: self.top_n]:
             label = self.session.labels.get(self.ids[r])
-            mark = f" ({label})" if label is not None else ""
-            cards.append(W.VBox([img, W.HTML(f"<small>{pred[r]:.1f}{mark}</small>")]))
+            caption = f"<small>{pred[r]:.1f}{f' ({label})' if label is not None else ''}</small>"
+            image = self._image(r, max(self.image_size // 2, 32))
+            cards.append(W.VBox([image, W.HTML(caption)]))
         self.top_box.children = cards
 
     # ------------------------------------------------------------------ actions
@@ -742,55 +688,56 @@ class LabellingWidget:
         else:
             self.learner.update(y)
         self.n_retrains += 1
-        self.batch = [
-            int(r) for r in self.learner.next_batch(self.batch_size, exclude=self.labelled_rows())
-        ]
+        batch = self.learner.next_batch(self.batch_size, exclude=self.labelled_rows())
+        self.batch = [int(r) for r in batch]
         self.buttons = {}
         self.grid.children = [self._card(r) for r in self.batch]
         self._show_top()
         self._refresh()
 
     def _on_keys(self, change):
-        text = change["new"]
-        if not text:
-            return
-        for ch in text:
+        for ch in change["new"]:
             if ch.isdigit() and int(ch) in SCORES and self.cursor < len(self.batch):
                 self.buttons[self.ids[self.batch[self.cursor]]][int(ch)].click()
             elif ch.lower() == "u":
                 self.undo_button.click()
             elif ch.lower() == "n":
                 self.retrain_button.click()
-        self.keys.value = ""
+        if change["new"]:
+            self.keys.value = ""
 
     def answer_with(self, researcher_scores, limit: int | None = None) -> int:
         """Let a simulated researcher click a button for every unscored galaxy of the batch.
 
         Parameters
         ----------
-        researcher_scores : (N,) ints aligned to the catalogue
-        limit : int or None
-            Score at most this many.
+        researcher_scores : ``(N,)`` ints aligned to the catalogue.
+        limit : score at most this many.
 
         Returns
         -------
-        int, the number of galaxies scored
+        int, the number of galaxies scored.
         """
         n = 0
         for r in self.batch:
-            id_str = self.ids[r]
             if limit is not None and n >= limit:
                 break
-            if id_str not in self.session.labels:
-                self.buttons[id_str][int(researcher_scores[r])].click()
+            if self.ids[r] not in self.session.labels:
+                self.buttons[self.ids[r]][int(researcher_scores[r])].click()
                 n += 1
         return n
 
     def run_simulated(self, researcher_scores, n_labels: int = 200, progress: bool = True):
         """Answer batch after batch with a simulated researcher until ``n_labels`` labels exist.
 
-        Resumes: labels already in the session count. Uses the buttons, so the label file is
-        written exactly as when a person clicks.
+        Resumes (labels already in the session count) and clicks the buttons, so the label
+        file is written exactly as when a person clicks.
+
+        Parameters
+        ----------
+        researcher_scores : ``(N,)`` ints aligned to the catalogue.
+        n_labels : labels to reach.
+        progress : show a progress bar.
 
         Returns
         -------
@@ -798,12 +745,8 @@ class LabellingWidget:
         """
         from tqdm.auto import tqdm
 
-        bar = tqdm(
-            total=n_labels,
-            initial=min(self.session.n_labels, n_labels),
-            desc="simulated labels",
-            disable=not progress,
-        )
+        start = min(self.session.n_labels, n_labels)
+        bar = tqdm(total=n_labels, initial=start, desc="simulated labels", disable=not progress)
         while self.session.n_labels < n_labels:
             before = self.session.n_labels
             self.answer_with(researcher_scores, limit=n_labels - before)
