@@ -176,13 +176,7 @@ def draw_decision_tree(
     ax.set_ylim(0, 1)
     ax.axis("off")
     colours = plt.get_cmap("tab10")
-    note_style = {
-        "fontsize": 7.5,
-        "ha": "right",
-        "va": "bottom",
-        "color": "0.25",
-        "style": "italic",
-    }
+    note_style = dict(fontsize=7.5, ha="right", va="bottom", color="0.25", style="italic")
     for qi, q in enumerate(schema.questions):
         x, y = pos[q.name]
         colour = colours(qi % 10)
@@ -230,7 +224,7 @@ def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS
 
     Parameters
     ----------
-    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
+    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
 
     Returns
     -------
@@ -248,7 +242,7 @@ def question_summary(
 
     Parameters
     ----------
-    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
+    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
     min_votes : a question counts as asked for a galaxy with at least this many votes.
 
     Returns
@@ -285,7 +279,7 @@ def galaxy_votes(
 
     Parameters
     ----------
-    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
+    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
     index : row position.
 
     Returns
@@ -325,7 +319,7 @@ def unasked_example(
 
     Parameters
     ----------
-    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
+    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
     question : question name (either spelling).
     min_volunteers : the galaxy was classified by at least this many volunteers.
 
@@ -359,9 +353,11 @@ def unasked_example(
 def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
     """Volunteers per galaxy (histogram) and, per question, the share of galaxies asked it.
 
+    The dashed line marks 30 volunteers (``fraction_ge_30_votes`` of :func:`sky_metrics`).
+
     Parameters
     ----------
-    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
+    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
 
     Returns
     -------
@@ -703,7 +699,7 @@ def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> d
 
     Parameters
     ----------
-    catalogue, schema : a catalogue with vote counts (either spelling) and its tree (Schema or name).
+    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
 
     Returns
     -------
