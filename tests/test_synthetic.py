@@ -227,7 +227,7 @@ def test_cache_hit_does_not_render(small_sky, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("render_galaxy called on a cache hit")
 
-    monkeypatch.setattr(synthetic, "render_galaxy", boom)
+    monkeypatch.setattr(synthetic.sky, "render_galaxy", boom)
     again = synthetic.make_sky(cache_dir=root, progress=False, **SMALL)
     pd.testing.assert_frame_equal(cat, again)
     folder = synthetic.sky_dir(cache_dir=root, **SMALL)
@@ -239,7 +239,7 @@ def test_crash_leaves_no_half_cache(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("simulated crash while rendering")
 
-    monkeypatch.setattr(synthetic, "render_galaxy", boom)
+    monkeypatch.setattr(synthetic.sky, "render_galaxy", boom)
     with pytest.raises(RuntimeError, match="simulated crash"):
         synthetic.make_sky(cache_dir=tmp_path, progress=False, n_galaxies=5, image_size=32)
     assert list((tmp_path / "synthetic").iterdir()) == []
@@ -341,3 +341,26 @@ def test_cache_key_depends_on_what_changes_the_sky():
     assert base.key() == SkyConfig(n_galaxies=100, tag_rates={"ring": 0.035}).key()
     assert base.key() != SkyConfig(n_galaxies=100, tag_rates={"ring": 0.04}).key()
     assert base.key() != SkyConfig(n_galaxies=100, seed=2).key()
+
+
+def test_command_line_makes_a_sky_and_its_montages(tmp_path, monkeypatch, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from galaxy_helpers.synthetic.__main__ import main
+
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    sky = ["--n-galaxies", "12", "--image-size", "16"]
+    assert main(["make", *sky]) == 0
+    assert str(synthetic.sky_dir(n_galaxies=12, image_size=16)) in capsys.readouterr().out
+    out = tmp_path / "images"
+    assert main(["montage", *sky, "--out", str(out), "--per", "1", "--render-size", "16"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["synthetic_answers.png", "synthetic_tags.png"]
+
+
+def test_cache_key_follows_the_generator_source(monkeypatch):
+    from galaxy_helpers.synthetic import truth
+
+    key = SkyConfig().key()
+    monkeypatch.setattr(truth, "_GENERATOR_FILES", ("truth.py", "render.py"))
+    assert SkyConfig().key() != key
