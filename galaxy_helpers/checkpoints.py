@@ -16,7 +16,7 @@ import difflib
 import os
 from pathlib import Path
 
-from . import models, training
+from . import models, recipes, training
 
 __all__ = ["NAMED_CHECKPOINTS", "load_model"]
 
@@ -126,13 +126,13 @@ def _named(name: str, progress: bool):
     if name == "quick":
         model, _ = training.quick_model(progress=progress)
         return model, model.metadata, "quick model (notebook 02, cached)"
-    path = training.course_checkpoint_path() if name == "course" else None
-    path = path or training.synthetic_checkpoint_path()
+    path = recipes.course_checkpoint_path() if name == "course" else None
+    path = path or recipes.synthetic_checkpoint_path()
     if not path.with_suffix(".safetensors").exists():
         found = sorted(p.stem for p in path.parent.glob(f"{name}_*.safetensors"))
         raise FileNotFoundError(
             f"no {name} checkpoint {path}.safetensors (available: {found or 'none'}). Rebuild it "
-            "with `python -m galaxy_helpers.training course-checkpoint`."
+            "with `python -m galaxy_helpers.recipes course-checkpoint`."
         )
     model, meta = models.load_checkpoint(path)
     return model, meta, f"{name} checkpoint {path.parent.name}/{path.name}"

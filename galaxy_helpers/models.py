@@ -7,14 +7,7 @@ before the head) is the *representation* that notebooks 03 to 06 reuse.
 Checkpoints are two files: ``<path>.safetensors`` (weights only, no code, so loading never
 unpickles anything) and ``<path>.json`` (everything needed to rebuild and use the model:
 architecture, schema, image size, channels, normalisation, data, seed, metrics).
-
-Why ``convnext_atto`` by default: on this 2-core CPU at 64 px it trains at about 250 images/s
-(measured, batch 64; see ``/work/shared/reference/measurements.md`` and
-``benchmarks/bench_training.py``) -- as fast as the smallest MobileNet and 5x faster than the
-paper's EfficientNet-B0 (52 images/s) -- while being a modern, BatchNorm-free design (stable
-with small batches) from the same ConvNeXt family as Zoobot's published ``convnext_nano``
-encoders. Its 320-d representation is small enough for quick PCA and search. On a GPU use
-``convnext_nano`` or ``efficientnet_b0`` at 224 px (the full profile).
+``checkpoints.load_model`` loads any model by name; this module reads and writes the files.
 """
 
 from __future__ import annotations
@@ -35,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .course import json_safe
+from .core import json_safe, read_json
 from .schema import DECALS_DR5, SCHEMAS, Question, Schema, get_schema
 
 __all__ = [
@@ -193,20 +186,16 @@ def predict_fractions(concentrations, schema: Schema | str = DECALS_DR5):
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+    return next(model.parameters(), torch.zeros(0)).device
 
 
 @torch.no_grad()
-def run_in_batches(
-    model, images, fn, batch_size, channels, mean, std, device, progress, desc, greyscale="mean"
-):
-    """Apply ``fn`` (part of ``model``) to uint8 images in batches, in eval mode, through
-    ``images.to_tensor``; returns the concatenated float32 outputs as a numpy array."""
+def _run_in_batches(model, images, fn, batch_size, device, progress, desc, prep):
+    """``fn`` (part of ``model``) on uint8 images in batches, in eval mode, through
+    ``images.to_tensor(channels, mean, std, greyscale = prep)``; float32 numpy outputs."""
     from .images import to_tensor
 
+    channels, mean, std, greyscale = prep
     device = torch.device(device) if device is not None else _model_device(model)
     was_training = model.training
     model.eval()
@@ -225,9 +214,7 @@ def run_in_batches(
             outputs.append(fn(x).float().cpu().numpy())
     finally:
         model.train(was_training)
-    if not outputs:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(outputs)
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
 def _preprocessing(model, channels, mean, std, greyscale=None):
@@ -251,28 +238,31 @@ def predict_concentrations(
     tta: bool = False,
     greyscale: str | None = None,
 ) -> np.ndarray:
-    """Concentrations ``(N, n_answers)`` for uint8 images ``(N, H, W, 3)``.
+    """Dirichlet concentrations for uint8 images.
 
-    Normalisation (``channels``, ``mean``, ``std``, ``greyscale``) defaults to the model's
-    checkpoint metadata, through the one preprocessing path ``images.to_tensor``.
+    Parameters
+    ----------
+    model : GalaxyModel with a head.
+    images : uint8 ``(N, H, W, 3)``.
+    batch_size, device, progress : how to run it (default device: the model's).
+    channels, mean, std, greyscale : preprocessing (``images.to_tensor``); default the
+        model's metadata.
+    tta : average over each galaxy's 8 flips and quarter turns (its answers do not depend on
+        orientation), for 8x the time. Square images only.
 
-    tta : test-time augmentation: predict each galaxy in its 8 orientations (the flips and
-        quarter turns it was trained with) and average the concentrations, for 8x the time.
-        A galaxy's answers do not depend on its orientation, so the average keeps the answer
-        and cancels part of the network's orientation noise (as Zoobot averages several
-        forward passes). Square images only.
+    Returns
+    -------
+    ndarray ``(N, n_answers)``
     """
     if model.head is None:
         raise ValueError("this model has no head (schema=None): use encode_images instead")
-    channels, mean, std, grey = _preprocessing(model, channels, mean, std, greyscale)
+    prep = _preprocessing(model, channels, mean, std, greyscale)
     fn = model
     if tta:
         if np.shape(images)[1:2] != np.shape(images)[2:3]:
             raise ValueError(f"tta needs square images, got {np.shape(images)[1:3]}")
         fn = functools.partial(_mean_over_orientations, model)
-    return run_in_batches(
-        model, images, fn, batch_size, channels, mean, std, device, progress, "Predicting", grey
-    )
+    return _run_in_batches(model, images, fn, batch_size, device, progress, "Predicting", prep)
 
 
 def _mean_over_orientations(fn, x: torch.Tensor) -> torch.Tensor:
@@ -293,22 +283,15 @@ def encode_images(
     progress: bool = True,
     greyscale: str | None = None,
 ) -> np.ndarray:
-    """Representations ``(N, representation_dim)`` for uint8 images ``(N, H, W, 3)``
-    (preprocessing as :func:`predict_concentrations`)."""
-    channels, mean, std, grey = _preprocessing(model, channels, mean, std, greyscale)
-    return run_in_batches(
-        model,
-        images,
-        model.encode,
-        batch_size,
-        channels,
-        mean,
-        std,
-        device,
-        progress,
-        "Encoding",
-        grey,
-    )
+    """Representations for uint8 images (parameters as :func:`predict_concentrations`).
+
+    Returns
+    -------
+    ndarray ``(N, representation_dim)``
+    """
+    prep = _preprocessing(model, channels, mean, std, greyscale)
+    return _run_in_batches(model, images, model.encode, batch_size, device, progress,
+                           "Encoding", prep)  # fmt: skip
 
 
 # --- checkpoints --------------------------------------------------------------------------
@@ -385,12 +368,11 @@ def save_checkpoint(
     )
     for key in ("image_size", "mean", "std"):
         meta.setdefault(key, None)
-    state = {}
-    for k, v in model.state_dict().items():
-        v = v.detach().cpu()
-        if half and v.is_floating_point():
-            v = v.half()
-        state[k] = v.contiguous()
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in state.items()
+    }
     problems = check_metadata(meta)
     if problems:
         raise CheckpointError(
@@ -400,12 +382,10 @@ def save_checkpoint(
     return weights_path
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file."""
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _fsync(path: Path) -> None:
@@ -446,7 +426,7 @@ def write_checkpoint_files(
     next_m = meta_path.with_name(meta_path.name + ".next")
     save_file(state, str(next_w), metadata={"format": "pt"})
     _fsync(next_w)
-    meta = {**meta, "weights_sha256": _sha256(next_w)}
+    meta = {**meta, "weights_sha256": file_sha256(next_w)}
     next_m.write_text(json.dumps(json_safe(meta), indent=2, sort_keys=True))
     _fsync(next_m)
     os.replace(next_w, weights_path)
@@ -513,13 +493,13 @@ def read_checkpoint_metadata(path, error: type[Exception], what: str) -> tuple[P
         if not p.exists():
             raise error(f"{p} does not exist: {what}")
     try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as err:
-        raise error(f"{meta_path}: not valid JSON ({err})") from err
+        meta = read_json(meta_path, what="checkpoint metadata")
+    except ValueError as err:
+        raise error(str(err)) from None
     if not isinstance(meta, dict):
         raise error(f"{meta_path}: should hold a JSON object, found {type(meta).__name__}")
     expected = meta.get("weights_sha256")
-    if expected is not None and _sha256(weights_path) != expected:
+    if expected is not None and file_sha256(weights_path) != expected:
         raise error(
             f"{weights_path} is not the weights file {meta_path} was saved with (sha256 differs): "
             "the two files come from different saves (an interrupted save, or one file copied "
@@ -534,10 +514,10 @@ def _finish_interrupted_save(weights_path: Path, meta_path: Path) -> None:
     if not (pending.is_file() and weights_path.is_file()):
         return
     try:
-        sha = json.loads(pending.read_text()).get("weights_sha256")
+        sha = read_json(pending).get("weights_sha256")
     except (OSError, ValueError, AttributeError):
         return  # a JSON the crash cut short: its weights never replaced the old ones
-    if sha is not None and sha == _sha256(weights_path):
+    if sha is not None and sha == file_sha256(weights_path):
         os.replace(pending, meta_path)
         warnings.warn(
             f"{meta_path}: completed a save that was interrupted after its weights were written "

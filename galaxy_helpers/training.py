@@ -8,28 +8,29 @@ The loop is meant to be read. One epoch is::
         loss.backward(); optimizer.step()
 
 plus validation each epoch, early stopping on the validation loss, a progress bar, mixed
-precision on a GPU, and (under ``torchrun``) DistributedDataParallel.
+precision on a GPU, and (under ``torchrun``) DistributedDataParallel with PyTorch's
+``DistributedSampler``.
 
-Small catalogues (the synthetic sky) are read once into memory as uint8 (on a GPU, into the
-GPU's memory when they take under a quarter of what is free); big ones stream from disk
-through a ``DataLoader`` with worker processes and pinned memory. Augmentation runs
-on whole batches of tensors (one ``grid_sample``), so the loop stays close to the speed of a
-bare forward/backward (see ``benchmarks/bench_training.py``).
+Small catalogues are read once into memory as uint8 (on a GPU, into its memory when they take
+under a quarter of what is free); big ones stream from disk through a ``DataLoader``.
+Augmentation runs on whole batches (one ``grid_sample``), so the loop stays close to the speed
+of a bare forward/backward (``benchmarks/bench_training.py``).
 
 Command line (also under ``torchrun --nproc_per_node N``)::
 
     python -m galaxy_helpers.training train --catalogue cat.parquet --out runs/model
     python -m galaxy_helpers.training train --synthetic 5000 --out runs/quick
-    python -m galaxy_helpers.training course-checkpoint   # rebuild the committed weights
+
+The committed checkpoints' recipes are in :mod:`galaxy_helpers.recipes`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import dataclasses
-import hashlib
-import json
+import functools
 import math
 import os
 import sys
@@ -43,10 +44,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import core
 from . import schema as schema_mod
 from .images import ImageReadError, catalogue_crops, read_image, to_tensor
 from .losses import dirichlet_multinomial_loss
-from .models import GalaxyModel, checkpoint_paths, load_checkpoint, save_checkpoint
+from .models import GalaxyModel, load_checkpoint, save_checkpoint
 
 __all__ = [
     "TrainConfig",
@@ -54,61 +56,45 @@ __all__ = [
     "DataReport",
     "CatalogueError",
     "prepare_catalogue",
+    "augmentation_params",
     "augment_batch",
     "train",
     "plot_history",
     "train_or_load",
     "quick_model",
-    "course_checkpoint",
-    "course_checkpoint_path",
-    "load_model",
-    "COURSE_CHECKPOINT_RECIPE",
-    "SYNTHETIC_CHECKPOINT_RECIPE",
     "main",
 ]
-
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 
 class CatalogueError(ValueError):
     """A catalogue that cannot be trained on (the message names rows, columns or files)."""
 
 
-# --------------------------------------------------------------------------------------------
-# Configuration and results
-# --------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class TrainConfig:
     """Everything that defines a training run. Defaults are the quick CPU profile.
 
     Parameters
     ----------
-    architecture : timm model name. ``resnet10t`` for the quick CPU profile: as fast as
-        ``convnext_atto`` per image on 2 cores (about 240 images/s at 64 px) but it learns far
-        more in 4 epochs (measured on the course sky: vote-fraction error 27% below the
-        baseline and 0.98 disk-edge-on accuracy, against 16% and 0.81 for convnext_atto).
-        On a GPU: ``"convnext_nano"`` or ``"efficientnet_b0"`` at 224 px.
+    architecture : timm model name. ``resnet10t`` in the quick profile: as fast as
+        ``convnext_atto`` on 2 CPU cores but it learns far more in 4 epochs. On a GPU:
+        ``"convnext_nano"`` or ``"efficientnet_b0"`` at 224 px.
     image_size : pixels (64 quick profile; 224 full profile).
     channels : 3 colour, 1 greyscale.
     pretrained : start from timm's ImageNet weights (needs the network).
-    batch_size : total batch over all processes (split across ranks under torchrun). 64 in
-        the quick profile: on a 2-core CPU it trains about 10% faster than 32 and as well
-        (course sky, 3 seeds: vote-fraction error 29.6% below the baseline against 29.3%).
+    batch_size : total batch over all processes (split across ranks under torchrun).
     epochs : maximum epochs.
     lr, weight_decay : AdamW settings; ``lr`` is the peak for the one-cycle schedule.
     schedule : ``"constant"``, ``"onecycle"`` or ``"cosine"``.
     patience : early stopping: epochs without a better validation loss before stopping.
-    augment : ``"lossless"``: random flips and quarter turns, which move pixels without
-        resampling them; ``True``: also small rotations, off-centre zoom and shifts (as the
-        paper), which resample and so blur every training image a little -- meant for long
-        runs that would otherwise memorise their galaxies, a loss in a few epochs (quick
-        profile, 3 seeds: vote-fraction error 29.6% below the baseline with "lossless" against
-        28.0%; validation loss 21.5 against 21.9); ``False``: none.
+    augment : ``"lossless"``: random flips and quarter turns (no resampling); ``True``: also
+        small rotations, off-centre zoom and shifts as in the paper (they blur a little: for
+        long runs that would otherwise memorise their galaxies); ``False``: none.
     max_rotation_deg, zoom, max_shift : augmentation strength (shift as a fraction of the
         image half-width, e.g. 0.06 = 2 px at 64 px).
     val_fraction : validation share when the catalogue has no ``split`` column.
     seed : model initialisation, data order and augmentation.
-    device : ``None`` = ``course.device()`` (cuda, mps, else cpu).
+    device : ``None`` = ``core.device()`` (cuda, mps, else cpu).
     amp : mixed precision: ``"auto"`` = on for CUDA only; True also uses bfloat16 on CPU.
     preload : read all images into memory once (None = when they fit in ``preload_max_gb``).
     num_workers : DataLoader workers when streaming from disk.
@@ -117,12 +103,11 @@ class TrainConfig:
     init_head_from_data : start the head's biases at the training set's mean vote fractions.
     channels_last : NHWC memory layout (faster convolutions on CPU and on GPUs with AMP).
     dropout : dropout before the head.
-    framing_crop : the model's own framing: the centre fraction of every input frame it
-        sees, recorded in the checkpoint (``framing``) so every loader applies it. A
-        catalogue's per-row ``crop`` column (a survey's framing) applies on top
-        (``images.catalogue_crops``), so galaxies of several surveys can train together.
-    init_checkpoint : a checkpoint path whose weights (and input normalisation) start the
-        run instead of a random initialisation: continued training, e.g. on a new survey.
+    framing_crop : the centre fraction of every frame the model sees, recorded in the
+        checkpoint (``framing``) so every loader applies it; a catalogue's per-row ``crop``
+        column applies on top (``images.catalogue_crops``), so surveys can train together.
+    init_checkpoint : a checkpoint whose weights (and input normalisation) start the run:
+        continued training, e.g. on a new survey.
     progress : show tqdm bars.
     """
 
@@ -157,14 +142,8 @@ class TrainConfig:
     progress: bool = True
 
     # Fields that do not change the trained weights (left out of cache keys).
-    _RUNTIME_ONLY = (
-        "device",
-        "preload",
-        "preload_max_gb",
-        "num_workers",
-        "progress",
-        "channels_last",
-    )
+    _RUNTIME_ONLY = ("device", "preload", "preload_max_gb", "num_workers", "progress",
+                     "channels_last")  # fmt: skip
 
     def __post_init__(self):
         if self.schedule not in ("constant", "onecycle", "cosine"):
@@ -217,26 +196,15 @@ class History:
     data: DataReport = dataclasses.field(default_factory=DataReport)
 
     def as_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "epoch": self.epoch,
-                "train_loss": self.train_loss,
-                "val_loss": self.val_loss,
-                "lr": self.lr,
-                "seconds": self.seconds,
-                "images_per_s": self.images_per_s,
-            }
-        )
+        names = ("epoch", "train_loss", "val_loss", "lr", "seconds", "images_per_s")
+        return pd.DataFrame({name: getattr(self, name) for name in names})
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> History:
-        d = dict(d)
-        d["data"] = DataReport(**d.get("data", {}))
-        return cls(**d)
+        return cls(**{**d, "data": DataReport(**d.get("data", {}))})
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,54 +287,44 @@ def _crops(df: pd.DataFrame, config: TrainConfig) -> np.ndarray:
     return catalogue_crops(df, {"framing": {"crop": config.framing_crop}})
 
 
+def _bad_image(df: pd.DataFrame, i: int, error: str) -> dict:
+    row = df.index[i]
+    return {"row": int(row), "id_str": str(df.at[row, "id_str"]),
+            "file": str(df.at[row, "file_loc"]), "error": error}  # fmt: skip
+
+
 def _bad_image_rows(df: pd.DataFrame, size: int) -> list[dict]:
     """Try every image; list the ones that cannot be read (only called after a failure)."""
 
     def check(i):
-        path = df["file_loc"].iloc[i]
         try:
-            read_image(path, size)
-            return None
+            read_image(df["file_loc"].iloc[i], size)
         except (ImageReadError, OSError, ValueError) as err:
-            return {
-                "row": int(df.index[i]),
-                "id_str": str(df["id_str"].iloc[i]),
-                "file": str(path),
-                "error": str(err).splitlines()[0][:200],
-            }
+            return _bad_image(df, i, str(err).splitlines()[0][:200])
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return [r for r in pool.map(check, range(len(df))) if r is not None]
 
 
-def _bad_image_message(bad: list[dict]) -> str:
-    listed = "\n".join(f"  row {b['row']} (id_str {b['id_str']}): {b['error']}" for b in bad[:10])
-    more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
-    return (
-        f"{len(bad)} image(s) could not be read:\n{listed}{more}\n"
-        "Fix or re-download them, drop those rows, or pass skip_bad_images=True to train "
-        "without them (they are listed in history.data.skipped)."
-    )
-
-
 def _missing_files(df: pd.DataFrame) -> list[dict]:
     exists = df["file_loc"].map(lambda p: isinstance(p, (str, os.PathLike)) and os.path.isfile(p))
-    return [
-        {
-            "row": int(i),
-            "id_str": str(df.at[i, "id_str"]),
-            "file": str(df.at[i, "file_loc"]),
-            "error": f"{df.at[i, 'file_loc']}: file not found",
-        }
-        for i in df.index[~exists.to_numpy()]
-    ]
+    missing = np.flatnonzero(~exists.to_numpy())
+    return [_bad_image(df, i, f"{df['file_loc'].iloc[i]}: file not found") for i in missing]
 
 
 def _drop_or_raise(df, counts, bad, config, report):
     if not bad:
         return df, counts
     if not config.skip_bad_images:
-        raise CatalogueError(_bad_image_message(bad))
+        listed = "\n".join(
+            f"  row {b['row']} (id_str {b['id_str']}): {b['error']}" for b in bad[:10]
+        )
+        more = f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else ""
+        raise CatalogueError(
+            f"{len(bad)} image(s) could not be read:\n{listed}{more}\nFix or re-download them, "
+            "drop those rows, or pass skip_bad_images=True to train without them (they are "
+            "listed in history.data.skipped)."
+        )
     report.skipped.extend(bad)
     keep = ~df.index.isin([b["row"] for b in bad])
     return df[keep], counts[keep]
@@ -376,9 +334,7 @@ def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport)
     """uint8 images (N, S, S, 3) of a split, dropping/raising on unreadable files."""
     df, counts = _drop_or_raise(df, counts, _missing_files(df), config, report)
     out = np.empty((len(df), config.image_size, config.image_size, 3), dtype=np.uint8)
-    paths = df["file_loc"].tolist()
-    crops = _crops(df, config)
-    failed = []
+    paths, crops, failed = df["file_loc"].tolist(), _crops(df, config), []
 
     def work(i):
         try:
@@ -386,8 +342,7 @@ def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport)
         except (ImageReadError, OSError, ValueError):
             failed.append(i)
 
-    threads = min(8, (os.cpu_count() or 1) * 2)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         it = pool.map(work, range(len(paths)))
         if config.progress and _is_rank0() and len(paths) > 500:
             from tqdm.auto import tqdm
@@ -406,9 +361,9 @@ def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport)
 class _StreamingDataset(torch.utils.data.Dataset):
     """Reads one image per item from disk (for catalogues too big to hold in memory)."""
 
-    def __init__(self, paths, counts, size, skip_bad, crops=None):
+    def __init__(self, paths, counts, size, skip_bad, crops):
         self.paths, self.counts, self.size, self.skip_bad = list(paths), counts, size, skip_bad
-        self.crops = np.ones(len(self.paths)) if crops is None else np.asarray(crops)
+        self.crops = np.asarray(crops)
 
     def __len__(self):
         return len(self.paths)
@@ -435,9 +390,14 @@ def _collate_skip_none(items):
 # Augmentation: one affine transform per galaxy, applied to the whole batch at once
 # --------------------------------------------------------------------------------------------
 def augmentation_params(n: int, config: TrainConfig, seed: int, epoch: int) -> np.ndarray:
-    """Random transform parameters for ``n`` galaxies: ``(n, 5)`` = flip, angle (rad), zoom,
-    shift x, shift y. Drawn per galaxy index and epoch, so a galaxy gets the same transform
-    whichever process (under torchrun) or batch it lands in."""
+    """Random transforms for ``n`` galaxies, drawn per galaxy index and epoch.
+
+    A galaxy gets the same transform whichever process (under torchrun) or batch it lands in.
+
+    Returns
+    -------
+    ndarray (n, 5): flip, angle (rad), zoom, shift x, shift y.
+    """
     rng = np.random.default_rng([seed, epoch, 7])
     flip = rng.integers(0, 2, n)
     quarter = rng.integers(0, 4, n) * 90.0
@@ -450,16 +410,19 @@ def augmentation_params(n: int, config: TrainConfig, seed: int, epoch: int) -> n
 
 
 def augment_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Flip, rotate, zoom and shift every image of ``x`` ``(B, C, H, W)`` in one pass.
+    """Flip, rotate, zoom and shift every image of ``x`` in one pass.
 
-    Galaxies have no preferred orientation or handedness, so flips and any rotation keep
-    the labels; zoom (scale 1 +- 0.1) and small shifts mimic the off-centre crops of the
-    paper. Edges are filled by reflection (sky-like background, no black corners).
+    Galaxies have no preferred orientation or handedness, so flips and rotations keep the
+    labels; edges are filled by reflection (sky-like background, no black corners).
 
     Parameters
     ----------
     x : float tensor (B, C, H, W).
     params : (B, 5) from :func:`augmentation_params` (flip, angle, zoom, shift x, shift y).
+
+    Returns
+    -------
+    tensor (B, C, H, W)
     """
     p = params.to(device=x.device, dtype=torch.float32)
     flip = 1.0 - 2.0 * p[:, 0]  # -1 mirrors x
@@ -498,15 +461,30 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def _resolve_device(config: TrainConfig) -> torch.device:
-    if config.device:
-        dev = torch.device(config.device)
-    else:
-        from .course import device as course_device
+@contextlib.contextmanager
+def distributed():
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1) for the block.
 
-        dev = torch.device(course_device())
-    d = _dist()
-    if dev.type == "cuda" and d is not None:
+    Yields whether this process is rank 0 (the one that prints and writes).
+    """
+    import torch.distributed as dist
+
+    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if started:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend)
+    try:
+        yield _is_rank0()
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
+def _resolve_device(config: TrainConfig) -> torch.device:
+    dev = torch.device(core.device(config.device))
+    if dev.type == "cuda" and _dist() is not None:
         dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return dev
 
@@ -525,8 +503,7 @@ def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torc
 
 
 def _normalisation(images: np.ndarray, channels: int) -> tuple[list[float], list[float]]:
-    sample = images[:: max(1, len(images) // 2000)]
-    t = to_tensor(sample, channels=channels)
+    t = to_tensor(images[:: max(1, len(images) // 2000)], channels=channels)
     mean = t.mean(dim=(0, 2, 3))
     std = t.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
@@ -537,8 +514,9 @@ def catalogue_hash(catalogue: pd.DataFrame, schema) -> str:
     schema = schema_mod.get_schema(schema)
     df = schema_mod.canonical_columns(catalogue, schema)
     cols = [c for c in ["id_str", "file_loc", "split", *schema.answer_columns] if c in df.columns]
-    h = pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
-    return hashlib.sha256(h.tobytes()).hexdigest()[:16]
+    return core.content_key(
+        pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -555,16 +533,6 @@ def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     return None
 
 
-def _batches_in_memory(images_t, counts_t, indices, per_rank_batch, max_steps):
-    """Yield (uint8 images, counts, global indices) for this rank's shuffled indices."""
-    n_steps = _n_batches(len(indices), per_rank_batch)
-    if max_steps:
-        n_steps = min(n_steps, max_steps)
-    for s in range(n_steps):
-        idx = indices[s * per_rank_batch : (s + 1) * per_rank_batch]
-        yield images_t[idx.to(images_t.device)], counts_t[idx], idx
-
-
 def _n_batches(n: int, batch: int) -> int:
     """Batches in an epoch of ``n`` galaxies. A last batch of one galaxy is left out (it comes
     up in another epoch, shuffled): BatchNorm cannot normalise a single galaxy."""
@@ -572,29 +540,14 @@ def _n_batches(n: int, batch: int) -> int:
 
 
 def _fits_on_gpu(n_bytes: int, device: torch.device, share: float = 0.25) -> bool:
-    """Whether preloaded images should live on the GPU: when they take under ``share`` of
-    its free memory (the rest is for the model, its activations and the optimizer)."""
-    if device.type != "cuda":
-        return False
-    free, _total = torch.cuda.mem_get_info(device)
-    return n_bytes < share * free
+    """Whether preloaded images should live on the GPU: under ``share`` of its free memory
+    (the rest is for the model, its activations and the optimizer)."""
+    return device.type == "cuda" and n_bytes < share * torch.cuda.mem_get_info(device)[0]
 
 
 def _booking_lag(device: torch.device) -> int:
     """Steps by which ``train`` books each loss late: 1 on a GPU (see ``train``), else 0."""
     return 1 if device.type == "cuda" else 0
-
-
-def _epoch_indices(n: int, seed: int, epoch: int, rank: int, world: int) -> torch.Tensor:
-    """Shuffled indices of this rank: one permutation per epoch shared by all ranks, dealt out
-    round-robin (like DistributedSampler), so rank r's k-th batch plus the other ranks' k-th
-    batches are exactly the single-process k-th batch."""
-    g = torch.Generator().manual_seed(seed * 1000 + epoch)
-    perm = torch.randperm(n, generator=g)
-    total = math.ceil(n / world) * world
-    if total > n:  # pad by repeating, as DistributedSampler does, so ranks stay in step
-        perm = torch.cat([perm, perm[: total - n]])
-    return perm[rank::world]
 
 
 def train(
@@ -645,12 +598,11 @@ def train(
     # --- data -------------------------------------------------------------------------
     report = DataReport()
     train_df, val_df, counts_tr, counts_va = prepare_catalogue(catalogue, schema, config)
-    bytes_needed = (len(train_df) + len(val_df)) * config.image_size**2 * 3
-    preload = (
-        config.preload
-        if config.preload is not None
-        else bytes_needed <= config.preload_max_gb * 1e9
-    )
+    preload = config.preload
+    if preload is None:
+        preload = (
+            len(train_df) + len(val_df)
+        ) * config.image_size**2 * 3 <= config.preload_max_gb * 1e9
     pin = device.type == "cuda"
     if preload:
         imgs_tr, train_df, counts_tr = _load_all(train_df, counts_tr, config, report)
@@ -660,30 +612,20 @@ def train(
         mean, std = _normalisation(imgs_tr, config.channels)
         imgs_tr_t, imgs_va_t = torch.from_numpy(imgs_tr), torch.from_numpy(imgs_va)
         if _fits_on_gpu(imgs_tr.nbytes + imgs_va.nbytes, device):
-            # uint8 images on the GPU: each batch is gathered there, with no copy from the host
-            # (20,000 galaxies at 224 px take 3 GB).
+            # uint8 images on the GPU: each batch is gathered there, with no copy from the host.
             imgs_tr_t, imgs_va_t = imgs_tr_t.to(device), imgs_va_t.to(device)
         elif pin:  # page-locked memory lets host->GPU copies overlap with compute
             imgs_tr_t, imgs_va_t = imgs_tr_t.pin_memory(), imgs_va_t.pin_memory()
     else:
-        for split_df, split_counts, name in (
-            (train_df, counts_tr, "train"),
-            (val_df, counts_va, "val"),
-        ):
-            kept_df, kept_counts = _drop_or_raise(
-                split_df, split_counts, _missing_files(split_df), config, report
-            )
-            if name == "train":
-                train_df, counts_tr = kept_df, kept_counts
-            else:
-                val_df, counts_va = kept_df, kept_counts
-        first = train_df.iloc[:500]
-        sample = np.stack(
-            [
-                read_image(p, config.image_size, c)
-                for p, c in zip(first["file_loc"], _crops(first, config), strict=True)
-            ]
+        train_df, counts_tr = _drop_or_raise(train_df, counts_tr, _missing_files(train_df),
+                                             config, report)  # fmt: skip
+        val_df, counts_va = _drop_or_raise(
+            val_df, counts_va, _missing_files(val_df), config, report
         )
+        first = train_df.iloc[:500]
+        crops = _crops(first, config)
+        sample = np.stack([read_image(p, config.image_size, c)
+                           for p, c in zip(first["file_loc"], crops, strict=True)])  # fmt: skip
         mean, std = _normalisation(sample, config.channels)
     report.n_train, report.n_val = len(train_df), len(val_df)
     counts_tr_t = torch.from_numpy(counts_tr.astype(np.float32))
@@ -723,55 +665,51 @@ def train(
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_on and amp_dtype == torch.float16)
 
+    # One shuffled permutation per epoch shared by all ranks, dealt out round-robin, so the
+    # ranks' k-th batches together are the single process's k-th batch. (The two paths have
+    # always seeded it differently; kept so that earlier runs repeat exactly.)
+    dataset = (
+        range(len(train_df))
+        if preload
+        else _StreamingDataset(
+            train_df["file_loc"],
+            counts_tr_t,
+            config.image_size,
+            config.skip_bad_images,
+            _crops(train_df, config),
+        )  # fmt: skip
+    )
+    sampler = torch.utils.data.DistributedSampler(
+        dataset, world, rank, shuffle=True, seed=config.seed * 1000 if preload else config.seed
+    )
+
     def batches(epoch):
-        if preload:
-            idx = _epoch_indices(len(train_df), config.seed, epoch, rank, world)
-            return _batches_in_memory(
-                imgs_tr_t, counts_tr_t, idx, per_rank_batch, config.max_steps_per_epoch
-            )
-        sampler = torch.utils.data.DistributedSampler(
-            _StreamingDataset(
-                train_df["file_loc"],
-                counts_tr_t,
-                config.image_size,
-                config.skip_bad_images,
-                _crops(train_df, config),
-            ),
-            num_replicas=world,
-            rank=rank,
-            shuffle=True,
-            seed=config.seed,
-        )
+        """(uint8 images, counts, indices) of this rank's batches; no batch of one galaxy."""
         sampler.set_epoch(epoch)
+        if preload:
+            idx = torch.tensor(list(sampler), dtype=torch.int64)
+            for s in range(steps_per_epoch):
+                i = idx[s * per_rank_batch : (s + 1) * per_rank_batch]
+                yield imgs_tr_t[i.to(imgs_tr_t.device)], counts_tr_t[i], i
+            return
         loader = torch.utils.data.DataLoader(
-            sampler.dataset,
-            batch_size=per_rank_batch,
-            sampler=sampler,
-            num_workers=config.num_workers,
-            pin_memory=pin,
-            persistent_workers=False,
-            collate_fn=_collate_skip_none,
-        )
+            dataset, per_rank_batch, sampler=sampler, num_workers=config.num_workers,
+            pin_memory=pin, collate_fn=_collate_skip_none,
+        )  # fmt: skip
+        for s, b in enumerate(loader):
+            if config.max_steps_per_epoch and s >= config.max_steps_per_epoch:
+                break
+            if b is not None and len(b[0]) > 1:  # see _n_batches
+                yield b
 
-        def gen():
-            for s, b in enumerate(loader):
-                if config.max_steps_per_epoch and s >= config.max_steps_per_epoch:
-                    break
-                if b is not None and len(b[0]) > 1:  # no batch of one (see _n_batches)
-                    yield b
-
-        return gen()
-
-    def to_input(images_u8, idx=None, epoch=0):
+    def to_input(images_u8, idx=None):
         x = to_tensor(images_u8.to(device, non_blocking=pin), config.channels, mean, std)
         if idx is not None and config.augment:
-            params = torch.from_numpy(aug_params[epoch][idx.numpy()])
-            x = augment_batch(x, params)
+            x = augment_batch(x, torch.from_numpy(aug_params[idx.numpy()]))
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    aug_params = {}
     history = History(data=report)
     best_state, bad_epochs = None, 0
     loss_sum, n_seen, t0, bar = 0.0, 0, 0.0, None
@@ -797,8 +735,7 @@ def train(
             bar.set_postfix(loss=f"{loss_val:.2f}")
 
     for epoch in range(config.epochs):
-        aug_params[epoch] = augmentation_params(len(train_df), config, config.seed, epoch)
-        aug_params.pop(epoch - 1, None)
+        aug_params = augmentation_params(len(train_df), config, config.seed, epoch)
         net.train()
         t0 = time.perf_counter()
         loss_sum, n_seen = 0.0, 0
@@ -806,20 +743,15 @@ def train(
         if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(
-                total=steps_per_epoch,
-                desc=f"Epoch {epoch + 1}/{config.epochs}",
-                unit="batch",
-                leave=True,
-            )
+            bar = tqdm(total=steps_per_epoch, desc=f"Epoch {epoch + 1}/{config.epochs}",
+                       unit="batch", leave=True)  # fmt: skip
         pending = []  # (loss, batch size) of steps queued but not yet booked
         for images_u8, counts, idx in batches(epoch):
-            x = to_input(images_u8, idx, epoch)
+            x = to_input(images_u8, idx)
             counts = counts.to(device, non_blocking=pin)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
                 concentrations = net(x)
-            # The loss runs outside autocast, in float64 (see losses.py): lgamma of large
-            # counts needs the precision.
+            # Outside autocast, in float64 (losses.py): lgamma of large counts needs it.
             loss = dirichlet_multinomial_loss(counts, concentrations.float(), schema)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -863,14 +795,13 @@ def train(
     if best_state is not None:
         model.load_state_dict(best_state)
     model = model.cpu().to(memory_format=torch.contiguous_format).eval()
+    from . import __version__
+
+    peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     model.metadata.update(
         {
-            "data": {
-                **(data_description or {}),
-                "n_train": report.n_train,
-                "n_val": report.n_val,
-                "n_skipped": len(report.skipped),
-            },
+            "data": {**(data_description or {}), "n_train": report.n_train,
+                     "n_val": report.n_val, "n_skipped": len(report.skipped)},
             "epochs": len(history.epoch),
             "best_epoch": history.best_epoch,
             "train_config": config.to_dict(),
@@ -881,24 +812,17 @@ def train(
                 if history.images_per_s
                 else None,
                 "world_size": world,
-                "gpu_peak_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 2)
-                if device.type == "cuda"
-                else None,
+                "gpu_peak_memory_gb": round(peak_gb, 2) if peak_gb is not None else None,
             },
-            "library": {"torch": torch.__version__, "galaxy_helpers": _package_version()},
+            "library": {"torch": torch.__version__, "galaxy_helpers": __version__},
         }
-    )
+    )  # fmt: skip
     return model, history
 
 
 def _init_from_checkpoint(model: GalaxyModel, config: TrainConfig, schema):
-    """Copy a checkpoint's weights into ``model``; return its input normalisation.
-
-    The checkpoint must have the same architecture, channels, image size and decision tree;
-    the run keeps its mean/std so the weights see the inputs they were trained on.
-    """
-    from .models import load_checkpoint
-
+    """Copy a checkpoint's weights into ``model``; return its input normalisation (so the
+    weights see the inputs they were trained on)."""
     source, meta = load_checkpoint(
         config.init_checkpoint, schema=schema, image_size=config.image_size
     )
@@ -913,28 +837,19 @@ def _init_from_checkpoint(model: GalaxyModel, config: TrainConfig, schema):
 
 
 def _init_head_bias(model: GalaxyModel, counts: np.ndarray, schema, total: float = 20.0):
-    """Start the head at the training set's mean vote fractions (a modest total concentration
-    of ``total`` per question) instead of uniform fractions: the network then spends its first
-    steps learning from the images rather than learning the average answer."""
+    """Start the head at the training set's mean vote fractions (total concentration ``total``
+    per question), so the first steps learn from the images, not the average answer."""
     from .evaluation import mean_fraction_baseline
 
-    fractions = mean_fraction_baseline(counts, schema)
-    conc = np.clip(total * fractions, 1.05, 100.0)  # head output range is (1, 101)
+    conc = np.clip(total * mean_fraction_baseline(counts, schema), 1.05, 100.0)
     bias = np.log((conc - 1) / 100) - np.log1p(-(conc - 1) / 100)  # inverse of sigmoid*100+1
     with torch.no_grad():
         model.head.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
 
 
-def _package_version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 @dataclasses.dataclass
 class _ValSet:
-    """The validation galaxies: preloaded uint8 images (or None: read from ``df.file_loc``),
-    their catalogue rows and their vote counts."""
+    """Validation galaxies: preloaded uint8 images (None: read from ``df.file_loc``), rows, counts."""
 
     images: torch.Tensor | None
     df: pd.DataFrame
@@ -943,8 +858,7 @@ class _ValSet:
 
 @dataclasses.dataclass
 class _Runtime:
-    """Where and how this process computes: device, decision tree, its rank among ``world``
-    processes, and mixed precision."""
+    """Where and how this process computes."""
 
     device: torch.device
     schema: Any
@@ -961,8 +875,7 @@ def _validate(net, val: _ValSet, to_input, config: TrainConfig, rt: _Runtime) ->
     idx_all = torch.arange(rt.rank, len(val.df), rt.world)
     loss_sum, n = 0.0, 0
     bs = max(config.batch_size, 128)
-    paths = val.df["file_loc"].tolist()
-    crops = _crops(val.df, config)
+    paths, crops = val.df["file_loc"].tolist(), _crops(val.df, config)
     for s in range(0, len(idx_all), bs):
         idx = idx_all[s : s + bs]
         if val.images is not None:
@@ -983,9 +896,6 @@ def _validate(net, val: _ValSet, to_input, config: TrainConfig, rt: _Runtime) ->
     return loss_sum / max(n, 1)
 
 
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
 def plot_history(history: History, ax=None):
     """Training and validation loss per epoch (plus per-step training loss, faint).
 
@@ -1020,14 +930,8 @@ def plot_history(history: History, ax=None):
 
 
 # --------------------------------------------------------------------------------------------
-# Caching, the quick model, the course checkpoint
+# The cache and the quick model
 # --------------------------------------------------------------------------------------------
-def _cache_root() -> Path:
-    from .course import cache_dir
-
-    return cache_dir() / "models"
-
-
 def train_or_load(
     catalogue: pd.DataFrame,
     config: TrainConfig | None = None,
@@ -1038,13 +942,17 @@ def train_or_load(
 ):
     """:func:`train`, or load the result of an identical earlier run from the cache.
 
-    ``refresh=True`` always trains and then replaces the cached result (notebook 02 does
-    this so that it really trains, and notebooks 03 to 06 find its model).
+    The key hashes the config (minus runtime-only fields such as the device) and the
+    catalogue's ids, files, split and counts (``data_description`` is only a label, so
+    notebook 02 and :func:`quick_model` share one entry); the run lives in
+    ``core.cache_dir("models", key)``.
 
-    The cache key is a hash of the config (minus runtime-only fields such as the device)
-    and of the catalogue's ids, files, split and counts (``data_description`` is only a
-    label and does not enter it, so notebook 02 and :func:`quick_model` share one entry); the checkpoint lives under
-    ``course.cache_dir()/models/<key>/`` (written atomically).
+    Parameters
+    ----------
+    catalogue, config, schema, data_description : as :func:`train`.
+    cache : look in and write to the cache.
+    refresh : always train, then replace the cached run (notebook 02 does, so that it really
+        trains and notebooks 03 to 06 find its model).
 
     Returns
     -------
@@ -1052,48 +960,35 @@ def train_or_load(
     """
     config = config or TrainConfig()
     schema = schema_mod.get_schema(schema)
-    key_src = json.dumps(
-        {
-            "config": config.cache_key(),
-            "catalogue": catalogue_hash(catalogue, schema),
-            "schema": schema.answer_columns,
-        },
-        sort_keys=True,
-        default=str,
-    )
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    folder = _cache_root() / key
-    cached = (folder / "model.json").exists() and (folder / "history.json").exists()
-    if cache and not refresh and cached:
+    key = core.content_key(config.cache_key(), catalogue_hash(catalogue, schema),
+                           schema.answer_columns)  # fmt: skip
+    folder = core.cache_dir("models") / key
+    if (
+        cache
+        and not refresh
+        and (folder / "model.json").exists()
+        and (folder / "history.json").exists()
+    ):
         model, _ = load_checkpoint(folder / "model", schema=schema)
-        history = History.from_dict(json.loads((folder / "history.json").read_text()))
+        history = History.from_dict(
+            core.read_json(folder / "history.json", what="training history")
+        )
         if config.progress:
             print(f"Loaded the trained model from the cache: {folder}")
         return model, history
     model, history = train(catalogue, config, schema, data_description)
     if cache and _is_rank0():
-        tmp = folder.with_name(folder.name + f".tmp{os.getpid()}")
-        tmp.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(model, tmp / "model")
-        (tmp / "history.json").write_text(json.dumps(history.to_dict(), default=float))
-        if folder.exists():
-            import shutil
-
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process won the race; its result is as good
-            import shutil
-
-            shutil.rmtree(tmp, ignore_errors=True)
+        with core.atomic_path(folder) as tmp:
+            tmp.mkdir()
+            save_checkpoint(model, tmp / "model")
+            core.write_json(tmp / "history.json", history.to_dict(), indent=None)
     return model, history
 
 
-def quick_sky(progress: bool = True):
-    """The course's quick-profile synthetic sky (``synthetic.make_sky()`` defaults)."""
-    from . import synthetic
-
-    return synthetic.make_sky(progress=progress)
+def sky_description(sky_config) -> dict:
+    """The ``data`` entry of a checkpoint trained on ``synthetic.make_sky(sky_config)``."""
+    d = dataclasses.asdict(sky_config) if dataclasses.is_dataclass(sky_config) else {}
+    return {"source": "galaxy_helpers.synthetic.make_sky", "sky_config": d}
 
 
 def quick_model(progress: bool = True):
@@ -1108,245 +1003,33 @@ def quick_model(progress: bool = True):
     sky_config = synthetic.SkyConfig()
     sky = synthetic.make_sky(sky_config, progress=progress)
     return train_or_load(
-        sky, TrainConfig(progress=progress), data_description=_sky_description(sky_config)
+        sky, TrainConfig(progress=progress), data_description=sky_description(sky_config)
     )
-
-
-def _sky_description(sky_config) -> dict:
-    d = dataclasses.asdict(sky_config) if dataclasses.is_dataclass(sky_config) else {}
-    return {"source": "galaxy_helpers.synthetic.make_sky", "sky_config": d}
-
-
-# Stage 1 of the course checkpoint (synthetic only; committed as weights/synthetic_resnet10t): a
-# bigger sky with a seed the course sky does not use, more data and epochs than the quick
-# profile, one-cycle LR. About 1 h 50 min on this
-# project's 2-core CPU (rendering the 240,000 galaxies about 4 minutes, then 10 epochs of about
-# 8.5 minutes at ~400 images/s in bfloat16). Each step up in pretraining has improved the ring
-# task on the course sky; against the previous recipe (120,000 galaxies, 12 epochs, augment
-# True): vote-fraction error 46% below the mean baseline (44%), ring head with 30 / 100 labels
-# 0.73 / 0.77 over 10 repeats (0.69 / 0.74); similarity precision@10 0.56 (0.58) and anomaly
-# average precision 0.990 (0.997) about level. This run used the lossless augmentation (flips and
-# quarter turns), so the gain mixes twice the galaxies with no resampling blur.
-SYNTHETIC_CHECKPOINT_RECIPE = {
-    "sky": {"n_galaxies": 240000, "image_size": 64, "seed": 1000},
-    "train": {
-        "architecture": "resnet10t",
-        "epochs": 10,
-        "batch_size": 64,
-        "lr": 3e-3,
-        "schedule": "onecycle",
-        "patience": 5,
-        "seed": 1000,
-        "augment": "lossless",  # flips and quarter turns only, no resampling
-        # bfloat16 autocast: 1.7x the float32 speed on CPUs with AVX512-BF16 (this project's
-        # machine); on CPUs without it, set False (slower in bfloat16 there).
-        "amp": True,
-    },
-}
-
-# The course checkpoint, stage 2 (DEVELOPERS.md has the history of both stages): continue the
-# synthetic-only checkpoint above (stage 1, committed as weights/synthetic_resnet10t) on one
-# catalogue that mixes a fresh synthetic sky with the real Galaxy Zoo 2 galaxies of the
-# gz2_kaggle_subset "train" split (4,000; their smooth-or-featured, disk-edge-on and
-# how-rounded votes only; every 10th is validation; the "test" split never enters). Real rows
-# keep their survey framing (crop 0.5), synthetic rows the whole frame.
-COURSE_CHECKPOINT_RECIPE = {
-    "stage1": SYNTHETIC_CHECKPOINT_RECIPE,
-    "sky": {"n_galaxies": 40000, "image_size": 64, "seed": 1001},
-    "real": {"dataset": "gz2_kaggle_subset", "split": "train", "val_every": 10},
-    "train": {
-        "architecture": "resnet10t",
-        "epochs": 6,
-        "batch_size": 64,
-        "lr": 1e-3,
-        "schedule": "onecycle",
-        "patience": 5,
-        "seed": 2000,
-        "augment": "lossless",
-        "amp": True,
-    },
-}
-
-
-def course_checkpoint_path(architecture: str | None = None) -> Path:
-    """Path (without suffix) of the committed course checkpoint for ``architecture``
-    (default: the recipe's)."""
-    architecture = architecture or COURSE_CHECKPOINT_RECIPE["train"]["architecture"]
-    return WEIGHTS_DIR / f"course_{architecture}"
-
-
-def course_checkpoint(architecture: str | None = None, device=None):
-    """Load the committed course checkpoint (trained longer than the quick model).
-
-    Returns
-    -------
-    (model, metadata)
-    """
-    path = course_checkpoint_path(architecture)
-    if not path.with_suffix(".safetensors").exists():
-        available = sorted(p.stem for p in WEIGHTS_DIR.glob("course_*.safetensors"))
-        raise FileNotFoundError(
-            f"no course checkpoint {path}.safetensors (available: {available or 'none'}). "
-            "Rebuild it with `python -m galaxy_helpers.training course-checkpoint`."
-        )
-    return load_checkpoint(path, device=device)
-
-
-def load_model(checkpoint: str | os.PathLike = "course", progress: bool = True):
-    """The model notebooks 03 to 06 start from.
-
-    Parameters
-    ----------
-    checkpoint : ``"course"`` (committed, trained longer, synthetic and real galaxies),
-        ``"synthetic"`` (its stage 1, synthetic galaxies only), ``"quick"`` (notebook 02's
-        model, trained once then cached), or a checkpoint path.
-
-    Returns
-    -------
-    (model, metadata)
-    """
-    if checkpoint == "course":
-        return course_checkpoint()
-    if checkpoint == "synthetic":
-        return load_checkpoint(synthetic_checkpoint_path())
-    if checkpoint == "quick":
-        model, _ = quick_model(progress=progress)
-        return model, model.metadata
-    return load_checkpoint(checkpoint)
-
-
-def synthetic_checkpoint_path(architecture: str | None = None) -> Path:
-    """Path (without suffix) of the committed stage-1 checkpoint: synthetic galaxies only."""
-    architecture = architecture or SYNTHETIC_CHECKPOINT_RECIPE["train"]["architecture"]
-    return WEIGHTS_DIR / f"synthetic_{architecture}"
-
-
-def _train_and_save(catalogue, config, path, recipe, data_description, test, progress):
-    """Train, evaluate on ``test`` (``{name: (rows, baseline rows)}``), and write a float16
-    checkpoint (each epoch kept as it goes)."""
-    from .evaluation import evaluate
-
-    t0 = time.perf_counter()
-    partial = path.with_name(path.name + "_partial")
-
-    def save_partial(model, history):
-        # Long runs on shared machines: keep each epoch's model, so an interrupted run still
-        # leaves a usable (and honestly labelled) checkpoint behind.
-        save_checkpoint(
-            model,
-            partial,
-            {
-                "partial": True,
-                "epochs": len(history.epoch),
-                "history": history.as_frame().to_dict(orient="list"),
-                "recipe": recipe,
-            },
-            half=True,
-        )
-
-    model, history = train(
-        catalogue, config, data_description=data_description, on_epoch_end=save_partial
-    )
-    metrics = {}
-    for name, (rows, base) in test.items():
-        metrics[name] = evaluate(model, rows, base, progress=progress).summary()
-    model.metadata["metrics"].update(metrics)
-    model.metadata["recipe"] = recipe
-    model.metadata["command"] = "python -m galaxy_helpers.training course-checkpoint"
-    model.metadata["train_seconds"] = round(time.perf_counter() - t0, 1)
-    model.metadata["history"] = history.as_frame().to_dict(orient="list")
-    model.metadata["partial"] = False
-    save_checkpoint(model, path, half=True)
-    for p in checkpoint_paths(partial):
-        p.unlink(missing_ok=True)
-    return model, history
-
-
-def build_synthetic_checkpoint(
-    out: str | os.PathLike | None = None, progress: bool = True, recipe: dict | None = None
-):
-    """Stage 1: train on a large synthetic sky only (about 1 h 50 min on a 2-core CPU)."""
-    from . import synthetic
-
-    recipe = recipe or SYNTHETIC_CHECKPOINT_RECIPE
-    sky_config = synthetic.SkyConfig(**recipe["sky"])
-    sky = synthetic.make_sky(sky_config, progress=progress)
-    config = TrainConfig(
-        image_size=recipe["sky"]["image_size"], progress=progress, **recipe["train"]
-    )
-    path = Path(out) if out else synthetic_checkpoint_path(config.architecture)
-    test = {"test": (sky[sky["split"] == "test"], sky[sky["split"] == "train"])}
-    return _train_and_save(sky, config, path, recipe, _sky_description(sky_config), test, progress)
-
-
-def course_training_catalogue(recipe: dict | None = None, progress: bool = True):
-    """The stage-2 catalogue: a fresh synthetic sky and real Galaxy Zoo 2 galaxies together.
-
-    Returns
-    -------
-    (catalogue, tests, description): the mixed catalogue (``split`` train/val; real rows carry
-    their survey's ``crop``), ``{name: (test rows, baseline rows)}`` for the synthetic test
-    split and the held-out Galaxy Zoo 2 galaxies, and a description for the checkpoint.
-    """
-    from . import data, synthetic
-
-    recipe = recipe or COURSE_CHECKPOINT_RECIPE
-    sky_config = synthetic.SkyConfig(**recipe["sky"])
-    sky = synthetic.make_sky(sky_config, progress=progress)
-    real_spec = recipe["real"]
-    real = data.load_dataset(real_spec["dataset"], progress=progress)
-    columns = ["id_str", "file_loc", *schema_mod.DECALS_DR5.answer_columns]
-    pool = real[real["split"] == real_spec["split"]].copy()
-    every = int(real_spec["val_every"])
-    pool["split"] = np.where(np.arange(len(pool)) % every == every - 1, "val", "train")
-    synthetic_rows = sky[sky["split"] != "test"][columns + ["split"]].assign(crop=1.0)
-    mixed = pd.concat([synthetic_rows, pool[columns + ["split", "crop"]]], ignore_index=True)
-    tests = {
-        "test": (sky[sky["split"] == "test"], sky[sky["split"] == "train"]),
-        "test_gz2": (real[real["split"] == "test"], pool),
-    }
-    description = {
-        "source": "galaxy_helpers.synthetic.make_sky + galaxy_helpers.data.load_dataset",
-        "sky_config": _sky_description(sky_config)["sky_config"],
-        "real": {**real_spec, "n_galaxies": len(pool), "votes": "Q1, Q2, Q7 only"},
-        "n_synthetic": len(synthetic_rows),
-    }
-    return mixed, tests, description
-
-
-def build_course_checkpoint(
-    out: str | os.PathLike | None = None, progress: bool = True, recipe: dict | None = None
-):
-    """Train the course checkpoint from its recipe and write it (float16 weights + JSON).
-
-    Stage 2 starts from the committed stage-1 checkpoint (``synthetic_checkpoint_path()``);
-    when that file is missing, stage 1 is rebuilt first from its own recipe.
-    """
-    recipe = recipe or COURSE_CHECKPOINT_RECIPE
-    stage1 = synthetic_checkpoint_path(recipe["train"]["architecture"])
-    if not stage1.with_suffix(".safetensors").exists():
-        build_synthetic_checkpoint(stage1, progress=progress, recipe=recipe["stage1"])
-    catalogue, tests, description = course_training_catalogue(recipe, progress=progress)
-    config = TrainConfig(
-        image_size=recipe["sky"]["image_size"],
-        progress=progress,
-        init_checkpoint=str(stage1),
-        **recipe["train"],
-    )
-    path = Path(out) if out else course_checkpoint_path(config.architecture)
-    return _train_and_save(catalogue, config, path, recipe, description, tests, progress)
 
 
 # --------------------------------------------------------------------------------------------
 # Command line (works under torchrun)
 # --------------------------------------------------------------------------------------------
+def _parse_bool(text: str, word: str | None = None):
+    """true/false (or ``word`` itself, for fields such as ``amp="auto"``)."""
+    if text == word:
+        return word
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    expected = f"true, false or {word!r}" if word else "true/false"
+    raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m galaxy_helpers.training",
         description="Train a GalaxyModel on vote counts (single process or under torchrun).",
     )
-    sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train on a catalogue or a synthetic sky")
+    t = p.add_subparsers(dest="command", required=True).add_parser(
+        "train", help="train on a catalogue or a synthetic sky"
+    )
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--catalogue", help="catalogue file (.parquet or .csv)")
     src.add_argument("--synthetic", type=int, metavar="N", help="train on a synthetic sky of N")
@@ -1356,81 +1039,25 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
     t.add_argument("--history", help="write the per-epoch history here (JSON)")
     t.add_argument("--half", action="store_true", help="store float16 weights")
+    words = {"amp": "auto", "augment": "lossless"}  # fields taking true/false or one word
+    types = {"int": int, "int | None": int, "float": float}
     for f in dataclasses.fields(TrainConfig):
-        if f.name.startswith("_"):
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", "bool | None"):
-            t.add_argument(flag, type=_parse_bool, default=None)
-        elif f.name in _BOOL_OR_WORD:  # true/false or one word ("auto", "lossless")
-            t.add_argument(flag, type=_bool_or(_BOOL_OR_WORD[f.name]), default=None)
-        elif f.type == "int" or f.type == "int | None":
-            t.add_argument(flag, type=int, default=None)
-        elif f.type == "float":
-            t.add_argument(flag, type=float, default=None)
+        if f.type in ("bool", "bool | None") or f.name in words:
+            kind = functools.partial(_parse_bool, word=words.get(f.name))
         else:
-            t.add_argument(flag, default=None)
-    c = sub.add_parser("course-checkpoint", help="rebuild the committed course checkpoint")
-    c.add_argument("--out", default=None)
+            kind = types.get(f.type, str)
+        t.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
     return p
 
 
-def _parse_bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-
-
-# TrainConfig fields that take true/false or one word.
-_BOOL_OR_WORD = {"amp": "auto", "augment": "lossless"}
-
-
-def _bool_or(word: str):
-    """An argparse type: ``word`` itself, else true/false."""
-
-    def parse(text: str):
-        if text == word:
-            return word
-        try:
-            return _parse_bool(text)
-        except argparse.ArgumentTypeError:
-            raise argparse.ArgumentTypeError(
-                f"expected true, false or {word!r}, got {text!r}"
-            ) from None
-
-    return parse
-
-
-def _read_catalogue(path: str) -> pd.DataFrame:
-    if path.endswith(".parquet"):
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
-
-
 def main(argv=None) -> int:
+    """``python -m galaxy_helpers.training train ...``; see ``--help``."""
     args = _parser().parse_args(argv)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    import torch.distributed as dist
-
-    started_dist = False
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend=backend)
-        started_dist = True
-    try:
-        if args.command == "course-checkpoint":
-            build_course_checkpoint(args.out, progress=_is_rank0())
-            return 0
-        values = json.loads(Path(args.config).read_text()) if args.config else {}
-        for f in dataclasses.fields(TrainConfig):
-            v = getattr(args, f.name, None)
-            if v is not None:
-                values[f.name] = v
-        if not _is_rank0():
+    with distributed() as rank0:
+        values = core.read_json(args.config, what="training config") if args.config else {}
+        values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                       if getattr(args, f.name, None) is not None})  # fmt: skip
+        if not rank0:
             values["progress"] = False
         config = TrainConfig(**values)
         if args.synthetic:
@@ -1439,24 +1066,22 @@ def main(argv=None) -> int:
             sky_config = synthetic.SkyConfig(
                 n_galaxies=args.synthetic, image_size=config.image_size, seed=args.sky_seed
             )
-            catalogue = synthetic.make_sky(sky_config, progress=_is_rank0())
-            description = _sky_description(sky_config)
+            catalogue = synthetic.make_sky(sky_config, progress=rank0)
+            description = sky_description(sky_config)
         else:
-            catalogue = _read_catalogue(args.catalogue)
+            read = pd.read_parquet if args.catalogue.endswith(".parquet") else pd.read_csv
+            catalogue = read(args.catalogue)
             description = {"catalogue": str(Path(args.catalogue).resolve())}
         model, history = train(catalogue, config, args.schema, description)
-        if _is_rank0():
+        if rank0:
             path = save_checkpoint(model, args.out, half=args.half)
             if args.history:
-                Path(args.history).write_text(json.dumps(history.to_dict(), default=float))
+                core.write_json(args.history, history.to_dict(), indent=None)
             print(
                 f"Saved {path} (best epoch {history.best_epoch}, "
                 f"validation loss {history.best_val_loss:.4f})"
             )
-        return 0
-    finally:
-        if started_dist:
-            dist.destroy_process_group()
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from galaxy_helpers import checkpoints, models, training
+from galaxy_helpers import checkpoints, models, recipes, training
 from galaxy_helpers.checkpoints import NAMED_CHECKPOINTS, load_model
 
 KEYS = ("architecture", "image_size", "channels", "mean", "std", "greyscale", "framing")
@@ -26,8 +26,8 @@ def test_committed_checkpoints_by_name(name):
     _complete(meta)
     assert not model.training and meta["architecture"] == "resnet10t"
     assert meta["description"] == f"{name} checkpoint weights/{name}_resnet10t"
-    path = training.course_checkpoint_path() if name == "course" else None
-    reference, _ = models.load_checkpoint(path or training.synthetic_checkpoint_path())
+    path = recipes.course_checkpoint_path() if name == "course" else None
+    reference, _ = models.load_checkpoint(path or recipes.synthetic_checkpoint_path())
     assert _same_weights(model, reference)
     assert NAMED_CHECKPOINTS == ("course", "synthetic", "quick")
 

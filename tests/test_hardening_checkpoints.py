@@ -197,7 +197,7 @@ def test_finetuned_save_refuses_nan_and_writes_weights_and_json_together(tmp_pat
     m = _finetuned(tmp_path)
     m.save(tmp_path / "ft")
     meta = json.loads((tmp_path / "ft.json").read_text())
-    assert meta["weights_sha256"] == M._sha256(tmp_path / "ft.safetensors")
+    assert meta["weights_sha256"] == M.file_sha256(tmp_path / "ft.safetensors")
     F.FinetunedModel.load(tmp_path / "ft")
     with torch.no_grad():
         m.head.linear.weight[0, 0] = float("nan")

@@ -1,0 +1,222 @@
+"""The recipes of the committed checkpoints, and the command that rebuilds them.
+
+``weights/synthetic_resnet10t`` (stage 1) is trained on a large synthetic sky only;
+``weights/course_resnet10t`` (stage 2, the course checkpoint) continues it on a fresh sky
+mixed with real Galaxy Zoo 2 galaxies. DEVELOPERS.md has the history of both recipes.
+``checkpoints.load_model("course")`` / ``("synthetic")`` load them.
+
+Command line::
+
+    python -m galaxy_helpers.recipes course-checkpoint [--out PATH]   # both stages
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import schema as schema_mod
+from .models import checkpoint_paths, save_checkpoint
+from .training import TrainConfig, distributed, sky_description, train
+
+__all__ = [
+    "COURSE_CHECKPOINT_RECIPE",
+    "SYNTHETIC_CHECKPOINT_RECIPE",
+    "WEIGHTS_DIR",
+    "build_course_checkpoint",
+    "build_synthetic_checkpoint",
+    "course_checkpoint_path",
+    "course_training_catalogue",
+    "synthetic_checkpoint_path",
+    "main",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+COMMAND = "python -m galaxy_helpers.recipes course-checkpoint"
+
+# Stage 1: a bigger sky with a seed the course sky does not use, more data and epochs than the
+# quick profile, one-cycle LR. About 1 h 50 min on a 2-core CPU (rendering 4 minutes, then 10
+# epochs of 8.5 minutes at ~400 images/s in bfloat16).
+SYNTHETIC_CHECKPOINT_RECIPE = {
+    "sky": {"n_galaxies": 240000, "image_size": 64, "seed": 1000},
+    "train": {
+        "architecture": "resnet10t",
+        "epochs": 10,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "schedule": "onecycle",
+        "patience": 5,
+        "seed": 1000,
+        "augment": "lossless",  # flips and quarter turns only, no resampling
+        # bfloat16 autocast: 1.7x float32 on CPUs with AVX512-BF16; set False on CPUs without it.
+        "amp": True,
+    },
+}
+
+# Stage 2, the course checkpoint: continue stage 1 on a fresh synthetic sky mixed with the
+# 4,000 "train" galaxies of gz2_kaggle_subset (their Q1/Q2/Q7 votes only; every 10th is
+# validation; the "test" split never enters). Real rows keep their survey framing (crop 0.5).
+COURSE_CHECKPOINT_RECIPE = {
+    "stage1": SYNTHETIC_CHECKPOINT_RECIPE,
+    "sky": {"n_galaxies": 40000, "image_size": 64, "seed": 1001},
+    "real": {"dataset": "gz2_kaggle_subset", "split": "train", "val_every": 10},
+    "train": {
+        "architecture": "resnet10t",
+        "epochs": 6,
+        "batch_size": 64,
+        "lr": 1e-3,
+        "schedule": "onecycle",
+        "patience": 5,
+        "seed": 2000,
+        "augment": "lossless",
+        "amp": True,
+    },
+}
+
+
+def course_checkpoint_path(architecture: str | None = None) -> Path:
+    """Path (without suffix) of the committed course checkpoint (default: the recipe's)."""
+    return (
+        WEIGHTS_DIR / f"course_{architecture or COURSE_CHECKPOINT_RECIPE['train']['architecture']}"
+    )
+
+
+def synthetic_checkpoint_path(architecture: str | None = None) -> Path:
+    """Path (without suffix) of the committed stage-1 checkpoint: synthetic galaxies only."""
+    arch = architecture or SYNTHETIC_CHECKPOINT_RECIPE["train"]["architecture"]
+    return WEIGHTS_DIR / f"synthetic_{arch}"
+
+
+def _train_and_save(catalogue, config, path, recipe, data_description, test, progress):
+    """Train, evaluate on ``test`` (``{name: (rows, baseline rows)}``), and write a float16
+    checkpoint; each epoch is kept in ``<path>_partial`` meanwhile."""
+    from .evaluation import evaluate
+
+    t0 = time.perf_counter()
+    partial = path.with_name(path.name + "_partial")
+
+    def save_partial(model, history):
+        # An interrupted run on a shared machine still leaves an honestly labelled checkpoint.
+        extra = {"partial": True, "epochs": len(history.epoch), "recipe": recipe}
+        extra["history"] = history.as_frame().to_dict(orient="list")
+        save_checkpoint(model, partial, extra, half=True)
+
+    model, history = train(catalogue, config, data_description=data_description,
+                           on_epoch_end=save_partial)  # fmt: skip
+    for name, (rows, base) in test.items():
+        model.metadata["metrics"][name] = evaluate(model, rows, base, progress=progress).summary()
+    model.metadata.update(
+        recipe=recipe,
+        command=COMMAND,
+        train_seconds=round(time.perf_counter() - t0, 1),
+        history=history.as_frame().to_dict(orient="list"),
+        partial=False,
+    )
+    save_checkpoint(model, path, half=True)
+    for p in checkpoint_paths(partial):
+        p.unlink(missing_ok=True)
+    return model, history
+
+
+def build_synthetic_checkpoint(
+    out: str | os.PathLike | None = None, progress: bool = True, recipe: dict | None = None
+):
+    """Stage 1: train on a large synthetic sky only (about 1 h 50 min on a 2-core CPU).
+
+    Returns
+    -------
+    (model, history)
+    """
+    from . import synthetic
+
+    recipe = recipe or SYNTHETIC_CHECKPOINT_RECIPE
+    sky_config = synthetic.SkyConfig(**recipe["sky"])
+    sky = synthetic.make_sky(sky_config, progress=progress)
+    config = TrainConfig(
+        image_size=recipe["sky"]["image_size"], progress=progress, **recipe["train"]
+    )
+    path = Path(out) if out else synthetic_checkpoint_path(config.architecture)
+    test = {"test": (sky[sky["split"] == "test"], sky[sky["split"] == "train"])}
+    return _train_and_save(sky, config, path, recipe, sky_description(sky_config), test, progress)
+
+
+def course_training_catalogue(recipe: dict | None = None, progress: bool = True):
+    """The stage-2 catalogue: a fresh synthetic sky and real Galaxy Zoo 2 galaxies together.
+
+    Returns
+    -------
+    (catalogue, tests, description)
+        The mixed catalogue (``split`` train/val; real rows carry their survey's ``crop``),
+        ``{name: (test rows, baseline rows)}`` for the synthetic test split and the held-out
+        Galaxy Zoo 2 galaxies, and a description for the checkpoint.
+    """
+    from . import data, synthetic
+
+    recipe = recipe or COURSE_CHECKPOINT_RECIPE
+    sky_config = synthetic.SkyConfig(**recipe["sky"])
+    sky = synthetic.make_sky(sky_config, progress=progress)
+    real_spec = recipe["real"]
+    real = data.load_dataset(real_spec["dataset"], progress=progress)
+    columns = ["id_str", "file_loc", *schema_mod.DECALS_DR5.answer_columns]
+    pool = real[real["split"] == real_spec["split"]].copy()
+    every = int(real_spec["val_every"])
+    pool["split"] = np.where(np.arange(len(pool)) % every == every - 1, "val", "train")
+    synthetic_rows = sky[sky["split"] != "test"][columns + ["split"]].assign(crop=1.0)
+    mixed = pd.concat([synthetic_rows, pool[columns + ["split", "crop"]]], ignore_index=True)
+    tests = {
+        "test": (sky[sky["split"] == "test"], sky[sky["split"] == "train"]),
+        "test_gz2": (real[real["split"] == "test"], pool),
+    }
+    description = {
+        "source": "galaxy_helpers.synthetic.make_sky + galaxy_helpers.data.load_dataset",
+        "sky_config": sky_description(sky_config)["sky_config"],
+        "real": {**real_spec, "n_galaxies": len(pool), "votes": "Q1, Q2, Q7 only"},
+        "n_synthetic": len(synthetic_rows),
+    }
+    return mixed, tests, description
+
+
+def build_course_checkpoint(
+    out: str | os.PathLike | None = None, progress: bool = True, recipe: dict | None = None
+):
+    """Train the course checkpoint from its recipe and write it (float16 weights + JSON).
+
+    Stage 2 starts from the committed stage-1 checkpoint (:func:`synthetic_checkpoint_path`);
+    when that file is missing, stage 1 is rebuilt first from its own recipe.
+
+    Returns
+    -------
+    (model, history)
+    """
+    recipe = recipe or COURSE_CHECKPOINT_RECIPE
+    stage1 = synthetic_checkpoint_path(recipe["train"]["architecture"])
+    if not stage1.with_suffix(".safetensors").exists():
+        build_synthetic_checkpoint(stage1, progress=progress, recipe=recipe["stage1"])
+    catalogue, tests, description = course_training_catalogue(recipe, progress=progress)
+    config = TrainConfig(image_size=recipe["sky"]["image_size"], progress=progress,
+                         init_checkpoint=str(stage1), **recipe["train"])  # fmt: skip
+    path = Path(out) if out else course_checkpoint_path(config.architecture)
+    return _train_and_save(catalogue, config, path, recipe, description, tests, progress)
+
+
+def main(argv=None) -> int:
+    """``python -m galaxy_helpers.recipes course-checkpoint [--out PATH]`` (also under torchrun)."""
+    parser = argparse.ArgumentParser(prog="python -m galaxy_helpers.recipes", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("course-checkpoint", help="rebuild the committed checkpoints").add_argument(
+        "--out", default=None, help="checkpoint path without suffix (default: weights/)"
+    )
+    args = parser.parse_args(argv)
+    with distributed() as rank0:
+        build_course_checkpoint(args.out, progress=rank0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
