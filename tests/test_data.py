@@ -1,22 +1,20 @@
 """data.py: verified downloads through a real local HTTP server, the mirror, safe archives.
 
-Downloads go through ``urllib`` against ``http.server`` on 127.0.0.1 (the real code path);
+Downloads go through pooch and requests against ``http.server`` on 127.0.0.1 (the real code path);
 the real mirror (``GALAXY_DATA_MIRROR`` or /work/shared/data) is used where real files are
 needed, and those tests are skipped with a reason when it is absent.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from _data_fixtures import Server, isolated, no_network, write_manifest  # noqa: F401
 
 from galaxy_helpers import data, manifests
 
@@ -30,95 +28,16 @@ def _needs_mirror(name: str) -> Path:
     return MIRROR
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    """No mirror, no offline switch, and a private cache unless a test sets them."""
-    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
-    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
-
-
-class _Server:
-    """A local HTTP server serving ``files`` (path -> bytes), with scripted failures."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.fail_first: dict[str, int] = {}  # path -> number of 500 answers before success
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                path = self.path.lstrip("/")
-                server.requests.append(path)
-                if server.fail_first.get(path, 0) > 0:
-                    server.fail_first[path] -= 1
-                    self.send_error(500, "scripted failure")
-                    return
-                body = server.files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    srv = _Server()
+    srv = Server()
     yield srv
     srv.close()
 
 
-def _manifest(
-    tmp_path: Path, name: str, files: dict[str, bytes], base_url: str, catalogue: str = "", **extra
-) -> Path:
-    """Write a dataset manifest for ``files`` (path -> true content) served at ``base_url``."""
-    blocks = []
-    for path, body in files.items():
-        lines = [
-            "[[files]]",
-            f'path = "{path}"',
-            f'url = "{base_url}{path}"',
-            f"size = {len(body)}",
-            f'sha256 = "{hashlib.sha256(body).hexdigest()}"',
-        ]
-        lines += [f'{k} = "{v}"' for k, v in extra.get(path, {}).items()]
-        blocks.append("\n".join(lines))
-    text = (
-        f"""
-name = "{name}"
-kind = "dataset"
-title = "test data"
-description = "served by a local http.server"
-licence = "CC0"
-citation = ["nobody"]
-credit = "none"
-homepage = "{base_url}"
-
-"""
-        + (catalogue or _RING_CATALOGUE)
-        + "\n\n".join(blocks)
-    )
-    folder = tmp_path / "manifests"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
+def _manifest(tmp_path, name, files, base_url, catalogue="", **extra) -> Path:
+    extra = {p: "".join(f'{k} = "{v}"\n' for k, v in kv.items()) for p, kv in extra.items()}
+    return write_manifest(tmp_path, files, base_url, name, catalogue or _RING_CATALOGUE, extra)
 
 
 _RING_CATALOGUE = """
@@ -150,7 +69,7 @@ def test_fetch_downloads_verifies_and_then_uses_the_cache(tmp_path, server):
         assert (folder / path).read_bytes() == body
     assert sorted(server.requests) == sorted(FILES)
     assert data.dataset_available(manifest.path)
-    server.requests.clear()
+    server.clear()
     data.fetch(manifest, progress=False)
     assert server.requests == []  # verified copies are reused, nothing downloaded again
     assert _leftovers(folder) == []
@@ -227,10 +146,7 @@ def test_mirror_is_used_instead_of_the_network(tmp_path, monkeypatch):
         (mirror / "toy" / path).write_bytes(body)
     manifest = data.load_manifest(_manifest(tmp_path, "toy", FILES, "https://example.invalid/"))
 
-    def no_network(*args, **kwargs):
-        raise AssertionError("the network was used although a mirror was set")
-
-    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    no_network(monkeypatch, "the network was used although a mirror was set")
     monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
     assert data.dataset_available(manifest.path)
     folder = data.fetch(manifest, progress=False)
@@ -256,7 +172,7 @@ def test_a_cached_file_corrupted_later_is_fetched_again(tmp_path, server):
     manifest = data.load_manifest(_manifest(tmp_path, "toy", FILES, server.url))
     folder = data.fetch(manifest, progress=False)
     (folder / "img/a.txt").write_bytes(b"galaxy Z")
-    server.requests.clear()
+    server.clear()
     data.fetch(manifest, progress=False)
     assert server.requests == ["img/a.txt"]
     assert (folder / "img/a.txt").read_bytes() == FILES["img/a.txt"]
@@ -384,10 +300,7 @@ def test_examples_label_table_is_rebuilt_byte_for_byte_without_the_mirror_copy(t
 
 
 def test_dataset_available_never_touches_the_network(tmp_path, monkeypatch):
-    def no_network(*args, **kwargs):
-        raise AssertionError("dataset_available used the network")
-
-    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    no_network(monkeypatch, "dataset_available used the network")
     assert not data.dataset_available("gz_decals_rings", cache_dir=tmp_path / "empty")
     assert not data.dataset_available("gz_decals_dr5", cache_dir=tmp_path / "empty")
     assert not data.dataset_available("no_such_dataset")

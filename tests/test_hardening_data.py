@@ -4,38 +4,16 @@ read, written or deleted; downloads resume; the cache can be re-hashed on demand
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 
 import pytest
+from _data_fixtures import TOY_CATALOGUE, isolated, write_manifest  # noqa: F401
 
 from galaxy_helpers import data
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
-    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
-
-
 def _toml(tmp_path, name, files, base_url="https://example.org/", catalogue=None, extra=""):
-    blocks = []
-    for path, body in files.items():
-        blocks.append(
-            f'[[files]]\npath = "{path}"\nurl = "{base_url}{path}"\nsize = {len(body)}\n'
-            f'sha256 = "{hashlib.sha256(body).hexdigest()}"\n{extra}'
-        )
-    catalogue = catalogue or '[catalogue]\nfile = "cat.csv"\nid_str = "id"\nfile_loc = "loc"\n'
-    text = (
-        f'name = "{name}"\nkind = "dataset"\ntitle = "t"\ndescription = "d"\nlicence = "CC0"\n'
-        f'citation = ["x"]\ncredit = "c"\nhomepage = "{base_url}"\n\n{catalogue}\n'
-        + "\n".join(blocks)
-    )
-    folder = tmp_path / "manifests"
-    folder.mkdir(exist_ok=True)
-    path = folder / f"{name}.toml"
-    path.write_text(text)
-    return path
+    extra = dict.fromkeys(files, extra)
+    return write_manifest(tmp_path, files, base_url, name, catalogue or TOY_CATALOGUE, extra)
 
 
 CAT = b"id,loc\n00042,img/a.txt\n7,img/b.txt\n"

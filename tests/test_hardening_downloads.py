@@ -8,16 +8,14 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from _data_fixtures import Server, isolated, write_manifest  # noqa: F401
 
 from galaxy_helpers import data
 
@@ -25,103 +23,16 @@ BIG = bytes(range(256)) * 1600  # 409,600 bytes
 FILES = {"cat.csv": b"id,loc\na,img/a.bin\n", "img/a.bin": BIG}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.delenv(data.MIRROR_ENV, raising=False)
-    monkeypatch.delenv(data.OFFLINE_ENV, raising=False)
-    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
-
-
-class _RangeServer:
-    """Like tests/test_data.py's ``_Server``, with HTTP Range support (``ranges``), connections
-    cut after a number of bytes (``cut_after``: path -> bytes, once) and a stall (``stall``:
-    path -> bytes sent before hanging until ``close``)."""
-
-    def __init__(self, ranges: bool = True):
-        self.files: dict[str, bytes] = {}
-        self.ranges = ranges
-        self.cut_after: dict[str, int] = {}
-        self.stall: dict[str, int] = {}
-        self.requests: list[tuple[str, str | None]] = []
-        self.stop = threading.Event()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's name
-                path = self.path.lstrip("/")
-                asked = self.headers.get("Range")
-                server.requests.append((path, asked))
-                body = server.files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                start = 0
-                if asked and server.ranges:
-                    start = int(re.fullmatch(r"bytes=(\d+)-", asked).group(1))
-                    if start >= len(body):
-                        self.send_response(416)
-                        self.send_header("Content-Range", f"bytes */{len(body)}")
-                        self.send_header("Content-Length", "0")
-                        self.end_headers()
-                        return
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                payload = body[start:]
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                if path in server.stall:
-                    self.wfile.write(payload[: server.stall[path]])
-                    self.wfile.flush()
-                    server.stop.wait(30)
-                    self.close_connection = True
-                    return
-                cut = server.cut_after.pop(path, None)
-                self.wfile.write(payload if cut is None else payload[:cut])
-                if cut is not None:
-                    self.close_connection = True  # fewer bytes than Content-Length
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def asked(self, path: str) -> list[str | None]:
-        return [r for p, r in self.requests if p == path]
-
-    def close(self):
-        self.stop.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
 def server():
-    srv = _RangeServer()
+    srv = Server()
     srv.files.update(FILES)
     yield srv
     srv.close()
 
 
 def _manifest(tmp_path, url, files=FILES, extra=None):
-    blocks = []
-    for path, body in files.items():
-        blocks.append(
-            f'[[files]]\npath = "{path}"\nurl = "{url}{path}"\nsize = {len(body)}\n'
-            f'sha256 = "{hashlib.sha256(body).hexdigest()}"\n' + (extra or {}).get(path, "")
-        )
-    text = (
-        'name = "toy"\nkind = "dataset"\ntitle = "t"\ndescription = "d"\nlicence = "CC0"\n'
-        f'citation = ["x"]\ncredit = "c"\nhomepage = "{url}"\n\n'
-        '[catalogue]\nfile = "cat.csv"\nid_str = "id"\nfile_loc = "loc"\n\n' + "\n".join(blocks)
-    )
-    folder = tmp_path / "manifests"
-    folder.mkdir(exist_ok=True)
-    (folder / "toy.toml").write_text(text)
-    return data.load_manifest(folder / "toy.toml")
+    return data.load_manifest(write_manifest(tmp_path, files, url, extra=extra))
 
 
 def _entry(manifest, path="img/a.bin"):
@@ -164,7 +75,7 @@ def test_interrupted_download_is_kept_and_resumed_by_the_next_run(tmp_path, serv
 
 
 def test_server_without_range_support_gets_a_fresh_download(tmp_path):
-    srv = _RangeServer(ranges=False)  # answers 200 with the whole file to a Range request
+    srv = Server(ranges=False)  # answers 200 with the whole file to a Range request
     try:
         srv.files.update(FILES)
         srv.cut_after["img/a.bin"] = 50_000
@@ -293,7 +204,7 @@ def test_verify_rehashes_the_cache_and_deletes_bad_files(tmp_path, server, capsy
         handle.seek(1234)
         handle.write(b"\xff")
     os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    server.requests.clear()
+    server.clear()
     data.fetch(manifest, progress=False)
     assert server.requests == []  # fetch trusts the unchanged size and time
 
