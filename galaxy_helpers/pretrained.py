@@ -2,60 +2,34 @@
 
 Zoobot publishes encoders trained on Galaxy Zoo votes as timm models on the Hugging Face hub
 (``hf_hub:mwalmsley/zoobot-encoder-convnext_nano`` and others; see
-``data_manifests/zoobot_encoders.toml``). :func:`load_pretrained_encoder` returns one as a
-``models.GalaxyModel`` with ``schema=None`` (encoder only), so everything that takes our
-checkpoints (``encode_images``, representations, search, finetuning, ``save_checkpoint``)
-takes it too. It looks, in order, for:
+``data_manifests/zoobot_encoders.toml``). :func:`load_pretrained_encoder` returns one as an
+encoder-only ``models.GalaxyModel`` (``schema=None``), so everything that takes our
+checkpoints takes it too. It looks for a local folder in the hub's layout (``config.json`` +
+``model.safetensors`` or ``pytorch_model.bin``), a local ``.safetensors`` file, or, for a hub
+name, a copy in the mirror (``<GALAXY_DATA_MIRROR>/zoobot_encoders/<repo>/``) or the cache
+(``<cache_dir>/models/<repo>/``), then the hub itself through timm when online. Weights are
+never unpickled; the sha256 of a local weights file is recorded in the metadata.
 
-1. a local folder in the hub's layout (``config.json`` + ``model.safetensors`` or
-   ``pytorch_model.bin``, as ``huggingface_hub.snapshot_download`` or
-   ``hf download <repo> --local-dir <folder>`` writes), given as the path;
-2. a local weights file (``.safetensors``; our own checkpoints too), given as the path;
-3. for a hub name: a copy in the mirror (``<GALAXY_DATA_MIRROR>/zoobot_encoders/<repo>/``) or
-   the course cache (``<cache_dir>/models/<repo>/``), then the hub itself through timm
-   (``timm.create_model("hf_hub:...", pretrained=True, num_classes=0)``) when online.
-
-Weights are read with safetensors (or timm's ``weights_only`` loader for ``.bin``), never with
-unrestricted unpickling; the sha256 of the weights loaded from a local file is recorded in
-``model.metadata["weights_sha256"]``.
-
-Preprocessing: Zoobot's own inference view
-------------------------------------------
-The encoders were trained, and Zoobot runs them, on one fixed view of each image; the
-metadata records it (:func:`zoobot_preprocessing`) so every helper that feeds the model
-(``images.load_images`` with the model's framing, then ``images.to_tensor``) reproduces it.
-Zoobot 2.9.0 runs its models on the images of a ``CatalogDataModule``
-(``zoobot/pytorch/predictions/predict_on_catalog.py``, ``predict``), whose default inference
-transform is ``get_galaxy_transform(minimal_view_config())`` (galaxy-datasets 0.0.25,
-``galaxy_datasets/pytorch/galaxy_datamodule.py``, ``CatalogDataModule.__init__``, and
-``galaxy_datasets/transforms.py``, ``minimal_view_config`` / ``get_galaxy_transform``). On
-the PIL image as read from the file that is, in order:
-
-1. ``T.Grayscale(num_output_channels=1)`` for greyscale models only (PIL's ``convert("L")``:
-   ITU-R 601-2 luma, 0.299 R + 0.587 G + 0.114 B, not the mean of the colours);
-2. ``T.RandomAffine(degrees=0, translate=None, scale=(1.2, 1.2), shear=None,
-   interpolation=BILINEAR)``: a fixed zoom by 1.2 about the centre at the file's own size, so
-   the central 1/1.2 of the frame's side is kept (PIL affine transform, bilinear; the zoom as
-   torchvision draws it, a float32);
-3. ``T.Resize(224, BILINEAR, antialias=True)`` then ``T.CenterCrop(224)`` (PIL's bilinear
-   resize, which filters when shrinking); the flips of that config have ``p=0``;
-4. ``T.PILToTensor()`` then ``T.ToDtype(torch.float32, scale=True)``: pixels / 255 in [0, 1];
-   ``normalize=False``: no mean/std normalisation (the ImageNet mean/std in the hub's
-   ``config.json`` are timm's inherited defaults, which Zoobot never applies).
-
-Here that is ``image_size=224``, ``mean=std=None``, ``framing={"crop": 1/1.2, "resample":
-"zoobot"}`` (``images.read_image``: the same two PIL resamplings, bit-identical) and, for
-1-channel encoders, ``greyscale="luma"`` (``images.to_tensor``; applied after resizing
-instead of before, which moves pixels by at most 2/255). ``preprocessing="timm"`` keeps the
-model config's mean/std at any size instead, for non-Zoobot timm folders.
+Preprocessing: Zoobot's own inference view. Zoobot 2.9.0 predicts through a
+``CatalogDataModule`` whose inference transform is ``get_galaxy_transform(minimal_view_config())``
+(galaxy-datasets 0.0.25, ``galaxy_datasets/transforms.py``): for greyscale models PIL's
+``convert("L")`` (luma, not the mean of the colours); ``RandomAffine(scale=(1.2, 1.2))`` (a
+fixed zoom keeping the central 1/1.2 of the frame, bilinear); ``Resize(224)`` +
+``CenterCrop(224)``; pixels / 255 with no mean/std normalisation (the ImageNet statistics in the
+hub's ``config.json`` are timm defaults Zoobot never applies). :func:`zoobot_preprocessing`
+records that view (``image_size=224``, ``mean=std=None``, ``framing={"crop": 1/1.2,
+"resample": "zoobot"}``, ``greyscale="luma"`` for 1 channel; luma after resizing moves pixels
+by at most 2/255); ``tests/test_zoobot_parity.py`` compares the pixels with Zoobot's code.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
+
+from . import core
+from .models import GalaxyModel, checkpoint_paths, file_sha256, load_checkpoint
 
 __all__ = [
     "PretrainedError",
@@ -110,27 +84,18 @@ def local_model_dir(hub_id: str, cache_dir: str | os.PathLike | None = None) -> 
     hub_id : str
         ``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"`` (or without the prefix).
     cache_dir : path-like, optional
-        Cache root; default :func:`galaxy_helpers.course.cache_dir`.
+        Cache root; default :func:`galaxy_helpers.core.cache_dir`.
 
     Returns
     -------
     Path
     """
-    if cache_dir is None:
-        from .course import cache_dir as course_cache_dir
-
-        cache_dir = course_cache_dir()
-    return Path(cache_dir) / "models" / _repo_name(hub_id)
+    root = Path(cache_dir) / "models" if cache_dir is not None else core.cache_dir("models")
+    return root / _repo_name(hub_id)
 
 
 def _is_hub_folder(path: Path) -> bool:
     return (path / "config.json").is_file() and any((path / n).is_file() for n in _WEIGHT_NAMES)
-
-
-def _sha256(path: Path) -> str:
-    from .data import file_checksum
-
-    return file_checksum(path, "sha256")
 
 
 def zoobot_preprocessing(channels: int = 3) -> dict[str, Any]:
@@ -169,8 +134,6 @@ def zoobot_preprocessing(channels: int = 3) -> dict[str, Any]:
 
 def _wrap(encoder, architecture: str, channels: int, metadata: dict[str, Any], preprocessing: str):
     """Put a timm encoder (``num_classes=0``) into an encoder-only GalaxyModel."""
-    from .models import GalaxyModel
-
     model = GalaxyModel(architecture, schema=None, channels=channels, pretrained=False)
     model.encoder = encoder
     model.representation_dim = int(encoder.num_features)
@@ -218,7 +181,7 @@ def _create(spec: str, channels: int, source: str, local: bool = True, **kwargs)
 
 
 def _from_folder(folder: Path, channels: int, source: str, preprocessing: str):
-    config = json.loads((folder / "config.json").read_text())
+    config = core.read_json(folder / "config.json", what="hub model config")
     architecture = config.get("architecture")
     if not architecture:
         raise PretrainedError(f"{folder / 'config.json'}: no 'architecture' entry")
@@ -228,7 +191,7 @@ def _from_folder(folder: Path, channels: int, source: str, preprocessing: str):
         encoder,
         architecture,
         channels,
-        {"source": source, "weights_file": str(weights), "weights_sha256": _sha256(weights)},
+        {"source": source, "weights_file": str(weights), "weights_sha256": file_sha256(weights)},
         preprocessing,
     )
 
@@ -236,13 +199,11 @@ def _from_folder(folder: Path, channels: int, source: str, preprocessing: str):
 def _from_file(
     path: Path, channels: int, architecture: str | None, source: str, preprocessing: str
 ):
-    from . import models
-
-    _, meta_path = models.checkpoint_paths(path)
+    _, meta_path = checkpoint_paths(path)
     if path.suffix == ".safetensors" and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+        meta = core.read_json(meta_path, what="checkpoint metadata")
         if str(meta.get("format", "")).startswith("galaxy_helpers.GalaxyModel"):
-            model, meta = models.load_checkpoint(path)
+            model, meta = load_checkpoint(path)
             if int(meta["channels"]) != channels:
                 raise PretrainedError(
                     f"{path}: a {meta['channels']}-channel course checkpoint; ask for "
@@ -254,7 +215,7 @@ def _from_file(
                 "schema": None,
                 "answer_columns": [],
                 "source": source,
-                "weights_sha256": _sha256(path),
+                "weights_sha256": file_sha256(path),
             }
             return model.eval()
     if (path.parent / "config.json").is_file() and path.name in _WEIGHT_NAMES:
@@ -281,7 +242,7 @@ def _from_file(
         encoder,
         architecture,
         channels,
-        {"source": source, "weights_file": str(path), "weights_sha256": _sha256(path)},
+        {"source": source, "weights_file": str(path), "weights_sha256": file_sha256(path)},
         preprocessing,
     )
 
