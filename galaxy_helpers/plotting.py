@@ -90,11 +90,12 @@ def galaxy_grid(
 
 def ranked_grid(
     images: pd.DataFrame | Sequence[str | os.PathLike] | np.ndarray,
-    scores: Sequence[float] | np.ndarray | str,
+    scores: Sequence[float] | np.ndarray | str | None,
     k: int = 24,
     *,
     pick: str = "top",
-    titles: str | Sequence[str] = "{score:.2f}",
+    order: Sequence[int] | None = None,
+    titles: str | Sequence[str] | None = None,
     highlight: str | Sequence[bool] | None = None,
     exclude_ids: Collection[str] = (),
     kind: str | None = None,
@@ -108,12 +109,15 @@ def ranked_grid(
     ----------
     images : catalogue (``file_loc``; ``id_str`` for ``exclude_ids``), image paths, or a
         uint8 array ``(N, H, W, 3)``.
-    scores : one score per galaxy, or the name of a catalogue column. NaN scores are never shown.
+    scores : one score per galaxy, or the name of a catalogue column (None with ``order``).
+        NaN scores are never shown.
     k : how many galaxies to show.
     pick : ``"top"`` (highest first), ``"bottom"`` (lowest first) or ``"spread"`` (``k``
         evenly spaced along the ranking, lowest first).
+    order : a ranking to use instead of sorting ``scores``: positions, best first (e.g.
+        ``anomaly.ranking``); ``"bottom"`` reads it backwards, ``"spread"`` best first.
     titles : a format string (fields ``score``, ``rank`` and, for a catalogue, its columns)
-        or one title per galaxy (all ``N``).
+        or one title per galaxy (all ``N``); default ``"{score:.2f}"`` (none without scores).
     highlight : framed galaxies: a catalogue column or one flag per galaxy (all ``N``).
     exclude_ids : ``id_str`` values not to show (e.g. the galaxies a model was trained on).
     kind : ``np.argsort``'s sort kind, which decides the order of tied scores (``"stable"``:
@@ -138,16 +142,22 @@ def ranked_grid(
         if table is None or scores not in table.columns:
             raise ValueError(f"scores={scores!r} names no column of the catalogue.")
         scores = table[scores].to_numpy()
-    scores = np.asarray(scores)
-    if scores.dtype.kind in "ub":  # negating unsigned or bool scores would wrap around
-        scores = scores.astype(np.int64)
     n = len(images)
-    if scores.shape != (n,):
-        raise ValueError(f"Got {n} galaxies but scores of shape {scores.shape}; pass one each.")
     if pick not in ("top", "bottom", "spread"):
         raise ValueError(f"pick={pick!r}; use 'top', 'bottom' or 'spread'.")
-    order = np.argsort(-scores if pick == "top" else scores, kind=kind)
-    keep = ~pd.isna(scores[order])
+    if scores is None and order is None:
+        raise ValueError("ranked_grid needs scores or an order.")
+    if scores is not None:
+        scores = np.asarray(scores)
+        if scores.dtype.kind in "ub":  # negating unsigned or bool scores would wrap around
+            scores = scores.astype(np.int64)
+        if scores.shape != (n,):
+            raise ValueError(f"Got {n} galaxies but scores of shape {scores.shape}; pass one each.")
+    if order is None:
+        order = np.argsort(-scores if pick == "top" else scores, kind=kind)
+    else:
+        order = np.asarray(order, dtype=int)[:: -1 if pick == "bottom" else 1]
+    keep = ~pd.isna(scores[order]) if scores is not None else np.ones(len(order), bool)
     if len(exclude_ids):
         if table is None or "id_str" not in table.columns:
             raise ValueError("exclude_ids needs a catalogue with an id_str column.")
@@ -161,13 +171,18 @@ def ranked_grid(
     else:
         shown = order[:k]
 
+    if titles is None and scores is not None:
+        titles = "{score:.2f}"
+    labels = None
     if isinstance(titles, str):
         rows = table.iloc[shown].to_dict("records") if table is not None else [{}] * len(shown)
         labels = [
-            titles.format_map({**row, "score": scores[i], "rank": r + 1})
+            titles.format_map(
+                {**row, "score": None if scores is None else scores[i], "rank": r + 1}
+            )
             for r, (i, row) in enumerate(zip(shown, rows, strict=True))
         ]
-    else:
+    elif titles is not None:
         if len(titles) != n:
             raise ValueError(f"Got {n} galaxies but {len(titles)} titles; pass one each.")
         labels = [str(titles[i]) for i in shown]

@@ -86,3 +86,17 @@ def test_galaxy_grid_checks_lengths():
     fig = galaxy_grid(pixels, highlight=[True, False, True], suptitle="three")
     assert len(fig.axes) == 3
     plt.close(fig)
+
+
+def test_ranked_grid_follows_a_given_order_like_notebook_05(catalogue):
+    order = [4, 11, 0, 7, 2, 9]  # e.g. anomaly.ranking: best first, no scores needed
+    flags = catalogue["ring"].fillna(0).astype(bool).to_numpy()
+    fig, shown = ranked_grid(catalogue, None, 4, order=order, highlight=flags, exclude_ids=["g0"])
+    assert shown.tolist() == [4, 11, 7, 2]
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["", "", "", ""]
+    plt.close(fig)
+    fig, shown = ranked_grid(catalogue, "p", 2, order=order, pick="bottom", titles="{id_str}")
+    assert shown.tolist() == [9, 2] and fig.axes[0].get_title() == "g9"
+    plt.close(fig)
+    with pytest.raises(ValueError, match="scores or an order"):
+        ranked_grid(catalogue, None)
