@@ -1,20 +1,13 @@
 """Bring your own catalogue: load a CSV or parquet of galaxies and check it thoroughly.
 
 A catalogue (``DEVELOPERS.md``) has one row per galaxy: ``id_str``, ``file_loc`` (image path),
-then vote-count columns of a schema (``smooth-or-featured-dr5_smooth`` or the volunteer
-spelling ``smooth-or-featured_smooth``) or plain label columns. :func:`load_catalogue` reads
-one, resolves relative image paths, and runs :func:`validate_catalogue`, which names every
-problem with its row, id, column or file, and what to do about it:
+then vote-count columns of a schema (either spelling) or plain label columns.
+:func:`load_catalogue` reads one, resolves relative image paths and runs
+:func:`validate_catalogue`, which names every problem with its row, id, column or file, and
+what to do: errors (missing columns or ids, duplicate ids, missing, unreadable, truncated, too
+large or too small images, NaN / negative / non-integer votes, missing labels) and warnings
+(odd image modes, sizes and FITS files that ``images.read_image`` converts, one-class labels).
 
-- errors (the catalogue cannot be used as it is): missing columns, missing or empty ids,
-  duplicate ids, missing image files, unreadable or truncated images, images too large to
-  open safely (decompression bombs) or too small to show a galaxy (``images.read_image``
-  refuses both), NaN / negative / non-integer votes, missing labels;
-- warnings (handled automatically): greyscale, RGBA, palette, 16-bit or non-square images
-  (``images.read_image`` converts them to square RGB), FITS files, a label with one class.
-
-Examples
---------
 >>> from galaxy_helpers.catalogue import load_catalogue
 >>> cat = load_catalogue("my_galaxies.csv", label_columns=["ring"])   # doctest: +SKIP
 """
@@ -31,14 +24,9 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "CatalogueError",
-    "CatalogueReport",
-    "load_catalogue",
-    "validate_catalogue",
-    "open_catalogue",
-]
+    "CatalogueError", "CatalogueReport", "load_catalogue", "validate_catalogue", "open_catalogue"
+]  # fmt: skip
 
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
 _PROBLEM_COLUMNS = ["row", "id_str", "column", "file", "problem", "action", "severity"]
 _ID_GUESSES = ("id_str", "iauname", "id", "objid", "dr8_id", "name", "galaxy_id")
 _FILE_GUESSES = ("file_loc", "local_png_loc", "filename", "file", "path", "image", "png_loc")
@@ -180,19 +168,14 @@ def _check_image(path: Path, full: bool) -> list[tuple[str, str, str]]:
     """``(severity, problem, action)`` for one existing image file."""
     from PIL import Image, UnidentifiedImageError
 
-    from .images import SIXTEEN_BIT_FULL_SCALE, bomb_problem, size_problem
+    from .images import FITS_SUFFIXES, SIXTEEN_BIT_FULL_SCALE, bomb_problem, size_problem
 
-    if path.name.lower().endswith(_FITS_SUFFIXES):
+    if path.name.lower().endswith(FITS_SUFFIXES):
         try:
             import astropy.io.fits as fits
         except ImportError:
-            return [
-                (
-                    "error",
-                    "FITS image but astropy is not installed",
-                    "pip install astropy, or convert the images to PNG/JPEG",
-                )
-            ]
+            action = "pip install astropy, or convert the images to PNG/JPEG"
+            return [("error", "FITS image but astropy is not installed", action)]
         try:
             with fits.open(path) as hdul:
                 shapes = [h.data.shape for h in hdul if getattr(h, "data", None) is not None]
@@ -219,35 +202,25 @@ def _check_image(path: Path, full: bool) -> list[tuple[str, str, str]]:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         message = str(err).replace(str(path), "<file>").lower()
         truncated = not isinstance(err, UnidentifiedImageError) and "truncated" in message
-        reason = "truncated image" if truncated else "unreadable image"
-        return [
-            (
-                "error",
-                reason,
-                f"re-download the file or drop the row ({type(err).__name__}: {err})",
-            )
-        ]
+        action = f"re-download the file or drop the row ({type(err).__name__}: {err})"
+        return [("error", "truncated image" if truncated else "unreadable image", action)]
     found = []
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         scale = "[0, 1]" if mode == "F" else f"0 to {SIXTEEN_BIT_FULL_SCALE}"
-        found.append(
-            (
-                "warning",
-                f"16-bit or float greyscale image (mode {mode})",
-                f"scaled linearly from {scale} to 8-bit (the same scale for every image, "
-                "values beyond it clipped) and copied to 3 channels",
-            )
+        action = (
+            f"scaled linearly from {scale} to 8-bit (the same scale for every image, values "
+            "beyond it clipped) and copied to 3 channels"
         )
+        found.append(("warning", f"16-bit or float greyscale image (mode {mode})", action))
     elif mode in ("L", "LA", "1"):
         found.append(("warning", "greyscale image", "copied to 3 identical channels"))
     elif mode in ("RGBA", "PA"):
         found.append(("warning", "image with transparency (RGBA)", "flattened onto black"))
-    elif mode not in ("RGB",):
+    elif mode != "RGB":
         found.append(("warning", f"image in mode {mode}", "converted to RGB"))
     if width != height:
-        found.append(
-            ("warning", "non-square image", f"{width} x {height} centre-cropped to a square")
-        )
+        action = f"{width} x {height} centre-cropped to a square"
+        found.append(("warning", "non-square image", action))
     return found
 
 
@@ -272,9 +245,8 @@ def validate_catalogue(
     label_columns : sequence of str, optional
         Plain label columns to check (present, no missing values, more than one class).
     check_images : {"full", "header", "none"}
-        ``"full"`` decodes every image (finds truncated files; the 470 424-px ring PNGs took
-        8 s on a busy 2-core machine),
-        ``"header"`` reads only headers (mode, size), ``"none"`` checks only that files exist.
+        ``"full"`` decodes every image (finds truncated files), ``"header"`` reads only
+        headers (mode, size), ``"none"`` checks only that files exist.
     source : str
         Name shown in the report.
     progress : bool

@@ -1,29 +1,19 @@
 """Reading galaxy images of any kind into one uint8 layout, and batches into tensors.
 
-Every image that reaches a model passes through :func:`read_image` (any file -> square
-uint8 ``(H, W, 3)``) and :func:`to_tensor` (uint8 batch -> normalised float tensor), so
-training, representation extraction, search and finetuning see identical pixels.
+Every image that reaches a model passes through :func:`read_image` (any file -> square uint8
+``(H, W, 3)``) and :func:`to_tensor` (uint8 batch -> normalised float tensor), so training,
+representations, search and finetuning see identical pixels. Odd files are refused with an
+:class:`ImageReadError` naming the file (so ``train(skip_bad_images=True)`` skips it and
+``validate_catalogue`` lists it) or converted the same way for every image of a catalogue:
 
-What :func:`read_image` guarantees about odd files (each refusal is an :class:`ImageReadError`
-naming the file, so ``train(skip_bad_images=True)`` skips it and ``validate_catalogue`` lists
-it):
-
-- **Very large images** (more pixels than PIL's ``Image.MAX_IMAGE_PIXELS``, about 89 million,
-  a 9459 px square) are refused before they are decoded, in the zone where PIL would only warn
-  as well as where it raises ``DecompressionBombError``. Galaxy cutouts are a few hundred
-  pixels on a side; to read bigger files on purpose call :func:`allow_large_images` (which sets
-  PIL's own limit, the only state involved).
-- **16-bit and 32-bit integer greyscale** images are scaled linearly on a fixed full scale,
-  0 -> 0 and ``SIXTEEN_BIT_FULL_SCALE`` (65535) -> 255, the same for every image of a catalogue
-  (never by each image's own maximum, so one hot pixel cannot darken a galaxy; an 8-bit image
-  saved as 16-bit, ``v * 257``, reads back as exactly ``v``). Float images are taken to span
-  [0, 1]. Values outside the scale are clipped. Stretch raw survey counts (e.g. asinh) before
-  saving them if they use only a small part of the range.
-- **Tiny images** (shorter side under ``MIN_IMAGE_SIDE`` = 8 px, the smallest size
-  :func:`read_image` resizes to and so the smallest model input) are refused: a file that
-  small is a placeholder or a broken cutout (a 1 x 1 pixel, an icon), never a galaxy a model
-  can learn from, so it never silently becomes a flat 64 x 64 "galaxy". Real cutouts are
-  hundreds of pixels; the smallest the course's tests use are 12 px.
+- more pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 million): refused before decoding,
+  where PIL would only warn too (:func:`allow_large_images` raises the limit on purpose);
+- a shorter side under ``MIN_IMAGE_SIDE`` (8 px, the smallest model input): refused, as a
+  placeholder or broken cutout, never silently a flat "galaxy";
+- 16/32-bit integer greyscale: scaled on a fixed full scale, 0 -> 0 and
+  ``SIXTEEN_BIT_FULL_SCALE`` (65535) -> 255, never by each image's own maximum (so one hot pixel
+  cannot darken a galaxy; ``v * 257`` reads back as ``v``); float images span [0, 1]; values
+  beyond the scale are clipped.
 """
 
 from __future__ import annotations
@@ -38,22 +28,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 __all__ = [
-    "ImageReadError",
-    "MIN_IMAGE_SIDE",
-    "SIXTEEN_BIT_FULL_SCALE",
-    "allow_large_images",
-    "size_problem",
-    "bomb_problem",
-    "read_image",
-    "load_images",
-    "catalogue_crops",
-    "model_crop",
-    "model_resample",
-    "to_tensor",
-    "save_image",
-]
+    "ImageReadError", "MIN_IMAGE_SIDE", "SIXTEEN_BIT_FULL_SCALE", "FITS_SUFFIXES",
+    "allow_large_images", "size_problem", "bomb_problem", "check_crop", "read_image",
+    "load_images", "catalogue_crops", "model_crop", "model_resample", "to_tensor", "save_image",
+]  # fmt: skip
 
-_FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
+FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
 #: Images whose shorter side is under this many pixels are refused by :func:`read_image`.
 MIN_IMAGE_SIDE = 8
 #: The integer value that reads as 255 in 16-bit (and 32-bit integer) greyscale images.
@@ -104,10 +84,8 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
 def allow_large_images(max_pixels: int | None) -> int | None:
     """Let :func:`read_image` open images of up to ``max_pixels`` pixels; returns the old limit.
 
-    This sets PIL's own ``Image.MAX_IMAGE_PIXELS`` (about 89 million by default), which guards
-    every PIL reader of the process against decompression bombs; it is the only state
-    involved. ``None`` lifts the limit (only for files you trust). Restore it afterwards with
-    the returned value::
+    Sets PIL's own ``Image.MAX_IMAGE_PIXELS``, which guards every PIL reader of the process
+    (the only state involved); ``None`` lifts it (only for files you trust). Restore it::
 
         previous = images.allow_large_images(200_000_000)
         try:
@@ -175,7 +153,8 @@ def _centre_crop_square(arr: np.ndarray, crop: float = 1.0) -> np.ndarray:
     return arr[top : top + side, left : left + side]
 
 
-def _check_crop(crop, where: str = "crop") -> float:
+def check_crop(crop, where: str = "crop") -> float:
+    """``crop`` as a float in (0, 1], or a ValueError naming ``where`` it came from."""
     try:
         value = float(crop)
     except (TypeError, ValueError):
@@ -223,40 +202,33 @@ def read_image(
     crop: float = 1.0,
     resample: str = "lanczos",
 ) -> np.ndarray:
-    """Read one image as uint8 ``(H, W, 3)``.
-
-    Greyscale, RGBA, 16-bit and palette images are converted to RGB; non-square images are
-    centre-cropped to a square; FITS files are read with astropy when it is installed.
+    """Read one image as uint8 ``(H, W, 3)``: converted to RGB, centre-cropped to a square.
 
     Parameters
     ----------
-    path : image file (PNG, JPEG, ... or FITS).
-    size : resize to ``size x size`` pixels (Lanczos); None keeps the (square) size.
+    path : image file (PNG, JPEG, ... or FITS, read with astropy when it is installed).
+    size : resize to ``size x size`` pixels; None keeps the (square) size.
     crop : framing: the fraction of the square frame's side kept around its centre before
-        resizing (1 = the whole frame; 0.5 = the central half, which doubles the galaxy's
-        apparent size). See :func:`catalogue_crops` for where the value comes from.
+        resizing (1 = the whole frame; 0.5 = the central half). See :func:`catalogue_crops`.
     resample : ``"lanczos"`` (default): cut the central ``crop`` out (whole pixels) and resize
         it with Lanczos. ``"zoobot"``: Zoobot's own resampling of the same framing (a bilinear
-        zoom by ``1 / crop`` at the file's size, then a bilinear resize; pixel for pixel what
-        Zoobot's inference transform gives), which a model's metadata asks for with
-        ``framing["resample"]`` (:func:`model_resample`; the Zoobot encoders of
-        ``galaxy_helpers.pretrained``).
+        zoom by ``1 / crop``, then a bilinear resize; pixel for pixel Zoobot's inference
+        transform), which a model's metadata asks for (:func:`model_resample`).
 
     Raises
     ------
     ImageReadError naming the file when it is missing, truncated or not an image, has more
-    pixels than PIL's limit (PIL's ``DecompressionBombError`` and ``DecompressionBombWarning``
-    never escape; :func:`allow_large_images` raises the limit on purpose) or a shorter side
+    pixels than PIL's limit (PIL's bomb errors and warnings never escape) or a shorter side
     under ``MIN_IMAGE_SIDE`` pixels.
     """
     path = Path(path)
-    crop = _check_crop(crop)
+    crop = check_crop(crop)
     resample = _check_resample(resample)
     if size is not None and (int(size) != size or size < 8):
         raise ValueError(f"Image size must be a whole number of pixels >= 8; got {size!r}.")
     if not path.exists():
         raise ImageReadError(f"{path}: file not found. Check the catalogue's file_loc column.")
-    if path.name.lower().endswith(_FITS_SUFFIXES):
+    if path.name.lower().endswith(FITS_SUFFIXES):
         arr = _fits_to_array(path)
         if arr.ndim == 2:
             arr = np.repeat(arr[:, :, None], 3, axis=2)
@@ -305,13 +277,13 @@ def load_images(
     paths = list(paths)
     resample = _check_resample(resample)
     if np.ndim(crop) == 0:
-        crops = np.full(len(paths), _check_crop(crop), dtype=np.float64)
+        crops = np.full(len(paths), check_crop(crop), dtype=np.float64)
     else:
         crops = np.asarray(crop, dtype=np.float64)
         if crops.shape != (len(paths),):
             raise ValueError(f"crop has {crops.size} values for {len(paths)} images.")
         for value in np.unique(crops):
-            _check_crop(value)
+            check_crop(value)
     out = np.empty((len(paths), int(size), int(size), 3), dtype=np.uint8)
     threads = num_threads or min(8, (os.cpu_count() or 1) * 2)
 
@@ -338,7 +310,7 @@ def model_crop(metadata: dict | None) -> float:
     framing means the whole frame (1.0).
     """
     framing = (metadata or {}).get("framing") or {}
-    return _check_crop(framing.get("crop", 1.0), "the model's framing crop")
+    return check_crop(framing.get("crop", 1.0), "the model's framing crop")
 
 
 def model_resample(metadata: dict | None) -> str:
@@ -355,11 +327,10 @@ def model_resample(metadata: dict | None) -> str:
 def catalogue_crops(catalogue, metadata: dict | None = None) -> np.ndarray:
     """One framing crop per catalogue row: the row's survey framing times the model's.
 
-    A catalogue may state how its survey frames galaxies with an optional ``crop`` column:
-    the fraction of each image's side that shows the galaxy at the reference framing (the
-    synthetic sky and Galaxy Zoo DECaLS cutouts: 1; the Kaggle Galaxy Zoo 2 cutouts, whose
-    galaxy sits in the central third of the frame: 0.5). The model's own framing
-    (:func:`model_crop`) applies on top. Rows of different surveys can sit in one catalogue.
+    A catalogue's optional ``crop`` column is the fraction of each image's side that shows the
+    galaxy at the reference framing (synthetic sky and DECaLS cutouts: 1; the Kaggle Galaxy Zoo
+    2 cutouts, whose galaxy sits in the central third: 0.5); the model's own framing
+    (:func:`model_crop`) applies on top, so rows of several surveys can share a catalogue.
 
     Parameters
     ----------

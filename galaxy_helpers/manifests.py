@@ -505,9 +505,9 @@ def build_catalogue(manifest: Manifest, folder: Path) -> pd.DataFrame:
         for tag, flags in _odd_feature_tags(raw, spec["odd_tags"], where).items():
             out[tag] = flags
     if "crop" in spec:
-        from .images import _check_crop
+        from .images import check_crop
 
-        out["crop"] = _check_crop(spec["crop"], f"{where} crop")
+        out["crop"] = check_crop(spec["crop"], f"{where} crop")
     if "split" in spec:
         every = int(spec["split"]["test_every"])
         order = np.argsort(raw[id_rule].to_numpy(), kind="stable")

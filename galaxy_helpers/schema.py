@@ -25,22 +25,10 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "Question",
-    "UnknownQuestionError",
-    "Schema",
-    "DECALS_DR5",
-    "GZ2",
-    "SCHEMAS",
-    "get_schema",
-    "canonical_columns",
-    "vote_counts",
-    "vote_fractions",
-    "total_votes",
-    "parent_child_problems",
-    "MAX_VOTES",
-    "was_asked",
-    "confident_answer",
-]
+    "Question", "UnknownQuestionError", "Schema", "DECALS_DR5", "GZ2", "SCHEMAS", "get_schema",
+    "canonical_columns", "vote_counts", "vote_fractions", "total_votes", "parent_child_problems",
+    "MAX_VOTES", "was_asked", "confident_answer",
+]  # fmt: skip
 
 
 class UnknownQuestionError(KeyError, ValueError):
@@ -190,74 +178,36 @@ def _q(name, answers, *requires):
 
 
 # Galaxy Zoo DECaLS DR5 (Walmsley et al. 2022, MNRAS 509, 3966); order as in Zoobot.
-DECALS_DR5 = Schema(
-    "decals_dr5",
-    (
-        _q("smooth-or-featured-dr5", ["smooth", "featured-or-disk", "artifact"]),
-        _q("disk-edge-on-dr5", ["yes", "no"], ("smooth-or-featured-dr5", "featured-or-disk")),
-        _q("has-spiral-arms-dr5", ["yes", "no"], ("disk-edge-on-dr5", "no")),
-        _q("bar-dr5", ["strong", "weak", "no"], ("disk-edge-on-dr5", "no")),
-        _q(
-            "bulge-size-dr5",
-            ["dominant", "large", "moderate", "small", "none"],
-            ("disk-edge-on-dr5", "no"),
-        ),
-        _q(
-            "how-rounded-dr5",
-            ["round", "in-between", "cigar-shaped"],
-            ("smooth-or-featured-dr5", "smooth"),
-        ),
-        _q("edge-on-bulge-dr5", ["boxy", "none", "rounded"], ("disk-edge-on-dr5", "yes")),
-        _q("spiral-winding-dr5", ["tight", "medium", "loose"], ("has-spiral-arms-dr5", "yes")),
-        _q(
-            "spiral-arm-count-dr5",
-            ["1", "2", "3", "4", "more-than-4", "cant-tell"],
-            ("has-spiral-arms-dr5", "yes"),
-        ),
-        _q(
-            "merging-dr5",
-            ["none", "minor-disturbance", "major-disturbance", "merger"],
-            ("smooth-or-featured-dr5", "smooth"),
-            ("smooth-or-featured-dr5", "featured-or-disk"),
-        ),
-    ),
-    suffix="-dr5",
-)
+# fmt: off
+DECALS_DR5 = Schema("decals_dr5", (
+    _q("smooth-or-featured-dr5", ["smooth", "featured-or-disk", "artifact"]),
+    _q("disk-edge-on-dr5", ["yes", "no"], ("smooth-or-featured-dr5", "featured-or-disk")),
+    _q("has-spiral-arms-dr5", ["yes", "no"], ("disk-edge-on-dr5", "no")),
+    _q("bar-dr5", ["strong", "weak", "no"], ("disk-edge-on-dr5", "no")),
+    _q("bulge-size-dr5", ["dominant", "large", "moderate", "small", "none"], ("disk-edge-on-dr5", "no")),
+    _q("how-rounded-dr5", ["round", "in-between", "cigar-shaped"], ("smooth-or-featured-dr5", "smooth")),
+    _q("edge-on-bulge-dr5", ["boxy", "none", "rounded"], ("disk-edge-on-dr5", "yes")),
+    _q("spiral-winding-dr5", ["tight", "medium", "loose"], ("has-spiral-arms-dr5", "yes")),
+    _q("spiral-arm-count-dr5", ["1", "2", "3", "4", "more-than-4", "cant-tell"], ("has-spiral-arms-dr5", "yes")),
+    _q("merging-dr5", ["none", "minor-disturbance", "major-disturbance", "merger"],
+       ("smooth-or-featured-dr5", "smooth"), ("smooth-or-featured-dr5", "featured-or-disk")),
+), suffix="-dr5")
 
 # Galaxy Zoo 2 (Willett et al. 2013), for loading GZ2 catalogues.
-GZ2 = Schema(
-    "gz2",
-    (
-        _q("smooth-or-featured-gz2", ["smooth", "featured-or-disk", "artifact"]),
-        _q("disk-edge-on-gz2", ["yes", "no"], ("smooth-or-featured-gz2", "featured-or-disk")),
-        _q("has-spiral-arms-gz2", ["yes", "no"], ("disk-edge-on-gz2", "no")),
-        _q("bar-gz2", ["yes", "no"], ("disk-edge-on-gz2", "no")),
-        _q(
-            "bulge-size-gz2",
-            ["dominant", "obvious", "just-noticeable", "no"],
-            ("disk-edge-on-gz2", "no"),
-        ),
-        _q(
-            "something-odd-gz2",
-            ["yes", "no"],
-            ("smooth-or-featured-gz2", "smooth"),
-            ("smooth-or-featured-gz2", "featured-or-disk"),
-        ),
-        _q(
-            "how-rounded-gz2",
-            ["round", "in-between", "cigar"],
-            ("smooth-or-featured-gz2", "smooth"),
-        ),
-        _q("bulge-shape-gz2", ["round", "boxy", "no-bulge"], ("disk-edge-on-gz2", "yes")),
-        _q("spiral-winding-gz2", ["tight", "medium", "loose"], ("has-spiral-arms-gz2", "yes")),
-        _q(
-            "spiral-arm-count-gz2",
-            ["1", "2", "3", "4", "more-than-4", "cant-tell"],
-            ("has-spiral-arms-gz2", "yes"),
-        ),
-    ),
-    suffix="-gz2",
-)
+GZ2 = Schema("gz2", (
+    _q("smooth-or-featured-gz2", ["smooth", "featured-or-disk", "artifact"]),
+    _q("disk-edge-on-gz2", ["yes", "no"], ("smooth-or-featured-gz2", "featured-or-disk")),
+    _q("has-spiral-arms-gz2", ["yes", "no"], ("disk-edge-on-gz2", "no")),
+    _q("bar-gz2", ["yes", "no"], ("disk-edge-on-gz2", "no")),
+    _q("bulge-size-gz2", ["dominant", "obvious", "just-noticeable", "no"], ("disk-edge-on-gz2", "no")),
+    _q("something-odd-gz2", ["yes", "no"],
+       ("smooth-or-featured-gz2", "smooth"), ("smooth-or-featured-gz2", "featured-or-disk")),
+    _q("how-rounded-gz2", ["round", "in-between", "cigar"], ("smooth-or-featured-gz2", "smooth")),
+    _q("bulge-shape-gz2", ["round", "boxy", "no-bulge"], ("disk-edge-on-gz2", "yes")),
+    _q("spiral-winding-gz2", ["tight", "medium", "loose"], ("has-spiral-arms-gz2", "yes")),
+    _q("spiral-arm-count-gz2", ["1", "2", "3", "4", "more-than-4", "cant-tell"], ("has-spiral-arms-gz2", "yes")),
+), suffix="-gz2")
+# fmt: on
 
 SCHEMAS = {"decals_dr5": DECALS_DR5, "gz2": GZ2}
 
