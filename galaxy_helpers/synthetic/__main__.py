@@ -25,7 +25,8 @@ def _save_small_png(fig, path: Path, dpi: int = 80) -> None:
 
 def main(argv=None) -> int:
     """Run the command line; returns the exit status."""
-    parser = argparse.ArgumentParser("python -m galaxy_helpers.synthetic", description=__doc__)
+    about = "Make the synthetic sky, or draw its montages for the README."
+    parser = argparse.ArgumentParser("python -m galaxy_helpers.synthetic", description=about)
     sub = parser.add_subparsers(dest="command", required=True)
     mon = sub.add_parser("montage", help="render the per-answer and per-tag montages")
     gen = sub.add_parser("make", help="generate (or find in the cache) a sky; print its folder")

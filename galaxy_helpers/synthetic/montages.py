@@ -10,7 +10,7 @@ import pandas as pd
 from ..plotting import galaxy_grid
 from ..schema import DECALS_DR5, canonical_columns, vote_fractions
 from .render import render_galaxy
-from .truth import TAGS, bare, check_size, truth_matches_answer
+from .truth import TAGS, check_size, truth_matches_answer
 
 _SHORT = {"smooth-or-featured-dr5": "smooth/feat", "disk-edge-on-dr5": "edge-on"}
 _SHORT |= {"has-spiral-arms-dr5": "spiral", "bulge-size-dr5": "bulge", "how-rounded-dr5": "rounded"}
@@ -94,7 +94,7 @@ def montage_by_answer(
             pick = _choose(mask, per_answer, rng, fractions[:, col])
             names = [f"{fractions[row, col]:.2f}" for row in pick]
             if names:
-                names[0] = f"{_SHORT.get(q.name, bare(q.name))}: {ans} {names[0]}"
+                names[0] = f"{_SHORT[q.name]}: {ans} {names[0]}"
             rows.append((pick, names))
     suptitle = "Synthetic galaxies by true answer (title: answer, volunteers' vote fraction)"
     grid = {"ncols": per_answer * answers_per_row, "size": 1.1, "ax_titles_fontsize": 6}

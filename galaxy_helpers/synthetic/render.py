@@ -112,6 +112,12 @@ def _blobs(cv: _Canvas, xs, ys, sigmas, weights):
     return out
 
 
+def _arc(cv: _Canvas, x0, y0, radius, theta, sigmas, weights, colour):
+    """Blobs along the arc of polar points ``(radius, theta)`` around (x0, y0)."""
+    xs, ys = x0 + radius * np.cos(theta), y0 + radius * np.sin(theta)
+    cv.add_sb(_blobs(cv, xs, ys, sigmas, weights), colour)
+
+
 def _psf_star(cv: _Canvas, x0, y0, flux, sigma, colour):
     """A point source as seen through the PSF: Gaussian core plus Moffat-like wings."""
     alpha = 2.5 * sigma
@@ -330,8 +336,7 @@ def _lens(cv, rng, x0, y0, re, flux, point_sources):
     span = rng.uniform(0.5, 1.1)
     th = th0 + np.linspace(-span, span, 24)
     w = np.full(24, flux * rng.uniform(0.05, 0.11) / 24)
-    xs, ys = x0 + radius * np.cos(th), y0 + radius * np.sin(th)
-    cv.add_sb(_blobs(cv, xs, ys, np.full(24, 0.55), w), _COL_YOUNG)
+    _arc(cv, x0, y0, radius, th, np.full(24, 0.55), w, _COL_YOUNG)
     if rng.random() < 0.6:
         r2 = radius * rng.uniform(0.6, 0.9)
         xc, yc = x0 + r2 * np.cos(th0 + np.pi), y0 + r2 * np.sin(th0 + np.pi)
@@ -349,10 +354,9 @@ def _tails(cv, rng, x0, y0, re, flux):
         length = rng.uniform(2.5, 4.5)
         rr = re * (0.9 + length * t)
         th = psi + sign * rng.uniform(0.7, 1.6) * t
-        xs, ys = x0 + rr * np.cos(th), y0 + rr * np.sin(th)
         sig = (0.6 + 1.2 * t) * max(0.6, re / 5)
         w = flux * rng.uniform(0.07, 0.14) / len(t) * (1.0 - 0.5 * t)
-        cv.add_sb(_blobs(cv, xs, ys, sig, w), _COL_DISK)
+        _arc(cv, x0, y0, rr, th, sig, w, _COL_DISK)
 
 
 def _shells(cv, rng, x0, y0, re, flux):
@@ -361,9 +365,8 @@ def _shells(cv, rng, x0, y0, re, flux):
     for k in range(int(rng.integers(2, 4))):
         rad = re * (1.6 + 1.1 * k) * rng.uniform(0.9, 1.1)
         th = psi + (np.pi if k % 2 else 0) + np.linspace(-0.9, 0.9, 24)
-        xs, ys = x0 + rad * np.cos(th), y0 + rad * np.sin(th)
         w = np.full(len(th), flux * 0.025 / len(th))
-        cv.add_sb(_blobs(cv, xs, ys, np.full(len(th), max(0.6, re / 6)), w), _COL_OLD)
+        _arc(cv, x0, y0, rad, th, np.full(len(th), max(0.6, re / 6)), w, _COL_OLD)
 
 
 def _overlapping(cv, rng, x0, y0, re, flux, point_sources):
@@ -408,9 +411,7 @@ def _artifact(cv, rng, flux, psf):
         xr, _ = _frame(cv, rng.uniform(-20, 20), 0.0, rng.choice([0.0, 90.0]))
         width = rng.uniform(3, 12)
         mask = (np.abs(xr) < width).astype(np.float32)
-        col = np.zeros(3, np.float32)
-        col[band] = 1.0
-        cv.add_sb(rng.uniform(100, 400) * mask, col)
+        cv.add_sb(rng.uniform(100, 400) * mask, np.eye(3, dtype=np.float32)[band])
     else:  # a saturated star with diffraction spikes and a bleed trail
         x0, y0 = rng.normal(0, 3, 2)
         _psf_star(cv, x0, y0, flux * rng.uniform(20, 60), psf * 1.3, _COL_DISK)
@@ -484,9 +485,7 @@ def render_galaxy(
         raise ValueError(f"render_galaxy: unknown truth_type {gtype!r}; expected one of {TYPES}.")
     tags = {t: bool(value(f"tag_{t}", False)) for t in TAGS}
     re = float(value("truth_radius_px")) * REF / float(value("truth_image_size", size))
-    q = float(value("truth_axis_ratio"))
-    angle = float(value("truth_angle_deg"))
-    mag = float(value("truth_magnitude"))
+    q, angle, mag = (float(value(f"truth_{k}")) for k in ("axis_ratio", "angle_deg", "magnitude"))
     contrast = float(value("truth_contrast", 0.6))
     merging = str(value("truth_merging", "none"))
 
@@ -494,11 +493,8 @@ def render_galaxy(
     psf = rng.uniform(0.75, 1.1)  # Gaussian sigma of the seeing, reference pixels
     x0, y0 = rng.normal(0, 1.2, 2)
     flux = _flux(mag)
-    disturb = (0.0, 0.0)
-    if merging == "minor-disturbance":
-        disturb = (rng.uniform(0.06, 0.14), rng.uniform(0, 2 * np.pi))
-    elif merging == "major-disturbance":
-        disturb = (rng.uniform(0.18, 0.32), rng.uniform(0, 2 * np.pi))
+    strength = {"minor-disturbance": (0.06, 0.14), "major-disturbance": (0.18, 0.32)}.get(merging)
+    disturb = (rng.uniform(*strength), rng.uniform(0, 2 * np.pi)) if strength else (0.0, 0.0)
 
     point_sources = []  # painted after the blur, already PSF-shaped
     if gtype == "star":

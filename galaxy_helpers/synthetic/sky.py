@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing as mp
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,10 +36,8 @@ def _render_chunk(args):
     from PIL import Image
     from threadpoolctl import threadpool_limits
 
-    # One BLAS thread per worker: the matrix products of a 224-px galaxy are too small to gain
-    # from threads, and N workers x N BLAS threads each oversubscribe the cores (measured: 29.6
-    # ms per galaxy per worker with 2 workers on 2 cores, 19.5 ms with one thread each; 8x
-    # slower than expected with 15 workers on a 16-core GPU machine).
+    # One BLAS thread per worker: a galaxy's matrix products are too small to gain from threads,
+    # and N workers x N threads oversubscribe the cores (15 workers on 16 cores: 8x slower).
     with threadpool_limits(limits=1, user_api="blas"):
         for rec in records:
             rng = np.random.default_rng([int(seed), int(rec["_index"]), 1])
@@ -59,8 +60,8 @@ def make_sky(
 ) -> pd.DataFrame:
     """Generate (or load from cache) a synthetic Galaxy Zoo catalogue with images on disk.
 
-    Scripts that render a big sky (1,500 galaxies or more uses worker processes) need an
-    ``if __name__ == "__main__":`` guard; notebooks do not.
+    Big skies (1,500 galaxies or more) render in worker processes: a script that makes one
+    needs an ``if __name__ == "__main__":`` guard.
 
     Parameters
     ----------
@@ -69,8 +70,7 @@ def make_sky(
         ``<cache_dir>/synthetic/<config hash>/`` with ``images/``, ``catalogue.parquet`` and
         ``config.json``, written atomically.
     progress : show a progress bar while rendering.
-    workers : processes used for rendering (default: 2 for big skies, else 1). Does not change
-        the result.
+    workers : rendering processes (default: 2 for big skies, else 1); the result is the same.
     **overrides : SkyConfig fields, e.g. ``make_sky(n_galaxies=500, image_size=224)``.
 
     Returns
@@ -81,8 +81,7 @@ def make_sky(
 
     Examples
     --------
-    >>> catalogue = make_sky(n_galaxies=500)  # doctest: +SKIP
-    >>> catalogue.filter(like="tag_").sum()  # doctest: +SKIP
+    >>> make_sky(n_galaxies=500).filter(like="tag_").sum()  # doctest: +SKIP
     """
     config = config_with(config, overrides)
     final = sky_dir(config, cache_dir=cache_dir)
@@ -112,27 +111,18 @@ def _build(config: SkyConfig, final: Path, tmp: Path, progress: bool, workers) -
     truth = draw_truth(n, seed, config)
     counts = simulate_votes(truth, DECALS_DR5, seed, config)
     ids = [f"synth-{seed}-{i:06d}" for i in range(n)]
-    records = truth.to_dict("records")
-    for i, rec in enumerate(records):
-        rec["_index"] = i
-        rec["id_str"] = ids[i]
+    records = [r | {"_index": i, "id_str": ids[i]} for i, r in enumerate(truth.to_dict("records"))]
     chunk = 200
     jobs = [(records[s : s + chunk], seed, size, str(tmp / "images")) for s in range(0, n, chunk)]
     workers = _default_workers(n) if workers is None else int(workers)
+    pool = contextlib.nullcontext()
+    if workers > 1:  # forkserver (or spawn): forking a process with threads is unsafe
+        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
     desc = f"Rendering {n} synthetic galaxies"
-    with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar:
-        if workers <= 1:
-            for job in jobs:
-                bar.update(_render_chunk(job))
-        else:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-
-            methods = mp.get_all_start_methods()
-            ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                for done in pool.map(_render_chunk, jobs):
-                    bar.update(done)
+    with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar, pool as executor:
+        for done in (executor.map if executor else map)(_render_chunk, jobs):
+            bar.update(done)
 
     files = [str(final / "images" / f"{i}.png") for i in ids]
     cat = pd.DataFrame({"id_str": ids, "file_loc": files})

@@ -105,11 +105,7 @@ class SkyConfig:
         return fr
 
     def key(self) -> str:
-        """Short hash of everything that changes the sky (the name of its cache folder).
-
-        It includes the generator's own source, so an edited generator never reuses images
-        made by an older one.
-        """
+        """Hash of all that changes the sky, the generator's source included (its cache name)."""
         here = Path(__file__).parent
         source = content_key(*[(here / n).read_bytes() for n in _GENERATOR_FILES], length=12)
         d = {**asdict(self), "tag_rates": self.rates(), "generator_version": GENERATOR_VERSION}
@@ -293,14 +289,6 @@ def draw_truth(n: int, seed: int = 1, config: SkyConfig | None = None) -> pd.Dat
     return truth
 
 
-def bare(name: str) -> str:
-    """A question name without its survey suffix (``bar-dr5`` -> ``bar``)."""
-    for suffix in ("-dr5", "-gz2", "-dr12", "-dr8"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
 def truth_matches_answer(catalogue: pd.DataFrame, question: str, answer: str) -> np.ndarray:
     """Bool mask of galaxies whose *true* morphology is ``answer`` to ``question``.
 
@@ -323,13 +311,10 @@ def truth_matches_answer(catalogue: pd.DataFrame, question: str, answer: str) ->
     t = catalogue["truth_type"].to_numpy(str)
     featured = t == "featured"
     arms = catalogue["truth_arms"].to_numpy(int)
-    name = bare(q.name)
+    name = q.name.removesuffix(DECALS_DR5.suffix)
     if name == "smooth-or-featured":
-        return {
-            "smooth": t == "smooth",
-            "featured-or-disk": featured | (t == "edge-on"),
-            "artifact": (t == "artifact") | (t == "star"),
-        }[answer]
+        kinds = {"smooth": ["smooth"], "featured-or-disk": ["featured", "edge-on"]}
+        return np.isin(t, kinds.get(answer, ["artifact", "star"]))
     if name == "disk-edge-on":
         return t == "edge-on" if answer == "yes" else featured
     if name == "has-spiral-arms":

@@ -1,8 +1,6 @@
-"""Step 3 of the synthetic sky: simulated volunteers walk the decision tree.
+"""Step 3 of the synthetic sky: volunteers walk the decision tree, each from a noisy perception.
 
-Each volunteer answers from a noisy perception of the truth; faint and small galaxies are harder
-(they drift towards "smooth"), and rare features sway answers (a ring makes a disk look featured
-and barred).
+Faint and small galaxies are harder (they drift towards "smooth"); rare features sway answers.
 """
 
 from __future__ import annotations
@@ -12,7 +10,7 @@ import pandas as pd
 from scipy import special
 
 from ..schema import DECALS_DR5, Schema, get_schema
-from .truth import BULGES, REF, TAGS, SkyConfig, bare, check_int, config_with, galaxy_uniforms
+from .truth import BULGES, REF, TAGS, SkyConfig, check_int, config_with, galaxy_uniforms
 
 _MAX_VOLUNTEERS = 45
 _NEEDED = "type roundness bulge bar arms winding edge_bulge merging magnitude radius_px axis_ratio"
@@ -192,7 +190,8 @@ def answer_probabilities(
     schema = get_schema(schema)
     _check_truth(truth, "answer_probabilities")
     logits = _question_logits(truth)
-    unknown = [q.name for q in schema.questions if bare(q.name) not in logits]
+    bare = [q.name.removesuffix(schema.suffix) for q in schema.questions]
+    unknown = [q.name for q, name in zip(schema.questions, bare, strict=True) if name not in logits]
     if unknown:
         raise ValueError(
             f"simulated volunteers know the Galaxy Zoo DECaLS questions; schema {schema.name!r} "
@@ -200,8 +199,8 @@ def answer_probabilities(
         )
     v = _visibility(truth)
     out = np.zeros((len(truth), schema.n_answers))
-    for (a, b), q in zip(schema.answer_slices, schema.questions, strict=True):
-        lg = logits[bare(q.name)]
+    for (a, b), q, name in zip(schema.answer_slices, schema.questions, bare, strict=True):
+        lg = logits[name]
         if lg.shape[1] != b - a:
             raise ValueError(
                 f"schema {schema.name!r} question {q.name!r} has {b - a} answers; the simulated "
