@@ -280,15 +280,12 @@ def validate_catalogue(
         first = {}
         for row in np.flatnonzero(dup.to_numpy()):
             key = str(ids.iloc[row])
-            if key in first:
-                found.add(
-                    row,
-                    "duplicate id_str",
-                    "keep one row per galaxy (drop_duplicates('id_str')) or make ids unique",
-                    column=f"id_str (first seen in row {first[key]})",
-                )
-            else:
+            if key not in first:
                 first[key] = row
+                continue
+            action = "keep one row per galaxy (drop_duplicates('id_str')) or make ids unique"
+            where = f"id_str (first seen in row {first[key]})"
+            found.add(row, "duplicate id_str", action, column=where)
 
     if "file_loc" in df.columns:
         locs = df["file_loc"]
@@ -302,13 +299,8 @@ def validate_catalogue(
                 continue
             path = Path(str(loc))
             if not path.is_file():
-                found.add(
-                    row,
-                    "image file not found",
-                    "fix the path (relative paths resolve against image_root) or drop the row",
-                    column="file_loc",
-                    file=path,
-                )
+                action = "fix the path (relative paths resolve against image_root) or drop the row"
+                found.add(row, "image file not found", action, column="file_loc", file=path)
                 continue
             if check_images == "none":
                 continue
@@ -318,15 +310,10 @@ def validate_catalogue(
             for severity, problem, action in checked[key]:
                 found.add(row, problem, action, severity=severity, column="file_loc", file=path)
         dup_files = locs.duplicated(keep="first") & locs.notna()
+        action = "check that two rows are meant to share one image"
         for row in np.flatnonzero(dup_files.to_numpy()):
-            found.add(
-                row,
-                "same image file as an earlier row",
-                "check that two rows are meant to share one image",
-                severity="warning",
-                column="file_loc",
-                file=locs.iloc[row],
-            )
+            problem, file = "same image file as an earlier row", locs.iloc[row]
+            found.add(row, problem, action, "warning", "file_loc", file)
 
     if schema is not None:
         from .schema import canonical_columns, get_schema
@@ -359,16 +346,14 @@ def validate_catalogue(
             counts = vote_counts(votes, schema) if not missing else None
         except ValueError:  # bad values, reported above
             counts = None
-        if counts is not None:
-            for row, question, n, parents in parent_child_problems(counts, schema):
-                found.add(
-                    row,
-                    f"{question} has {n} votes but the answers leading to it only {parents}",
-                    "check the vote columns (swapped or mis-joined?); a question is only asked "
-                    "after its parent answers",
-                    severity="warning",
-                    column=question,
-                )
+        action = (
+            "check the vote columns (swapped or mis-joined?); a question is only asked after its "
+            "parent answers"
+        )
+        pairs = parent_child_problems(counts, schema) if counts is not None else []
+        for row, question, n, parents in pairs:
+            problem = f"{question} has {n} votes but the answers leading to it only {parents}"
+            found.add(row, problem, action, severity="warning", column=question)
 
     for column in label_columns or []:
         if column not in df.columns:

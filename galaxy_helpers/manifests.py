@@ -123,7 +123,7 @@ def _entry(item: dict, where: str, derived: bool) -> FileEntry:
     if unknown:
         raise ManifestError(f"{where} ({item['path']}): unknown keys {sorted(unknown)}")
     builder = item.get("builder") if derived else None
-    values = {k: item.get(k) or None for k in _KEYS}
+    values = {k: item.get(k) or None if k in ("sha256", "md5") else item.get(k) for k in _KEYS}
     return FileEntry(path=item["path"], size=item.get("size"), builder=builder, **values)
 
 
