@@ -157,14 +157,33 @@ def test_download_killed_mid_file_is_resumed_by_the_next_process(tmp_path, serve
     assert _parts(folder) == []
 
 
+def test_a_file_another_process_is_downloading_is_downloaded_privately(tmp_path, server):
+    manifest = _manifest(tmp_path, server.url)
+    final = tmp_path / "cache" / "data" / "toy" / "img" / "a.bin"
+    final.parent.mkdir(parents=True)
+    partial = data.partial_path(final, _entry(manifest))
+    partial.write_bytes(BIG[:5000])
+    with open(partial, "rb") as handle:  # the other process, mid-download
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        data.download_file(_entry(manifest), final, retries=1, progress=False)
+        assert final.read_bytes() == BIG and server.asked("img/a.bin") == [None]
+        assert partial.read_bytes() == BIG[:5000]  # its bytes are left alone
+
+
 # ---------------------------------------------------------------- stale .part files
 def test_leftovers_of_crashed_runs_are_cleaned_but_live_ones_kept(tmp_path, server):
     manifest = _manifest(tmp_path, server.url)
     folder = tmp_path / "cache" / "data" / "toy"
     (folder / "img").mkdir(parents=True)
-    crashed = folder / "img" / ".a.bin.k2j4h1x0.part"  # an _atomic_target temp file
+    crashed = folder / "img" / ".a.bin.k2j4h1x0.part"  # a temp file of an older version
     crashed.write_bytes(b"half")
     _old(crashed)
+    pooch_tmp = folder / "img" / "tmpk2j4h1x0"  # pooch's download target of a killed run
+    pooch_tmp.write_bytes(b"half")
+    atomic_tmp = folder / ".cat.csv.x8d7s6q1.csv"  # a core.atomic_path temp of a killed run
+    atomic_tmp.write_bytes(b"id,loc\n")
+    for path in (pooch_tmp, atomic_tmp):
+        _old(path)
     old_version = folder / "img" / ".a.bin.sha256-0123456789abcdef.part"
     old_version.write_bytes(b"of another version of the file")
     _old(old_version)
@@ -182,7 +201,7 @@ def test_leftovers_of_crashed_runs_are_cleaned_but_live_ones_kept(tmp_path, serv
         data.fetch(manifest, progress=False)
         assert _parts(folder) == sorted([fresh, held])
     assert (folder / "img/a.bin").read_bytes() == BIG
-    assert not unpacking.exists()
+    assert not unpacking.exists() and not pooch_tmp.exists() and not atomic_tmp.exists()
 
 
 def test_partial_of_a_file_completed_elsewhere_is_removed(tmp_path, server):
