@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from galaxy_helpers import finetuning as ft
+from galaxy_helpers import label_budget as lb
 from galaxy_helpers.models import GalaxyModel, save_checkpoint
 
 SIZE = 32
@@ -176,7 +177,7 @@ def test_label_budget_experiment_is_balanced_cached_and_plots(rings, checkpoint)
         config=ft.FinetuneConfig(max_epochs=1, progress=False),
         other_encoders={"broken_head": "timm:not_a_model"},
     )
-    res = ft.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
+    res = lb.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
     assert res.description["budgets"] == [4, 8] and res.description["budgets_dropped"] == [100]
     assert "broken_head" in res.skipped
     assert len(res.runs) == 3 * 2 * 2 and not res.runs["cached"].any()
@@ -186,32 +187,11 @@ def test_label_budget_experiment_is_balanced_cached_and_plots(rings, checkpoint)
     assert set(res.metrics()["scratch"]) == {"4", "8"}
     head8 = res.runs.query("method == 'pretrained_head' and budget == 8")
     assert head8["balanced_accuracy"].mean() > 0.6
-    again = ft.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
+    again = lb.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
     assert again.runs["cached"].all()
     pd.testing.assert_series_equal(res.runs["balanced_accuracy"], again.runs["balanced_accuracy"])
     fig = res.plot()
     assert fig.axes[0].get_xscale() == "log"
-
-
-def test_ranked_grid_shows_the_top_galaxies(rings, checkpoint):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    model = ft.finetune(checkpoint, rings.iloc[:30], "ring", progress=False)
-    pred = model.predict(rings, progress=False)
-    fig, top = ft.ranked_grid(
-        rings,
-        pred,
-        "probability_1",
-        k=8,
-        truth_column="ring",
-        exclude_ids=rings["id_str"].iloc[:30],
-    )
-    assert len(top) == 8 and top["probability_1"].is_monotonic_decreasing
-    assert not set(top["id_str"]) & set(rings["id_str"].iloc[:30])
-    assert top["ring"].mean() >= 0.75
-    with pytest.raises(ft.FinetuneError, match="no column"):
-        ft.ranked_grid(rings, pred, "probability_2")
 
 
 def test_lbfgs_head_is_scikit_learns_logistic_regression():
@@ -277,9 +257,9 @@ def test_cross_validated_l2_prefers_strong_penalty_on_noise():
 
 @pytest.mark.parametrize("name", ["course", "synthetic"])
 def test_named_checkpoints_give_their_committed_encoders(name):
-    from galaxy_helpers import training
+    from galaxy_helpers.checkpoints import load_model
 
     src = ft.load_encoder(name)
-    _, meta = training.load_model(name)
+    _, meta = load_model(name)
     assert src.architecture == meta["architecture"] and src.image_size == meta["image_size"]
     assert src.mean == pytest.approx(meta["mean"]) and src.description == f"{name} checkpoint"

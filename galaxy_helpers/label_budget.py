@@ -1,0 +1,454 @@
+"""The paper's label-budget experiment: accuracy against the number of labels (notebook 06).
+
+Walmsley et al. (2022, fig. 11): balanced accuracy on a balanced held-out test set of rings
+for an encoder pretrained on every Galaxy Zoo question (new head, or finetuned), other
+encoders (ImageNet, Zoobot; head only) and the same architecture from scratch, with several
+random draws of the labelled galaxies. Heads read the encoder's representation table; every run
+is cached under ``core.cache_dir("finetuning", "label_budget")``.
+
+>>> result = label_budget_experiment("course", catalogue, "ring")  # doctest: +SKIP
+>>> result.table()                                                 # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import balanced_accuracy_score
+
+from . import core
+from .finetuning import (
+    EncoderSource,
+    FinetuneConfig,
+    FinetuneError,
+    Head,
+    _device,
+    _encode_classes,
+    _linear_probe,
+    _new_model,
+    _stratified_split,
+    fit_head,
+    labelled_rows,
+    load_encoder,
+    population_mask,
+    train_full,
+)
+
+__all__ = [
+    "METHODS",
+    "PAPER_RING_ACCURACY",
+    "LabelBudgetResult",
+    "label_budget_experiment",
+    "plot_label_budget",
+]
+
+#: Methods that need nothing but the checkpoint.
+METHODS = ("pretrained_head", "pretrained_full", "scratch")
+
+#: The paper's ring results (balanced test sets; read from its figure 11, +-0.02): unique
+#: training rings -> accuracy (also /work/shared/reference/galaxy_zoo_facts.md).
+PAPER_RING_ACCURACY = {
+    "pretrained on all GZ questions": {13: 0.75, 79: 0.85, 197: 0.855, 6962: 0.88},
+    "ImageNet pretrained": {13: 0.55, 79: 0.66, 197: 0.75, 6962: 0.86},
+    "from scratch": {13: 0.50, 79: 0.50, 197: 0.52, 6962: 0.87},
+}
+
+METHOD_STYLE = {
+    "pretrained_head": ("Pretrained on all questions, new head", "tab:blue", "o"),
+    "pretrained_full": ("Pretrained on all questions, finetuned", "tab:green", "s"),
+    "scratch": ("Same architecture from scratch", "tab:red", "^"),
+}
+
+
+@dataclass
+class LabelBudgetResult:
+    """Runs of a label-budget experiment.
+
+    Attributes
+    ----------
+    runs : one row per (method, budget, repeat): balanced_accuracy, accuracy, n_train,
+        n_test, seconds, cached.
+    test_ids : id_str of the balanced test set (the same for every run).
+    skipped : method -> why it could not run (e.g. weights not on disk offline).
+    description : the population, classes, budgets and encoder.
+    """
+
+    runs: pd.DataFrame
+    test_ids: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)
+    description: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> pd.DataFrame:
+        """Mean, standard deviation and number of repeats per method and budget."""
+        g = self.runs.groupby(["method", "budget"])["balanced_accuracy"]
+        return g.agg(["mean", "std", "count"]).reset_index().rename(columns={"count": "repeats"})
+
+    def table(self) -> pd.DataFrame:
+        """Mean balanced accuracy, methods as rows and budgets as columns."""
+        return self.summary().pivot(index="method", columns="budget", values="mean").round(3)
+
+    def metrics(self, stat: str = "mean") -> dict[str, dict[str, float]]:
+        """``{method: {"30": balanced accuracy, ...}}``, the mean (or ``"std"``) over repeats."""
+        out: dict[str, dict[str, float]] = {}
+        for row in self.summary().itertuples():
+            out.setdefault(row.method, {})[str(int(row.budget))] = round(
+                float(getattr(row, stat)), 4
+            )
+        return out
+
+    def report(self, name: str) -> dict[str, Any]:
+        """The experiment's entries of a notebook's metrics file, ``name`` the positive class
+        (``"ring"``: population_rings, ring_balanced_accuracy, ring_balanced_accuracy_std)."""
+        d = self.description
+        return {
+            "population_size": d["population_size"],
+            f"population_{name}s": d["class_counts"][str(d["classes"][-1])],
+            "test_per_class": d["test_per_class"],
+            "repeats": d["repeats"],
+            "budgets": d["budgets"],
+            f"{name}_balanced_accuracy": self.metrics(),
+            f"{name}_balanced_accuracy_std": self.metrics("std"),
+        }
+
+    def plot(self, ax=None, paper: bool = True, title: str | None = None):
+        """The learning curve (see :func:`plot_label_budget`)."""
+        return plot_label_budget(self, ax=ax, paper=paper, title=title)
+
+
+def _class_orders(y: np.ndarray, rng: np.random.Generator, among: np.ndarray | None = None) -> dict:
+    """Each class's members (indices into ``y``, only those in ``among``) in a random order."""
+    among = np.arange(len(y)) if among is None else among
+    return {c: rng.permutation(among[y[among] == c]) for c in np.unique(y)}
+
+
+def _balanced_test(y: np.ndarray, per_class: int, rng: np.random.Generator):
+    """Indices (test, pool): ``per_class`` galaxies of each class in the test set."""
+    orders = _class_orders(y, rng)
+    test = np.sort(np.concatenate([o[:per_class] for o in orders.values()]).astype(np.int64))
+    return test, np.setdiff1d(np.arange(len(y)), test)
+
+
+def _training_sets(y, pool, budgets: Sequence[int], repeat: int, seed: int) -> dict:
+    """Balanced training sets, nested across budgets within a repeat (a learning curve)."""
+    orders = _class_orders(y, np.random.default_rng([seed, 7919, repeat]), pool)
+    return {b: np.concatenate([o[: b // len(orders)] for o in orders.values()]) for b in budgets}
+
+
+def _method_configs(base: FinetuneConfig, full, scratch) -> dict[str, FinetuneConfig]:
+    scratch = scratch or base.replace(
+        mode="full",
+        encoder_lr=1e-3,
+        full_head_lr=1e-3,
+        layer_decay=1.0,
+        linear_probe_first=False,
+        freeze_batchnorm=False,  # random BatchNorm statistics must be learned
+    )
+    return {
+        "pretrained_head": base.replace(mode="head", progress=False),
+        "pretrained_full": (full or base).replace(mode="full", progress=False),
+        "scratch": scratch.replace(mode="full", linear_probe_first=False, progress=False),
+    }
+
+
+def population_key(population) -> str:
+    """A name of the population for cache keys."""
+    if population is None or isinstance(population, str):
+        return population or "all"
+    if callable(population):
+        return getattr(population, "__name__", "callable")
+    return core.content_key(np.asarray(population, dtype=bool))
+
+
+def label_budget_experiment(
+    checkpoint,
+    catalogue: pd.DataFrame,
+    label_column: str,
+    budgets: Sequence[int] = (10, 30, 100),
+    repeats: int = 3,
+    methods: Sequence[str] = METHODS,
+    test_per_class: int = 50,
+    population=None,
+    config: FinetuneConfig | None = None,
+    full_config: FinetuneConfig | None = None,
+    scratch_config: FinetuneConfig | None = None,
+    other_encoders: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    cache: bool = True,
+    progress: bool = True,
+    allow_downloads: bool = False,
+) -> LabelBudgetResult:
+    """Balanced accuracy against the number of labels, as in the paper's ring figure.
+
+    A balanced test set is drawn once from the population and held out; each repeat draws
+    balanced training sets of every budget from the rest, nested (a repeat's 30 labels contain
+    its 10). A budget counts every labelled galaxy, validation split included.
+
+    Parameters
+    ----------
+    checkpoint : the pretrained encoder (see ``finetuning.load_encoder``).
+    catalogue : ``id_str``, ``file_loc`` and ``label_column``.
+    label_column : the label (e.g. ``"ring"``).
+    budgets : numbers of labelled galaxies (split equally between the classes).
+    repeats : random draws per budget.
+    methods : any of :data:`METHODS` plus the names of ``other_encoders``.
+    test_per_class : test galaxies per class.
+    population : which galaxies take part (``finetuning.population_mask``), e.g.
+        ``"truth_type == 'featured'"``.
+    config : base ``FinetuneConfig``; ``full_config``, ``scratch_config``: those methods'
+        (default: ``config`` in full mode; scratch with one rate of 1e-3, no layer decay).
+    other_encoders : ``{method: source}`` finetuned head-only, e.g.
+        ``{"imagenet_head": "timm:convnext_atto"}``; those that cannot be loaded are listed in
+        ``result.skipped``.
+    seed : seed of the test split and the training draws.
+    cache : reuse runs cached by encoder weights, data, labels, population, configuration,
+        budget and repeat.
+    progress : progress bar over runs.
+    allow_downloads : let ``other_encoders`` download weights (default: only those on disk).
+
+    Returns
+    -------
+    LabelBudgetResult
+    """
+    cfg = config or FinetuneConfig()
+    other_encoders = dict(other_encoders or {})
+    unknown = [m for m in methods if m not in METHODS and m not in other_encoders]
+    if unknown:
+        raise FinetuneError(
+            f"unknown method(s) {unknown}; use {list(METHODS)} or name them in other_encoders"
+        )
+    rows = labelled_rows(
+        catalogue[population_mask(catalogue, population)], label_column, task="classification"
+    )
+    y, classes = _encode_classes(rows[label_column])
+    n_classes = len(classes)
+    counts = np.bincount(y, minlength=n_classes)
+    test, pool = _balanced_test(y, test_per_class, np.random.default_rng(seed))
+    if counts.min() < test_per_class:
+        raise FinetuneError(
+            f"class {classes[int(counts.argmin())]!r} has {counts.min()} galaxies in the "
+            f"population, fewer than test_per_class={test_per_class}; lower test_per_class or "
+            "use a bigger catalogue"
+        )
+    pool_counts = np.bincount(y[pool], minlength=n_classes)
+    usable = sorted(b for b in budgets if b // n_classes <= pool_counts.min())
+    if not usable:
+        raise FinetuneError(
+            f"no budget fits: after the test set the smallest class has {pool_counts.min()} "
+            f"galaxies left, budgets {list(budgets)} need {min(budgets) // n_classes} per class"
+        )
+
+    t_load = time.perf_counter()
+    src = load_encoder(checkpoint, cfg)
+    sources, skipped = {"pretrained_head": src}, {}
+    for name in (m for m in methods if m not in METHODS):
+        try:
+            sources[name] = load_encoder(
+                other_encoders[name],
+                cfg.replace(image_size=src.image_size, mean=None, std=None),
+                offline=not allow_downloads,
+            )
+        except FinetuneError as err:
+            skipped[name] = str(err)
+    device = _device(cfg)
+    feats = {n: _table_features(s, catalogue, rows, progress, device) for n, s in sources.items()}
+    images = src.read(rows, progress=progress) if {*methods} & {*METHODS[1:]} else None
+    load_s = time.perf_counter() - t_load
+
+    from .representations import model_hash
+
+    data_key = core.content_key(*(rows[c].astype(str).tolist() for c in ("id_str", "file_loc")))
+    data_key = core.content_key(data_key, rows[label_column].astype(str).tolist())
+    enc_keys = {name: model_hash(s.model, s.metadata) for name, s in sources.items()}
+    configs = _method_configs(cfg, full_config, scratch_config)
+    test_list = rows["id_str"].iloc[test].tolist()
+    jobs = [(r, b, m) for r in range(repeats) for b in usable for m in methods if m not in skipped]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="Label-budget runs", unit="run")
+    records, sets = [], {}
+    for repeat, budget, method in jobs:
+        if repeat not in sets:
+            sets = {repeat: _training_sets(y, pool, usable, repeat, seed)}
+        train_idx = sets[repeat][budget]
+        mcfg = configs.get(method, configs["pretrained_head"]).replace(seed=seed * 1000 + repeat)
+        key = core.content_key(
+            "v2",
+            method,
+            enc_keys.get(method, enc_keys["pretrained_head"]),
+            data_key,
+            mcfg.to_dict(),
+            budget,
+            repeat,
+            seed,
+            test_per_class,
+            test_list,
+            population_key(population),
+            length=20,
+        )
+        path = core.cache_dir("finetuning", "label_budget") / f"{key}.json"
+        rec = _cached_run(path) if cache else None
+        if rec is None:
+            t0 = time.perf_counter()
+            if method in feats:
+                scores = _run_head(feats[method], y, train_idx, test, n_classes, mcfg)
+            else:
+                scores = _run_full(
+                    src, feats["pretrained_head"], images, y, train_idx, test, classes, mcfg,
+                    pretrained=method == "pretrained_full",
+                )  # fmt: skip
+            rec = {"method": method, "budget": int(budget), "repeat": int(repeat), **scores}
+            rec.update(n_train=len(train_idx), n_test=len(test))
+            rec["seconds"] = round(time.perf_counter() - t0, 3)
+            if cache:
+                core.write_json(path, rec)
+            rec["cached"] = False
+        records.append(rec)
+    description = {
+        "label_column": label_column,
+        "classes": classes,
+        "population_size": int(len(rows)),
+        "class_counts": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},
+        "test_per_class": int(test_per_class),
+        "budgets": [int(b) for b in usable],
+        "budgets_dropped": sorted(int(b) for b in set(budgets) - set(usable)),
+        "repeats": int(repeats),
+        "encoder": src.description,
+        "architecture": src.architecture,
+        "image_size": src.image_size,
+        "load_and_encode_seconds": round(load_s, 2),
+    }
+    runs = pd.DataFrame.from_records(records)
+    return LabelBudgetResult(runs, test_list, skipped, description)
+
+
+def _table_features(src: EncoderSource, catalogue, rows, progress, device) -> np.ndarray:
+    """The rows' features from the representation table of the whole catalogue (the one
+    notebook 03 caches), so the population is never encoded twice."""
+    from .representations import extract_representations
+
+    catalogue = catalogue if catalogue["id_str"].is_unique else rows
+    src.model.to(device)
+    table = extract_representations((src.model, src.metadata), catalogue, progress=progress)
+    table = table.set_index(table["id_str"].astype(str))
+    return table.loc[rows["id_str"].astype(str)].filter(like="feat_").to_numpy()
+
+
+def _cached_run(path) -> dict | None:
+    if not path.exists():
+        return None
+    try:
+        return {**core.read_json(path, what="cached label-budget run"), "cached": True}
+    except ValueError:  # a truncated file is recomputed
+        return None
+
+
+def _scores(y_true, pred) -> dict:
+    return {
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
+        "accuracy": float((pred == y_true).mean()),
+    }
+
+
+def _run_head(feats, y, train_idx, test, n_classes, cfg) -> dict:
+    head, info = fit_head(feats[train_idx], y[train_idx], n_classes, cfg)
+    with torch.no_grad():
+        pred = head(torch.as_tensor(feats[test], dtype=torch.float32)).argmax(1).numpy()
+    return {**_scores(y[test], pred), "steps": info.get("steps")}
+
+
+def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) -> dict:
+    import timm
+
+    n_classes = len(classes)
+    ytr = y[train_idx]
+    tr, va = _stratified_split(ytr, cfg.val_fraction, np.random.default_rng(cfg.seed), True)
+    if pretrained:
+        encoder = copy.deepcopy(src.encoder)
+        if cfg.linear_probe_first:
+            f = feats[train_idx]
+            head = _linear_probe(f[tr], ytr[tr], f[va], ytr[va], n_classes, cfg)
+        else:
+            torch.manual_seed(cfg.seed)
+            head = Head(src.representation_dim, n_classes, cfg.feature_clip)
+        description = src.description
+    else:
+        torch.manual_seed(cfg.seed)
+        arch = str(src.architecture).removeprefix("timm:").split(".")[0]
+        encoder = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=src.channels)
+        torch.manual_seed(cfg.seed)
+        head = Head(src.representation_dim, n_classes, cfg.feature_clip)
+        description = f"randomly initialised {src.architecture}"
+    meta = {"task": "classification", "classes": classes, "label_column": "?"}
+    model = _new_model(src, n_classes, {**meta, "encoder_source": description}, head, encoder)
+    imgs = images[train_idx]
+    info = train_full(model, imgs[tr], ytr[tr], imgs[va], ytr[va], cfg)
+    pred = model.predict_images(images[test], batch_size=256).argmax(axis=1)
+    return {**_scores(y[test], pred), "epochs": info["epochs"], "best_epoch": info["best_epoch"]}
+
+
+def plot_label_budget(
+    result: LabelBudgetResult, ax=None, paper: bool = True, title: str | None = None
+):
+    """Balanced accuracy against the number of labelled galaxies (log axis), mean +- std.
+
+    Parameters
+    ----------
+    result : :class:`LabelBudgetResult`.
+    ax : matplotlib Axes (default: a new figure).
+    paper : also draw the paper's real-ring results (x = 2 x unique training rings) as faint
+        dashed lines, for orientation only: other data, other test set.
+    title : axes title.
+
+    Returns
+    -------
+    matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
+    extra_colours = iter(["tab:purple", "tab:orange", "tab:brown", "tab:olive"])
+    for method, part in result.summary().groupby("method", sort=False):
+        label, colour, marker = METHOD_STYLE.get(method, (method, next(extra_colours, "k"), "D"))
+        part = part.sort_values("budget")
+        ax.errorbar(
+            part["budget"],
+            part["mean"],
+            yerr=part["std"].fillna(0),
+            label=label,
+            color=colour,
+            marker=marker,
+            capsize=3,
+            lw=1.8,
+        )
+    if paper:
+        colours = ("tab:blue", "tab:purple", "tab:red")
+        for (name, points), colour in zip(PAPER_RING_ACCURACY.items(), colours, strict=True):
+            shown = {2 * k: v for k, v in points.items() if 2 * k <= 1000}
+            ax.plot(
+                list(shown),
+                list(shown.values()),
+                ls="--",
+                lw=1,
+                alpha=0.5,
+                color=colour,
+                label=f"paper (real): {name}",
+            )
+    ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled galaxies (half of each class)")
+    ax.set_ylabel("balanced accuracy (balanced test set)")
+    ax.set_ylim(0.4, 1.0)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="upper left")  # the curves live below 0.85 and right of 10
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
