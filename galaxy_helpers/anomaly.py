@@ -1,26 +1,15 @@
 """Find the anomalies that interest *this* researcher (notebook 05).
 
-Walmsley et al. 2022 (MNRAS 513, 1581, section 5) compress the CNN representation with PCA
-to 40 components, standard-scale it, and let a Gaussian process learn one researcher's
-0-to-5 interest scores, choosing what to show next by expected improvement. The baseline is
-Astronomaly (Lochner & Bassett 2021, Astronomy and Computing 36, 100481): an isolation
-forest's anomaly score, folded together with a regressor on the user's scores according to
-how close each galaxy is to a labelled one.
+Walmsley et al. 2022 (MNRAS 513, 1581, section 5) compress the representation to 40
+standardised PCA components (``representations.RepresentationPCA``) and let a Gaussian process
+learn one researcher's 0-to-5 scores, choosing what to show next by expected improvement
+(:class:`ActiveLearner`). The baseline is Astronomaly (Lochner & Bassett 2021): an isolation
+forest's score with the user's scores folded in (:class:`AstronomalyScorer`). Every estimator
+takes notebook 03's representation table or a matrix ``X`` (N, D); user scores are a float
+array with NaN where a galaxy is unlabelled.
 
-Everything here is a scikit-learn-style estimator on a plain feature matrix ``X`` (N, D).
-User scores are passed as a float array ``y`` of length N with ``NaN`` where a galaxy has not
-been labelled yet (the convention of scikit-learn's semi-supervised estimators, with NaN
-instead of -1 because scores are numbers).
-
-Example
--------
->>> learner = ActiveLearner(random_state=0)
->>> y = np.full(len(X), np.nan)
->>> learner.fit(X, y)                                  # no labels yet: embedding only
->>> first = learner.next_batch(10)                     # chosen without labels
->>> y[first] = researcher_scores[first]
->>> learner.update(y)                                  # retrain the GP only
->>> nxt = learner.next_batch(10, exclude=np.flatnonzero(~np.isnan(y)))
+>>> learner = ActiveLearner(random_state=0).fit(table)   # doctest: +SKIP
+>>> first = learner.next_batch(10)                        # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -40,6 +29,7 @@ from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RationalQuadratic, WhiteKernel
 from threadpoolctl import threadpool_limits
 
+from galaxy_helpers.plotting import galaxy_grid, ranked_grid
 from galaxy_helpers.representations import RepresentationPCA, feature_matrix
 
 SCORE_MIN = 0
@@ -91,20 +81,8 @@ def _check_fitted(est, attr: str):
 
 
 def rescale(values: np.ndarray, new_min: float = 0.0, new_max: float = 5.0) -> np.ndarray:
-    """Min-max rescale to [new_min, new_max] (Astronomaly's ``ScoreConverter``).
-
-    Parameters
-    ----------
-    values : array
-        Any real scores (higher = more anomalous).
-    new_min, new_max : float
-        Target range.
-
-    Returns
-    -------
-    np.ndarray
-        Rescaled copy; constant input maps to ``new_min``.
-    """
+    """Min-max rescale to [new_min, new_max] (Astronomaly's ``ScoreConverter``); constant input
+    maps to ``new_min``."""
     values = np.asarray(values, dtype=np.float64)
     span = values.max() - values.min()
     if span == 0:
@@ -113,19 +91,8 @@ def rescale(values: np.ndarray, new_min: float = 0.0, new_max: float = 5.0) -> n
 
 
 def nearest_labelled_distance(X: np.ndarray, labelled: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """Euclidean distance from every row of X to its nearest labelled row (brute force, chunked).
-
-    Parameters
-    ----------
-    X : (N, D) array
-    labelled : (L, D) array, L >= 1
-    chunk : int
-        Rows per block, to bound memory.
-
-    Returns
-    -------
-    np.ndarray (N,)
-    """
+    """Euclidean distance (N,) from every row of X to its nearest row of ``labelled``, computed
+    ``chunk`` rows at a time."""
     sq_l = (labelled**2).sum(1)
     out = np.empty(len(X))
     for start in range(0, len(X), chunk):
@@ -137,11 +104,10 @@ def nearest_labelled_distance(X: np.ndarray, labelled: np.ndarray, chunk: int = 
 
 # --------------------------------------------------------------------------- baselines
 class IsolationForestScorer(BaseEstimator):
-    """Isolation-forest anomaly score on the representation, scaled 0 (boring) to 5 (weird).
+    """Isolation-forest anomaly score, 0 (boring) to 5 (weird), as Astronomaly's.
 
-    As in Astronomaly, the raw score is ``-decision_function`` (lower = weirder in scikit-learn)
-    min-max rescaled to 0..5 over the galaxies it was fitted on; new galaxies are scaled with the
-    same range and clipped.
+    ``-decision_function`` min-max rescaled over the fitted galaxies; new ones are scaled with
+    the same range and clipped.
 
     Parameters
     ----------
@@ -150,9 +116,9 @@ class IsolationForestScorer(BaseEstimator):
     random_state : int or None
         Seed.
 
-    Example
-    -------
-    >>> scores = IsolationForestScorer(random_state=0).fit(X).score_samples(X)  # 0..5
+    Examples
+    --------
+    >>> scores = IsolationForestScorer(random_state=0).fit(X).score_samples(X)  # doctest: +SKIP
     """
 
     def __init__(self, n_estimators: int = 100, random_state: int | None = 0):
@@ -160,12 +126,7 @@ class IsolationForestScorer(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None):
-        """Fit the forest on all galaxies (unsupervised; ``y`` is ignored).
-
-        Returns
-        -------
-        self
-        """
+        """Fit the forest on all galaxies (``y`` is ignored); returns self."""
         X = _as_features(X)
         self.forest_ = IsolationForest(
             n_estimators=self.n_estimators, random_state=self.random_state
@@ -182,16 +143,7 @@ class IsolationForestScorer(BaseEstimator):
         return np.clip(SCORE_MAX * (raw - self.raw_min_) / span, SCORE_MIN, SCORE_MAX)
 
     def score_samples(self, X) -> np.ndarray:
-        """Anomaly score 0..5 per galaxy (higher = more anomalous).
-
-        Parameters
-        ----------
-        X : (N, D) array
-
-        Returns
-        -------
-        np.ndarray (N,)
-        """
+        """Anomaly score 0..5 (N,) per galaxy (higher = more anomalous)."""
         _check_fitted(self, "forest_")
         return self._scale(-self.forest_.decision_function(_as_features(X)))
 
@@ -203,16 +155,13 @@ class IsolationForestScorer(BaseEstimator):
 class AstronomalyScorer(BaseEstimator):
     """Astronomaly's fold-in of user scores into an anomaly score (Lochner & Bassett 2021).
 
-    Following the published description (section 2.5 of the paper, ``NeighbourScore`` in the
-    Astronomaly code): a random-forest regressor learns the user's scores U from the labelled
-    galaxies and predicts Û everywhere; each galaxy's anomaly score S (0..5) is then re-weighted by
-    how far it is from the nearest labelled galaxy, d, relative to the mean such distance d̄::
+    As Astronomaly's ``NeighbourScore`` (the paper's section 2.5): a random forest learns the
+    user's scores U and predicts Û everywhere; the anomaly score S (0..5) is re-weighted by the
+    distance d to the nearest labelled galaxy over the mean such distance d̄::
 
         S' = S * tanh( exp(alpha * d / d̄) - 1 + arctanh( min_score + 0.85 * Û / max_score ) )
 
-    Near labelled galaxies the predicted user score dominates (boring-but-weird galaxies are
-    pushed down); far from any label S' falls back towards S. Note that the fold-in can only
-    *lower* a score: galaxies the isolation forest finds ordinary stay unseen.
+    The fold-in can only *lower* a score: galaxies the forest finds ordinary stay unseen.
 
     Parameters
     ----------
@@ -229,10 +178,9 @@ class AstronomalyScorer(BaseEstimator):
     random_state : int or None
         Seed for both forests.
 
-    Example
-    -------
-    >>> scorer = AstronomalyScorer(random_state=0).fit(X, y)   # y: NaN where unlabelled
-    >>> ranking_score = scorer.predict()                          # for the fitted galaxies
+    Examples
+    --------
+    >>> ranking_score = AstronomalyScorer(random_state=0).fit(X, y).predict()  # doctest: +SKIP
     """
 
     def __init__(
@@ -252,12 +200,7 @@ class AstronomalyScorer(BaseEstimator):
         self.random_state = random_state
 
     def fit(self, X, y=None):
-        """Fit the anomaly scorer on X, then fold in the user scores ``y`` (NaN = unlabelled).
-
-        Returns
-        -------
-        self
-        """
+        """Fit the anomaly scorer on X, then fold in the user scores ``y`` (NaN = unlabelled)."""
         self.X_ = _as_features(X)
         scorer = self.anomaly_scorer
         if scorer is None:
@@ -267,16 +210,7 @@ class AstronomalyScorer(BaseEstimator):
         return self.update(np.full(len(self.X_), np.nan) if y is None else y)
 
     def update(self, y):
-        """Refit only the user-score regressor on new labels for the same galaxies.
-
-        Parameters
-        ----------
-        y : (N,) array, NaN where unlabelled
-
-        Returns
-        -------
-        self
-        """
+        """Refit only the user-score regressor on new labels ``y`` (N,) for the same galaxies."""
         _check_fitted(self, "X_")
         self.y_ = _as_scores(y, len(self.X_))
         labelled = ~np.isnan(self.y_)
@@ -294,18 +228,8 @@ class AstronomalyScorer(BaseEstimator):
         return self
 
     def combine(self, distance, user_score, anomaly_score, mean_distance=None) -> np.ndarray:
-        """Lochner & Bassett's distance-weighted combination (see class docstring).
-
-        Parameters
-        ----------
-        distance, user_score, anomaly_score : (N,) arrays
-        mean_distance : float or None
-            d̄; default the mean of ``distance`` (as Astronomaly, over the scored galaxies).
-
-        Returns
-        -------
-        np.ndarray (N,)
-        """
+        """The distance-weighted combination of the class docstring (d̄: default the mean of
+        ``distance``)."""
         f_u = self.min_score + 0.85 * (np.asarray(user_score) / self.max_score)
         mean_d = np.mean(distance) if mean_distance is None else mean_distance
         scaled = distance / mean_d if mean_d > 0 else np.zeros_like(distance)
@@ -315,12 +239,7 @@ class AstronomalyScorer(BaseEstimator):
         return anomaly_score * np.tanh(penalty - 1 + np.arctanh(f_u))
 
     def predict(self, X=None) -> np.ndarray:
-        """Final ranking score for the fitted galaxies (``X=None``) or new ones.
-
-        Returns
-        -------
-        np.ndarray (N,)
-        """
+        """Final ranking score (N,) for the fitted galaxies (``X=None``) or new ones."""
         _check_fitted(self, "scores_")
         if X is None:
             return self.scores_
@@ -333,12 +252,7 @@ class AstronomalyScorer(BaseEstimator):
         return self.combine(dist, self.regressor_.predict(X), s, self.mean_distance_)
 
     def next_batch(self, n: int = 10, exclude=None) -> np.ndarray:
-        """The ``n`` highest-scoring galaxies not yet labelled (Astronomaly shows the top first).
-
-        Returns
-        -------
-        np.ndarray of int indices into the fitted X
-        """
+        """Indices of the ``n`` highest-scoring galaxies not in ``exclude``."""
         _check_fitted(self, "scores_")
         return _top_n(self.scores_, n, exclude)
 
@@ -357,23 +271,10 @@ def _top_n(values: np.ndarray, n: int, exclude=None) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the paper's learner
 def expected_improvement(mean, std, best: float, xi: float = 0.5) -> np.ndarray:
-    """Expected improvement over the best score seen so far (maximisation).
+    """Expected improvement (>= 0) of a GP posterior (``mean``, ``std``) over ``best``.
 
-    ``EI = (mu - best - xi) Phi(z) + sigma phi(z)``, ``z = (mu - best - xi) / sigma``: the same
-    formula as modAL's ``max_EI``, which the paper's code calls with ``tradeoff=0.5``.
-
-    Parameters
-    ----------
-    mean, std : arrays
-        GP posterior mean and standard deviation.
-    best : float
-        Highest user score among the labelled galaxies.
-    xi : float
-        Exploration margin (larger explores more).
-
-    Returns
-    -------
-    np.ndarray, >= 0
+    ``EI = (mu - best - xi) Phi(z) + sigma phi(z)``, ``z = (mu - best - xi) / sigma``: modAL's
+    ``max_EI``, which the paper's code calls with ``tradeoff=0.5``.
     """
     mean = np.asarray(mean, dtype=np.float64)
     std = np.maximum(np.asarray(std, dtype=np.float64), 1e-12)
@@ -385,13 +286,10 @@ def expected_improvement(mean, std, best: float, xi: float = 0.5) -> np.ndarray:
 class ActiveLearner(BaseEstimator):
     """The paper's learner: PCA-40 -> StandardScaler -> GP regression -> expected improvement.
 
-    The embedding (PCA and scaling) is fitted once on every galaxy, without labels; the Gaussian
-    process (rational-quadratic + white-noise kernel, hyper-parameters refitted by maximum
-    likelihood at every retrain) is fitted on the labelled galaxies only.
-
-    The first batch is chosen without labels: ``first_batch="random"`` (the paper's choice, 10
-    random galaxies) or ``"isolation_forest"`` (the isolation forest's top galaxies). Every later
-    batch is the ``batch_size`` unlabelled galaxies with the highest expected improvement.
+    The embedding (``RepresentationPCA(standardise=True)``) is fitted once on every galaxy; the
+    GP (rational-quadratic + white noise, refitted by maximum likelihood at every retrain) on
+    the labelled ones. The first batch is random (the paper) or the isolation forest's top;
+    later batches have the highest expected improvement.
 
     Parameters
     ----------
@@ -402,17 +300,16 @@ class ActiveLearner(BaseEstimator):
     first_batch : {"random", "isolation_forest"}
         How the first batch is chosen before any label exists.
     warm_start : bool
-        Start each retrain's hyper-parameter search from the previous optimum instead of the
-        kernel defaults. Faster, but it can stay stuck in a degenerate optimum found while all
-        labels were 0 (length scale at its bound: white noise), so the default is False, as in
-        the paper's code (scikit-learn refits from the initial kernel).
+        Start each hyper-parameter search from the previous optimum. Faster, but it can stay
+        stuck in the white-noise optimum found while all labels were 0 (default False, as the
+        paper's code).
     random_state : int or None
         Seed for PCA's solver, the first batch and the GP optimiser.
 
     Attributes
     ----------
     embedding_ : (N, n_components) array
-        The scaled PCA embedding of the fitted galaxies.
+        The scaled PCA embedding of the fitted galaxies (``embedding_pca_`` fitted it).
     gp_ : GaussianProcessRegressor or None
         Fitted after the first labels.
     """
@@ -433,19 +330,8 @@ class ActiveLearner(BaseEstimator):
 
     # -- fitting
     def fit(self, X, y=None):
-        """Fit the embedding on all of X, then the GP on the labelled rows of ``y``.
-
-        Parameters
-        ----------
-        X : (N, D) array
-            Representation of every galaxy in the pool.
-        y : (N,) array or None
-            User scores 0..5, NaN where unlabelled (None = no labels yet).
-
-        Returns
-        -------
-        self
-        """
+        """Fit the embedding on every galaxy of X, then the GP on the labelled rows of ``y``
+        (scores 0..5, NaN where unlabelled; None: no labels yet)."""
         if self.first_batch not in ("random", "isolation_forest"):
             raise ValueError(
                 f"first_batch={self.first_batch!r}; choose 'random' or 'isolation_forest'"
@@ -466,18 +352,7 @@ class ActiveLearner(BaseEstimator):
         return self.update(np.full(len(X), np.nan) if y is None else y)
 
     def update(self, y):
-        """Retrain the GP on new scores for the same galaxies (the embedding is kept).
-
-        This is the step the widget runs after every batch.
-
-        Parameters
-        ----------
-        y : (N,) array, NaN where unlabelled
-
-        Returns
-        -------
-        self
-        """
+        """Retrain the GP on new scores ``y`` (N,) for the same galaxies (the widget's step)."""
         _check_fitted(self, "embedding_")
         self.y_ = _as_scores(y, len(self.embedding_))
         labelled = np.flatnonzero(~np.isnan(self.y_))
@@ -503,13 +378,8 @@ class ActiveLearner(BaseEstimator):
 
     # -- predicting
     def _posterior(self, Z: np.ndarray, chunk: int = 4096):
-        """GP posterior mean and std for embedded rows Z, equal to scikit-learn's ``predict``.
-
-        Written out (distances by matrix product, the triangular solve replaced by a product
-        with the precomputed inverse factor, variances in float32) because this is the step the
-        widget waits for: about 4x faster than ``gp.predict(Z, return_std=True)`` on 50,000
-        galaxies, and tested against it.
-        """
+        """GP posterior mean and std of embedded rows Z, as ``gp.predict(Z, return_std=True)``
+        (tested) but 4x faster on 50,000 galaxies: the step the widget waits for."""
         gp = self.gp_
         kernel = gp.kernel_
         fast = isinstance(kernel.k1, RationalQuadratic) and isinstance(kernel.k2, WhiteKernel)
@@ -556,19 +426,7 @@ class ActiveLearner(BaseEstimator):
         return self._mean, self._std
 
     def predict(self, X=None, return_std: bool = False):
-        """Predicted user score (GP posterior mean) for the fitted pool or new galaxies.
-
-        Parameters
-        ----------
-        X : (M, D) array or None
-            None = every fitted galaxy (cached until the next update).
-        return_std : bool
-            Also return the posterior standard deviation.
-
-        Returns
-        -------
-        mean : np.ndarray, or (mean, std)
-        """
+        """GP posterior mean (and std) of the fitted pool (``X=None``, cached) or new galaxies."""
         _check_fitted(self, "embedding_")
         if X is None:
             mean, std = self._pool_posterior()
@@ -589,23 +447,8 @@ class ActiveLearner(BaseEstimator):
         return expected_improvement(mean, std, float(np.nanmax(self.y_)), self.xi)
 
     def next_batch(self, n: int = 10, exclude=None) -> np.ndarray:
-        """Indices of the next ``n`` galaxies to show the researcher.
-
-        Before any label: ``first_batch`` decides (random, or isolation forest top). After:
-        the highest expected improvement among galaxies not in ``exclude`` (the labelled ones
-        are always excluded).
-
-        Parameters
-        ----------
-        n : int
-            Batch size (10 in the paper).
-        exclude : array of int or None
-            Extra indices never to propose.
-
-        Returns
-        -------
-        np.ndarray of int
-        """
+        """Indices of the next ``n`` galaxies to show: ``first_batch``'s choice before any
+        label, then the highest expected improvement; never labelled ones or ``exclude``."""
         _check_fitted(self, "embedding_")
         skip = set(self.labelled_.tolist())
         if exclude is not None:
@@ -644,12 +487,7 @@ class SimulatedResearcher:
     rule: Callable[[pd.DataFrame], np.ndarray]
 
     def score(self, catalogue: pd.DataFrame) -> np.ndarray:
-        """Scores 0..5 for every row of ``catalogue``.
-
-        Returns
-        -------
-        np.ndarray of int
-        """
+        """Integer scores 0..5 for every row of ``catalogue``."""
         scores = np.asarray(self.rule(catalogue))
         if scores.shape != (len(catalogue),):
             raise ValueError(f"researcher {self.name!r} returned shape {scores.shape}")
@@ -658,6 +496,17 @@ class SimulatedResearcher:
     def is_interesting(self, catalogue: pd.DataFrame, threshold: int = INTERESTING_SCORE):
         """Boolean mask of the galaxies this researcher scores >= ``threshold``."""
         return self.score(catalogue) >= threshold
+
+    def plot_examples(self, catalogue: pd.DataFrame, k: int = 16, threshold=INTERESTING_SCORE):
+        """The first ``k`` galaxies of ``catalogue`` this researcher finds interesting, with
+        their scores (a matplotlib Figure)."""
+        scores = self.score(catalogue)
+        shown = np.flatnonzero(scores >= threshold)[:k]
+        return galaxy_grid(
+            catalogue["file_loc"].to_numpy()[shown],
+            titles=[f"score {s}" for s in scores[shown]],
+            suptitle=f"What the {self.name} wants",
+        )
 
 
 def _col(catalogue: pd.DataFrame, name: str, researcher: str) -> pd.Series:
@@ -736,12 +585,7 @@ RESEARCHERS: dict[str, SimulatedResearcher] = {
 
 
 def get_researcher(name: str | SimulatedResearcher) -> SimulatedResearcher:
-    """Look up a simulated researcher by name (or pass one through).
-
-    Raises
-    ------
-    KeyError naming the known researchers.
-    """
+    """A simulated researcher by name (one passes through); a KeyError names the known ones."""
     if isinstance(name, SimulatedResearcher):
         return name
     if name not in RESEARCHERS:
@@ -754,7 +598,7 @@ def describe_researchers(catalogue: pd.DataFrame, threshold: int = INTERESTING_S
 
     Returns
     -------
-    pd.DataFrame with columns researcher, description, n_interesting, fraction_interesting
+    pd.DataFrame: researcher, description, n_interesting, fraction_interesting
     """
     rows = []
     for r in RESEARCHERS.values():
@@ -774,22 +618,7 @@ def describe_researchers(catalogue: pd.DataFrame, threshold: int = INTERESTING_S
 
 
 # --------------------------------------------------------------------------- metrics
-def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) -> np.ndarray:
-    """Order galaxies best first, optionally placing the already-labelled ones by their label.
-
-    Parameters
-    ----------
-    scores : (N,) array
-        The method's predicted score.
-    labelled_scores : (N,) array or None
-        User scores with NaN for unlabelled. When given, labelled galaxies the user scored
-        >= ``threshold`` go first and the ones they scored below it go last (the paper's code
-        replaces predictions by ``label * 100``); unlabelled galaxies keep their predicted order.
-
-    Returns
-    -------
-    np.ndarray of int, a permutation of range(N)
-    """
+def _ranking_key(scores, labelled_scores, threshold):
     key = np.asarray(scores, dtype=np.float64).copy()
     if labelled_scores is not None:
         ls = np.asarray(labelled_scores, dtype=np.float64)
@@ -798,7 +627,17 @@ def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) ->
         bottom = key.min() if len(key) else 0.0
         key[known & (ls >= threshold)] = top + 1 + ls[known & (ls >= threshold)]
         key[known & (ls < threshold)] = bottom - 1 - (SCORE_MAX - ls[known & (ls < threshold)])
-    return np.argsort(-key, kind="stable")
+    return key
+
+
+def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) -> np.ndarray:
+    """Galaxies best first (a permutation of range(N)).
+
+    With ``labelled_scores`` (NaN = unlabelled), galaxies the user scored >= ``threshold`` go
+    first and the ones scored below it last (the paper's code replaces predictions by
+    ``label * 100``); unlabelled galaxies keep their predicted order.
+    """
+    return np.argsort(-_ranking_key(scores, labelled_scores, threshold), kind="stable")
 
 
 def rank_weighted_score(sorted_interesting, n: int) -> float:
@@ -815,19 +654,8 @@ def rank_weighted_score(sorted_interesting, n: int) -> float:
 def ranking_metrics(
     order: np.ndarray, is_interesting: np.ndarray, top_n: Sequence[int] = (50, 100, 200)
 ) -> dict:
-    """Precision@N, recall@N, rank-weighted score@N and average precision of one ranking.
-
-    Parameters
-    ----------
-    order : permutation of indices, best first (from :func:`ranking`)
-    is_interesting : (N,) bool
-    top_n : the N values
-
-    Returns
-    -------
-    dict with keys ``precision_at_N``, ``recall_at_N``, ``rws_at_N`` and
-    ``average_precision``
-    """
+    """``precision_at_N``, ``recall_at_N``, ``rws_at_N`` and ``average_precision`` of one
+    ranking (``order``: best first, from :func:`ranking`)."""
     interesting = np.asarray(is_interesting, dtype=bool)
     sorted_int = interesting[order]
     total = max(int(interesting.sum()), 1)
@@ -837,14 +665,56 @@ def ranking_metrics(
         out[f"precision_at_{n}"] = found / n
         out[f"recall_at_{n}"] = found / total
         out[f"rws_at_{n}"] = rank_weighted_score(sorted_int, n)
-    # average precision of a strict ranking: the mean, over interesting galaxies, of the
-    # precision at each one's rank (what scikit-learn's average_precision_score gives for
-    # distinct scores, computed directly because the simulation calls this hundreds of times)
+    # scikit-learn's average_precision_score for distinct scores, computed directly because
+    # the simulation calls this hundreds of times
     hits = np.flatnonzero(sorted_int)
     out["average_precision"] = (
         float(np.mean(np.arange(1, len(hits) + 1) / (hits + 1))) if len(hits) else 0.0
     )
     return out
+
+
+def plot_ranking(
+    catalogue: pd.DataFrame,
+    predicted,
+    labelled_scores,
+    researcher_scores,
+    k: int = 24,
+    threshold: int = INTERESTING_SCORE,
+    suptitle: str | None = None,
+):
+    """The top ``k`` of a search as the researcher sees it, and that ranking's metrics.
+
+    Parameters
+    ----------
+    catalogue : pandas.DataFrame with ``file_loc``
+    predicted : (N,) the learner's scores
+    labelled_scores : (N,) the user's scores, NaN where unlabelled (ranked as :func:`ranking`)
+    researcher_scores : (N,) the scores that decide which galaxies are interesting (framed)
+    k, threshold, suptitle : galaxies shown, the interesting score, the figure title
+
+    Returns
+    -------
+    (figure, metrics)
+        ``metrics``: :func:`ranking_metrics` at N = 50.
+    """
+    labelled = ~np.isnan(np.asarray(labelled_scores, dtype=np.float64))
+    interesting = np.asarray(researcher_scores) >= threshold
+    key = _ranking_key(predicted, labelled_scores, threshold)
+    fig, _ = ranked_grid(
+        catalogue,
+        key,
+        k=k,
+        kind="stable",
+        titles=[
+            f"{s}{' (labelled)' if lab else ''}"
+            for s, lab in zip(researcher_scores, labelled, strict=True)
+        ],
+        highlight=interesting,
+        suptitle=suptitle,
+    )
+    order = ranking(predicted, labelled_scores, threshold)
+    return fig, ranking_metrics(order, interesting, top_n=(50,))
 
 
 # --------------------------------------------------------------------------- simulation
@@ -862,48 +732,32 @@ def run_simulation(
 ) -> pd.DataFrame:
     """Let a simulated researcher answer every batch and measure the ranking as labels grow.
 
-    Each repeat clones ``learner`` with ``random_state = seed + repeat``, fits it on X without
-    labels, and loops: choose ``batch`` galaxies (``learner.next_batch``), reveal their
-    ``researcher_scores``, retrain (``learner.update``), measure. The learner can be an
-    :class:`ActiveLearner` or an :class:`AstronomalyScorer` (anything with fit / update /
-    predict / next_batch).
-
-    Two rankings are measured at every step (column ``ranking``):
-
-    - ``"labelled_first"``: labelled galaxies the researcher scored >= ``threshold`` first,
-      those scored below it last, the rest by prediction. **This is the one behind the paper's
-      headline numbers** (its published analysis code, ``comparison_from_scratch/gp.py``, ranks
-      ``preds_with_labels``: known labels times 100 replace the predictions), and what a
-      researcher actually sees.
-    - ``"predicted"``: every galaxy, labelled or not, ranked by the method's prediction alone,
-      which measures what the model has learned.
+    Each repeat clones ``learner`` (default :class:`ActiveLearner`; anything with fit / update
+    / predict / next_batch) with ``random_state = seed + repeat``, fits it on X without labels
+    and loops: choose ``batch`` galaxies, reveal their ``researcher_scores``, retrain, measure.
+    Two rankings are measured (column ``ranking``): ``"labelled_first"`` (labelled galaxies by
+    their label, the rest by prediction: the paper's headline numbers, from its
+    ``comparison_from_scratch/gp.py``, and what a researcher sees) and ``"predicted"`` (the
+    prediction alone: what the model learned).
 
     Parameters
     ----------
-    X : (N, D) array
-        Representation of every galaxy.
-    researcher_scores : (N,) int array
-        The simulated researcher's 0..5 score for every galaxy (revealed only when chosen).
+    X : representation table or (N, D) array
+    researcher_scores : (N,) int array, the researcher's 0..5 score of every galaxy
     learner : estimator or None
-        Default ``ActiveLearner()``.
-    n_labels : int
-        Labels per repeat (200 in the paper).
-    batch : int
-        Galaxies per batch (10).
-    repeats : int
-        Independent repeats (different first batches / seeds).
+    n_labels, batch, repeats : labels per repeat (200 in the paper), per batch (10), repeats
     seed : int
         Base seed.
     threshold : int
         Score at or above which a galaxy counts as interesting.
     top_n : the N of precision@N etc.
     progress : bool
-        Show a tqdm bar over repeats.
+        A progress bar over repeats.
 
     Returns
     -------
-    pd.DataFrame, one row per (repeat, n_labels, ranking), with the metrics of
-    :func:`ranking_metrics` and ``n_interesting_labelled``.
+    pd.DataFrame, one row per (repeat, n_labels, ranking): :func:`ranking_metrics` and
+    ``n_interesting_labelled``.
     """
     from tqdm.auto import tqdm
 
@@ -940,18 +794,8 @@ def run_simulation(
 
 
 def summarise_simulation(results: pd.DataFrame, n_labels: int | None = None) -> pd.DataFrame:
-    """Mean and standard deviation over repeats of every metric, per ranking and label count.
-
-    Parameters
-    ----------
-    results : output of :func:`run_simulation`
-    n_labels : int or None
-        Keep only this number of labels.
-
-    Returns
-    -------
-    pd.DataFrame indexed by (ranking, n_labels) with (metric, mean/std) columns
-    """
+    """Mean and std over repeats of every metric of :func:`run_simulation`, indexed by
+    (ranking, n_labels); ``n_labels`` keeps only that label count."""
     df = results if n_labels is None else results[results["n_labels"] == n_labels]
     metrics = [c for c in df.columns if c not in ("repeat", "n_labels", "ranking")]
     return df.groupby(["ranking", "n_labels"])[metrics].agg(["mean", "std"])
@@ -960,28 +804,107 @@ def summarise_simulation(results: pd.DataFrame, n_labels: int | None = None) -> 
 def isolation_forest_metrics(
     X, researcher_scores, threshold: int = INTERESTING_SCORE, top_n=(50, 100, 200), seed: int = 0
 ) -> dict:
-    """Metrics of the plain isolation forest ranking (no labels at all).
-
-    Returns
-    -------
-    dict as :func:`ranking_metrics`
-    """
+    """:func:`ranking_metrics` of the plain isolation forest ranking (no labels at all)."""
     scores = IsolationForestScorer(random_state=seed).fit(X).train_scores_
     interesting = np.asarray(researcher_scores) >= threshold
     return ranking_metrics(ranking(scores), interesting, top_n)
 
 
 def pca_embedding(X, n_components: int = 40, random_state: int | None = 0) -> np.ndarray:
-    """The paper's anomaly-search embedding: PCA to ``n_components``, then standard scaling.
+    """The embedding :class:`ActiveLearner` fits (PCA to ``n_components``, then standard
+    scaling), to give the baselines the same view of the galaxies; (N, n_components)."""
+    return ActiveLearner(n_components=n_components, random_state=random_state).fit(X).embedding_
 
-    The same embedding :class:`ActiveLearner` fits internally, for giving the baselines the
-    same view of the galaxies.
+
+#: The two methods :func:`compare_methods` runs, by the names its tables show.
+PAPER, ASTRONOMALY = (
+    "CNN + Gaussian process (paper)",
+    "CNN + isolation forest + fold-in (Astronomaly)",
+)
+
+
+class SearchComparison(dict):
+    """``{method: run_simulation table}`` from :func:`compare_methods`, with its summaries."""
+
+    def table(self, n_labels=None, ranking_name="labelled_first", no_labels=None, std=True):
+        """:func:`comparison_table`; ``no_labels`` (isolation-forest metrics) adds its row."""
+        return comparison_table(self, n_labels, ranking_name, no_labels=no_labels, std=std)
+
+    def metrics(self, n_labels=None, no_labels=None) -> dict:
+        """The paper's numbers for a metrics file: the GP's at ``n_labels`` (both rankings),
+        Astronomaly's, and the isolation forest's without labels (``no_labels``)."""
+        final, predicted = self.table(n_labels), self.table(n_labels, "predicted")
+        gp, astro = final.loc[PAPER], final.loc[ASTRONOMALY]
+        out = {
+            "n_labels": int(gp["n_labels"]),
+            "repeats": int(gp["repeats"]),
+            "precision_at_50": gp["precision_at_50"],
+            "precision_at_200": gp["precision_at_200"],
+            "average_precision": gp["average_precision"],
+            "precision_at_50_predicted_ranking": predicted.loc[PAPER, "precision_at_50"],
+            "average_precision_predicted_ranking": predicted.loc[PAPER, "average_precision"],
+            "average_precision_isolation_forest": astro["average_precision"],
+            "precision_at_50_isolation_forest": astro["precision_at_50"],
+        }
+        for key in ("average_precision", "precision_at_50") if no_labels else ():
+            out[f"{key}_isolation_forest_no_labels"] = no_labels[key]
+        return out
+
+    def headline(self, n_labels=None) -> dict:
+        """Three headline numbers: the GP's precision@50 and average precision, Astronomaly's."""
+        final = self.table(n_labels)
+        return {
+            f"GP precision@50 after {int(final.loc[PAPER, 'n_labels'])} labels": final.loc[
+                PAPER, "precision_at_50"
+            ],
+            "GP average precision": final.loc[PAPER, "average_precision"],
+            "Astronomaly average precision": final.loc[ASTRONOMALY, "average_precision"],
+        }
+
+
+def compare_methods(
+    X,
+    researcher_scores,
+    n_components: int = 40,
+    first_batch: str = "random",
+    n_labels: int = 200,
+    batch: int = 10,
+    repeats: int = 5,
+    baseline_repeats: int = 1,
+    seed: int = 0,
+    top_n: Sequence[int] = (50, 100, 200),
+    progress: bool = True,
+) -> SearchComparison:
+    """The paper's GP search and Astronomaly's on the same galaxies, as labels grow.
+
+    The GP (:class:`ActiveLearner`) starts from the representation ``X``; Astronomaly
+    (:class:`AstronomalyScorer`, ``baseline_repeats`` repeats) from the same standardised
+    PCA embedding (:func:`pca_embedding` with ``random_state=seed``). Other arguments as
+    :func:`run_simulation`.
 
     Returns
     -------
-    np.ndarray (N, n_components)
+    SearchComparison
+        ``{PAPER: table, ASTRONOMALY: table}`` with ``.table()``, ``.metrics()``, ``.headline()``.
     """
-    return ActiveLearner(n_components=n_components, random_state=random_state).fit(X).embedding_
+    embedding = pca_embedding(X, n_components=n_components, random_state=seed)
+    common = {"n_labels": n_labels, "batch": batch, "seed": seed, "top_n": top_n}
+    learner = ActiveLearner(n_components=n_components, first_batch=first_batch)
+    return SearchComparison(
+        {
+            PAPER: run_simulation(
+                X, researcher_scores, learner, repeats=repeats, progress=progress, **common
+            ),
+            ASTRONOMALY: run_simulation(
+                embedding,
+                researcher_scores,
+                AstronomalyScorer(),
+                repeats=baseline_repeats,
+                progress=progress,
+                **common,
+            ),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- figures and tables
@@ -996,8 +919,10 @@ def comparison_table(
     n_labels: int | None = None,
     ranking_name: str = "labelled_first",
     metrics: Sequence[str] = ("precision_at_50", "precision_at_200", "average_precision"),
+    no_labels: dict | None = None,
+    std: bool = True,
 ) -> pd.DataFrame:
-    """Mean (and std over repeats) of the headline metrics per method, at ``n_labels`` labels.
+    """Mean (and std over repeats) of the headline metrics per method at ``n_labels`` labels.
 
     Parameters
     ----------
@@ -1006,6 +931,10 @@ def comparison_table(
         Default: the largest number of labels in each result.
     ranking_name : "labelled_first" (the paper's headline) or "predicted"
     metrics : columns to report
+    no_labels : dict, optional
+        :func:`isolation_forest_metrics`, added as the row ``isolation forest, no labels``.
+    std : bool
+        Also the ``<metric>_std`` columns.
 
     Returns
     -------
@@ -1017,9 +946,16 @@ def comparison_table(
         row = {"method": name, "n_labels": int(df["n_labels"].iloc[0]), "repeats": len(df)}
         for m in metrics:
             row[m] = float(df[m].mean())
-            row[f"{m}_std"] = float(df[m].std(ddof=0))
+            if std:
+                row[f"{m}_std"] = float(df[m].std(ddof=0))
         rows.append(row)
-    return pd.DataFrame(rows).set_index("method")
+    table = pd.DataFrame(rows).set_index("method")
+    if no_labels is not None:
+        table.loc["isolation forest, no labels"] = {m: no_labels[m] for m in metrics} | {
+            "n_labels": 0,
+            "repeats": 1,
+        }
+    return table
 
 
 def plot_learning_curves(
@@ -1028,18 +964,10 @@ def plot_learning_curves(
     ranking_name: str = "labelled_first",
     baselines: dict[str, dict] | None = None,
 ):
-    """How each method's metrics grow with the number of labels (mean and spread over repeats).
+    """How each method's metrics grow with the labels (mean, min-max band over repeats).
 
-    Parameters
-    ----------
-    results : {method name: output of run_simulation}
-    metrics : one panel per metric
-    ranking_name : which ranking to plot
-    baselines : {name: metrics dict} drawn as flat dashed lines (e.g. the plain isolation forest)
-
-    Returns
-    -------
-    matplotlib Figure
+    ``results``: {method: run_simulation table}, one panel per metric; ``baselines``: {name:
+    metrics dict} drawn as dashed lines. Returns a matplotlib Figure.
     """
     import matplotlib.pyplot as plt
 
@@ -1066,14 +994,8 @@ def plot_rank_weighted_scores(
     n_labels: int | None = None,
     ranking_name: str = "labelled_first",
 ):
-    """The paper's comparison figure: rank-weighted score against N, after ``n_labels`` labels.
-
-    Uses the ``rws_at_N`` columns of :func:`run_simulation` (pass a long ``top_n`` there).
-
-    Returns
-    -------
-    matplotlib Figure
-    """
+    """The paper's comparison figure: rank-weighted score against N after ``n_labels`` labels
+    (the ``rws_at_N`` columns of :func:`run_simulation`: pass a long ``top_n``); a Figure."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))

@@ -643,6 +643,28 @@ def summarise_comparison(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 
 
+def comparison_metrics(table: pd.DataFrame, k: int = 10) -> dict:
+    """A :func:`compare_with_baselines` table as metrics-file entries: per-tag precision@k of
+    each method, chance and members, then each method's mean over the tags."""
+    per_tag, means = table.set_index("tag"), summarise_comparison(table)["mean_precision"]
+    names = {"representation": "", "pixel_pca": "_pixel_pca", "random_weights": "_random_weights"}
+    out = {f"precision_at_{k}{s}": per_tag[m].to_dict() for m, s in names.items()}
+    out[f"chance_at_{k}"] = per_tag["chance"].to_dict()
+    out["tag_members"] = per_tag["n_members"].astype(int).to_dict()
+    out.update({f"mean_precision_at_{k}{s}": float(means[m]) for m, s in names.items()})
+    return out
+
+
+def comparison_headline(table: pd.DataFrame, k: int = 10) -> dict:
+    """Mean precision@k of the representation and of both baselines, rounded to 3 digits."""
+    means = summarise_comparison(table)["mean_precision"]
+    return {
+        f"mean precision@{k}": round(float(means["representation"]), 3),
+        "raw-pixel baseline": round(float(means["pixel_pca"]), 3),
+        "random-weights baseline": round(float(means["random_weights"]), 3),
+    }
+
+
 def plot_precision_by_tag(table: pd.DataFrame, k: int = 10, ax=None):
     """Grouped bar chart: precision@k per tag for each method, with the chance level.
 
@@ -757,6 +779,44 @@ def query_rows(
         image_size=image_size,
         suptitle="Query (left) and its nearest neighbours; framed = same tag",
     )
+
+
+def tag_query(index: SimilarityIndex, catalogue: pd.DataFrame, tag: str, k=10, seed=0):
+    """The ``k`` neighbours of a random galaxy carrying ``tag``, each marked ``tag_<tag>``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :meth:`SimilarityIndex.query`, plus a bool column ``tag_<tag>``.
+    """
+    members = catalogue.loc[catalogue[f"tag_{tag}"], "id_str"]
+    found = index.query(str(np.random.default_rng(seed).choice(members)), k=k)
+    found[f"tag_{tag}"] = found["id_str"].isin(set(members))
+    return found
+
+
+def image_query(index, catalogue, path, model, metadata, pca=None, k=7, tag="ring"):
+    """Search from an image outside the catalogue (:meth:`SimilarityIndex.query_image`) and
+    show it beside its neighbours, framing those that carry ``tag``.
+
+    Returns
+    -------
+    (found, figure)
+        ``found`` as :meth:`SimilarityIndex.query_image`, plus a bool column ``tag_<tag>``.
+    """
+    from galaxy_helpers.plotting import galaxy_grid
+
+    found = index.query_image(path, model, metadata, pca=pca, k=k)
+    found[f"tag_{tag}"] = found["id_str"].isin(
+        set(catalogue.loc[catalogue[f"tag_{tag}"], "id_str"])
+    )
+    fig = galaxy_grid(
+        [path] + catalogue.set_index("id_str").loc[found["id_str"], "file_loc"].tolist(),
+        titles=[f"new #{tag}"] + [f"d={d:.2f}" for d in found["distance"]],
+        ncols=k + 1,
+        highlight=[True] + found[f"tag_{tag}"].tolist(),
+    )
+    return found, fig
 
 
 # -------------------------------------------------------------------------------- real data

@@ -35,6 +35,8 @@ __all__ = [
     "compare_anomaly_search",
     "compare_linear_probe",
     "held_out_votes",
+    "similarity_metrics",
+    "anomaly_metrics",
 ]
 
 #: The paper's definition of an interesting Galaxy Zoo 2 galaxy (odd vote fraction above it).
@@ -329,3 +331,26 @@ def compare_linear_probe(
         for name, X in _features_by_encoder(catalogue, encoder).items()
     }
     return pd.DataFrame(rows).T.rename(columns=lambda b: f"{b} labels")
+
+
+def similarity_metrics(table: pd.DataFrame, prefix: str = "gz2", k: int = 10) -> dict:
+    """A :func:`compare_similarity` table as metrics-file entries (``<prefix>_precision_at_<k>``
+    per tag for each encoder, chance, and the representation's mean over the tags)."""
+    tags = table.drop(index="mean")
+    out = {f"{prefix}_precision_at_{k}": tags["representation"].to_dict()}
+    for name in BASELINES:
+        out[f"{prefix}_precision_at_{k}_{name.replace(' ', '_')}"] = tags[name].to_dict()
+    out[f"{prefix}_chance_at_{k}"] = tags["chance"].to_dict()
+    out[f"{prefix}_mean_precision_at_{k}"] = float(table.loc["mean", "representation"])
+    return out
+
+
+def anomaly_metrics(table: pd.DataFrame, repeats: int, prefix: str = "gz2") -> dict:
+    """A :func:`compare_anomaly_search` table as metrics-file entries, per encoder."""
+    out = {
+        f"{prefix}_{col}": table[col].to_dict()
+        for col in ("precision_at_50", "average_precision", "predicted_average_precision")
+    }
+    out[f"{prefix}_n_interesting"] = int(table["n_interesting"].iloc[0])
+    out[f"{prefix}_repeats"] = repeats
+    return out
