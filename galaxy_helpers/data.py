@@ -65,10 +65,7 @@ __all__ = [
 MIRROR_ENV = "GALAXY_DATA_MIRROR"
 OFFLINE_ENV = "GALAXY_DATA_OFFLINE"
 _STAMP = ".galaxy_helpers_verified.json"
-_HEADERS = {
-    "User-Agent": "galaxy_helpers (course data fetcher; pooch)",
-    "Accept-Encoding": "identity",
-}
+_HEADERS = {"User-Agent": "galaxy_helpers course data fetcher", "Accept-Encoding": "identity"}
 #: A leftover (``.part`` or temporary file/folder) that no process holds locked and that has
 #: not changed for this many seconds is a crashed run's; :func:`fetch` removes it.
 STALE_PART_S = 60.0
@@ -192,10 +189,10 @@ class _Resumable:
 
     def _fill(self, handle, url: str) -> None:
         import requests
-        import urllib3
         from tqdm.auto import tqdm
 
         size, (algorithm, expected) = self.entry.size, self.entry.checksum
+        cut = None
         offset = os.fstat(handle.fileno()).st_size if self.resume else 0
         if offset and offset == size and pooch.file_hash(str(self.partial), algorithm) == expected:
             return  # complete before a crash, never renamed
@@ -215,14 +212,19 @@ class _Resumable:
             with tqdm(
                 total=total, initial=offset, unit="B", unit_scale=True, desc=name,
                 disable=not self.progress, leave=False,
-            ) as bar, contextlib.suppress(urllib3.exceptions.HTTPError):  # fmt: skip
-                # read1, not iter_content: a cut connection keeps the bytes received so far
-                for block in iter(lambda: response.raw.read1(1 << 16), b""):
+            ) as bar:  # fmt: skip
+                while True:  # read1, not iter_content: a cut keeps the bytes received so far
+                    try:
+                        block = response.raw.read1(1 << 16)
+                    except Exception as err:  # urllib3's ProtocolError, ReadTimeoutError...
+                        cut = err
+                    if cut is not None or not block:
+                        break
                     handle.write(block)
                     bar.update(len(block))
         written = os.fstat(handle.fileno()).st_size
-        if length is not None and written < offset + length:
-            raise requests.ConnectionError(f"the connection closed after {written} bytes")
+        if cut is not None or (length is not None and written < offset + length):
+            raise requests.ConnectionError(f"the connection closed after {written} bytes ({cut})")
         if size is not None and written != size:
             handle.truncate(0)
             raise _size_error(self.entry, written, self.origin)
