@@ -80,16 +80,6 @@ def _check_fitted(est, attr: str):
         raise RuntimeError(f"{type(est).__name__} is not fitted yet: call .fit(X, ...) first.")
 
 
-def rescale(values: np.ndarray, new_min: float = 0.0, new_max: float = 5.0) -> np.ndarray:
-    """Min-max rescale to [new_min, new_max] (Astronomaly's ``ScoreConverter``); constant input
-    maps to ``new_min``."""
-    values = np.asarray(values, dtype=np.float64)
-    span = values.max() - values.min()
-    if span == 0:
-        return np.full_like(values, new_min)
-    return (new_max - new_min) * (values - values.min()) / span + new_min
-
-
 def nearest_labelled_distance(X: np.ndarray, labelled: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """Euclidean distance (N,) from every row of X to its nearest row of ``labelled``, computed
     ``chunk`` rows at a time."""
@@ -104,17 +94,9 @@ def nearest_labelled_distance(X: np.ndarray, labelled: np.ndarray, chunk: int = 
 
 # --------------------------------------------------------------------------- baselines
 class IsolationForestScorer(BaseEstimator):
-    """Isolation-forest anomaly score, 0 (boring) to 5 (weird), as Astronomaly's.
-
-    ``-decision_function`` min-max rescaled over the fitted galaxies; new ones are scaled with
-    the same range and clipped.
-
-    Parameters
-    ----------
-    n_estimators : int
-        Trees in the forest (Astronomaly's default, 100).
-    random_state : int or None
-        Seed.
+    """Isolation-forest anomaly score, 0 (boring) to 5 (weird), as Astronomaly's:
+    ``-decision_function`` min-max rescaled over the fitted galaxies (new ones with the same
+    range, clipped). ``n_estimators``: trees (Astronomaly's 100); ``random_state``: seed.
 
     Examples
     --------
@@ -165,14 +147,10 @@ class AstronomalyScorer(BaseEstimator):
 
     Parameters
     ----------
-    anomaly_scorer : estimator or None
-        Gives S via ``fit(X)`` / ``score_samples(X)`` on 0..5; default ``IsolationForestScorer``.
-    alpha : float
-        Trust in the predicted user score (the paper uses 1).
-    min_score : float
-        ε in the paper, > 0 (0.1).
-    max_score : float
-        Highest user score (5).
+    anomaly_scorer : estimator giving S (``fit`` / ``score_samples``, 0..5), default
+        :class:`IsolationForestScorer`.
+    alpha, min_score, max_score : float
+        Trust in Û (1, as the paper), its ε (0.1) and the highest user score (5).
     n_estimators : int
         Trees in the random-forest regressor (100, as Astronomaly).
     random_state : int or None
@@ -470,17 +448,9 @@ class ActiveLearner(BaseEstimator):
 # --------------------------------------------------------------------------- simulated researchers
 @dataclass(frozen=True)
 class SimulatedResearcher:
-    """A rule on the synthetic sky's truth/tag columns giving each galaxy a score 0..5.
-
-    Parameters
-    ----------
-    name : str
-        Short name used in notebook parameters (``researcher = "merger hunter"``).
-    description : str
-        What this researcher finds interesting, in words.
-    rule : callable
-        ``rule(catalogue) -> int array`` of scores 0..5.
-    """
+    """A rule on the synthetic sky's truth and tag columns giving each galaxy a score 0..5:
+    ``name`` (as notebook parameters write it), ``description`` (in words), ``rule(catalogue)
+    -> int array``."""
 
     name: str
     description: str
@@ -594,12 +564,8 @@ def get_researcher(name: str | SimulatedResearcher) -> SimulatedResearcher:
 
 
 def describe_researchers(catalogue: pd.DataFrame, threshold: int = INTERESTING_SCORE):
-    """How many galaxies each simulated researcher finds interesting in ``catalogue``.
-
-    Returns
-    -------
-    pd.DataFrame: researcher, description, n_interesting, fraction_interesting
-    """
+    """How many galaxies each simulated researcher finds interesting in ``catalogue``: a
+    table of researcher, description, n_interesting, fraction_interesting."""
     rows = []
     for r in RESEARCHERS.values():
         try:
@@ -683,21 +649,9 @@ def plot_ranking(
     threshold: int = INTERESTING_SCORE,
     suptitle: str | None = None,
 ):
-    """The top ``k`` of a search as the researcher sees it, and that ranking's metrics.
-
-    Parameters
-    ----------
-    catalogue : pandas.DataFrame with ``file_loc``
-    predicted : (N,) the learner's scores
-    labelled_scores : (N,) the user's scores, NaN where unlabelled (ranked as :func:`ranking`)
-    researcher_scores : (N,) the scores that decide which galaxies are interesting (framed)
-    k, threshold, suptitle : galaxies shown, the interesting score, the figure title
-
-    Returns
-    -------
-    (figure, metrics)
-        ``metrics``: :func:`ranking_metrics` at N = 50.
-    """
+    """The top ``k`` of a search as the researcher sees it (:func:`ranking`: labelled
+    galaxies by their label, the rest by ``predicted``), framing those ``researcher_scores``
+    calls interesting; returns ``(figure, ranking_metrics at N = 50)``."""
     labelled = ~np.isnan(np.asarray(labelled_scores, dtype=np.float64))
     interesting = np.asarray(researcher_scores) >= threshold
     key = _ranking_key(predicted, labelled_scores, threshold)
@@ -852,13 +806,11 @@ class SearchComparison(dict):
 
     def headline(self, n_labels=None) -> dict:
         """Three headline numbers: the GP's precision@50 and average precision, Astronomaly's."""
-        final = self.table(n_labels)
+        gp, astro = self.table(n_labels).loc[[PAPER, ASTRONOMALY]].to_dict("records")
         return {
-            f"GP precision@50 after {int(final.loc[PAPER, 'n_labels'])} labels": final.loc[
-                PAPER, "precision_at_50"
-            ],
-            "GP average precision": final.loc[PAPER, "average_precision"],
-            "Astronomaly average precision": final.loc[ASTRONOMALY, "average_precision"],
+            f"GP precision@50 after {gp['n_labels']} labels": gp["precision_at_50"],
+            "GP average precision": gp["average_precision"],
+            "Astronomaly average precision": astro["average_precision"],
         }
 
 
@@ -877,10 +829,9 @@ def compare_methods(
 ) -> SearchComparison:
     """The paper's GP search and Astronomaly's on the same galaxies, as labels grow.
 
-    The GP (:class:`ActiveLearner`) starts from the representation ``X``; Astronomaly
-    (:class:`AstronomalyScorer`, ``baseline_repeats`` repeats) from the same standardised
-    PCA embedding (:func:`pca_embedding` with ``random_state=seed``). Other arguments as
-    :func:`run_simulation`.
+    The GP (:class:`ActiveLearner`) starts from ``X`` (the representation table), Astronomaly
+    (``baseline_repeats`` repeats) from its :func:`pca_embedding` (``random_state=seed``);
+    other arguments as :func:`run_simulation`.
 
     Returns
     -------
@@ -889,22 +840,14 @@ def compare_methods(
     """
     embedding = pca_embedding(X, n_components=n_components, random_state=seed)
     common = {"n_labels": n_labels, "batch": batch, "seed": seed, "top_n": top_n}
-    learner = ActiveLearner(n_components=n_components, first_batch=first_batch)
-    return SearchComparison(
-        {
-            PAPER: run_simulation(
-                X, researcher_scores, learner, repeats=repeats, progress=progress, **common
-            ),
-            ASTRONOMALY: run_simulation(
-                embedding,
-                researcher_scores,
-                AstronomalyScorer(),
-                repeats=baseline_repeats,
-                progress=progress,
-                **common,
-            ),
-        }
+    common["progress"] = progress
+    gp = ActiveLearner(n_components=n_components, first_batch=first_batch)
+    paper = run_simulation(X, researcher_scores, gp, repeats=repeats, **common)
+    astro = AstronomalyScorer()
+    baseline = run_simulation(
+        embedding, researcher_scores, astro, repeats=baseline_repeats, **common
     )
+    return SearchComparison({PAPER: paper, ASTRONOMALY: baseline})
 
 
 # --------------------------------------------------------------------------- figures and tables
@@ -922,24 +865,10 @@ def comparison_table(
     no_labels: dict | None = None,
     std: bool = True,
 ) -> pd.DataFrame:
-    """Mean (and std over repeats) of the headline metrics per method at ``n_labels`` labels.
-
-    Parameters
-    ----------
-    results : {method name: output of run_simulation}
-    n_labels : int or None
-        Default: the largest number of labels in each result.
-    ranking_name : "labelled_first" (the paper's headline) or "predicted"
-    metrics : columns to report
-    no_labels : dict, optional
-        :func:`isolation_forest_metrics`, added as the row ``isolation forest, no labels``.
-    std : bool
-        Also the ``<metric>_std`` columns.
-
-    Returns
-    -------
-    pd.DataFrame, one row per method
-    """
+    """Mean (and, with ``std``, the std over repeats) of ``metrics`` per method at
+    ``n_labels`` labels (default each result's largest), for the ``labelled_first`` (the paper's
+    headline) or ``predicted`` ranking; ``no_labels`` (:func:`isolation_forest_metrics`) adds the
+    row ``isolation forest, no labels``. One row per method."""
     rows = []
     for name, res in results.items():
         df = _final(res, n_labels, ranking_name)

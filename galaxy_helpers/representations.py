@@ -580,19 +580,8 @@ def fit_pca(features, n_components: int = 10, incremental: bool | None = None, *
 
 
 def plot_explained_variance(pca: RepresentationPCA, ax=None, title: str | None = None):
-    """Bar per component and the cumulative share of variance kept.
-
-    Parameters
-    ----------
-    pca : RepresentationPCA
-        Fitted.
-    ax : matplotlib Axes, optional
-    title : str, optional
-
-    Returns
-    -------
-    matplotlib Figure
-    """
+    """Bar per component of a fitted :class:`RepresentationPCA` and the cumulative share of
+    variance kept (a Figure, on ``ax`` if given)."""
     import matplotlib.pyplot as plt
 
     ratio = np.asarray(pca.explained_variance_ratio_)
@@ -632,29 +621,22 @@ def morphology_map(
 ):
     """Galaxy thumbnails at their positions in a 2-D projection of the representation.
 
-    The plane is cut into ``n_cells x n_cells`` cells; in each occupied cell we show the galaxy
-    closest to the cell centre, so the map reads like the paper's: neighbouring thumbnails look
-    alike, and directions in the plane are directions of morphology.
+    The plane is cut into ``n_cells x n_cells`` cells, each occupied cell showing the galaxy
+    closest to its centre, so neighbouring thumbnails look alike, as in the paper's map.
 
     Parameters
     ----------
     pca_2d : pandas.DataFrame or array-like
-        (N, >= 2): the first two numeric columns (after ``id_str``) are used.
-    images : uint8 array (N, H, W, 3) or sequence of N file paths
-        One per row of ``pca_2d``; only the shown ones are read from disk.
+        (N, >= 2); the first two feature columns are used.
+    images : uint8 array (N, H, W, 3) or N file paths
+        Only the shown files are read (at ``image_size``, framed by ``crops``: one crop per
+        row, ``images.catalogue_crops``, so thumbnails show what the model saw).
     n_cells : int
-        Grid cells per side.
-    ax : matplotlib Axes, optional
-    figsize : float
-        Figure width and height in inches.
-    image_size : int, optional
-        Size files are read at.
+        Cells per side.
+    ax, figsize, title : the Axes, the figure's size in inches, the title
     clip_percentile : float
-        The map spans the [p, 100 - p] percentile range of each axis, so that a few outliers
-        do not squeeze everything else into one corner.
-    title : str, optional
-    crops : one framing crop per row (``images.catalogue_crops``) for images read from files,
-        so thumbnails show what the model saw; None: the whole frame.
+        The map spans the [p, 100 - p] percentiles of each axis, so outliers do not squeeze
+        everything else into a corner.
 
     Returns
     -------
@@ -711,23 +693,8 @@ def morphology_map(
 
 
 def plot_pca_by_label(pca_2d, labels, ax=None, title: str | None = None, max_labels: int = 10):
-    """Scatter of the first two PCA coordinates coloured by a label (e.g. ``truth_type``).
-
-    Parameters
-    ----------
-    pca_2d : pandas.DataFrame or array-like
-        (N, >= 2) coordinates; the first two feature columns are used.
-    labels : sequence
-        One label per row.
-    ax : matplotlib Axes, optional
-    title : str, optional
-    max_labels : int
-        The most frequent labels get their own colour; the rest are drawn grey as "other".
-
-    Returns
-    -------
-    matplotlib Figure
-    """
+    """Scatter of the first two PCA coordinates coloured by ``labels`` (one per row; the
+    ``max_labels`` commonest get a colour, the rest are grey "other"). Returns a Figure."""
     import matplotlib.pyplot as plt
 
     _, xy, columns = feature_matrix(pca_2d, what="2-D coordinates")
@@ -756,19 +723,15 @@ def plot_pca_by_label(pca_2d, labels, ax=None, title: str | None = None, max_lab
 def label_separability(features, labels, n_neighbors: int = 10, cv: int = 5, seed: int = 0):
     """Cross-validated accuracy of a k-nearest-neighbour classifier on the features.
 
-    A single number for "galaxies of the same kind sit together in this space": what
-    similarity search relies on.
+    One number for "galaxies of the same kind sit together in this space", what similarity
+    search relies on.
 
     Parameters
     ----------
-    features : pandas.DataFrame or array-like
-        ``id_str`` + features, or (N, D).
-    labels : sequence
-        One label per row.
-    n_neighbors : int
-    cv : int
-        Folds (stratified, shuffled with ``seed``).
-    seed : int
+    features : representation table or (N, D) array
+    labels : one label per row
+    n_neighbors, cv, seed : int
+        Neighbours, folds (stratified, shuffled with ``seed``).
 
     Returns
     -------

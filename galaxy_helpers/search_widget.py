@@ -39,34 +39,21 @@ class SearchWidget:
     Parameters
     ----------
     index : SimilarityIndex
-        Fitted on the galaxies of ``catalogue``.
+        Fitted on the galaxies of ``catalogue`` (``id_str``, ``file_loc``, optional ``tag_``).
     catalogue : pandas.DataFrame
-        ``id_str``, ``file_loc`` and optional ``tag_`` columns.
-    model, metadata : optional
-        The encoder and its checkpoint metadata; needed only to search from an uploaded image.
-    pca : RepresentationPCA, optional
-        The PCA between the encoder's representation and the index, if any.
-    k : int
-        Neighbours shown.
-    seed : int
-        Seed for picking a random galaxy of the chosen tag.
-    thumb_px : int
-        Thumbnail width in the browser.
+    model, metadata, pca : optional
+        The encoder, its metadata and the index's PCA: needed only to search from an upload.
+    k, seed, thumb_px : int
+        Neighbours shown, the seed picking a random galaxy of a tag, thumbnail width.
     image_size : int, optional
         Size images are read at (default: as stored).
 
     Attributes
     ----------
-    query_id : str or None
-        The current query (a galaxy id, or the uploaded file's name).
-    results : pandas.DataFrame or None
-        The current neighbours.
-    history : list of str
-        Every query so far, in order.
-    tag, id_box, search_button, another_button, upload, k_slider, status : ipywidgets
-        The controls.
-    neighbour_buttons : list of ipywidgets.Button
-        One "search from here" button per neighbour shown.
+    query_id, results, history
+        The current query (id or uploaded file name), its neighbours, every query so far.
+    tag, id_box, search_button, another_button, upload, k_slider, status, neighbour_buttons
+        The ipywidgets controls (one "search from here" button per neighbour).
     """
 
     def __init__(
@@ -128,7 +115,7 @@ class SearchWidget:
             )
         )
 
-        self.tag.observe(self._on_tag, names="value")
+        self.tag.observe(lambda c: self.search_tag(c["new"]), names="value")
         self.another_button.on_click(lambda _: self.search_tag(self.tag.value))
         self.search_button.on_click(lambda _: self.search_id(self.id_box.value))
         self.upload.observe(self._on_upload, names="value")
@@ -154,7 +141,7 @@ class SearchWidget:
         return int(self.k_slider.value)
 
     def search_tag(self, tag: str) -> pd.DataFrame | None:
-        """Pick a random galaxy carrying ``tag`` and search from it."""
+        """Search from a random galaxy carrying ``tag``."""
         if not tag:
             return None
         members = self._tag_members.get(tag)
@@ -208,10 +195,6 @@ class SearchWidget:
         return found
 
     # ------------------------------------------------------------------ callbacks
-    def _on_tag(self, change):
-        if change["new"]:
-            self.search_tag(change["new"])
-
     def _on_upload(self, change):
         files = change["new"]
         if not files:

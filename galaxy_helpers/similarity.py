@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import importlib.util
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,42 +43,33 @@ def faiss_available() -> bool:
     return importlib.util.find_spec("faiss") is not None
 
 
-@dataclass
-class _Prepared:
-    """The search space: rows transformed so that the candidate metric is Minkowski p."""
-
-    matrix: np.ndarray  # float32 (N, D)
-    p: int  # 1 (Manhattan) or 2 (Euclidean; cosine on unit vectors)
-
-
 class SimilarityIndex:
     """Exact k-nearest-neighbour search over galaxy representations.
 
     Parameters
     ----------
     metric : {"cosine", "euclidean", "manhattan"}
-        Distance: cosine distance ``1 - cos(a, b)``, Euclidean (L2) or Manhattan (L1).
+        ``1 - cos(a, b)``, L2 or L1.
     chunk_size : int
-        Rows compared at once by the NumPy backend; memory stays about
-        ``chunk_size x queries x 8`` bytes whatever the catalogue size.
+        Rows compared at once by the NumPy backend (memory about ``chunk_size x queries x 8``
+        bytes whatever the catalogue size).
     backend : {"auto", "numpy", "kdtree", "faiss"}
-        How candidates are found. All are exact and give identical results (the final ranking is
-        always recomputed in float64 by the same code, ties broken by catalogue order).
-        ``"auto"`` picks a k-d tree up to 24 dimensions, else FAISS when installed, else NumPy.
+        How candidates are found; all give identical results (the final ranking is recomputed
+        in float64, ties broken by catalogue order). ``"auto"``: a k-d tree up to 24
+        dimensions, else FAISS when installed, else NumPy.
 
     Attributes
     ----------
     ids_ : numpy.ndarray of str
         The fitted galaxy ids, in catalogue order.
     n_features_in_ : int
-        Number of dimensions.
     backend_ : str
-        The backend actually used.
+        The backend used.
 
     Examples
     --------
-    >>> index = SimilarityIndex(metric="euclidean").fit(pca_features)  # doctest: +SKIP
-    >>> index.query("synth_000042", k=10)                              # doctest: +SKIP
+    >>> index = SimilarityIndex(metric="euclidean").fit(pca_table)  # doctest: +SKIP
+    >>> index.query("synth_000042", k=10)                           # doctest: +SKIP
     """
 
     def __init__(self, metric: str = "cosine", chunk_size: int = 65536, backend: str = "auto"):
@@ -89,20 +79,8 @@ class SimilarityIndex:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, features, ids=None) -> SimilarityIndex:
-        """Store the representations and build the search structure.
-
-        Parameters
-        ----------
-        features : pandas.DataFrame or array-like
-            Table with ``id_str`` plus numeric feature columns, or an array (N, D).
-        ids : sequence of str, optional
-            Ids for an array input.
-
-        Returns
-        -------
-        SimilarityIndex
-            ``self``, fitted.
-        """
+        """Store the representations (a table, or an array with ``ids``) and build the search
+        structure; returns self."""
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; choose one of {METRICS}")
         if self.backend not in BACKENDS:
@@ -114,28 +92,22 @@ class SimilarityIndex:
         self.feature_names_in_ = columns
         self.n_features_in_ = matrix.shape[1]
         self._id_index = pd.Index(ids)
-        self._prepared = _Prepared(
-            self._to_search_space(matrix, ids), 1 if self.metric == "manhattan" else 2
-        )
+        # the search space: candidates are found by Minkowski p (cosine: L2 on unit vectors)
+        self._matrix = self._to_search_space(matrix, ids)
+        self._p = 1 if self.metric == "manhattan" else 2
         backend = self.backend
         if backend == "auto":
-            if self.n_features_in_ <= _KDTREE_MAX_DIMS:
-                backend = "kdtree"
-            elif faiss_available():
-                backend = "faiss"
-            else:
-                backend = "numpy"
+            fast = "faiss" if faiss_available() else "numpy"
+            backend = "kdtree" if self.n_features_in_ <= _KDTREE_MAX_DIMS else fast
         self.backend_ = backend
-        self._tree = None
-        self._faiss = None
-        self._sq_norms = None
-        if backend == "numpy" and self._prepared.p == 2:
-            self._sq_norms = (self._prepared.matrix.astype(np.float64) ** 2).sum(axis=1)
+        self._tree = self._faiss = self._sq_norms = None
+        if backend == "numpy" and self._p == 2:
+            self._sq_norms = (self._matrix.astype(np.float64) ** 2).sum(axis=1)
         if backend == "kdtree":
             from scipy.spatial import cKDTree
 
             self._tree = cKDTree(
-                self._prepared.matrix, leafsize=32, balanced_tree=False, compact_nodes=False
+                self._matrix, leafsize=32, balanced_tree=False, compact_nodes=False
             )
         elif backend == "faiss":
             if not faiss_available():
@@ -146,12 +118,8 @@ class SimilarityIndex:
             import faiss
 
             d = self.n_features_in_
-            index = (
-                faiss.IndexFlatL2(d)
-                if self._prepared.p == 2
-                else faiss.IndexFlat(d, faiss.METRIC_L1)
-            )
-            index.add(self._prepared.matrix)
+            index = faiss.IndexFlatL2(d) if self._p == 2 else faiss.IndexFlat(d, faiss.METRIC_L1)
+            index.add(self._matrix)
             self._faiss = index
         return self
 
@@ -180,7 +148,7 @@ class SimilarityIndex:
     def vectors(self, ids) -> np.ndarray:
         """Return the stored (search-space) vectors of some ids, shape (len(ids), D)."""
         self._check_fitted()
-        return self._prepared.matrix[self.rows_of(ids)]
+        return self._matrix[self.rows_of(ids)]
 
     def rows_of(self, ids) -> np.ndarray:
         """Row numbers of galaxy ids; a clear error names any unknown id."""
@@ -205,23 +173,22 @@ class SimilarityIndex:
         return str(galaxy_id) in self._id_index
 
     def query(self, query, k: int = 10, exclude_self: bool = True) -> pd.DataFrame:
-        """Find the k nearest neighbours of one or more galaxies or vectors.
+        """The k nearest neighbours of one or more galaxy ids or vectors.
 
         Parameters
         ----------
         query : str, sequence of str, or array-like
-            A galaxy id, a list of ids, one vector (D,) or several vectors (M, D) in the same
-            space as the fitted features.
+            A galaxy id, a list of ids, or vectors (D,) / (M, D) in the fitted space.
         k : int
             Neighbours per query.
         exclude_self : bool
-            When querying by id, leave the query galaxy itself out of its neighbours.
+            Leave a query galaxy out of its own neighbours.
 
         Returns
         -------
         pandas.DataFrame
-            Columns ``query`` (the id, or ``vector_<i>``), ``rank`` (1 = nearest), ``id_str``
-            and ``distance``; ``k`` rows per query (fewer if the index is smaller).
+            ``query`` (the id, or ``vector_<i>``), ``rank`` (1 = nearest), ``id_str`` and
+            ``distance``; ``k`` rows per query (fewer if the index is smaller).
         """
         self._check_fitted()
         k = int(k)
@@ -234,7 +201,7 @@ class SimilarityIndex:
         ):
             names = [query] if isinstance(query, str) else [str(q) for q in query]
             rows = self.rows_of(names)
-            vectors = self._prepared.matrix[rows].astype(np.float64)
+            vectors = self._matrix[rows].astype(np.float64)
             self_rows = rows if exclude_self else None
         else:
             vectors = np.asarray(query, dtype=np.float64)
@@ -272,24 +239,8 @@ class SimilarityIndex:
         )
 
     def query_image(self, path, model, metadata: dict, pca=None, k: int = 10) -> pd.DataFrame:
-        """Embed an image that is not in the catalogue and find its nearest neighbours.
-
-        The image goes through exactly the preprocessing of the checkpoint
-        (``images.read_image`` at ``metadata["image_size"]``, then ``images.to_tensor`` with the
-        checkpoint's channels, mean and std) and ``model.encode``.
-
-        Parameters
-        ----------
-        path : str or Path
-            Image file (any mode or size the course reads).
-        model : GalaxyModel
-            The encoder that produced the indexed representations.
-        metadata : dict
-            Its checkpoint metadata (``image_size``, ``channels``, ``mean``, ``std``).
-        pca : RepresentationPCA, optional
-            The PCA used to build the index from the representations, if any.
-        k : int
-            Neighbours to return.
+        """The neighbours of an image outside the catalogue, embedded with the checkpoint's own
+        preprocessing (``representations.embed_images``) and ``pca`` (the index's, if any).
 
         Returns
         -------
@@ -316,7 +267,7 @@ class SimilarityIndex:
         # of each backend's own float32 arithmetic near the k-th distance.
         n_cand = min(n, want + max(k, 8))
         if self.backend_ == "kdtree":
-            _, cand = self._tree.query(vectors, k=n_cand, p=self._prepared.p)
+            _, cand = self._tree.query(vectors, k=n_cand, p=self._p)
             cand = np.asarray(cand, dtype=np.int64).reshape(len(vectors), n_cand)
         elif self.backend_ == "faiss":
             import faiss
@@ -352,16 +303,11 @@ class SimilarityIndex:
         return cand, dist
 
     def _numpy_candidates(self, vectors: np.ndarray, n_cand: int) -> np.ndarray:
-        """Chunked brute force over rows and queries: at most about ``_BLOCK_ELEMENTS``
-        distances (32 MB) in memory at once, whatever the catalogue and the number of queries.
-
-        Euclidean candidates use ``|x|^2 - 2 x.q`` (one matrix product, no float64 copy of the
-        rows); the extra candidates and the float64 re-ranking in :meth:`_search` make the final
-        order exact.
-        """
+        """Chunked brute force: about ``_BLOCK_ELEMENTS`` distances in memory at once; L2 as
+        ``|x|^2 - 2 x.q`` (the float64 re-ranking in :meth:`_search` makes the order exact)."""
         from scipy.spatial.distance import cdist
 
-        matrix = self._prepared.matrix
+        matrix = self._matrix
         chunk = max(1, min(int(self.chunk_size), len(matrix)))
         q_block = max(1, _BLOCK_ELEMENTS // chunk)
         out = []
@@ -373,7 +319,7 @@ class SimilarityIndex:
             best_i = np.zeros((m, 0), dtype=np.int64)
             for start in range(0, len(matrix), chunk):
                 block = matrix[start : start + chunk]
-                if self._prepared.p == 2:
+                if self._p == 2:
                     d = self._sq_norms[start : start + chunk][None, :] - 2.0 * (q32 @ block.T)
                 else:
                     d = cdist(qv, block.astype(np.float64), metric="cityblock")
@@ -393,7 +339,7 @@ class SimilarityIndex:
 
     def _exact_distances(self, vectors: np.ndarray, cand: np.ndarray) -> np.ndarray:
         """Float64 distances between each query and its candidate rows, in the user's metric."""
-        rows = self._prepared.matrix[cand].astype(np.float64)  # (M, C, D)
+        rows = self._matrix[cand].astype(np.float64)  # (M, C, D)
         diff = rows - vectors[:, None, :]
         if self.metric == "manhattan":
             return np.abs(diff).sum(axis=2)
@@ -420,12 +366,10 @@ def build_index(
 ):
     """PCA-compress a representation table and fit a :class:`SimilarityIndex` on it.
 
-    The paper searches in the first 10 principal components of the representation. We
-    standardise each dimension first (``scale_features``): the first components of a plain
-    PCA go to the few channels with the largest variance (brightness, size, type), and rare
-    features such as rings land in later components that a 10-d search drops. Measured on the
-    course sky with the course checkpoint (mean precision@10 over 9 tags, PCA-10, Euclidean):
-    0.56 with standardisation, 0.49 without (notebook 04, exercise 1 compares them).
+    The paper searches the first 10 principal components. We standardise each dimension first
+    (``scale_features``): otherwise the first components go to the few channels of largest
+    variance (brightness, size) and rare features such as rings to later ones a 10-d search
+    drops (course checkpoint, mean precision@10 over 9 tags: 0.56 scaled, 0.49 not).
 
     Parameters
     ----------
@@ -436,12 +380,12 @@ def build_index(
     metric, backend : str
         See :class:`SimilarityIndex`.
     scale_features : bool
-        Standardise every dimension before the PCA (ignored when ``n_components`` is None).
+        Standardise every dimension before the PCA.
 
     Returns
     -------
     (SimilarityIndex, RepresentationPCA or None)
-        The index and the PCA (needed to place new images in the same space).
+        The index and its PCA (to place new images in the same space).
     """
     pca = None
     if n_components is not None:
@@ -452,13 +396,8 @@ def build_index(
 
 # -------------------------------------------------------------------------------- evaluation
 def tag_columns(catalogue: pd.DataFrame, tags=None) -> dict[str, str]:
-    """Map tag names (``ring``) to catalogue columns (``tag_ring``); all tags by default.
-
-    Raises
-    ------
-    ValueError
-        A requested tag has no column; the message lists those that exist.
-    """
+    """``{tag: column}`` (``ring`` -> ``tag_ring``) for ``tags``, default all; an unknown tag
+    raises a ValueError listing those that exist."""
     available = {c[4:]: c for c in catalogue.columns if str(c).startswith("tag_")}
     if tags is None:
         if not available:
@@ -486,21 +425,19 @@ def precision_at_k_by_tag(
 ) -> pd.DataFrame:
     """Search from every tagged galaxy alone and count neighbours with the same tag.
 
-    For each tag, each galaxy carrying it is used as the only query; its precision@k is the
-    fraction of its k nearest neighbours (itself excluded) that carry the tag too. The table
-    gives the mean over the tag's galaxies, and the chance level (the tag's share of the other
-    galaxies), which a search that ignores morphology would score.
+    Each galaxy carrying a tag is the only query; its precision@k is the share of its k nearest
+    neighbours (itself excluded) carrying the tag too. ``chance`` is the tag's share of the other
+    galaxies: what a search ignoring morphology would score.
 
     Parameters
     ----------
     index : SimilarityIndex
         Fitted on the galaxies of ``catalogue`` (matched by ``id_str``).
     catalogue : pandas.DataFrame
-        ``id_str`` and boolean ``tag_<name>`` columns.
+        ``id_str`` and bool ``tag_<name>`` columns.
     tags : sequence of str, optional
-        Tag names (``"ring"`` or ``"tag_ring"``); default every ``tag_`` column.
+        ``"ring"`` or ``"tag_ring"``; default every ``tag_`` column.
     k : int
-        Neighbours per query.
     min_members : int
         Tags with fewer galaxies in the index are left out.
 
@@ -550,36 +487,25 @@ def compare_with_baselines(
     progress: bool = True,
     scale_features: bool = True,
 ) -> pd.DataFrame:
-    """Precision@k of our representation against two baselines, all in the same run.
-
-    1. ``representation``: PCA of the trained encoder's representation (the paper's tool);
-    2. ``pixel_pca``: PCA of the raw pixels (no network at all);
-    3. ``random_weights``: PCA of the representation of the same architecture with random
-       weights (the network, but no training).
-
-    Each gets the same number of components, metric and k.
+    """Precision@k of the representation, PCA of raw pixels (``pixel_pca``) and the same
+    architecture with random weights (``random_weights``), measured in the same run with the same
+    components, metric and k (see :func:`build_index`).
 
     Parameters
     ----------
     representations : pandas.DataFrame
-        The trained encoder's table (:func:`~galaxy_helpers.representations.extract_representations`).
+        The trained encoder's representation table.
     catalogue : pandas.DataFrame
-        ``id_str``, ``file_loc`` and ``tag_`` columns; the galaxies of ``representations``.
+        ``id_str``, ``file_loc`` and ``tag_`` columns of those galaxies.
     model, metadata
-        The trained model and its metadata (for the random-weights twin's architecture and
-        preprocessing); leave ``model=None`` and pass ``metadata`` alone if you like.
-    tags : sequence of str, optional
-        Default every tag with at least ``min_members`` galaxies.
-    k, n_components, metric, scale_features
-        Search settings shared by all three (see :func:`build_index`).
-    min_members : int
-        Tags with fewer galaxies are left out.
+        The trained model and/or its metadata (the random twin's architecture, preprocessing).
+    tags, k, n_components, metric, scale_features, min_members
+        As :func:`precision_at_k_by_tag` and :func:`build_index`.
     pixel_size : int
-        Images are shrunk to this many pixels for the pixel baseline.
+        Images are shrunk to this size for the pixel baseline.
     seed : int
         Seed of the random weights.
     progress : bool
-        Progress bars.
 
     Returns
     -------
@@ -613,20 +539,12 @@ def compare_with_baselines(
 
 
 def summarise_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """One line per method of a :func:`compare_with_baselines` table: its mean precision@k
-    over the tags, and on what share of the tags the trained representation beats it.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        From :func:`compare_with_baselines` (columns ``representation``, ``pixel_pca``,
-        ``random_weights``, ``chance``; one row per tag).
+    """Each method's mean precision@k over the tags of a :func:`compare_with_baselines`
+    table, and the share of tags where the representation beats it (``representation_wins``).
 
     Returns
     -------
-    pandas.DataFrame indexed by method (``representation``, ``pixel_pca``, ``random_weights``,
-    ``chance``), columns ``mean_precision`` and ``representation_wins`` (share of tags where the
-    trained representation scores higher; NaN on its own row).
+    pandas.DataFrame indexed by method, columns ``mean_precision``, ``representation_wins``.
     """
     methods = [m for m in ("representation", "pixel_pca", "random_weights", "chance") if m in table]
     if "representation" not in methods or table.empty:
@@ -666,20 +584,7 @@ def comparison_headline(table: pd.DataFrame, k: int = 10) -> dict:
 
 
 def plot_precision_by_tag(table: pd.DataFrame, k: int = 10, ax=None):
-    """Grouped bar chart: precision@k per tag for each method, with the chance level.
-
-    Parameters
-    ----------
-    table : pandas.DataFrame
-        From :func:`compare_with_baselines` (or :func:`precision_at_k_by_tag`).
-    k : int
-        For the axis label.
-    ax : matplotlib Axes, optional
-
-    Returns
-    -------
-    matplotlib Figure
-    """
+    """Grouped bars: precision@k per tag for each method of ``table``, with the chance level."""
     import matplotlib.pyplot as plt
 
     methods = [
@@ -722,9 +627,8 @@ def query_rows(
     queries: dict | None = None,
     image_size: int | None = None,
 ):
-    """The paper's figure: for each tag one query galaxy, then its k nearest neighbours.
-
-    Neighbours that carry the query's tag get a coloured frame.
+    """The paper's figure: for each tag a (random, or ``queries[tag]``) query galaxy and its
+    k nearest neighbours; neighbours carrying the query's tag are framed.
 
     Parameters
     ----------
@@ -732,13 +636,11 @@ def query_rows(
     catalogue : pandas.DataFrame
         ``id_str``, ``file_loc`` and ``tag_`` columns.
     tags : sequence of str, optional
-        Default every tag in the catalogue that has a galaxy in the index.
-    k : int
-        Neighbours per row.
-    seed : int
-        Picks the (random) query galaxy of each tag.
+        Default every tag with a galaxy in the index.
+    k, seed : int
+        Neighbours per row; the seed picking each query.
     queries : dict, optional
-        ``{tag: id}`` to choose the queries yourself.
+        ``{tag: id}`` chosen queries.
     image_size : int, optional
         Size images are read at.
 
@@ -826,21 +728,9 @@ REAL_DATASETS = ("gz_decals_rings", "gz_decals_examples")
 def real_search_catalogue(datasets=REAL_DATASETS, progress: bool = False):
     """The real Galaxy Zoo DECaLS galaxies to search, or None with a printed how-to.
 
-    Joins the 470 galaxies of the ring set (235 tagged #ring on Galaxy Zoo Talk) and the 172
-    example galaxies (with their tags) into one catalogue: ``id_str``, ``file_loc``,
-    ``dataset`` and every ``tag_`` column (False where a set has no such tag).
-
-    Parameters
-    ----------
-    datasets : sequence of str
-        Dataset names for :func:`galaxy_helpers.data.load_dataset`.
-    progress : bool
-        Progress bars while copying or verifying files.
-
-    Returns
-    -------
-    pandas.DataFrame or None
-        None when a dataset is not available offline (the message says how to get it).
+    The 470 galaxies of the ring set (235 tagged #ring on Galaxy Zoo Talk) and the 172 tagged
+    example galaxies as one catalogue: ``id_str``, ``file_loc``, ``dataset`` and every
+    ``tag_`` column (False where a set lacks it).
     """
     from galaxy_helpers import data
 

@@ -1,22 +1,13 @@
 """Do the tools work on real galaxies? The three transfer protocols, measured on real data.
 
-One function per protocol, each taking a representation (an ``(N, D)`` array, one row per
-catalogue galaxy) so that any encoder -- the course checkpoint, the quick model, random
-weights, raw pixels -- is measured the same way in the same run
-(``benchmarks/bench_real_transfer.py`` and notebooks 04-06 call these):
-
-- :func:`tag_precision`: similarity search from one tagged galaxy (each tagged galaxy alone
-  as the query; standardised PCA-10, Euclidean; precision@10 against the same tag);
-- :func:`anomaly_search`: the paper's Galaxy Zoo 2 experiment (a simulated researcher who
-  scores ``round(5 x odd)``; interesting = ``odd > 0.9``; 10 random labels, then batches of 10
-  chosen by a Gaussian process's expected improvement up to 200; labelled galaxies ranked
-  first, as in the paper's code; mean of the repeats);
-- :func:`linear_probe`: a new task from few labels (balanced label budgets, standardised
-  features, logistic regression, tested on every remaining galaxy; balanced accuracy).
-
-:func:`encoder_features` turns "course" / "quick" / a checkpoint / ``"random"`` /
-``"pixels"`` into that array, reading each image with the model's framing
-(:func:`galaxy_helpers.images.catalogue_crops`).
+One function per protocol on a feature array (one row per catalogue galaxy), so every encoder
+and baseline is measured the same way in the same run (``benchmarks/bench_real_transfer.py``
+and notebooks 04-06): :func:`tag_precision` (similarity search from each tagged galaxy,
+standardised PCA-10, Euclidean, precision@10), :func:`anomaly_search` (the paper's Galaxy Zoo 2
+experiment: a researcher scoring ``round(5 x odd)``, interesting = ``odd > 0.9``, 200 labels
+chosen by a Gaussian process) and :func:`linear_probe` (logistic regression on a few balanced
+labels, balanced accuracy). :func:`encoder_features` turns any model spec, ``"random"`` or
+``"pixels"`` into that array; the ``compare_*`` tables measure an encoder beside both baselines.
 """
 
 from __future__ import annotations
@@ -51,24 +42,17 @@ def odd_researcher_scores(odd) -> np.ndarray:
     return np.rint(5 * odd).astype(int)
 
 
-def _read(
-    catalogue: pd.DataFrame,
-    size: int,
-    crops,
-    cache: dict | None,
-    progress: bool,
-    resample: str = "lanczos",
-):
+def _read(catalogue: pd.DataFrame, size: int, crops, cache: dict | None, progress: bool):
     from .images import load_images
 
-    key = (size, tuple(np.round(np.asarray(crops), 6)), resample, tuple(catalogue["file_loc"]))
-    if cache is not None and key in cache:
-        return cache[key]
-    paths = catalogue["file_loc"].astype(str).tolist()
-    arr = load_images(paths, size, progress, crop=crops, resample=resample)
-    if cache is not None:
+    key = (size, tuple(np.round(np.asarray(crops), 6)), tuple(catalogue["file_loc"]))
+    if cache is None or key not in cache:
+        paths = catalogue["file_loc"].astype(str).tolist()
+        arr = load_images(paths, size, progress, crop=crops)
+        if cache is None:
+            return arr
         cache[key] = arr
-    return arr
+    return cache[key]
 
 
 def encoder_features(
@@ -79,23 +63,17 @@ def encoder_features(
     cache: dict | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """One representation row per catalogue galaxy, for any encoder or baseline.
+    """One representation row per catalogue galaxy (float32 ``(N, D)``), for any encoder.
 
     Parameters
     ----------
-    encoder : ``"course"``, ``"quick"``, a checkpoint path, a model or ``(model, metadata)``
-        (anything :func:`galaxy_helpers.representations.load_model` takes); or ``"random"``
-        (the architecture and framing of ``reference`` with random weights); or ``"pixels"``
-        (raw pixels with ``reference``'s framing, as ``pixel_size``-px block means of its input).
+    encoder : anything ``checkpoints.load_model`` takes, ``"random"`` (``reference``'s
+        architecture and framing with random weights) or ``"pixels"`` (raw pixels at
+        ``reference``'s framing, as ``pixel_size``-px block means of its input).
     catalogue : pandas.DataFrame with ``file_loc`` (and ``crop`` for a survey's framing).
     reference : what ``"random"`` and ``"pixels"`` copy (default ``"course"``).
-    cache : dict reused between calls so that raw pixels are decoded once per size and framing
-        (trained and random encoders go through the disk-cached
-        :func:`galaxy_helpers.representations.extract_representations`).
-
-    Returns
-    -------
-    numpy.ndarray, float32 ``(N, D)``.
+    cache : dict reused between calls, so raw pixels are decoded once per size and framing
+        (encoders go through the disk-cached ``representations.extract_representations``).
     """
     from .checkpoints import load_model
     from .images import catalogue_crops
@@ -122,12 +100,8 @@ def encoder_features(
 
 
 def tag_precision(features, catalogue: pd.DataFrame, tags, k: int = 10) -> dict[str, float]:
-    """Mean precision@k per tag, each tagged galaxy alone as the query (PCA-10, Euclidean).
-
-    Returns
-    -------
-    dict: tag name -> mean precision@k, plus ``<tag>_chance`` (the tag's base rate).
-    """
+    """``{tag: mean precision@k, <tag>_chance: base rate}``, each tagged galaxy alone as the
+    query (standardised PCA-10, Euclidean)."""
     from .similarity import build_index, precision_at_k_by_tag
 
     X = np.asarray(features, dtype=np.float32)
@@ -151,14 +125,9 @@ def anomaly_search(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, float]:
-    """The paper's Galaxy Zoo 2 anomaly experiment on one representation.
-
-    Returns
-    -------
-    dict with ``precision_at_50``, ``average_precision`` (labelled galaxies ranked first,
-    mean over repeats), the same for the prediction-only ranking (``predicted_*``),
-    ``n_interesting`` and ``n_galaxies``.
-    """
+    """The paper's Galaxy Zoo 2 anomaly experiment on one representation: ``precision_at_50``
+    and ``average_precision`` (labelled galaxies first, mean over repeats), the same for the
+    prediction alone (``predicted_*``), ``n_interesting`` and ``n_galaxies``."""
     from .anomaly import ActiveLearner, run_simulation
 
     scores = odd_researcher_scores(odd)
@@ -193,16 +162,9 @@ def linear_probe(
     repeats: int = 20,
     seed: int = 0,
 ) -> dict[int, float]:
-    """Balanced accuracy of a logistic regression on a frozen representation, per label budget.
-
-    Each repeat draws ``budget / 2`` galaxies of each class, standardises the features with
-    their statistics, fits scikit-learn's ``LogisticRegression`` (default L2) and predicts
-    every remaining galaxy.
-
-    Returns
-    -------
-    dict: budget -> mean balanced accuracy over the repeats.
-    """
+    """Mean balanced accuracy per label budget of a logistic regression on a frozen
+    representation: each repeat draws ``budget / 2`` galaxies per class, standardises with their
+    statistics, fits and predicts every other galaxy. Returns ``{budget: accuracy}``."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
@@ -246,13 +208,10 @@ def _features_by_encoder(catalogue: pd.DataFrame, encoder) -> dict[str, np.ndarr
 
 
 def held_out_votes(encoder, catalogue: pd.DataFrame) -> dict:
-    """How well a trained model predicts the volunteers of a catalogue's held-out galaxies.
-
-    The ``test`` rows are evaluated against the mean-fraction baseline of the ``train`` rows
-    (``evaluation.evaluate``, at the model's framing). Returns ``{}`` for an encoder without a
-    vote head, else ``mae_reduction``, ``accuracy_smooth_or_featured``, ``accuracy_edge_on``
-    and ``n_test``.
-    """
+    """How well a trained model predicts the volunteers of a catalogue's ``test`` rows,
+    against the mean-fraction baseline of its ``train`` rows (``evaluation.evaluate``): ``{}``
+    without a vote head, else ``mae_reduction``, ``accuracy_smooth_or_featured``,
+    ``accuracy_edge_on`` and ``n_test``."""
     from .checkpoints import load_model
     from .evaluation import evaluate
 
@@ -274,13 +233,8 @@ def held_out_votes(encoder, catalogue: pd.DataFrame) -> dict:
 def compare_similarity(
     catalogue: pd.DataFrame, encoder="course", tags=("ring", "merger", "irregular"), k: int = 10
 ) -> pd.DataFrame:
-    """Precision@k per tag for ``encoder`` and both baselines, measured in the same run.
-
-    Returns
-    -------
-    pandas.DataFrame: one row per tag (plus ``mean``), columns ``representation``,
-    ``random weights``, ``raw pixels``, ``chance`` and ``n_members``.
-    """
+    """Precision@k per tag (and ``mean``) of ``encoder`` and both baselines in one run:
+    columns ``representation``, ``random weights``, ``raw pixels``, ``chance``, ``n_members``."""
     columns = {
         name: tag_precision(X, catalogue, tags, k=k)
         for name, X in _features_by_encoder(catalogue, encoder).items()
@@ -300,13 +254,8 @@ def compare_similarity(
 def compare_anomaly_search(
     catalogue: pd.DataFrame, encoder="course", repeats: int = 5, seed: int = 0
 ) -> pd.DataFrame:
-    """The paper's Galaxy Zoo 2 anomaly experiment for ``encoder`` and both baselines.
-
-    Returns
-    -------
-    pandas.DataFrame: one row per encoder, columns ``precision_at_50``,
-    ``average_precision`` (labelled galaxies first) and ``predicted_average_precision``.
-    """
+    """The paper's Galaxy Zoo 2 anomaly experiment for ``encoder`` and both baselines (one
+    row each): ``precision_at_50``, ``average_precision``, ``predicted_average_precision``."""
     rows = {
         name: anomaly_search(X, catalogue["odd"], repeats=repeats, seed=seed)
         for name, X in _features_by_encoder(catalogue, encoder).items()
