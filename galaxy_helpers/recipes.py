@@ -1,18 +1,22 @@
-"""The recipes of the committed checkpoints, and the command that rebuilds them.
+"""The recipes of the committed checkpoints, and the training command line.
 
 ``weights/synthetic_resnet10t`` (stage 1) is trained on a large synthetic sky only;
 ``weights/course_resnet10t`` (stage 2, the course checkpoint) continues it on a fresh sky
 mixed with real Galaxy Zoo 2 galaxies. DEVELOPERS.md has the history of both recipes.
 ``checkpoints.load_model("course")`` / ``("synthetic")`` load them.
 
-Command line::
+Command line (also under ``torchrun --nproc_per_node N -m galaxy_helpers.recipes ...``)::
 
-    python -m galaxy_helpers.recipes course-checkpoint [--out PATH]   # both stages
+    python -m galaxy_helpers.recipes train --catalogue cat.parquet --out runs/model
+    python -m galaxy_helpers.recipes train --synthetic 5000 --out runs/quick
+    python -m galaxy_helpers.recipes course-checkpoint   # rebuild both committed stages
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 import sys
 import time
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import core
 from . import schema as schema_mod
 from .models import checkpoint_paths, save_checkpoint
 from .training import TrainConfig, distributed, sky_description, train
@@ -205,16 +210,86 @@ def build_course_checkpoint(
     return _train_and_save(catalogue, config, path, recipe, description, tests, progress)
 
 
-def main(argv=None) -> int:
-    """``python -m galaxy_helpers.recipes course-checkpoint [--out PATH]`` (also under torchrun)."""
-    parser = argparse.ArgumentParser(prog="python -m galaxy_helpers.recipes", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("course-checkpoint", help="rebuild the committed checkpoints").add_argument(
-        "--out", default=None, help="checkpoint path without suffix (default: weights/)"
+def _parse_bool(text: str, word: str | None = None):
+    """true/false (or ``word`` itself, for fields such as ``amp="auto"``)."""
+    if text == word:
+        return word
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    expected = f"true, false or {word!r}" if word else "true/false"
+    raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m galaxy_helpers.recipes",
+        description="Train a GalaxyModel on vote counts (single process or under torchrun).",
     )
-    args = parser.parse_args(argv)
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("course-checkpoint", help="rebuild both committed checkpoints")
+    c.add_argument("--out", default=None, help="checkpoint path without suffix (default: weights/)")
+    t = sub.add_parser("train", help="train on a catalogue or a synthetic sky")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--catalogue", help="catalogue file (.parquet or .csv)")
+    src.add_argument("--synthetic", type=int, metavar="N", help="train on a synthetic sky of N")
+    t.add_argument("--sky-seed", type=int, default=1)
+    t.add_argument("--schema", default="decals_dr5")
+    t.add_argument("--out", required=True, help="checkpoint path (without suffix)")
+    t.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
+    t.add_argument("--history", help="write the per-epoch history here (JSON)")
+    t.add_argument("--half", action="store_true", help="store float16 weights")
+    words = {"amp": "auto", "augment": "lossless"}  # fields taking true/false or one word
+    types = {"int": int, "int | None": int, "float": float}
+    for f in dataclasses.fields(TrainConfig):
+        if f.type in ("bool", "bool | None") or f.name in words:
+            kind = functools.partial(_parse_bool, word=words.get(f.name))
+        else:
+            kind = types.get(f.type, str)
+        t.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
+    return p
+
+
+def _train_command(args, rank0: bool) -> None:
+    values = core.read_json(args.config, what="training config") if args.config else {}
+    for f in dataclasses.fields(TrainConfig):
+        if getattr(args, f.name, None) is not None:
+            values[f.name] = getattr(args, f.name)
+    if not rank0:
+        values["progress"] = False
+    config = TrainConfig(**values)
+    if args.synthetic:
+        from . import synthetic
+
+        sky_config = synthetic.SkyConfig(
+            n_galaxies=args.synthetic, image_size=config.image_size, seed=args.sky_seed
+        )
+        catalogue = synthetic.make_sky(sky_config, progress=rank0)
+        description = sky_description(sky_config)
+    else:
+        read = pd.read_parquet if args.catalogue.endswith(".parquet") else pd.read_csv
+        catalogue = read(args.catalogue)
+        description = {"catalogue": str(Path(args.catalogue).resolve())}
+    model, history = train(catalogue, config, args.schema, description)
+    if rank0:
+        path = save_checkpoint(model, args.out, half=args.half)
+        if args.history:
+            core.write_json(args.history, history.to_dict(), indent=None)
+        print(
+            f"Saved {path} (best epoch {history.best_epoch}, "
+            f"validation loss {history.best_val_loss:.4f})"
+        )
+
+
+def main(argv=None) -> int:
+    """The command line: ``train`` or ``course-checkpoint`` (see ``--help``)."""
+    args = _parser().parse_args(argv)
     with distributed() as rank0:
-        build_course_checkpoint(args.out, progress=rank0)
+        if args.command == "course-checkpoint":
+            build_course_checkpoint(args.out, progress=rank0)
+        else:
+            _train_command(args, rank0)
     return 0
 
 

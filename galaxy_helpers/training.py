@@ -16,27 +16,19 @@ under a quarter of what is free); big ones stream from disk through a ``DataLoad
 Augmentation runs on whole batches (one ``grid_sample``), so the loop stays close to the speed
 of a bare forward/backward (``benchmarks/bench_training.py``).
 
-Command line (also under ``torchrun --nproc_per_node N``)::
-
-    python -m galaxy_helpers.training train --catalogue cat.parquet --out runs/model
-    python -m galaxy_helpers.training train --synthetic 5000 --out runs/quick
-
-The committed checkpoints' recipes are in :mod:`galaxy_helpers.recipes`.
+The command line (also under torchrun) and the committed checkpoints' recipes are in
+:mod:`galaxy_helpers.recipes`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
-import functools
 import math
 import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -62,7 +54,7 @@ __all__ = [
     "plot_history",
     "train_or_load",
     "quick_model",
-    "main",
+    "sky_description",
 ]
 
 
@@ -592,7 +584,6 @@ def train(
     per_rank_batch = config.batch_size // world
     device = _resolve_device(config)
     amp_on, amp_dtype = _amp_settings(config, device)
-    rt = _Runtime(device, schema, rank, world, amp_on, amp_dtype)
     show = config.progress and rank == 0
 
     # --- data -------------------------------------------------------------------------
@@ -710,6 +701,27 @@ def train(
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    @torch.no_grad()
+    def validate() -> float:
+        """Mean validation loss over all ranks (each rank takes every world-th galaxy)."""
+        net.eval()
+        loss_sum, n = 0.0, 0
+        paths, crops = val_df["file_loc"].tolist(), _crops(val_df, config)
+        idx_all, step = torch.arange(rank, len(val_df), world), max(config.batch_size, 128)
+        for idx in (idx_all[s : s + step] for s in range(0, len(idx_all), step)):
+            if preload:
+                imgs = imgs_va_t[idx.to(imgs_va_t.device)]
+            else:
+                imgs = [read_image(paths[i], config.image_size, crops[i]) for i in idx.tolist()]
+                imgs = torch.from_numpy(np.stack(imgs))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
+                conc = model(to_input(imgs))
+            counts = counts_va_t[idx].to(device)
+            loss_sum += dirichlet_multinomial_loss(counts, conc.float(), schema, "sum").item()
+            n += len(idx)
+        loss_sum, n = _all_reduce_sum([loss_sum, float(n)], device)
+        return loss_sum / max(n, 1)
+
     history = History(data=report)
     best_state, bad_epochs = None, 0
     loss_sum, n_seen, t0, bar = 0.0, 0, 0.0, None
@@ -766,9 +778,7 @@ def train(
             log_step(*pending.pop(0))
         loss_sum, n_seen = _all_reduce_sum([loss_sum, float(n_seen)], device)
         train_seconds = time.perf_counter() - t0
-        val_loss = _validate(
-            net, _ValSet(imgs_va_t if preload else None, val_df, counts_va_t), to_input, config, rt
-        )
+        val_loss = validate()
         history.epoch.append(epoch + 1)
         history.train_loss.append(loss_sum / max(n_seen, 1))
         history.val_loss.append(val_loss)
@@ -845,55 +855,6 @@ def _init_head_bias(model: GalaxyModel, counts: np.ndarray, schema, total: float
     bias = np.log((conc - 1) / 100) - np.log1p(-(conc - 1) / 100)  # inverse of sigmoid*100+1
     with torch.no_grad():
         model.head.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-
-
-@dataclasses.dataclass
-class _ValSet:
-    """Validation galaxies: preloaded uint8 images (None: read from ``df.file_loc``), rows, counts."""
-
-    images: torch.Tensor | None
-    df: pd.DataFrame
-    counts: torch.Tensor
-
-
-@dataclasses.dataclass
-class _Runtime:
-    """Where and how this process computes."""
-
-    device: torch.device
-    schema: Any
-    rank: int
-    world: int
-    amp_on: bool
-    amp_dtype: torch.dtype
-
-
-@torch.no_grad()
-def _validate(net, val: _ValSet, to_input, config: TrainConfig, rt: _Runtime) -> float:
-    """Mean validation loss over all ranks (each rank takes every world-th galaxy)."""
-    net.eval()
-    idx_all = torch.arange(rt.rank, len(val.df), rt.world)
-    loss_sum, n = 0.0, 0
-    bs = max(config.batch_size, 128)
-    paths, crops = val.df["file_loc"].tolist(), _crops(val.df, config)
-    for s in range(0, len(idx_all), bs):
-        idx = idx_all[s : s + bs]
-        if val.images is not None:
-            imgs = val.images[idx.to(val.images.device)]
-        else:
-            imgs = torch.from_numpy(
-                np.stack([read_image(paths[i], config.image_size, crops[i]) for i in idx.tolist()])
-            )
-        x = to_input(imgs)
-        with torch.autocast(rt.device.type, dtype=rt.amp_dtype, enabled=rt.amp_on):
-            conc = net.module(x) if hasattr(net, "module") else net(x)
-        loss = dirichlet_multinomial_loss(
-            val.counts[idx].to(rt.device), conc.float(), rt.schema, reduction="sum"
-        )
-        loss_sum += loss.item()
-        n += len(idx)
-    loss_sum, n = _all_reduce_sum([loss_sum, float(n)], rt.device)
-    return loss_sum / max(n, 1)
 
 
 def plot_history(history: History, ax=None):
@@ -1005,84 +966,3 @@ def quick_model(progress: bool = True):
     return train_or_load(
         sky, TrainConfig(progress=progress), data_description=sky_description(sky_config)
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Command line (works under torchrun)
-# --------------------------------------------------------------------------------------------
-def _parse_bool(text: str, word: str | None = None):
-    """true/false (or ``word`` itself, for fields such as ``amp="auto"``)."""
-    if text == word:
-        return word
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    expected = f"true, false or {word!r}" if word else "true/false"
-    raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m galaxy_helpers.training",
-        description="Train a GalaxyModel on vote counts (single process or under torchrun).",
-    )
-    t = p.add_subparsers(dest="command", required=True).add_parser(
-        "train", help="train on a catalogue or a synthetic sky"
-    )
-    src = t.add_mutually_exclusive_group(required=True)
-    src.add_argument("--catalogue", help="catalogue file (.parquet or .csv)")
-    src.add_argument("--synthetic", type=int, metavar="N", help="train on a synthetic sky of N")
-    t.add_argument("--sky-seed", type=int, default=1)
-    t.add_argument("--schema", default="decals_dr5")
-    t.add_argument("--out", required=True, help="checkpoint path (without suffix)")
-    t.add_argument("--config", help="JSON file of TrainConfig fields (flags override it)")
-    t.add_argument("--history", help="write the per-epoch history here (JSON)")
-    t.add_argument("--half", action="store_true", help="store float16 weights")
-    words = {"amp": "auto", "augment": "lossless"}  # fields taking true/false or one word
-    types = {"int": int, "int | None": int, "float": float}
-    for f in dataclasses.fields(TrainConfig):
-        if f.type in ("bool", "bool | None") or f.name in words:
-            kind = functools.partial(_parse_bool, word=words.get(f.name))
-        else:
-            kind = types.get(f.type, str)
-        t.add_argument("--" + f.name.replace("_", "-"), type=kind, default=None)
-    return p
-
-
-def main(argv=None) -> int:
-    """``python -m galaxy_helpers.training train ...``; see ``--help``."""
-    args = _parser().parse_args(argv)
-    with distributed() as rank0:
-        values = core.read_json(args.config, what="training config") if args.config else {}
-        values.update({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-                       if getattr(args, f.name, None) is not None})  # fmt: skip
-        if not rank0:
-            values["progress"] = False
-        config = TrainConfig(**values)
-        if args.synthetic:
-            from . import synthetic
-
-            sky_config = synthetic.SkyConfig(
-                n_galaxies=args.synthetic, image_size=config.image_size, seed=args.sky_seed
-            )
-            catalogue = synthetic.make_sky(sky_config, progress=rank0)
-            description = sky_description(sky_config)
-        else:
-            read = pd.read_parquet if args.catalogue.endswith(".parquet") else pd.read_csv
-            catalogue = read(args.catalogue)
-            description = {"catalogue": str(Path(args.catalogue).resolve())}
-        model, history = train(catalogue, config, args.schema, description)
-        if rank0:
-            path = save_checkpoint(model, args.out, half=args.half)
-            if args.history:
-                core.write_json(args.history, history.to_dict(), indent=None)
-            print(
-                f"Saved {path} (best epoch {history.best_epoch}, "
-                f"validation loss {history.best_val_loss:.4f})"
-            )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -46,10 +46,10 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     cat.to_parquet(tmp_path / "cat.parquet")
     common = [*ARGS, "--catalogue", str(tmp_path / "cat.parquet")]
 
-    _run([sys.executable, "-m", "galaxy_helpers.training", *common,
+    _run([sys.executable, "-m", "galaxy_helpers.recipes", *common,
           "--out", str(tmp_path / "single"), "--history", str(tmp_path / "single_history.json")],
          tmp_path)  # fmt: skip
-    _run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "galaxy_helpers.training",
+    _run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "galaxy_helpers.recipes",
           *common, "--out", str(tmp_path / "ddp"), "--history", str(tmp_path / "ddp_history.json")],
          tmp_path)  # fmt: skip
 

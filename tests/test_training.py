@@ -9,7 +9,7 @@ import pytest
 import torch
 from toy_catalogue import make_toy_catalogue
 
-from galaxy_helpers import training
+from galaxy_helpers import recipes, training
 from galaxy_helpers.models import load_checkpoint, predict_concentrations, save_checkpoint
 from galaxy_helpers.training import (
     CatalogueError,
@@ -271,7 +271,7 @@ def test_command_line_trains_and_writes_checkpoint(toy, tmp_path):
     path = tmp_path / "cat.parquet"
     toy.to_parquet(path)
     out = tmp_path / "cli_model"
-    rc = training.main(
+    rc = recipes.main(
         [
             "train",
             "--catalogue",
