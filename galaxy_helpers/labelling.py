@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -39,7 +38,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from .core import write_text
 from .images import read_image
@@ -614,10 +612,10 @@ class LabellingWidget:
     def _image(self, row: int, width: int):
         id_str = self.ids[row]
         if id_str not in self._png:
-            buf = io.BytesIO()
+            from .search_widget import png_bytes
+
             pixels = read_image(self.catalogue.at[row, "file_loc"], self.image_size)
-            Image.fromarray(pixels).save(buf, format="PNG")
-            self._png[id_str] = buf.getvalue()
+            self._png[id_str] = png_bytes(pixels)
         return self.W.Image(
             value=self._png[id_str], format="png", layout=self.W.Layout(width=f"{width}px")
         )
