@@ -245,6 +245,16 @@ def test_crash_leaves_no_half_cache(tmp_path, monkeypatch):
     assert list((tmp_path / "synthetic").iterdir()) == []
 
 
+def test_half_cache_from_an_old_crash_is_replaced(tmp_path):
+    folder = synthetic.sky_dir(cache_dir=tmp_path, n_galaxies=3, image_size=16)
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "junk.png").write_bytes(b"")
+    cat = synthetic.make_sky(cache_dir=tmp_path, progress=False, n_galaxies=3, image_size=16)
+    assert sorted(p.name for p in (folder / "images").iterdir()) == sorted(
+        Path(p).name for p in cat["file_loc"]
+    )
+
+
 def test_moved_cache_still_finds_images(small_sky, tmp_path):
     import shutil
 

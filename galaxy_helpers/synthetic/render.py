@@ -55,7 +55,10 @@ class _Canvas:
     def add_sb(self, profile: np.ndarray, colour: np.ndarray):
         """Add a profile that is already a surface brightness."""
         colour = np.asarray(colour, np.float32)
-        self._maps.setdefault(colour.tobytes(), [colour, np.zeros_like(self.x)])[1] += profile
+        key = colour.tobytes()
+        if key not in self._maps:
+            self._maps[key] = [colour, np.zeros_like(self.x)]
+        self._maps[key][1] += profile
 
     def add_local(self, x0, y0, radius, fn, colour, flux=None):
         """Add ``fn(dx, dy)`` evaluated only near (x0, y0); normalised to ``flux`` if given."""
@@ -134,8 +137,9 @@ def _psf_star(cv: _Canvas, x0, y0, flux, sigma, colour):
 
 
 def _disk_plane(xr, yr, q):
+    """Radius and angle in the plane of a disk seen at axis ratio ``q``."""
     yd = yr / q
-    return np.sqrt(xr * xr + yd * yd + 0.04), np.arctan2(yd, xr), yd
+    return np.sqrt(xr * xr + yd * yd + 0.04), np.arctan2(yd, xr)
 
 
 def _to_sky(pos, rk, tk):
@@ -170,7 +174,7 @@ def _render_disk(cv, rng, pos, flux, shape, contrast, tags=None, disturb=(0.0, 0
     ring, irregular, diffuse = (tags.get(t, False) for t in ("ring", "irregular", "diffuse"))
     xr, yr = _galaxy_frame(cv, pos, disturb)
     h = re / 1.678
-    r, theta, yd = _disk_plane(xr, yr, q)
+    r, theta = _disk_plane(xr, yr, q)
     bt = _BULGE_TO_TOTAL[bulge]
     f_bulge = flux * bt
     f_disk = flux - f_bulge
@@ -264,7 +268,7 @@ def _smooth_extras(cv, rng, pos, flux, contrast, tags):
     x0, y0, re, q, angle = pos
     if tags["ring"]:
         xr, yr = _frame(cv, x0, y0, angle)
-        r, theta, _ = _disk_plane(xr, yr, q)
+        r, theta = _disk_plane(xr, yr, q)
         radius = re * rng.uniform(1.4, 2.4)
         width = max(0.5, 0.1 * radius)
         peak = flux / (2 * np.pi * re * re) * 0.12 * (0.5 + contrast)
