@@ -1,7 +1,7 @@
 """data.py: verified downloads through a real local HTTP server, the mirror, safe archives.
 
-Downloads go through pooch and requests against ``http.server`` on 127.0.0.1 (the real code path);
-the real mirror (``GALAXY_DATA_MIRROR`` or /work/shared/data) is used where real files are
+Downloads go through pooch and requests against ``http.server`` on 127.0.0.1 (the real code
+path); the real mirror (``GALAXY_DATA_MIRROR`` or /work/shared/data) is used where real files are
 needed, and those tests are skipped with a reason when it is absent.
 """
 
