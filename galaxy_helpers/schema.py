@@ -18,7 +18,6 @@ Examples
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -407,14 +406,3 @@ def confident_answer(
     ok = (total >= min_votes) & (frac >= min_fraction)
     answers = np.asarray(q.answers, dtype=object)[best]
     return np.where(ok, answers, "").astype(object)
-
-
-def answers_of(schema: str | Schema, question: str) -> list[str]:
-    """Answer names of a question (either spelling of its name)."""
-    return list(get_schema(schema).question(question).answers)
-
-
-def check_answer_columns(columns: Iterable[str], schema: str | Schema = DECALS_DR5) -> list[str]:
-    """Canonical names of the vote columns present in ``columns`` (either spelling)."""
-    aliases = get_schema(schema).column_aliases()
-    return [aliases[c] for c in columns if c in aliases]
