@@ -259,22 +259,27 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
             if path in seen:
                 problems.append(f"{where}: duplicate path {path!r}")
             seen.add(path)
-            where += f" ({path})"
+            at = f"{where} ({path})"
             url, size, builder = item.get("url"), item.get("size"), item.get("builder")
             if group == "files" and not re.fullmatch(r"https://[^\s]+", str(url)):
-                problems.append(f"{where}: url must be an https:// URL, got {url!r}")
-            elif group == "files" and base is not None and url != base + quote(str(path)):
-                problems.append(f"{where}: url {url} is not base_url + quoted path")
+                problems.append(f"{at}: url must be an https:// URL, got {url!r}")
+            elif (
+                group == "files"
+                and base is not None
+                and isinstance(path, str)
+                and url != base + quote(path)
+            ):
+                problems.append(f"{at}: url {url} is not base_url + quoted path")
             elif group != "files" and builder not in BUILDERS:
-                problems.append(f"{where}: builder {builder!r} is not one of {sorted(BUILDERS)}")
+                problems.append(f"{at}: builder {builder!r} is not one of {sorted(BUILDERS)}")
             if size is not None and not (isinstance(size, int) and size > 0):
-                problems.append(f"{where}: size must be a positive integer")
+                problems.append(f"{at}: size must be a positive integer")
             sums = [a for a in ("sha256", "md5") if a in item]
             if not sums:
-                problems.append(f"{where}: needs a sha256 or md5 checksum")
+                problems.append(f"{at}: needs a sha256 or md5 checksum")
             for alg in sums:
                 if not (isinstance(item[alg], str) and _HEX[alg].fullmatch(item[alg])):
-                    problems.append(f"{where}: {alg} must be lowercase hex, got {item[alg]!r}")
+                    problems.append(f"{at}: {alg} must be lowercase hex, got {item[alg]!r}")
             if item.get("extract_to") is not None:
                 problems += _check_relative(item["extract_to"], f"{where} extract_to")
     catalogue = raw.get("catalogue")
