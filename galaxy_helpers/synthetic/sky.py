@@ -16,7 +16,7 @@ import pandas as pd
 from .. import core
 from ..schema import DECALS_DR5
 from .render import render_galaxy
-from .truth import GENERATOR_VERSION, TAGS, SkyConfig, config_with, draw_truth
+from .truth import GENERATOR_VERSION, TAGS, SkyConfig, config_with, draw_truth, generator_source
 from .volunteers import simulate_votes
 
 
@@ -37,7 +37,7 @@ def _render_chunk(args):
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread per worker: a galaxy's matrix products are too small to gain from threads,
-    # and N workers x N threads oversubscribe the cores (15 workers on 16 cores: 8x slower).
+    # and N workers x N threads oversubscribe the cores (15 workers on 16: 8x slower than expected).
     with threadpool_limits(limits=1, user_api="blas"):
         for rec in records:
             rng = np.random.default_rng([int(seed), int(rec["_index"]), 1])
@@ -92,7 +92,8 @@ def make_sky(
         catalogue = _build(config, final, tmp, progress, workers)
         catalogue.to_parquet(tmp / "catalogue.parquet", index=False)
         meta = {"config": asdict(config), "generator_version": GENERATOR_VERSION}
-        meta |= {"key": config.key(), "created_unix": int(time.time())}
+        meta |= {"generator_source": generator_source(), "key": config.key()}
+        meta["created_unix"] = int(time.time())
         core.write_json(tmp / "config.json", meta)
     return _load_cached(final)
 

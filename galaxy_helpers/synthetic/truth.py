@@ -106,10 +106,14 @@ class SkyConfig:
 
     def key(self) -> str:
         """Hash of all that changes the sky, the generator's source included (its cache name)."""
-        here = Path(__file__).parent
-        source = content_key(*[(here / n).read_bytes() for n in _GENERATOR_FILES], length=12)
         d = {**asdict(self), "tag_rates": self.rates(), "generator_version": GENERATOR_VERSION}
-        return content_key({**d, "generator_source": source})
+        return content_key({**d, "generator_source": generator_source()})
+
+
+def generator_source() -> str:
+    """Short hash of the generator modules' code, so an edited generator never reuses a cache."""
+    here = Path(__file__).parent
+    return content_key(*[(here / n).read_bytes() for n in _GENERATOR_FILES], length=12)
 
 
 def check_int(value, what: str, low: int, high: int | None = None, hint: str = "") -> None:
