@@ -31,7 +31,7 @@ def sky_dir(config: SkyConfig | None = None, *, cache_dir=None, **overrides) -> 
 
 
 def _render_chunk(args):
-    """Worker: render the galaxies of ``records`` and write their PNGs (top level, so it pickles)."""
+    """Worker: render ``records`` and write their PNGs (a top-level function, so it pickles)."""
     records, seed, size, folder = args
     from PIL import Image
     from threadpoolctl import threadpool_limits
