@@ -1,19 +1,15 @@
 """Finetune a pretrained encoder to a new task with few labels (notebook 06).
 
-The paper's third tool (Walmsley et al. 2022, MNRAS 513, 1581, section 5): a CNN pretrained to
-answer every Galaxy Zoo question learns a task it never saw (rings) from a few dozen labels.
+The paper's third tool (Walmsley et al. 2022, section 5): a CNN pretrained on every Galaxy Zoo
+question learns a task it never saw (rings) from a few dozen labels. The encoder is anything
+``checkpoints.load_model`` accepts, or a saved :class:`FinetunedModel`. ``"head"`` mode freezes
+it and fits scikit-learn's L2 logistic (ridge) regression on its standardised, clipped
+representation table; ``"full"`` mode starts from that head and trains everything, earlier
+blocks more slowly. The label-budget experiment is in ``label_budget``.
 
->>> model = finetune("course", catalogue, "ring")               # doctest: +SKIP
->>> model = finetune("course", catalogue, "ring", mode="full")  # doctest: +SKIP
->>> model.predict(new_catalogue)     # id_str, probability_<class>..., prediction  # doctest: +SKIP
->>> FinetunedModel.load(model.save("ring_model"))                # doctest: +SKIP
-
-The encoder is anything ``checkpoints.load_model`` accepts, or a saved :class:`FinetunedModel`.
-``"head"`` mode freezes it and fits scikit-learn's L2 logistic (ridge) regression on its
-standardised, clipped representation table (``representations.extract_representations``);
-``"full"`` mode starts from that head and trains everything, the encoder with a learning rate
-that shrinks layer by layer towards the input. The label-budget experiment is in
-``label_budget``.
+>>> model = finetune("course", catalogue, "ring")           # doctest: +SKIP
+>>> model.predict(new_catalogue)  # id_str, probability_<class>..., prediction  # doctest: +SKIP
+>>> FinetunedModel.load(model.save("ring_model"))            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -139,19 +135,17 @@ class FinetuneConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FinetuneError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise FinetuneError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if not 0.0 < self.layer_decay <= 1.0:
-            raise FinetuneError(f"layer_decay must be in (0, 1], got {self.layer_decay}")
+        if not (0.0 <= self.val_fraction < 1.0 and 0.0 < self.layer_decay <= 1.0):
+            raise FinetuneError(
+                f"val_fraction must be in [0, 1) and layer_decay in (0, 1], got "
+                f"{self.val_fraction} and {self.layer_decay}"
+            )
 
     def replace(self, **changes) -> FinetuneConfig:
         """A copy with some fields changed (unknown names are refused)."""
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(changes) - names)
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
-            raise FinetuneError(
-                f"FinetuneConfig has no field(s) {unknown}; fields: {sorted(names)}"
-            )
+            raise FinetuneError(f"FinetuneConfig has no field(s) {unknown}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
@@ -162,9 +156,6 @@ def _device(cfg: FinetuneConfig) -> torch.device:
     return torch.device(core.device(cfg.device))
 
 
-# --------------------------------------------------------------------------------------------
-# The encoder
-# --------------------------------------------------------------------------------------------
 @dataclass
 class EncoderSource:
     """A pretrained model (``.encoder``, ``.encode``) and its metadata (preprocessing,
@@ -217,23 +208,20 @@ class EncoderSource:
 def load_encoder(
     source, config: FinetuneConfig | None = None, offline: bool = False
 ) -> EncoderSource:
-    """The encoder to finetune, from anything ``checkpoints.load_model`` accepts.
+    """The encoder to finetune: anything ``checkpoints.load_model`` accepts (``"course"``, a
+    path, ``"timm:<name>"``, ``"hf_hub:<repo>"``, a model...), an :class:`EncoderSource`, or a
+    :class:`FinetunedModel` or its path.
 
     Parameters
     ----------
-    source : ``"course"``, ``"synthetic"``, ``"quick"``, a checkpoint path, ``"timm:<name>"``,
-        ``"hf_hub:<repo>"`` or a hub folder, a model or ``(model, metadata)``, an
-        :class:`EncoderSource`, or a :class:`FinetunedModel` (or its saved path).
-    config : preprocessing overrides, ``pretrained`` for timm names, ``architecture``.
+    source : the encoder.
+    config : preprocessing overrides, ``pretrained`` (timm names), ``architecture`` (refused
+        when the encoder is of another).
     offline : never touch the network (hub and ImageNet weights must be on disk).
 
     Returns
     -------
     EncoderSource
-
-    Raises
-    ------
-    FinetuneError when the source cannot be loaded or is of another architecture.
     """
     cfg = config or FinetuneConfig()
     overrides = {
@@ -294,9 +282,6 @@ def _is_finetuned(path) -> bool:
     return str(meta.get("format", "")).startswith("galaxy_helpers.FinetunedModel")
 
 
-# --------------------------------------------------------------------------------------------
-# Labels
-# --------------------------------------------------------------------------------------------
 def labelled_rows(
     catalogue: pd.DataFrame,
     label_column: str,
@@ -304,21 +289,16 @@ def labelled_rows(
     task: str = "classification",
     classes: Sequence | None = None,
 ) -> pd.DataFrame:
-    """The labelled galaxies of a catalogue, checked.
+    """The labelled galaxies of a catalogue (index reset), checked.
 
     Parameters
     ----------
-    catalogue : catalogue with ``id_str`` and ``file_loc``.
-    label_column : the label; rows where it is missing (NaN/None) are unlabelled.
-    labels : labels kept apart: a DataFrame with ``id_str`` and ``label_column``, a Series
-        indexed by id_str, or a dict ``{id_str: label}``.
-    task : ``"classification"`` (at least two classes) or ``"regression"`` (finite numbers).
-    classes : the stated classes (any other value is an error); ``None``: inferred, refusing
-        what looks stray (text beside numbers, ``"nan"``, a fraction, a lonely class).
-
-    Returns
-    -------
-    DataFrame of the labelled rows (index reset).
+    catalogue : ``id_str``, ``file_loc`` and (unless ``labels`` is given) ``label_column``;
+        rows whose label is missing are unlabelled.
+    labels : labels kept apart: DataFrame (``id_str``, ``label_column``), Series or dict by id.
+    task : ``"classification"`` (two classes or more) or ``"regression"`` (finite numbers).
+    classes : the stated classes; ``None``: inferred, refusing what looks stray (text beside
+        numbers, ``"nan"``, a fraction, a class of one galaxy among many).
     """
     for col in ("id_str", "file_loc"):
         if col not in catalogue.columns:
@@ -477,19 +457,10 @@ def balanced_sample(
     seed: int = 0,
     exclude_ids: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Draw ``n`` labelled galaxies, ``n // n_classes`` of each class, as a labeller would.
+    """``n`` labelled galaxies, ``n // n_classes`` of each class, shuffled (index kept).
 
-    Parameters
-    ----------
-    catalogue, label_column : the catalogue and its label.
-    n : how many galaxies in all.
-    population : restrict to these galaxies (see :func:`population_mask`).
-    seed : random seed.
-    exclude_ids : ids never drawn (e.g. a test set).
-
-    Returns
-    -------
-    DataFrame of the drawn rows (original index kept), shuffled.
+    ``population`` restricts the draw (see :func:`population_mask`); ``exclude_ids`` are never
+    drawn (e.g. a test set).
     """
     mask = population_mask(catalogue, population) & catalogue[label_column].notna().to_numpy()
     mask &= ~catalogue["id_str"].astype(str).isin(set(map(str, exclude_ids))).to_numpy()
@@ -556,9 +527,6 @@ def _class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-# --------------------------------------------------------------------------------------------
-# The model
-# --------------------------------------------------------------------------------------------
 class Head(nn.Module):
     """Standardise features (clipped to +- ``clip``), then one linear layer. ``clip`` is kept
     in the model's metadata, not in its weights."""
@@ -634,38 +602,26 @@ class FinetunedModel(nn.Module):
         self, images: np.ndarray, batch_size: int = 256, progress: bool = False
     ) -> np.ndarray:
         """Class probabilities ``(N, n_classes)`` or values ``(N,)`` for uint8 images."""
-        device = _module_device(self)
-        was_training = self.training
-        self.eval()
-        outs = []
-        starts = range(0, len(images), batch_size)
-        if progress and len(images) > 4 * batch_size:
-            from tqdm.auto import tqdm
+        from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="Predicting", unit="batch")
+        classify = self.task == "classification"
+        was_training, device = self.training, _module_device(self)
+        self.eval()
+        outs = [np.zeros((0, len(self.classes)) if classify else (0,), np.float32)]
+        quiet = not progress or len(images) <= 4 * batch_size
         try:
-            for s in starts:
+            for s in tqdm(range(0, len(images), batch_size), "Predicting", disable=quiet):
                 out = self(self._preprocess(images[s : s + batch_size], device))
-                if self.task == "classification":
-                    out = torch.softmax(out, dim=1)
-                outs.append(out.float().cpu().numpy())
+                outs.append((torch.softmax(out, dim=1) if classify else out).float().cpu().numpy())
         finally:
             self.train(was_training)
-        if not outs:
-            width = (len(self.classes),) if self.task == "classification" else ()
-            return np.zeros((0, *width), dtype=np.float32)
         return np.concatenate(outs)
 
     def predict(
         self, catalogue: pd.DataFrame, batch_size: int = 256, progress: bool = True
     ) -> pd.DataFrame:
-        """Predict every galaxy of a catalogue (``id_str``, ``file_loc``; any image size).
-
-        Returns
-        -------
-        DataFrame with ``id_str``, one ``probability_<class>`` column per class and
-        ``prediction`` (the most probable class); for regression ``id_str`` and ``prediction``.
-        """
+        """A table of ``id_str``, ``probability_<class>`` per class and ``prediction`` (the
+        most probable class; regression: the value) for a catalogue's ``file_loc``."""
         for col in ("id_str", "file_loc"):
             if col not in catalogue.columns:
                 raise FinetuneError(f"the catalogue to predict has no {col!r} column")
@@ -734,9 +690,6 @@ def _module_device(module: nn.Module) -> torch.device:
     return next(module.parameters(), torch.empty(0)).device
 
 
-# --------------------------------------------------------------------------------------------
-# The head on the representation table
-# --------------------------------------------------------------------------------------------
 class _ClippedScaler(StandardScaler):
     """``StandardScaler`` whose output is clipped to +- ``clip``, as :class:`Head` does."""
 
@@ -912,19 +865,11 @@ def fit_head(
     cfg: FinetuneConfig,
     rng: np.random.Generator | None = None,
 ) -> tuple[Head, dict]:
-    """Fit a head on a representation table (L-BFGS linear probe, or Adam with early stopping).
+    """Fit a head on features ``X`` (L-BFGS linear probe, or Adam with early stopping).
 
-    Parameters
-    ----------
-    X : features ``(N, D)``; y : class indices, or standardised numbers (regression).
-    n_out : number of classes (1 for regression).
-    cfg : ``val_fraction``, ``head_*``, ``refit``, ``balance``.
-    rng : random generator of the validation split (default from ``cfg.seed``).
-
-    Returns
-    -------
-    (head, info) where info holds ``n_train``, ``n_val``, ``val_loss`` and the solver's
-    ``head_l2`` or ``steps``.
+    ``y`` holds class indices (regression: standardised numbers), ``n_out`` the number of
+    classes (1 for regression), ``rng`` draws the validation split. Returns ``(head, info)``,
+    info with ``n_train``, ``n_val``, ``val_loss`` and ``head_l2`` or ``steps``.
     """
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
@@ -953,9 +898,6 @@ def fit_head(
     return head, info
 
 
-# --------------------------------------------------------------------------------------------
-# Full finetuning
-# --------------------------------------------------------------------------------------------
 def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random flips and quarter turns, per galaxy."""
     b = x.shape[0]
@@ -997,20 +939,11 @@ def train_full(
     cfg: FinetuneConfig,
     ids: Sequence[str] | None = None,
 ) -> dict:
-    """Train encoder and head together, early stopping on the validation loss.
+    """Train encoder and head together (in place), early stopping on the validation loss.
 
-    Parameters
-    ----------
-    model : trained in place; its metadata gives the preprocessing.
-    images, y : uint8 training images ``(N, H, W, 3)`` and targets (class indices, or
-        standardised numbers).
-    images_val, y_val : validation set (empty: ``max_epochs`` epochs are run).
-    cfg : ``encoder_lr``, ``layer_decay``, ``full_head_lr``, ``max_epochs``, ``patience``...
-    ids : galaxy names (aligned with ``images``) for the error when a batch's loss turns NaN.
-
-    Returns
-    -------
-    dict with ``epochs``, ``best_epoch``, ``val_loss`` (best) and ``history`` (per epoch).
+    ``images``/``y``: uint8 ``(N, H, W, 3)`` and class indices (or standardised numbers); an
+    empty validation set runs ``max_epochs``. ``ids`` name the galaxies of a batch whose loss
+    turns NaN in the error. Returns ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
     """
     device = _device(cfg)
     model.to(device)
@@ -1138,22 +1071,16 @@ def finetune(
     Parameters
     ----------
     checkpoint : the encoder (see :func:`load_encoder`), e.g. ``"course"``.
-    catalogue : ``id_str``, ``file_loc`` and (unless ``labels`` is given) the label column;
-        rows without a label are ignored.
+    catalogue : ``id_str``, ``file_loc`` and the label (unless ``labels`` is given).
     label_column : the label to learn (e.g. ``"ring"``).
     mode, task : default ``config.mode`` / ``config.task``.
-    labels : labels kept apart from the catalogue (see :func:`labelled_rows`).
+    labels, classes : labels kept apart and the stated classes (see :func:`labelled_rows`).
     config : :class:`FinetuneConfig`; keyword ``overrides`` change single fields.
-    images : optional uint8 images aligned with the labelled rows (saves reading the files).
-    classes : the stated classes (default: inferred from the labels).
+    images : optional uint8 images of the labelled rows (saves reading the files).
 
     Returns
     -------
     FinetunedModel, with ``metadata["metrics"]`` (validation loss, numbers of galaxies).
-
-    Examples
-    --------
-    >>> model = finetune("course", catalogue, "ring", max_epochs=30)    # doctest: +SKIP
     """
     cfg = (config or FinetuneConfig()).replace(**overrides)
     cfg = cfg.replace(mode=mode or cfg.mode, task=task or cfg.task)

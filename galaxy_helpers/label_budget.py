@@ -24,22 +24,8 @@ import torch
 from sklearn.metrics import balanced_accuracy_score
 
 from . import core
-from .finetuning import (
-    EncoderSource,
-    FinetuneConfig,
-    FinetuneError,
-    Head,
-    _device,
-    _encode_classes,
-    _linear_probe,
-    _new_model,
-    _stratified_split,
-    fit_head,
-    labelled_rows,
-    load_encoder,
-    population_mask,
-    train_full,
-)
+from . import finetuning as ft
+from .finetuning import EncoderSource, FinetuneConfig, FinetuneError
 
 __all__ = [
     "METHODS",
@@ -69,16 +55,8 @@ METHOD_STYLE = {
 
 @dataclass
 class LabelBudgetResult:
-    """Runs of a label-budget experiment.
-
-    Attributes
-    ----------
-    runs : one row per (method, budget, repeat): balanced_accuracy, accuracy, n_train,
-        n_test, seconds, cached.
-    test_ids : id_str of the balanced test set (the same for every run).
-    skipped : method -> why it could not run (e.g. weights not on disk offline).
-    description : the population, classes, budgets and encoder.
-    """
+    """Runs of a label-budget experiment: ``runs`` (one row per method, budget and repeat),
+    ``test_ids`` (the balanced test set), ``skipped`` (method -> why) and ``description``."""
 
     runs: pd.DataFrame
     test_ids: list[str]
@@ -186,31 +164,25 @@ def label_budget_experiment(
 ) -> LabelBudgetResult:
     """Balanced accuracy against the number of labels, as in the paper's ring figure.
 
-    A balanced test set is drawn once from the population and held out; each repeat draws
-    balanced training sets of every budget from the rest, nested (a repeat's 30 labels contain
-    its 10). A budget counts every labelled galaxy, validation split included.
+    A balanced test set is drawn once from the population; each repeat draws balanced,
+    nested training sets of every budget from the rest (a budget counts every labelled galaxy,
+    validation split included).
 
     Parameters
     ----------
     checkpoint : the pretrained encoder (see ``finetuning.load_encoder``).
-    catalogue : ``id_str``, ``file_loc`` and ``label_column``.
-    label_column : the label (e.g. ``"ring"``).
-    budgets : numbers of labelled galaxies (split equally between the classes).
-    repeats : random draws per budget.
+    catalogue, label_column : ``id_str``, ``file_loc`` and the label (e.g. ``"ring"``).
+    budgets, repeats : labelled galaxies (half of each class) and random draws per budget.
     methods : any of :data:`METHODS` plus the names of ``other_encoders``.
     test_per_class : test galaxies per class.
-    population : which galaxies take part (``finetuning.population_mask``), e.g.
-        ``"truth_type == 'featured'"``.
-    config : base ``FinetuneConfig``; ``full_config``, ``scratch_config``: those methods'
+    population : who takes part (``finetuning.population_mask``), e.g. a query string.
+    config, full_config, scratch_config : the base ``FinetuneConfig`` and those methods'
         (default: ``config`` in full mode; scratch with one rate of 1e-3, no layer decay).
     other_encoders : ``{method: source}`` finetuned head-only, e.g.
-        ``{"imagenet_head": "timm:convnext_atto"}``; those that cannot be loaded are listed in
-        ``result.skipped``.
-    seed : seed of the test split and the training draws.
-    cache : reuse runs cached by encoder weights, data, labels, population, configuration,
-        budget and repeat.
-    progress : progress bar over runs.
-    allow_downloads : let ``other_encoders`` download weights (default: only those on disk).
+        ``{"imagenet_head": "timm:convnext_atto"}``; those that cannot load are ``skipped``.
+    seed : seed of the test split and the draws.
+    cache : reuse runs cached by weights, data, population, configuration, budget and repeat.
+    progress, allow_downloads : progress bar; let ``other_encoders`` download weights.
 
     Returns
     -------
@@ -223,10 +195,10 @@ def label_budget_experiment(
         raise FinetuneError(
             f"unknown method(s) {unknown}; use {list(METHODS)} or name them in other_encoders"
         )
-    rows = labelled_rows(
-        catalogue[population_mask(catalogue, population)], label_column, task="classification"
+    rows = ft.labelled_rows(
+        catalogue[ft.population_mask(catalogue, population)], label_column, task="classification"
     )
-    y, classes = _encode_classes(rows[label_column])
+    y, classes = ft._encode_classes(rows[label_column])
     n_classes = len(classes)
     counts = np.bincount(y, minlength=n_classes)
     test, pool = _balanced_test(y, test_per_class, np.random.default_rng(seed))
@@ -245,18 +217,18 @@ def label_budget_experiment(
         )
 
     t_load = time.perf_counter()
-    src = load_encoder(checkpoint, cfg)
+    src = ft.load_encoder(checkpoint, cfg)
     sources, skipped = {"pretrained_head": src}, {}
     for name in (m for m in methods if m not in METHODS):
         try:
-            sources[name] = load_encoder(
+            sources[name] = ft.load_encoder(
                 other_encoders[name],
                 cfg.replace(image_size=src.image_size, mean=None, std=None),
                 offline=not allow_downloads,
             )
         except FinetuneError as err:
             skipped[name] = str(err)
-    device = _device(cfg)
+    device = ft._device(cfg)
     feats = {n: _table_features(s, catalogue, rows, progress, device) for n, s in sources.items()}
     images = src.read(rows, progress=progress) if {*methods} & {*METHODS[1:]} else None
     load_s = time.perf_counter() - t_load
@@ -358,7 +330,7 @@ def _scores(y_true, pred) -> dict:
 
 
 def _run_head(feats, y, train_idx, test, n_classes, cfg) -> dict:
-    head, info = fit_head(feats[train_idx], y[train_idx], n_classes, cfg)
+    head, info = ft.fit_head(feats[train_idx], y[train_idx], n_classes, cfg)
     with torch.no_grad():
         pred = head(torch.as_tensor(feats[test], dtype=torch.float32)).argmax(1).numpy()
     return {**_scores(y[test], pred), "steps": info.get("steps")}
@@ -369,27 +341,27 @@ def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) 
 
     n_classes = len(classes)
     ytr = y[train_idx]
-    tr, va = _stratified_split(ytr, cfg.val_fraction, np.random.default_rng(cfg.seed), True)
+    tr, va = ft._stratified_split(ytr, cfg.val_fraction, np.random.default_rng(cfg.seed), True)
     if pretrained:
         encoder = copy.deepcopy(src.encoder)
         if cfg.linear_probe_first:
             f = feats[train_idx]
-            head = _linear_probe(f[tr], ytr[tr], f[va], ytr[va], n_classes, cfg)
+            head = ft._linear_probe(f[tr], ytr[tr], f[va], ytr[va], n_classes, cfg)
         else:
             torch.manual_seed(cfg.seed)
-            head = Head(src.representation_dim, n_classes, cfg.feature_clip)
+            head = ft.Head(src.representation_dim, n_classes, cfg.feature_clip)
         description = src.description
     else:
         torch.manual_seed(cfg.seed)
         arch = str(src.architecture).removeprefix("timm:").split(".")[0]
         encoder = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=src.channels)
         torch.manual_seed(cfg.seed)
-        head = Head(src.representation_dim, n_classes, cfg.feature_clip)
+        head = ft.Head(src.representation_dim, n_classes, cfg.feature_clip)
         description = f"randomly initialised {src.architecture}"
     meta = {"task": "classification", "classes": classes, "label_column": "?"}
-    model = _new_model(src, n_classes, {**meta, "encoder_source": description}, head, encoder)
+    model = ft._new_model(src, n_classes, {**meta, "encoder_source": description}, head, encoder)
     imgs = images[train_idx]
-    info = train_full(model, imgs[tr], ytr[tr], imgs[va], ytr[va], cfg)
+    info = ft.train_full(model, imgs[tr], ytr[tr], imgs[va], ytr[va], cfg)
     pred = model.predict_images(images[test], batch_size=256).argmax(axis=1)
     return {**_scores(y[test], pred), "epochs": info["epochs"], "best_epoch": info["best_epoch"]}
 
@@ -399,17 +371,8 @@ def plot_label_budget(
 ):
     """Balanced accuracy against the number of labelled galaxies (log axis), mean +- std.
 
-    Parameters
-    ----------
-    result : :class:`LabelBudgetResult`.
-    ax : matplotlib Axes (default: a new figure).
-    paper : also draw the paper's real-ring results (x = 2 x unique training rings) as faint
-        dashed lines, for orientation only: other data, other test set.
-    title : axes title.
-
-    Returns
-    -------
-    matplotlib Figure.
+    ``paper`` also draws the paper's real-ring results (x = 2 x unique training rings) as
+    faint dashed lines, for orientation only (other data, other test set). Returns the figure.
     """
     import matplotlib.pyplot as plt
 
@@ -418,29 +381,14 @@ def plot_label_budget(
     for method, part in result.summary().groupby("method", sort=False):
         label, colour, marker = METHOD_STYLE.get(method, (method, next(extra_colours, "k"), "D"))
         part = part.sort_values("budget")
-        ax.errorbar(
-            part["budget"],
-            part["mean"],
-            yerr=part["std"].fillna(0),
-            label=label,
-            color=colour,
-            marker=marker,
-            capsize=3,
-            lw=1.8,
-        )
+        style = {"label": label, "color": colour, "marker": marker, "capsize": 3, "lw": 1.8}
+        ax.errorbar(part["budget"], part["mean"], yerr=part["std"].fillna(0), **style)
     if paper:
         colours = ("tab:blue", "tab:purple", "tab:red")
         for (name, points), colour in zip(PAPER_RING_ACCURACY.items(), colours, strict=True):
             shown = {2 * k: v for k, v in points.items() if 2 * k <= 1000}
-            ax.plot(
-                list(shown),
-                list(shown.values()),
-                ls="--",
-                lw=1,
-                alpha=0.5,
-                color=colour,
-                label=f"paper (real): {name}",
-            )
+            style = {"ls": "--", "lw": 1, "alpha": 0.5, "color": colour}
+            ax.plot(list(shown), list(shown.values()), label=f"paper (real): {name}", **style)
     ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
     ax.set_xscale("log")
     ax.set_xlabel("labelled galaxies (half of each class)")
