@@ -16,7 +16,7 @@ import difflib
 import os
 from pathlib import Path
 
-from . import models, recipes, training
+from . import models, recipes
 
 __all__ = ["NAMED_CHECKPOINTS", "load_model"]
 
@@ -124,7 +124,7 @@ def _is_checkpoint(path: Path) -> bool:
 
 def _named(name: str, progress: bool):
     if name == "quick":
-        model, _ = training.quick_model(progress=progress)
+        model, _ = recipes.quick_model(progress=progress)
         return model, model.metadata, "quick model (notebook 02, cached)"
     path = recipes.course_checkpoint_path() if name == "course" else None
     path = path or recipes.synthetic_checkpoint_path()

@@ -34,6 +34,7 @@ __all__ = [
     "plot_calibration",
     "most_wrong",
     "show_most_wrong",
+    "plot_history",
 ]
 
 
@@ -441,3 +442,41 @@ def show_most_wrong(
         suptitle=f"Most wrong galaxies ({'all questions' if question is None else q}; "
         f"titles: {_short(q)})",
     )
+
+
+def plot_history(history, ax=None):
+    """Training and validation loss per epoch (plus per-step training loss, faint).
+
+    Parameters
+    ----------
+    history : ``training.History`` of a run.
+    ax : matplotlib Axes to draw in (default: a new figure).
+
+    Returns
+    -------
+    matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    else:
+        fig = ax.figure
+    if history.step_loss and history.epoch:
+        steps = np.arange(1, len(history.step_loss) + 1) / (
+            len(history.step_loss) / len(history.epoch)
+        )
+        ax.plot(steps, history.step_loss, color="C0", alpha=0.25, lw=0.8, label="train (per step)")
+    ax.plot(history.epoch, history.train_loss, "o-", color="C0", label="train (epoch mean)")
+    ax.plot(history.epoch, history.val_loss, "s-", color="C1", label="validation")
+    if history.best_epoch:
+        ax.axvline(history.best_epoch, color="grey", ls=":", lw=1, label="best epoch")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Dirichlet-Multinomial loss\n(summed over questions)")
+    ax.legend(frameon=False, fontsize=8)
+    if history.step_loss:
+        lo = min(min(history.val_loss), min(history.step_loss))
+        hi = np.percentile(history.step_loss, 98)
+        ax.set_ylim(lo * 0.95, max(hi, max(history.val_loss)) * 1.05)
+    fig.tight_layout()
+    return fig

@@ -290,8 +290,9 @@ def encode_images(
     ndarray ``(N, representation_dim)``
     """
     prep = _preprocessing(model, channels, mean, std, greyscale)
-    return _run_in_batches(model, images, model.encode, batch_size, device, progress,
-                           "Encoding", prep)  # fmt: skip
+    return _run_in_batches(
+        model, images, model.encode, batch_size, device, progress, "Encoding", prep
+    )
 
 
 # --- checkpoints --------------------------------------------------------------------------

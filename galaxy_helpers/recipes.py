@@ -1,9 +1,10 @@
-"""The recipes of the committed checkpoints, and the training command line.
+"""Ready-made training runs: the cached quick model, the committed checkpoints, the command line.
 
-``weights/synthetic_resnet10t`` (stage 1) is trained on a large synthetic sky only;
-``weights/course_resnet10t`` (stage 2, the course checkpoint) continues it on a fresh sky
-mixed with real Galaxy Zoo 2 galaxies. DEVELOPERS.md has the history of both recipes.
-``checkpoints.load_model("course")`` / ``("synthetic")`` load them.
+:func:`train_or_load` trains once, then loads from the cache (:func:`quick_model`, notebook
+02's model, is such a run). ``weights/synthetic_resnet10t`` (stage 1) is trained on a large
+synthetic sky only; ``weights/course_resnet10t`` (stage 2, the course checkpoint) continues it
+on a fresh sky mixed with real Galaxy Zoo 2 galaxies (DEVELOPERS.md has the history of both
+recipes). ``checkpoints.load_model("course")`` / ``("synthetic")`` load them.
 
 Command line (also under ``torchrun --nproc_per_node N -m galaxy_helpers.recipes ...``)::
 
@@ -15,6 +16,7 @@ Command line (also under ``torchrun --nproc_per_node N -m galaxy_helpers.recipes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
@@ -24,13 +26,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from . import core
 from . import schema as schema_mod
-from .models import checkpoint_paths, save_checkpoint
-from .training import TrainConfig, distributed, sky_description, train
+from .models import checkpoint_paths, load_checkpoint, save_checkpoint
+from .training import History, TrainConfig, is_rank0, train
 
 __all__ = [
+    "train_or_load",
+    "quick_model",
+    "sky_description",
     "COURSE_CHECKPOINT_RECIPE",
     "SYNTHETIC_CHECKPOINT_RECIPE",
     "WEIGHTS_DIR",
@@ -98,6 +104,84 @@ def synthetic_checkpoint_path(architecture: str | None = None) -> Path:
     return WEIGHTS_DIR / f"synthetic_{arch}"
 
 
+def catalogue_hash(catalogue: pd.DataFrame, schema) -> str:
+    """Short hash of what training reads from a catalogue (ids, files, counts, split)."""
+    schema = schema_mod.get_schema(schema)
+    df = schema_mod.canonical_columns(catalogue, schema)
+    cols = [c for c in ["id_str", "file_loc", "split", *schema.answer_columns] if c in df.columns]
+    return core.content_key(
+        pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
+    )
+
+
+def train_or_load(
+    catalogue: pd.DataFrame,
+    config: TrainConfig | None = None,
+    schema=schema_mod.DECALS_DR5,
+    data_description: dict | None = None,
+    cache: bool = True,
+    refresh: bool = False,
+):
+    """:func:`train`, or load an identical earlier run from ``core.cache_dir("models")``.
+
+    The key hashes the config (minus runtime-only fields) and the catalogue's ids, files,
+    split and counts (``data_description`` is only a label, not part of the key).
+
+    Parameters
+    ----------
+    catalogue, config, schema, data_description : as :func:`train`.
+    cache : look in and write to the cache.
+    refresh : always train, then replace the cached run (notebook 02 does, so that it really
+        trains and notebooks 03 to 06 find its model).
+
+    Returns
+    -------
+    (model, history)
+    """
+    config = config or TrainConfig()
+    schema = schema_mod.get_schema(schema)
+    key = core.content_key(
+        config.cache_key(), catalogue_hash(catalogue, schema), schema.answer_columns
+    )
+    folder = core.cache_dir("models") / key
+    done = all((folder / name).exists() for name in ("model.json", "history.json"))
+    if cache and not refresh and done:
+        model, _ = load_checkpoint(folder / "model", schema=schema)
+        history = History.from_dict(core.read_json(folder / "history.json", what="history"))
+        if config.progress:
+            print(f"Loaded the trained model from the cache: {folder}")
+        return model, history
+    model, history = train(catalogue, config, schema, data_description)
+    if cache and is_rank0():
+        with core.atomic_path(folder) as tmp:
+            tmp.mkdir()
+            save_checkpoint(model, tmp / "model")
+            core.write_json(tmp / "history.json", history.to_dict(), indent=None)
+    return model, history
+
+
+def sky_description(sky_config) -> dict:
+    """The ``data`` entry of a checkpoint trained on ``synthetic.make_sky(sky_config)``."""
+    d = dataclasses.asdict(sky_config) if dataclasses.is_dataclass(sky_config) else {}
+    return {"source": "galaxy_helpers.synthetic.make_sky", "sky_config": d}
+
+
+def quick_model(progress: bool = True):
+    """The quick-profile model of notebook 02 (trained once, then loaded from the cache).
+
+    Returns
+    -------
+    (model, history)
+    """
+    from . import synthetic
+
+    sky_config = synthetic.SkyConfig()
+    sky = synthetic.make_sky(sky_config, progress=progress)
+    return train_or_load(
+        sky, TrainConfig(progress=progress), data_description=sky_description(sky_config)
+    )
+
+
 def _train_and_save(catalogue, config, path, recipe, data_description, test, progress):
     """Train, evaluate on ``test`` (``{name: (rows, baseline rows)}``), and write a float16
     checkpoint; each epoch is kept in ``<path>_partial`` meanwhile."""
@@ -112,8 +196,9 @@ def _train_and_save(catalogue, config, path, recipe, data_description, test, pro
         extra["history"] = history.as_frame().to_dict(orient="list")
         save_checkpoint(model, partial, extra, half=True)
 
-    model, history = train(catalogue, config, data_description=data_description,
-                           on_epoch_end=save_partial)  # fmt: skip
+    model, history = train(
+        catalogue, config, data_description=data_description, on_epoch_end=save_partial
+    )
     for name, (rows, base) in test.items():
         model.metadata["metrics"][name] = evaluate(model, rows, base, progress=progress).summary()
     model.metadata.update(
@@ -204,8 +289,12 @@ def build_course_checkpoint(
     if not stage1.with_suffix(".safetensors").exists():
         build_synthetic_checkpoint(stage1, progress=progress, recipe=recipe["stage1"])
     catalogue, tests, description = course_training_catalogue(recipe, progress=progress)
-    config = TrainConfig(image_size=recipe["sky"]["image_size"], progress=progress,
-                         init_checkpoint=str(stage1), **recipe["train"])  # fmt: skip
+    config = TrainConfig(
+        image_size=recipe["sky"]["image_size"],
+        progress=progress,
+        init_checkpoint=str(stage1),
+        **recipe["train"],
+    )
     path = Path(out) if out else course_checkpoint_path(config.architecture)
     return _train_and_save(catalogue, config, path, recipe, description, tests, progress)
 
@@ -282,10 +371,31 @@ def _train_command(args, rank0: bool) -> None:
         )
 
 
+@contextlib.contextmanager
+def _distributed():
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1) for the block.
+
+    Yields whether this process is rank 0 (the one that prints and writes).
+    """
+    import torch.distributed as dist
+
+    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if started:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend)
+    try:
+        yield is_rank0()
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
 def main(argv=None) -> int:
     """The command line: ``train`` or ``course-checkpoint`` (see ``--help``)."""
     args = _parser().parse_args(argv)
-    with distributed() as rank0:
+    with _distributed() as rank0:
         if args.command == "course-checkpoint":
             build_course_checkpoint(args.out, progress=rank0)
         else:

@@ -16,13 +16,12 @@ under a quarter of what is free); big ones stream from disk through a ``DataLoad
 Augmentation runs on whole batches (one ``grid_sample``), so the loop stays close to the speed
 of a bare forward/backward (``benchmarks/bench_training.py``).
 
-The command line (also under torchrun) and the committed checkpoints' recipes are in
-:mod:`galaxy_helpers.recipes`.
+Ready-made runs (the cached quick model, the committed checkpoints' recipes) and the command
+line are in :mod:`galaxy_helpers.recipes`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import math
@@ -38,9 +37,10 @@ import torch.nn.functional as F
 
 from . import core
 from . import schema as schema_mod
+from .evaluation import plot_history
 from .images import ImageReadError, catalogue_crops, read_image, to_tensor
 from .losses import dirichlet_multinomial_loss
-from .models import GalaxyModel, load_checkpoint, save_checkpoint
+from .models import GalaxyModel, load_checkpoint
 
 __all__ = [
     "TrainConfig",
@@ -52,9 +52,7 @@ __all__ = [
     "augment_batch",
     "train",
     "plot_history",
-    "train_or_load",
-    "quick_model",
-    "sky_description",
+    "is_rank0",
 ]
 
 
@@ -134,8 +132,14 @@ class TrainConfig:
     progress: bool = True
 
     # Fields that do not change the trained weights (left out of cache keys).
-    _RUNTIME_ONLY = ("device", "preload", "preload_max_gb", "num_workers", "progress",
-                     "channels_last")  # fmt: skip
+    _RUNTIME_ONLY = (
+        "device",
+        "preload",
+        "preload_max_gb",
+        "num_workers",
+        "progress",
+        "channels_last",
+    )
 
     def __post_init__(self):
         if self.schedule not in ("constant", "onecycle", "cosine"):
@@ -281,21 +285,8 @@ def _crops(df: pd.DataFrame, config: TrainConfig) -> np.ndarray:
 
 def _bad_image(df: pd.DataFrame, i: int, error: str) -> dict:
     row = df.index[i]
-    return {"row": int(row), "id_str": str(df.at[row, "id_str"]),
-            "file": str(df.at[row, "file_loc"]), "error": error}  # fmt: skip
-
-
-def _bad_image_rows(df: pd.DataFrame, size: int) -> list[dict]:
-    """Try every image; list the ones that cannot be read (only called after a failure)."""
-
-    def check(i):
-        try:
-            read_image(df["file_loc"].iloc[i], size)
-        except (ImageReadError, OSError, ValueError) as err:
-            return _bad_image(df, i, str(err).splitlines()[0][:200])
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        return [r for r in pool.map(check, range(len(df))) if r is not None]
+    file = str(df.at[row, "file_loc"])
+    return {"row": int(row), "id_str": str(df.at[row, "id_str"]), "file": file, "error": error}
 
 
 def _missing_files(df: pd.DataFrame) -> list[dict]:
@@ -326,27 +317,26 @@ def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport)
     """uint8 images (N, S, S, 3) of a split, dropping/raising on unreadable files."""
     df, counts = _drop_or_raise(df, counts, _missing_files(df), config, report)
     out = np.empty((len(df), config.image_size, config.image_size, 3), dtype=np.uint8)
-    paths, crops, failed = df["file_loc"].tolist(), _crops(df, config), []
+    paths, crops, failed = df["file_loc"].tolist(), _crops(df, config), {}
 
     def work(i):
         try:
             out[i] = read_image(paths[i], config.image_size, crops[i])
-        except (ImageReadError, OSError, ValueError):
-            failed.append(i)
+        except (ImageReadError, OSError, ValueError) as err:
+            failed[i] = str(err).splitlines()[0][:200]
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         it = pool.map(work, range(len(paths)))
-        if config.progress and _is_rank0() and len(paths) > 500:
+        if config.progress and is_rank0() and len(paths) > 500:
             from tqdm.auto import tqdm
 
             it = tqdm(it, total=len(paths), desc="Reading images", unit="img", leave=False)
         for _ in it:
             pass
     if failed:
-        bad = _bad_image_rows(df.iloc[sorted(failed)], config.image_size)
-        df2, counts2 = _drop_or_raise(df, counts, bad, config, report)
-        out = out[df.index.isin(df2.index)]
-        df, counts = df2, counts2
+        bad = [_bad_image(df, i, failed[i]) for i in sorted(failed)]
+        kept, counts = _drop_or_raise(df, counts, bad, config, report)
+        out, df = out[df.index.isin(kept.index)], kept
     return out, df, counts
 
 
@@ -419,13 +409,9 @@ def augment_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     p = params.to(device=x.device, dtype=torch.float32)
     flip = 1.0 - 2.0 * p[:, 0]  # -1 mirrors x
     cos, sin, s = torch.cos(p[:, 1]), torch.sin(p[:, 1]), 1.0 / p[:, 2]
-    theta = torch.stack(
-        [
-            torch.stack([s * cos * flip, -s * sin, p[:, 3]], dim=1),
-            torch.stack([s * sin * flip, s * cos, p[:, 4]], dim=1),
-        ],
-        dim=1,
-    )  # (B, 2, 3): output pixel -> input pixel
+    row_x = torch.stack([s * cos * flip, -s * sin, p[:, 3]], dim=1)
+    row_y = torch.stack([s * sin * flip, s * cos, p[:, 4]], dim=1)
+    theta = torch.stack([row_x, row_y], dim=1)  # (B, 2, 3): output pixel -> input pixel
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
@@ -439,7 +425,8 @@ def _dist():
     return dist if dist.is_available() and dist.is_initialized() else None
 
 
-def _is_rank0() -> bool:
+def is_rank0() -> bool:
+    """Whether this process prints and writes: the only one, or rank 0 under torchrun."""
     d = _dist()
     return d is None or d.get_rank() == 0
 
@@ -451,27 +438,6 @@ def _all_reduce_sum(values: list[float], device) -> list[float]:
     t = torch.tensor(values, dtype=torch.float64, device=device)
     d.all_reduce(t)
     return t.tolist()
-
-
-@contextlib.contextmanager
-def distributed():
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1) for the block.
-
-    Yields whether this process is rank 0 (the one that prints and writes).
-    """
-    import torch.distributed as dist
-
-    started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
-    if started:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend=backend)
-    try:
-        yield _is_rank0()
-    finally:
-        if started:
-            dist.destroy_process_group()
 
 
 def _resolve_device(config: TrainConfig) -> torch.device:
@@ -499,16 +465,6 @@ def _normalisation(images: np.ndarray, channels: int) -> tuple[list[float], list
     mean = t.mean(dim=(0, 2, 3))
     std = t.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
-
-
-def catalogue_hash(catalogue: pd.DataFrame, schema) -> str:
-    """Short hash of what training reads from a catalogue (ids, files, counts, split)."""
-    schema = schema_mod.get_schema(schema)
-    df = schema_mod.canonical_columns(catalogue, schema)
-    cols = [c for c in ["id_str", "file_loc", "split", *schema.answer_columns] if c in df.columns]
-    return core.content_key(
-        pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,11 +545,10 @@ def train(
     # --- data -------------------------------------------------------------------------
     report = DataReport()
     train_df, val_df, counts_tr, counts_va = prepare_catalogue(catalogue, schema, config)
-    preload = config.preload
-    if preload is None:
-        preload = (
-            len(train_df) + len(val_df)
-        ) * config.image_size**2 * 3 <= config.preload_max_gb * 1e9
+    n_bytes = (len(train_df) + len(val_df)) * config.image_size**2 * 3
+    preload = (
+        config.preload if config.preload is not None else n_bytes <= config.preload_max_gb * 1e9
+    )
     pin = device.type == "cuda"
     if preload:
         imgs_tr, train_df, counts_tr = _load_all(train_df, counts_tr, config, report)
@@ -608,15 +563,13 @@ def train(
         elif pin:  # page-locked memory lets host->GPU copies overlap with compute
             imgs_tr_t, imgs_va_t = imgs_tr_t.pin_memory(), imgs_va_t.pin_memory()
     else:
-        train_df, counts_tr = _drop_or_raise(train_df, counts_tr, _missing_files(train_df),
-                                             config, report)  # fmt: skip
-        val_df, counts_va = _drop_or_raise(
-            val_df, counts_va, _missing_files(val_df), config, report
-        )
+        missing = _missing_files(train_df)
+        train_df, counts_tr = _drop_or_raise(train_df, counts_tr, missing, config, report)
+        missing = _missing_files(val_df)
+        val_df, counts_va = _drop_or_raise(val_df, counts_va, missing, config, report)
         first = train_df.iloc[:500]
-        crops = _crops(first, config)
-        sample = np.stack([read_image(p, config.image_size, c)
-                           for p, c in zip(first["file_loc"], crops, strict=True)])  # fmt: skip
+        pairs = zip(first["file_loc"], _crops(first, config), strict=True)
+        sample = np.stack([read_image(p, config.image_size, c) for p, c in pairs])
         mean, std = _normalisation(sample, config.channels)
     report.n_train, report.n_val = len(train_df), len(val_df)
     counts_tr_t = torch.from_numpy(counts_tr.astype(np.float32))
@@ -634,14 +587,14 @@ def train(
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # What a checkpoint needs to use the model; completed with data and metrics at the end.
-    model.metadata = {
-        "image_size": config.image_size,
-        "channels": config.channels,
-        "mean": mean,
-        "std": std,
-        "seed": config.seed,
-        "framing": {"crop": float(config.framing_crop)},
-    }
+    model.metadata = dict(
+        image_size=config.image_size,
+        channels=config.channels,
+        mean=mean,
+        std=std,
+        seed=config.seed,
+        framing={"crop": float(config.framing_crop)},
+    )
     net = model
     if dist is not None:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -659,17 +612,15 @@ def train(
     # One shuffled permutation per epoch shared by all ranks, dealt out round-robin, so the
     # ranks' k-th batches together are the single process's k-th batch. (The two paths have
     # always seeded it differently; kept so that earlier runs repeat exactly.)
-    dataset = (
-        range(len(train_df))
-        if preload
-        else _StreamingDataset(
+    dataset = range(len(train_df))
+    if not preload:
+        dataset = _StreamingDataset(
             train_df["file_loc"],
             counts_tr_t,
             config.image_size,
             config.skip_bad_images,
             _crops(train_df, config),
-        )  # fmt: skip
-    )
+        )
     sampler = torch.utils.data.DistributedSampler(
         dataset, world, rank, shuffle=True, seed=config.seed * 1000 if preload else config.seed
     )
@@ -684,9 +635,13 @@ def train(
                 yield imgs_tr_t[i.to(imgs_tr_t.device)], counts_tr_t[i], i
             return
         loader = torch.utils.data.DataLoader(
-            dataset, per_rank_batch, sampler=sampler, num_workers=config.num_workers,
-            pin_memory=pin, collate_fn=_collate_skip_none,
-        )  # fmt: skip
+            dataset,
+            per_rank_batch,
+            sampler=sampler,
+            num_workers=config.num_workers,
+            pin_memory=pin,
+            collate_fn=_collate_skip_none,
+        )
         for s, b in enumerate(loader):
             if config.max_steps_per_epoch and s >= config.max_steps_per_epoch:
                 break
@@ -755,8 +710,12 @@ def train(
         if show:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=steps_per_epoch, desc=f"Epoch {epoch + 1}/{config.epochs}",
-                       unit="batch", leave=True)  # fmt: skip
+            bar = tqdm(
+                total=steps_per_epoch,
+                desc=f"Epoch {epoch + 1}/{config.epochs}",
+                unit="batch",
+                leave=True,
+            )
         pending = []  # (loss, batch size) of steps queued but not yet booked
         for images_u8, counts, idx in batches(epoch):
             x = to_input(images_u8, idx)
@@ -810,8 +769,12 @@ def train(
     peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
     model.metadata.update(
         {
-            "data": {**(data_description or {}), "n_train": report.n_train,
-                     "n_val": report.n_val, "n_skipped": len(report.skipped)},
+            "data": {
+                **(data_description or {}),
+                "n_train": report.n_train,
+                "n_val": report.n_val,
+                "n_skipped": len(report.skipped),
+            },
             "epochs": len(history.epoch),
             "best_epoch": history.best_epoch,
             "train_config": config.to_dict(),
@@ -826,7 +789,7 @@ def train(
             },
             "library": {"torch": torch.__version__, "galaxy_helpers": __version__},
         }
-    )  # fmt: skip
+    )
     return model, history
 
 
@@ -855,114 +818,3 @@ def _init_head_bias(model: GalaxyModel, counts: np.ndarray, schema, total: float
     bias = np.log((conc - 1) / 100) - np.log1p(-(conc - 1) / 100)  # inverse of sigmoid*100+1
     with torch.no_grad():
         model.head.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-
-
-def plot_history(history: History, ax=None):
-    """Training and validation loss per epoch (plus per-step training loss, faint).
-
-    Returns
-    -------
-    matplotlib Figure.
-    """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-    else:
-        fig = ax.figure
-    if history.step_loss and history.epoch:
-        steps = np.arange(1, len(history.step_loss) + 1) / (
-            len(history.step_loss) / len(history.epoch)
-        )
-        ax.plot(steps, history.step_loss, color="C0", alpha=0.25, lw=0.8, label="train (per step)")
-    ax.plot(history.epoch, history.train_loss, "o-", color="C0", label="train (epoch mean)")
-    ax.plot(history.epoch, history.val_loss, "s-", color="C1", label="validation")
-    if history.best_epoch:
-        ax.axvline(history.best_epoch, color="grey", ls=":", lw=1, label="best epoch")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("Dirichlet-Multinomial loss\n(summed over questions)")
-    ax.legend(frameon=False, fontsize=8)
-    if history.step_loss:
-        lo = min(min(history.val_loss), min(history.step_loss))
-        hi = np.percentile(history.step_loss, 98)
-        ax.set_ylim(lo * 0.95, max(hi, max(history.val_loss)) * 1.05)
-    fig.tight_layout()
-    return fig
-
-
-# --------------------------------------------------------------------------------------------
-# The cache and the quick model
-# --------------------------------------------------------------------------------------------
-def train_or_load(
-    catalogue: pd.DataFrame,
-    config: TrainConfig | None = None,
-    schema=schema_mod.DECALS_DR5,
-    data_description: dict | None = None,
-    cache: bool = True,
-    refresh: bool = False,
-):
-    """:func:`train`, or load the result of an identical earlier run from the cache.
-
-    The key hashes the config (minus runtime-only fields such as the device) and the
-    catalogue's ids, files, split and counts (``data_description`` is only a label, so
-    notebook 02 and :func:`quick_model` share one entry); the run lives in
-    ``core.cache_dir("models", key)``.
-
-    Parameters
-    ----------
-    catalogue, config, schema, data_description : as :func:`train`.
-    cache : look in and write to the cache.
-    refresh : always train, then replace the cached run (notebook 02 does, so that it really
-        trains and notebooks 03 to 06 find its model).
-
-    Returns
-    -------
-    (model, history)
-    """
-    config = config or TrainConfig()
-    schema = schema_mod.get_schema(schema)
-    key = core.content_key(config.cache_key(), catalogue_hash(catalogue, schema),
-                           schema.answer_columns)  # fmt: skip
-    folder = core.cache_dir("models") / key
-    if (
-        cache
-        and not refresh
-        and (folder / "model.json").exists()
-        and (folder / "history.json").exists()
-    ):
-        model, _ = load_checkpoint(folder / "model", schema=schema)
-        history = History.from_dict(
-            core.read_json(folder / "history.json", what="training history")
-        )
-        if config.progress:
-            print(f"Loaded the trained model from the cache: {folder}")
-        return model, history
-    model, history = train(catalogue, config, schema, data_description)
-    if cache and _is_rank0():
-        with core.atomic_path(folder) as tmp:
-            tmp.mkdir()
-            save_checkpoint(model, tmp / "model")
-            core.write_json(tmp / "history.json", history.to_dict(), indent=None)
-    return model, history
-
-
-def sky_description(sky_config) -> dict:
-    """The ``data`` entry of a checkpoint trained on ``synthetic.make_sky(sky_config)``."""
-    d = dataclasses.asdict(sky_config) if dataclasses.is_dataclass(sky_config) else {}
-    return {"source": "galaxy_helpers.synthetic.make_sky", "sky_config": d}
-
-
-def quick_model(progress: bool = True):
-    """The quick-profile model of notebook 02 (trained once, then loaded from the cache).
-
-    Returns
-    -------
-    (model, history)
-    """
-    from . import synthetic
-
-    sky_config = synthetic.SkyConfig()
-    sky = synthetic.make_sky(sky_config, progress=progress)
-    return train_or_load(
-        sky, TrainConfig(progress=progress), data_description=sky_description(sky_config)
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from galaxy_helpers import checkpoints, models, recipes, training
+from galaxy_helpers import checkpoints, models, recipes
 from galaxy_helpers.checkpoints import NAMED_CHECKPOINTS, load_model
 
 KEYS = ("architecture", "image_size", "channels", "mean", "std", "greyscale", "framing")
@@ -35,7 +35,7 @@ def test_committed_checkpoints_by_name(name):
 def test_quick_goes_through_the_training_cache(monkeypatch):
     trained = models.GalaxyModel("resnet10t", channels=3)
     trained.metadata = {"image_size": 32, "mean": [0.1] * 3, "std": [0.2] * 3}
-    monkeypatch.setattr(training, "quick_model", lambda progress=True: (trained, None))
+    monkeypatch.setattr(recipes, "quick_model", lambda progress=True: (trained, None))
     model, meta = load_model("quick", progress=False)
     assert model is trained and meta["image_size"] == 32 and meta["framing"] is None
     assert "quick" in meta["description"]

@@ -11,6 +11,7 @@ from toy_catalogue import make_toy_catalogue
 
 from galaxy_helpers import recipes, training
 from galaxy_helpers.models import load_checkpoint, predict_concentrations, save_checkpoint
+from galaxy_helpers.recipes import train_or_load
 from galaxy_helpers.training import (
     CatalogueError,
     History,
@@ -20,7 +21,6 @@ from galaxy_helpers.training import (
     plot_history,
     prepare_catalogue,
     train,
-    train_or_load,
 )
 
 TINY = dict(architecture="test_convnext", image_size=32, batch_size=16, progress=False)
@@ -240,7 +240,7 @@ def test_train_or_load_uses_the_cache(toy, tmp_path, monkeypatch):
     def fail(*a, **k):
         raise AssertionError("should have been loaded from the cache")
 
-    monkeypatch.setattr(training, "train", fail)
+    monkeypatch.setattr(recipes, "train", fail)
     model2, history2 = train_or_load(toy, TrainConfig(**{**cfg.to_dict(), "num_workers": 7}))
     assert history2.val_loss == history.val_loss
     # The data description is a label, not part of the key (notebook 02 and quick_model share).
