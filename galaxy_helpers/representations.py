@@ -55,32 +55,19 @@ _OPTIONAL_PREPROCESSING_KEYS = ("framing", "greyscale")  # hashed only when set
 
 # ------------------------------------------------------------------------------ tables
 def feature_matrix(features, ids=None, *, what: str = "representation table", dtype=np.float32):
-    """Split a representation table into ids, a checked matrix and the feature column names.
-
-    Parameters
-    ----------
-    features : pandas.DataFrame or array-like
-        A table with ``id_str`` and one numeric column per dimension (what
-        :func:`extract_representations` and :meth:`RepresentationPCA.transform` return), or
-        an array (N, D).
-    ids : sequence of str, optional
-        One id per row of an array (default ``"0", "1", ...``); a table carries its own.
-    what : str
-        How error messages name the input.
-    dtype : numpy dtype
-        Of the returned matrix.
+    """Split a representation table (``id_str`` + numeric columns) or an array (N, D, with
+    optional ``ids``) into ids, a ``dtype`` matrix and the feature column names.
 
     Returns
     -------
-    ids : numpy.ndarray of str (N,)
-    matrix : numpy.ndarray (N, D)
-    columns : list of str (``dim_0 ...`` for an array)
+    (ids, matrix, columns)
+        ``columns`` are ``dim_0 ...`` for an array.
 
     Raises
     ------
     ValueError
         Empty input, non-numeric or NaN/infinite values (naming rows and columns), duplicate
-        ids, or as many ids as rows.
+        ids, or not one id per row; ``what`` names the input in the message.
     """
     if isinstance(features, pd.DataFrame):
         df = features
@@ -191,20 +178,10 @@ def _model(spec, metadata: dict | None = None):
 
 
 def random_weights_model(metadata: dict, seed: int = 0):
-    """The same architecture with fresh random weights: the "no training" baseline.
+    """The same architecture with fresh random weights (``seed``): the "no training" baseline.
 
-    Parameters
-    ----------
-    metadata : dict
-        Checkpoint metadata (``architecture``, ``channels``; the preprocessing is kept so both
-        models see identical inputs).
-    seed : int
-        Seed of the random initialisation.
-
-    Returns
-    -------
-    (model, metadata)
-        An encoder-only ``GalaxyModel`` and a copy of the metadata marked ``"weights"``.
+    Returns ``(model, metadata)``: an encoder-only ``GalaxyModel`` and a copy of ``metadata``
+    (same preprocessing, so both see identical inputs) marked ``"weights"``.
     """
     import torch
 
@@ -310,29 +287,22 @@ def extract_representations(
     """The representation table: pooled encoder output of every galaxy of a catalogue.
 
     Images are read at the checkpoint's size and framing (``images.catalogue_crops``) in
-    background threads while the model encodes the previous batch (``torch.inference_mode``,
-    ``images.to_tensor`` with the checkpoint's preprocessing).
+    background threads (``prefetch`` batches ahead, ``num_workers`` threads each) while the
+    model encodes the previous batch (``images.to_tensor``, ``torch.inference_mode``).
 
     Parameters
     ----------
-    model_or_checkpoint : str, path, GalaxyModel or (model, metadata)
-        Anything ``checkpoints.load_model`` takes (``"course"``, ``"quick"``, a path, ...).
-    catalogue : pandas.DataFrame
-        With ``id_str`` and ``file_loc`` (and an optional ``crop``).
+    model_or_checkpoint : anything ``checkpoints.load_model`` takes (``"course"``, a path, a
+        model, ``(model, metadata)``; ``metadata`` completes a bare model's preprocessing).
+    catalogue : pandas.DataFrame with ``id_str`` and ``file_loc`` (optional ``crop``).
     batch_size : int
         Images per forward pass.
     cache : bool
-        Read/write ``<cache>/representations/<model hash>_<catalogue hash>.parquet``.
+        Read/write ``<cache_dir>/representations/<model hash>_<catalogue hash>.parquet``
+        (``cache_dir`` default ``core.cache_dir()``).
     progress : bool
-        Show a progress bar.
-    num_workers, prefetch : int
-        Decoding threads per batch, and batches decoded ahead of the model.
-    metadata : dict, optional
-        Preprocessing for a bare model.
     device : torch device, optional
         Default: where the model's weights are.
-    cache_dir : path, optional
-        Default ``core.cache_dir()``.
 
     Returns
     -------
@@ -381,22 +351,9 @@ def extract_representations(
 
 
 def embed_images(images, model, metadata: dict | None = None, batch_size: int = 64) -> np.ndarray:
-    """Representations of a few images that need not be in any catalogue.
-
-    Parameters
-    ----------
-    images : sequence of paths, or uint8 array (N, H, W, 3)
-        Files are read at the checkpoint's size and framing; arrays must already have them.
-    model : anything ``checkpoints.load_model`` takes
-    metadata : dict, optional
-        Checkpoint metadata (default ``model.metadata``).
-    batch_size : int
-        Images per forward pass.
-
-    Returns
-    -------
-    numpy.ndarray, float32 (N, D)
-    """
+    """Representations (float32 ``(N, D)``) of images outside any catalogue: file paths (read
+    at the checkpoint's size and framing) or a uint8 array ``(N, H, W, 3)`` already at that
+    size; ``model`` is anything ``checkpoints.load_model`` takes."""
     model, meta = _model(model, metadata)
     size = int(meta["image_size"])
     if isinstance(images, np.ndarray) and images.dtype == np.uint8:
@@ -418,24 +375,9 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
 def pixel_features(
     catalogue: pd.DataFrame, image_size: int = 32, channels: int = 3, progress: bool = True
 ) -> pd.DataFrame:
-    """Raw pixels as features: the baseline that knows nothing about galaxies.
-
-    Parameters
-    ----------
-    catalogue : pandas.DataFrame
-        With ``id_str`` and ``file_loc``.
-    image_size : int
-        Images are shrunk to this size first (a 64 px image has 12,288 numbers).
-    channels : int
-        3 keeps colour, 1 averages it.
-    progress : bool
-        Show a progress bar while reading.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``id_str`` then ``pix_00000 ...`` in [0, 1].
-    """
+    """Raw pixels as features, the baseline that knows nothing about galaxies: images shrunk
+    to ``image_size`` (``channels=1`` averages the colours), as a table ``id_str`` +
+    ``pix_00000 ...`` in [0, 1]."""
     catalogue = _check_catalogue(catalogue)
     arr = load_images(catalogue["file_loc"].astype(str).tolist(), image_size, progress=progress)
     x = arr.astype(np.float32) / 255.0
@@ -448,37 +390,28 @@ def pixel_features(
 class RepresentationPCA(TransformerMixin, BaseEstimator):
     """The one scaling + PCA path of the course: a scikit-learn Pipeline keeping galaxy ids.
 
-    ``StandardScaler`` (``scale_features``) -> ``PCA`` or ``IncrementalPCA`` ->
-    ``StandardScaler`` (``standardise``). Similarity search scales the features first (a PCA
-    of the correlation matrix, so rare features are not left to late components); anomaly
-    search standardises the 40 components instead, as the paper does.
+    ``StandardScaler`` (``scale_features``: similarity search, so rare features are not left to
+    late components) -> ``PCA`` or ``IncrementalPCA`` -> ``StandardScaler`` (``standardise``:
+    the 40 components of anomaly search, as the paper).
 
     Parameters
     ----------
     n_components : int
-        Components kept (10 for similarity search, 40 for anomalies, as in the paper).
+        Components kept (10 for similarity search, 40 for anomalies).
     incremental : bool or None
-        Use ``IncrementalPCA`` (bounded memory); ``None``: above ``incremental_above`` rows.
-    batch_size : int
-        Rows per incremental step.
-    standardise : bool
-        Scale each component to zero mean and unit variance afterwards.
-    incremental_above : int
-        Row count above which ``incremental=None`` switches to ``IncrementalPCA``.
+        ``IncrementalPCA`` (bounded memory, ``batch_size`` rows a step); ``None``: above
+        ``incremental_above`` rows.
     random_state : int
         Seed of the randomised solver.
-    scale_features : bool
-        Standardise every input dimension before the PCA (constant ones stay at zero).
     dtype : numpy dtype
-        The arithmetic's precision (float32, as the tables; anomaly search uses float64).
+        The arithmetic's precision (float32 as the tables; anomaly search uses float64).
 
     Attributes
     ----------
     pipeline_ : sklearn.pipeline.Pipeline
-        The fitted steps (``scale``, ``pca``, ``standardise``; only those switched on).
+        The fitted steps (``scale``, ``pca``, ``standardise``: those switched on).
     pca_ : the fitted PCA step
     explained_variance_ratio_ : numpy.ndarray
-        Share of the total variance each kept component explains.
 
     Examples
     --------
@@ -721,23 +654,9 @@ def plot_pca_by_label(pca_2d, labels, ax=None, title: str | None = None, max_lab
 
 
 def label_separability(features, labels, n_neighbors: int = 10, cv: int = 5, seed: int = 0):
-    """Cross-validated accuracy of a k-nearest-neighbour classifier on the features.
-
-    One number for "galaxies of the same kind sit together in this space", what similarity
-    search relies on.
-
-    Parameters
-    ----------
-    features : representation table or (N, D) array
-    labels : one label per row
-    n_neighbors, cv, seed : int
-        Neighbours, folds (stratified, shuffled with ``seed``).
-
-    Returns
-    -------
-    float
-        Mean accuracy over the folds.
-    """
+    """Cross-validated accuracy (mean over ``cv`` stratified folds shuffled with ``seed``) of a
+    ``n_neighbors``-nearest-neighbour classifier of ``labels`` on the features: one number for
+    "galaxies of the same kind sit together", what similarity search relies on."""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 

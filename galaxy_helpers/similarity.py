@@ -364,23 +364,13 @@ def build_index(
     backend: str = "auto",
     scale_features: bool = True,
 ):
-    """PCA-compress a representation table and fit a :class:`SimilarityIndex` on it.
+    """Fit a :class:`SimilarityIndex` on the first ``n_components`` (``None``: all features)
+    of ``representations.RepresentationPCA``, as the paper searches PCA-10.
 
-    The paper searches the first 10 principal components. We standardise each dimension first
-    (``scale_features``): otherwise the first components go to the few channels of largest
-    variance (brightness, size) and rare features such as rings to later ones a 10-d search
-    drops (course checkpoint, mean precision@10 over 9 tags: 0.56 scaled, 0.49 not).
-
-    Parameters
-    ----------
-    features : pandas.DataFrame
-        ``id_str`` + feature columns.
-    n_components : int or None
-        PCA components; ``None`` searches the raw features.
-    metric, backend : str
-        See :class:`SimilarityIndex`.
-    scale_features : bool
-        Standardise every dimension before the PCA.
+    ``scale_features`` standardises each dimension first: otherwise the first components go to
+    the few channels of largest variance (brightness, size) and rare features such as rings to
+    later ones a 10-d search drops (course checkpoint, mean precision@10 over 9 tags: 0.56
+    scaled, 0.49 not). ``metric``, ``backend``: see :class:`SimilarityIndex`.
 
     Returns
     -------
@@ -425,21 +415,10 @@ def precision_at_k_by_tag(
 ) -> pd.DataFrame:
     """Search from every tagged galaxy alone and count neighbours with the same tag.
 
-    Each galaxy carrying a tag is the only query; its precision@k is the share of its k nearest
-    neighbours (itself excluded) carrying the tag too. ``chance`` is the tag's share of the other
-    galaxies: what a search ignoring morphology would score.
-
-    Parameters
-    ----------
-    index : SimilarityIndex
-        Fitted on the galaxies of ``catalogue`` (matched by ``id_str``).
-    catalogue : pandas.DataFrame
-        ``id_str`` and bool ``tag_<name>`` columns.
-    tags : sequence of str, optional
-        ``"ring"`` or ``"tag_ring"``; default every ``tag_`` column.
-    k : int
-    min_members : int
-        Tags with fewer galaxies in the index are left out.
+    Each galaxy carrying a tag (``"ring"`` or ``"tag_ring"``; default every ``tag_`` column of
+    ``catalogue``, matched to ``index`` by ``id_str``) is the only query; its precision@k is the
+    share of its k nearest neighbours carrying the tag too. ``chance`` is the tag's share of the
+    other galaxies. Tags with fewer than ``min_members`` galaxies are left out.
 
     Returns
     -------
@@ -487,9 +466,9 @@ def compare_with_baselines(
     progress: bool = True,
     scale_features: bool = True,
 ) -> pd.DataFrame:
-    """Precision@k of the representation, PCA of raw pixels (``pixel_pca``) and the same
-    architecture with random weights (``random_weights``), measured in the same run with the same
-    components, metric and k (see :func:`build_index`).
+    """Precision@k of the representation, PCA of raw pixels (``pixel_pca``, images shrunk to
+    ``pixel_size``) and the same architecture with random weights (``random_weights``, seed
+    ``seed``; from ``model`` or ``metadata``), in one run with the same components, metric and k.
 
     Parameters
     ----------
@@ -497,15 +476,8 @@ def compare_with_baselines(
         The trained encoder's representation table.
     catalogue : pandas.DataFrame
         ``id_str``, ``file_loc`` and ``tag_`` columns of those galaxies.
-    model, metadata
-        The trained model and/or its metadata (the random twin's architecture, preprocessing).
     tags, k, n_components, metric, scale_features, min_members
         As :func:`precision_at_k_by_tag` and :func:`build_index`.
-    pixel_size : int
-        Images are shrunk to this size for the pixel baseline.
-    seed : int
-        Seed of the random weights.
-    progress : bool
 
     Returns
     -------
@@ -627,27 +599,9 @@ def query_rows(
     queries: dict | None = None,
     image_size: int | None = None,
 ):
-    """The paper's figure: for each tag a (random, or ``queries[tag]``) query galaxy and its
-    k nearest neighbours; neighbours carrying the query's tag are framed.
-
-    Parameters
-    ----------
-    index : SimilarityIndex
-    catalogue : pandas.DataFrame
-        ``id_str``, ``file_loc`` and ``tag_`` columns.
-    tags : sequence of str, optional
-        Default every tag with a galaxy in the index.
-    k, seed : int
-        Neighbours per row; the seed picking each query.
-    queries : dict, optional
-        ``{tag: id}`` chosen queries.
-    image_size : int, optional
-        Size images are read at.
-
-    Returns
-    -------
-    matplotlib Figure
-    """
+    """The paper's figure: for each tag (default: all with a galaxy in the index) one query
+    galaxy (random with ``seed``, or ``queries[tag]``) and its k nearest neighbours, those
+    carrying the query's tag framed; images read at ``image_size``. Returns a Figure."""
     from galaxy_helpers.plotting import galaxy_grid
 
     rng = np.random.default_rng(seed)

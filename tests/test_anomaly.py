@@ -315,3 +315,63 @@ def test_tables_and_figures_from_simulation_results():
     fig2 = A.plot_rank_weighted_scores(res)
     assert [len(line.get_xdata()) for line in fig2.axes[0].lines] == [3, 3]
     plt.close("all")
+
+
+def test_compare_methods_tables_metrics_and_headline():
+    X, truth, _ = planted(n=500, d=12, n_special=10)
+    table = pd.DataFrame(X, columns=[f"feat_{i:03d}" for i in range(X.shape[1])])
+    table.insert(0, "id_str", [f"g{i}" for i in range(len(X))])
+    res = A.compare_methods(table, truth, n_components=8, n_labels=20, repeats=2, progress=False)
+    assert list(res) == [A.PAPER, A.ASTRONOMALY]
+    # the table and the array give the same search; Astronomaly runs on the paper's embedding
+    same = A.run_simulation(
+        X, truth, A.ActiveLearner(n_components=8), n_labels=20, repeats=2, progress=False
+    )
+    pd.testing.assert_frame_equal(res[A.PAPER], same)
+    forest = A.isolation_forest_metrics(A.pca_embedding(X, 8), truth)
+    shown = res.table(20, no_labels=forest, std=False)
+    assert list(shown.columns) == [
+        "n_labels",
+        "repeats",
+        "precision_at_50",
+        "precision_at_200",
+        "average_precision",
+    ]
+    assert shown.loc["isolation forest, no labels", "n_labels"] == 0
+    m = res.metrics(20, no_labels=forest)
+    assert m["repeats"] == 2 and m["n_labels"] == 20
+    assert m["average_precision"] == shown.loc[A.PAPER, "average_precision"]
+    assert m["precision_at_50_isolation_forest_no_labels"] == forest["precision_at_50"]
+    head = res.headline(20)
+    assert head["GP precision@50 after 20 labels"] == m["precision_at_50"]
+
+
+def test_plot_ranking_and_researcher_examples(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    n = 30
+    files = []
+    for i in range(n):
+        path = tmp_path / f"g{i}.png"
+        Image.fromarray(np.full((8, 8, 3), i, dtype=np.uint8)).save(path)
+        files.append(str(path))
+    cat = pd.DataFrame({"id_str": [f"g{i}" for i in range(n)], "file_loc": files})
+    cat["truth_merging"] = np.where(np.arange(n) % 5 == 0, "merger", "none")
+    cat["tag_tidal"] = np.arange(n) % 10 == 0
+    researcher = A.get_researcher("merger hunter")
+    fig = researcher.plot_examples(cat, k=4)
+    # rows 0, 10, 20 are mergers with tidal tails (5); 5, 15, 25 plain mergers (3) fall below 4
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["score 5"] * 3
+    scores = researcher.score(cat)
+    labels = np.full(n, np.nan)
+    labels[[0, 1]] = scores[[0, 1]]
+    predicted = np.linspace(0, 1, n)
+    fig, found = A.plot_ranking(cat, predicted, labels, scores, k=6)
+    order = A.ranking(predicted, labels)
+    assert found == A.ranking_metrics(order, scores >= A.INTERESTING_SCORE, top_n=(50,))
+    assert fig.axes[0].get_title().startswith(f"{scores[order[0]]} (labelled)")
+    plt.close("all")

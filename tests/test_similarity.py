@@ -199,3 +199,46 @@ def test_summarise_comparison_means_and_wins():
     assert np.isnan(s.loc["representation", "representation_wins"])
     with pytest.raises(ValueError, match="compare_with_baselines"):
         summarise_comparison(table.drop(columns="representation"))
+
+
+def test_comparison_metrics_and_headline_are_the_notebooks_entries():
+    from galaxy_helpers.similarity import comparison_headline, comparison_metrics
+
+    table = pd.DataFrame(
+        {
+            "tag": ["ring", "lens"],
+            "n_members": [170, 55],
+            "chance": [0.03, 0.01],
+            "representation": [0.5, 0.3],
+            "pixel_pca": [0.1, 0.2],
+            "random_weights": [0.2, 0.1],
+        }
+    )
+    m = comparison_metrics(table, k=10)
+    assert list(m)[:5] == [
+        "precision_at_10",
+        "precision_at_10_pixel_pca",
+        "precision_at_10_random_weights",
+        "chance_at_10",
+        "tag_members",
+    ]
+    assert m["precision_at_10"] == {"ring": 0.5, "lens": 0.3}
+    assert m["tag_members"] == {"ring": 170, "lens": 55}
+    assert m["mean_precision_at_10_pixel_pca"] == pytest.approx(0.15)
+    assert comparison_headline(table) == {
+        "mean precision@10": 0.4,
+        "raw-pixel baseline": 0.15,
+        "random-weights baseline": 0.15,
+    }
+
+
+def test_tag_query_marks_the_neighbours_that_share_the_tag(table):
+    from galaxy_helpers.similarity import tag_query
+
+    index = SimilarityIndex(metric="euclidean").fit(table)
+    catalogue = table[["id_str"]].assign(tag_ring=np.arange(len(table)) % 3 == 0)
+    found = tag_query(index, catalogue, "ring", k=5, seed=0)
+    ring_ids = catalogue.loc[catalogue["tag_ring"], "id_str"]
+    query = str(np.random.default_rng(0).choice(ring_ids))
+    assert (found["query"] == query).all() and len(found) == 5
+    assert found["tag_ring"].tolist() == found["id_str"].isin(set(ring_ids)).tolist()
