@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine (Python 3.11, no GPU):
 #   make course   create .venv, then run every notebook (quick profile) into course_output/
-#   make test     create .venv, then ruff (lint + format check) and the full pytest suite
+#   make test     create .venv, then ruff (lint + format check) and the full pytest suite: nbval
+#                 runs every notebook once (pyproject.toml addopts) and the metrics tests reuse it
 # Plain commands for machines without make are in README.md.
 
 SHELL := /bin/bash
@@ -57,7 +58,8 @@ format: env
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Committed notebooks keep the outputs of a quick-profile run; this regenerates them.
+# Committed notebooks keep the outputs of a quick-profile run; this regenerates them with the
+# course runner of `make course` (course_output/labels/ must be empty).
 notebooks: env
 	$(BIN)/ruff format notebooks/
 	$(BIN)/python -m galaxy_helpers.notebooks regenerate $(NOTEBOOKS_ARGS)

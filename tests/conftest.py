@@ -1,45 +1,168 @@
-"""Shared fixtures: the course is executed once per test session for the notebook tests.
+"""Shared fixtures: each notebook runs once per test session, for nbval and the metrics tests.
 
-``course_metrics`` runs every notebook in ``notebooks/`` in order with papermill (quick
-profile) into a temporary folder and returns ``{notebook stem: metrics dict}``. Each notebook's
-thresholds live in ``tests/test_nbNN_<stem>.py``::
+``pytest`` (``make test``) collects ``notebooks/`` before ``tests/`` with ``--nbval-lax``
+(pyproject.toml): nbval executes every notebook from ``notebooks/`` with its own defaults and
+compares the outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` with the committed ones
+(tests/nbval_sanitize.cfg). Its kernels get ``$GALAXY_COURSE_OUTPUT``, a fresh folder of this
+session, so each notebook's metrics land there; ``course_metrics`` then returns
+``{notebook stem: metrics dict}`` of that same run. Each notebook's thresholds live in
+``tests/test_nbNN_<stem>.py``::
 
     def test_something(course_metrics):
-        metrics = course_metrics["01_meet_the_galaxies"]
-        assert metrics["runtime_s"] < 60
+        assert course_metrics["01_meet_the_galaxies"]["runtime_s"] < 60
 
-Set ``GALAXY_COURSE_OUTPUT`` to a folder to keep the run: a finished run of the same
-notebooks found there is reused (``python -m galaxy_helpers.course run --output DIR`` makes
-one), otherwise the course runs into it. While working on one notebook, set
-``GALAXY_COURSE_ONLY`` (e.g. ``"01"`` or ``"01 02"``) to run only those notebooks; tests of
-the others then fail with "no metrics file", so never set it in CI.
+A notebook that nbval does not run in this session (``pytest tests/test_nb02_*.py``) is run
+by the papermill course runner when its metrics are first looked up, once. Set
+``GALAXY_COURSE_OUTPUT`` to a folder to keep the run: metrics files already there are reused
+(delete them to rerun), and its ``labels/`` must be empty before notebook 05 runs again.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import os
+import re
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import nbformat
 import pytest
 
-from galaxy_helpers import course
+from galaxy_helpers import course, notebooks, tooling
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
+#: This session's course output folder, the notebooks nbval runs, and their first cell errors.
+SESSION: dict = {"output": None, "nbval": set(), "errors": {}, "executed": {}}
+
+
+def _is_notebook_cell(item) -> bool:
+    return item.path.suffix == ".ipynb" and hasattr(item, "cell_num")
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(NotebookCells(), "galaxy-course-notebook-cells")
+    sanitize = getattr(config.option, "nbval_sanitize_with", None)
+    if sanitize and not Path(sanitize).exists() and (config.rootpath / sanitize).exists():
+        config.option.nbval_sanitize_with = str(config.rootpath / sanitize)
+    # Only the kernels of the notebook runs see the folder, not the tests that call
+    # course.start_notebook themselves.
+    given = os.environ.pop(course.OUTPUT_ENV, "").strip()
+    if given:
+        SESSION["output"] = Path(given).resolve()
+        config.add_cleanup(lambda: os.environ.__setitem__(course.OUTPUT_ENV, given))
+        labels = SESSION["output"] / "labels"
+        if labels.is_dir() and any(labels.iterdir()):
+            SESSION["stale"] = (
+                f"{labels} holds labels of an earlier run, which notebook 05 would carry on "
+                f"from; delete that folder or unset {course.OUTPUT_ENV}"
+            )
+
+
+def _output() -> Path:
+    """This session's course output folder: the one given, else a new one (removed at the end)."""
+    if SESSION["output"] is None:
+        SESSION["output"] = Path(tempfile.mkdtemp(prefix="course_output_"))
+        SESSION["temporary"] = True
+    return SESSION["output"]
+
+
+def pytest_unconfigure(config):
+    if SESSION.get("temporary"):
+        shutil.rmtree(SESSION["output"], ignore_errors=True)
+
+
+def _compare_cleaned(compare, test, ref, skip_compare=None):
+    # The committed outputs were stripped of progress bars and widget ids; so are fresh ones.
+    return compare(tooling.clean_outputs(test)[0], ref, skip_compare)
+
+
+def pytest_collection_modifyitems(items):
+    """Notebook cells first: their run feeds the metrics tests."""
+    items.sort(key=lambda item: not _is_notebook_cell(item))  # stable
+
+
+def pytest_collection_finish(session):
+    SESSION["nbval"] = {item.path.stem for item in session.items if _is_notebook_cell(item)}
+    if not SESSION["nbval"]:
+        return
+    if "stale" in SESSION:
+        raise pytest.UsageError(SESSION["stale"])
+    for stem in SESSION["nbval"]:
+        (_output() / "metrics" / f"{stem}.json").unlink(missing_ok=True)
+
+
+class NotebookCells:
+    """Hooks for nbval's notebook cells. A conftest's item hooks reach only the items below its
+    folder, so pytest_configure registers these as a plugin that reaches notebooks/ too."""
+
+    @staticmethod
+    def pytest_itemcollected(item):
+        if _is_notebook_cell(item):
+            item.add_marker(pytest.mark.slow)
+            item.compare_outputs = functools.partial(_compare_cleaned, item.compare_outputs)
+
+    @staticmethod
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(item):
+        """The kernel starts in a notebook's first cell's setup and inherits the output folder."""
+        if not _is_notebook_cell(item):
+            return (yield)
+        saved = os.environ.get(course.OUTPUT_ENV)
+        os.environ[course.OUTPUT_ENV] = str(_output())
+        try:
+            return (yield)
+        finally:
+            if saved is None:
+                os.environ.pop(course.OUTPUT_ENV, None)
+            else:
+                os.environ[course.OUTPUT_ENV] = saved
+
+    @staticmethod
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(item, call):
+        """Keep each notebook's fresh outputs and its first failing cell's error."""
+        report = yield
+        if _is_notebook_cell(item) and call.when == "call":
+            stem = item.path.stem
+            nb = SESSION["executed"].setdefault(stem, nbformat.from_dict(item.parent.nb))
+            code = [c for c in nb.cells if c.cell_type == "code"]
+            code[item.cell_num].outputs = list(getattr(item, "test_outputs", None) or [])
+            error = call.excinfo.value if call.excinfo else None
+            if error is not None and "Cell outputs differ" not in str(error):
+                text = re.sub(r"\x1b\[[0-9;]*m", "", getattr(error, "inner_traceback", "") or "")
+                last = [line for line in text.splitlines() if line.strip()][-1:] or [str(error)]
+                SESSION["errors"].setdefault(
+                    stem, f"nbval: code cell {item.cell_num} (from 0) failed: {last[0]}"
+                )
+        return report
+
+    @staticmethod
+    def pytest_runtest_teardown(item, nextitem):
+        """After a notebook's last cell, write its executed copy beside the metrics."""
+        if _is_notebook_cell(item) and (nextitem is None or nextitem.path != item.path):
+            executed = SESSION["executed"].get(item.path.stem)
+            if executed is not None:
+                (_output() / "executed").mkdir(parents=True, exist_ok=True)
+                nbformat.write(executed, _output() / "executed" / item.path.name)
 
 
 class CourseMetrics(Mapping):
     """``{stem: metrics}`` of a course run; looking up a notebook that failed fails the test
-    with the notebook's cell error, so every other notebook's tests still run."""
+    with the notebook's cell error, so every other notebook's tests still run. With ``run``,
+    a notebook without metrics is run (once) when it is first looked up."""
 
-    def __init__(self, output_dir: Path, metrics: dict[str, dict], errors: dict[str, str]):
+    def __init__(self, output_dir: Path, metrics: dict, errors: dict[str, str], run=None):
         self.output_dir = output_dir
         self._metrics = metrics
         self.errors = errors
+        self._run = run
 
     def __getitem__(self, stem: str) -> dict:
+        if self._run is not None and stem not in self._metrics and stem not in self.errors:
+            self._run(stem)
         if stem in self.errors:
             pytest.fail(f"notebook {stem} failed in the course run:\n{self.errors[stem]}", False)
         if stem not in self._metrics:
@@ -59,47 +182,30 @@ class CourseMetrics(Mapping):
         return len(self._metrics)
 
 
-def _finished_run(folder: Path, stems: list[str]) -> dict | None:
-    """The run record of a finished course run of exactly these notebooks, else None."""
-    record_path = folder / course.RUN_RECORD
-    if not record_path.is_file():
-        return None
-    try:
-        record = json.loads(record_path.read_text())
-    except json.JSONDecodeError:
-        return None
-    if not record.get("finished") or record.get("requested") != stems:
-        return None
-    if record.get("profile") != "quick" or record.get("parameters"):
-        return None
-    return record
-
-
 @pytest.fixture(scope="session")
-def course_output(tmp_path_factory) -> Path:
-    """Folder of a finished quick-profile course run (``executed/``, ``metrics/``,
-    ``summary.md``, ``course_run.json``), made once per test session."""
-    only = os.environ.get("GALAXY_COURSE_ONLY", "").split() or None
-    notebooks = course.discover_notebooks(NOTEBOOKS, only)
-    if not notebooks:
-        pytest.fail(f"no numbered notebooks in {NOTEBOOKS}", False)
-    stems = [p.stem for p in notebooks]
-    env = os.environ.get("GALAXY_COURSE_OUTPUT", "").strip()
-    if env:
-        out = Path(env).expanduser().resolve()
-        if _finished_run(out, stems) is not None:
-            return out
-    else:
-        out = tmp_path_factory.mktemp("course_output")
-    try:
-        course.run_course(out, notebooks_dir=NOTEBOOKS, only=only, keep_going=True, verbose=True)
-    except course.CourseRunError:
-        pass  # recorded in course_run.json; reported by the tests that need the notebook
-    return out
+def course_output() -> Path:
+    """This session's course output folder (``metrics/``, ``executed/``)."""
+    return _output()
 
 
 @pytest.fixture(scope="session")
 def course_metrics(course_output) -> CourseMetrics:
     """``{notebook stem: metrics dict}`` of the session's course run (see module docstring)."""
-    record = json.loads((course_output / course.RUN_RECORD).read_text())
-    return CourseMetrics(course_output, course.load_metrics(course_output), record["errors"])
+
+    def run(stem: str) -> None:
+        # Not run by nbval in this session: the papermill runner runs it, once.
+        if stem in SESSION["nbval"] or not (NOTEBOOKS / f"{stem}.ipynb").exists():
+            return
+        if "stale" in SESSION:
+            metrics.errors[stem] = SESSION["stale"]
+            return
+        try:
+            notebooks.run_course(course_output, [stem], notebooks_dir=NOTEBOOKS, verbose=False)
+        except notebooks.CourseRunError as err:
+            metrics.errors[stem] = str(err)
+        metrics._metrics.update(course.load_metrics(course_output))
+
+    metrics = CourseMetrics(
+        course_output, course.load_metrics(course_output), SESSION["errors"], run
+    )
+    return metrics

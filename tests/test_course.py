@@ -1,15 +1,17 @@
-"""Tests for galaxy_helpers.course: cache folder, metrics files, the course runner."""
+"""Tests for galaxy_helpers.course (cache folder, metrics files) and the course runner of
+galaxy_helpers.notebooks."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
 import numpy as np
 import pytest
 
-from galaxy_helpers import course
+from galaxy_helpers import course, notebooks, tooling
 
 
 def test_cache_dir_follows_environment(tmp_path, monkeypatch):
@@ -89,6 +91,19 @@ def test_write_metrics_rejects_bad_input(tmp_path):
         course.start_notebook("../evil name", output_dir=tmp_path)
 
 
+def test_output_folder_from_the_environment_wins(tmp_path, monkeypatch):
+    """nbval runs a notebook with its own defaults; the environment says where it writes."""
+    monkeypatch.setenv(course.OUTPUT_ENV, str(tmp_path / "session"))
+    run = course.start_notebook("01_demo", output_dir="../course_output")
+    assert (
+        run.write_metrics({"n": 1}, show=False) == tmp_path / "session" / "metrics" / "01_demo.json"
+    )
+    assert course.load_metrics(tmp_path / "session") == {
+        "01_demo": json.loads(run.metrics_path.read_text())
+    }
+    assert course.OUTPUT_ENV == notebooks.OUTPUT_ENV
+
+
 def _write_notebook(path: Path, cells: list[str]) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {
@@ -105,33 +120,33 @@ def _write_notebook(path: Path, cells: list[str]) -> None:
 def test_discover_notebooks_filters_by_number_and_stem(tmp_path):
     for name in ["01_a.ipynb", "02_b.ipynb", "10_c.ipynb", "notes.ipynb", "1_bad.ipynb"]:
         (tmp_path / name).write_text("{}")
-    assert [p.name for p in course.discover_notebooks(tmp_path)] == [
+    assert [p.name for p in tooling.numbered_notebooks(tmp_path)] == [
         "01_a.ipynb",
         "02_b.ipynb",
         "10_c.ipynb",
     ]
-    assert [p.name for p in course.discover_notebooks(tmp_path, only=["2", "10_c"])] == [
+    assert [p.name for p in tooling.numbered_notebooks(tmp_path, only=["2", "10_c"])] == [
         "02_b.ipynb",
         "10_c.ipynb",
     ]
     with pytest.raises(ValueError, match="07"):
-        course.discover_notebooks(tmp_path, only=["07"])
+        tooling.numbered_notebooks(tmp_path, only=["07"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        course.discover_notebooks(tmp_path / "missing")
+        tooling.numbered_notebooks(tmp_path / "missing")
 
 
 def test_parameter_names_reads_the_parameters_cell(tmp_path):
     path = tmp_path / "01_a.ipynb"
     _write_notebook(path, ["x = 1"])
-    assert course._parameter_names(path) == {"output_dir", "seed"}
+    assert notebooks._parameter_names(path) == {"output_dir", "seed"}
 
 
 def test_summary_markdown_lists_headlines():
-    ok = course.NotebookResult(
+    ok = notebooks.NotebookResult(
         "01_a", Path("x"), 1.0, {"runtime_s": 3.5, "headline": {"acc": 0.91}}
     )
-    bad = course.NotebookResult("02_b", Path("y"), 2.0, None, "boom")
-    text = course.summary_markdown([ok, bad], total_s=5.5)
+    bad = notebooks.NotebookResult("02_b", Path("y"), 2.0, None, "boom")
+    text = notebooks.summary_markdown([ok, bad], total_s=5.5)
     assert "| 01_a | ok | 3.5 | acc: 0.91 |" in text
     assert "| 02_b | FAILED |" in text
     assert "Total wall time" in text
@@ -152,8 +167,9 @@ def test_run_course_executes_in_order_and_names_failing_cell(tmp_path):
     )
     _write_notebook(nbdir / "02_broken.ipynb", ["x = 1", "raise ValueError('galaxy went missing')"])
     out = tmp_path / "out"
-    with pytest.raises(course.CourseRunError) as info:
-        course.run_course(
+    before = os.environ.get(course.OUTPUT_ENV)
+    with pytest.raises(notebooks.CourseRunError) as info:
+        notebooks.run_course(
             out, notebooks_dir=nbdir, keep_going=True, parameters={"seed": 7}, verbose=False
         )
     message = str(info.value)
@@ -165,21 +181,20 @@ def test_run_course_executes_in_order_and_names_failing_cell(tmp_path):
     assert metrics["01_ok"]["cwd"] == str(nbdir)  # notebooks run from their folder
     assert metrics["01_ok"]["seed"] == 7  # parameters declared by the notebook are injected
     with pytest.raises(ValueError, match=r"\['sede'\] are not defined.*output_dir, seed"):
-        course.run_course(out, notebooks_dir=nbdir, parameters={"sede": 7}, verbose=False)
+        notebooks.run_course(out, notebooks_dir=nbdir, parameters={"sede": 7}, verbose=False)
     assert (out / "executed" / "01_ok.ipynb").exists()
     summary = (out / "summary.md").read_text()
     assert "answer: 42" in summary and "FAILED" in summary
-    record = json.loads((out / course.RUN_RECORD).read_text())
+    record = json.loads((out / notebooks.RUN_RECORD).read_text())
     assert record["finished"] and not record["ok"]
     assert list(record["errors"]) == ["02_broken"]
 
+    assert os.environ.get(course.OUTPUT_ENV) == before  # the kernels' variable is not left set
+
     # without keep_going the runner stops at the first failure; --only selects notebooks
-    assert (
-        course.main(["run", "--output", str(out), "--notebooks", str(nbdir), "--only", "01"]) == 0
-    )
-    assert (
-        course.main(["run", "--output", str(out), "--notebooks", str(nbdir), "--only", "02"]) == 1
-    )
+    run = ["run", "--output", str(out), "--notebooks", str(nbdir), "--only"]
+    assert notebooks.main([*run, "01"]) == 0
+    assert notebooks.main([*run, "02"]) == 1
 
 
 def test_course_metrics_fixture_fails_with_the_notebook_cell_error():

@@ -1,5 +1,6 @@
 """Notebook hygiene: the committed notebooks carry no volatile metadata, current navigation and
-the workshop layout; and the tools that keep them so (galaxy_helpers.notebooks) work."""
+the workshop layout; and the tools that keep them so (galaxy_helpers.tooling, and the runner and
+command line of galaxy_helpers.notebooks) work."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from galaxy_helpers import notebooks as nbt
+from galaxy_helpers import notebooks
+from galaxy_helpers import tooling as nbt
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -118,7 +120,7 @@ def test_committed_notebook_keeps_the_workshop_layout(path):
 
 def test_committed_navigation_is_current():
     report = nbt.check_notebooks(notebook_dir=NOTEBOOKS, checks=("nav",))
-    assert report.ok, f"{report}\nRun `python -m galaxy_helpers.notebooks nav`."
+    assert not report, f"{report}\nRun `python -m galaxy_helpers.notebooks nav`."
 
 
 def test_committed_notebooks_are_valid_nbformat():
@@ -138,7 +140,7 @@ def test_strip_removes_volatile_metadata_and_keeps_outputs():
         "kernelspec",
         "language_info.version",
         "metadata.execution",
-        "empty metadata.tags",
+        "metadata.tags",
         "progress-bar",
         nbt.WIDGET_MIME,
     ):
@@ -178,17 +180,17 @@ def test_strip_keeps_real_stderr_and_widget_fallback_text():
 
 def test_strip_is_idempotent_byte_for_byte(tmp_path):
     path = _write(tmp_path, "07_try_the_tools.ipynb", _volatile_notebook())
-    assert nbt.main(["strip", str(path)]) == 0
+    assert notebooks.main(["strip", str(path)]) == 0
     first = path.read_bytes()
-    assert nbt.main(["strip", str(path)]) == 0
+    assert notebooks.main(["strip", str(path)]) == 0
     assert path.read_bytes() == first
-    assert nbt.main(["strip", "--check", str(path)]) == 0
+    assert notebooks.main(["strip", "--check", str(path)]) == 0
 
 
 def test_strip_check_fails_naming_file_and_cell(tmp_path, capsys):
     path = _write(tmp_path, "07_try_the_tools.ipynb", _volatile_notebook())
     before = path.read_bytes()
-    assert nbt.main(["--notebook-dir", str(tmp_path), "strip", "--check"]) == 1
+    assert notebooks.main(["--notebook-dir", str(tmp_path), "strip", "--check"]) == 1
     out = capsys.readouterr().out
     assert str(path) in out and "cell 6" in out and "metadata.widgets" in out
     assert path.read_bytes() == before, "--check must not write"
@@ -218,8 +220,8 @@ def _course(tmp_path: Path, stems=("01_first", "02_second", "03_third")) -> list
 
 def test_nav_writes_previous_contents_next_top_and_bottom(tmp_path):
     paths = _course(tmp_path)
-    assert nbt.main(["--notebook-dir", str(tmp_path), "nav", "--check"]) == 1
-    assert nbt.main(["--notebook-dir", str(tmp_path), "nav"]) == 0
+    assert notebooks.main(["--notebook-dir", str(tmp_path), "nav", "--check"]) == 1
+    assert notebooks.main(["--notebook-dir", str(tmp_path), "nav"]) == 0
     middle = nbt.read_notebook(paths[1])
     nav = [i for i, c in enumerate(middle.cells) if "navigation" in c.metadata.get("tags", [])]
     assert nav == [1, len(middle.cells) - 1], "after the header and at the very end"
@@ -230,7 +232,7 @@ def test_nav_writes_previous_contents_next_top_and_bottom(tmp_path):
     first = nbt.read_notebook(paths[0]).cells[1].source
     assert "&larr;" not in first and "02_second.ipynb" in first
     assert "&rarr;" not in nbt.read_notebook(paths[2]).cells[1].source
-    assert nbt.main(["--notebook-dir", str(tmp_path), "nav", "--check"]) == 0
+    assert notebooks.main(["--notebook-dir", str(tmp_path), "nav", "--check"]) == 0
     # the navigation cells do not break the layout (write_metrics is still the last code cell)
     assert nbt.structure_problems(middle, paths[1]) == []
 
@@ -244,9 +246,8 @@ def test_nav_is_idempotent_and_follows_renames(tmp_path):
     # a new notebook at the end makes the last one's links stale
     _course(tmp_path, stems=("04_fourth",))
     report = nbt.check_notebooks(notebook_dir=tmp_path, checks=("nav",))
-    assert not report.ok
-    assert str(paths[2]) in report.problems and "out of date" in str(report)
-    assert str(paths[1]) not in report.problems
+    assert str(paths[2]) in report and "out of date" in str(report)
+    assert str(paths[1]) not in report
 
 
 def test_nav_keeps_old_nbformat_valid(tmp_path):
@@ -268,7 +269,7 @@ def test_nav_check_catches_moved_or_edited_cells(tmp_path):
     nb.cells[-1].source += " edited by hand"
     nb.cells.insert(1, nb.cells.pop(3))
     nbformat.write(nb, paths[0])
-    problems = nbt.check_notebooks(notebook_dir=tmp_path, checks=("nav",)).problems[str(paths[0])]
+    problems = nbt.check_notebooks(notebook_dir=tmp_path, checks=("nav",))[str(paths[0])]
     assert any("expected cell 1" in p for p in problems)
     assert any("out of date" in p for p in problems)
 
@@ -339,11 +340,11 @@ def test_structure_names_each_broken_contract(breakage, message):
 
 def test_check_structure_cli_exit_codes(tmp_path, capsys):
     good = _write(tmp_path, "07_try_the_tools.ipynb", _good_notebook())
-    assert nbt.main(["check-structure", str(good)]) == 0
+    assert notebooks.main(["check-structure", str(good)]) == 0
     bad_nb = _good_notebook("08_bad")
     bad_nb.cells = bad_nb.cells[:-1]
     bad = _write(tmp_path, "08_bad.ipynb", bad_nb)
-    assert nbt.main(["check-structure", str(bad)]) == 1
+    assert notebooks.main(["check-structure", str(bad)]) == 1
     assert "08_bad.ipynb" in capsys.readouterr().out
 
 
@@ -352,7 +353,7 @@ def test_unreadable_notebook_gets_a_clear_error(tmp_path, capsys):
     path.write_text("{not json")
     with pytest.raises(nbt.NotebookCheckError, match="09_broken.ipynb"):
         nbt.read_notebook(path)
-    assert nbt.main(["check-structure", str(path)]) == 2
+    assert notebooks.main(["check-structure", str(path)]) == 2
     assert "09_broken.ipynb" in capsys.readouterr().err
 
 
@@ -390,29 +391,31 @@ def test_header_paragraphs_may_wrap_and_stamp_replaces_the_whole_verified_paragr
 
 
 @pytest.mark.slow
-def test_regenerate_executes_strips_and_navigates(tmp_path, monkeypatch):
+def test_regenerate_executes_strips_and_navigates(tmp_path):
     """Runs two tiny notebooks through papermill (a few seconds: kernel start-up)."""
-    course_mod = tmp_path / "course.py"
-    course_mod.write_text(
-        "import json, pathlib\n"
-        "class Run:\n"
-        "    def __init__(self, name, output_dir):\n        self.p = pathlib.Path(output_dir) / f'{name}.json'\n"
-        "    def write_metrics(self, m):\n        self.p.write_text(json.dumps(m)); print(m)\n"
-        "def start_notebook(name, output_dir):\n    return Run(name, output_dir)\n"
-    )
-    paths = _course(tmp_path, stems=("01_first", "02_second"))
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    paths = _course(folder, stems=("01_first", "02_second"))
     for path in paths:
         nb = nbt.read_notebook(path)
-        nb.cells[2].source = f'output_dir = "{tmp_path}"\nseed = 0'
-        nb.cells[3].source = "import course\n" + nb.cells[3].source
+        nb.cells[3].source = "from galaxy_helpers import course\n" + nb.cells[3].source
         nb.cells[6].outputs = []
         nbformat.write(nb, path)
-    runtimes = nbt.regenerate(tmp_path, only=["02"])
+    labels = tmp_path / "course_output" / "labels"
+    labels.mkdir(parents=True)
+    (labels / "05_old.jsonl").write_text("{}\n")
+    with pytest.raises(notebooks.CourseRunError, match="labels of an earlier run"):
+        notebooks.regenerate(folder, only=["02"])
+    (labels / "05_old.jsonl").unlink()
+    runtimes = notebooks.regenerate(folder, only=["02"])
     assert list(runtimes) == ["02_second"] and runtimes["02_second"] > 0
     regenerated = nbt.read_notebook(paths[1])
     assert regenerated.cells[7].outputs[0]["text"] == "2\n"  # cell 6 moved down by the nav cell
     assert nbt.volatile_items(regenerated) == []
-    assert json.loads((tmp_path / "02_second.json").read_text()) == {"n": 3}
+    injected = [c for c in regenerated.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert not injected, "nothing is injected: the committed parameters stay the notebook's own"
+    metrics = json.loads((tmp_path / "course_output" / "metrics" / "02_second.json").read_text())
+    assert metrics["n"] == 3  # written by course.start_notebook beside notebooks/
     assert str(dt.datetime.now(dt.UTC).date()) in regenerated.cells[0].source
-    assert nbt.check_notebooks(notebook_dir=tmp_path, checks=("nav",)).ok
+    assert not nbt.check_notebooks(notebook_dir=folder, checks=("nav",))
     assert nbt.read_notebook(paths[0]).cells[7].outputs == []  # not run with --only 02
