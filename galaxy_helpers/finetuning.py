@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
 from torch import nn
+from tqdm.auto import tqdm
 
 from . import core
 from .checkpoints import NAMED_CHECKPOINTS, load_model
@@ -165,15 +166,12 @@ class EncoderSource:
     metadata: dict
 
     def __getattr__(self, name):  # architecture, image_size, channels, mean, std, framing...
-        if name in ("model", "metadata"):
-            raise AttributeError(name)
+        keys = ("architecture", "image_size", "channels", "mean", "std", "framing", "description")
         if name == "greyscale":
             return self.metadata.get("greyscale") or "mean"
-        if name in ("architecture", "image_size", "channels", "mean", "std", "framing"):
-            return self.metadata.get(name)
-        if name == "description":
-            return self.metadata.get("description", "")
-        raise AttributeError(name)
+        if name not in keys or name in ("model", "metadata"):
+            raise AttributeError(name)
+        return self.metadata.get(name)
 
     @property
     def encoder(self) -> nn.Module:
@@ -236,14 +234,8 @@ def load_encoder(
         source = (source, meta)
     hub = isinstance(source, str) and source.startswith(("hf_hub:", "zoobot:"))
     try:
-        model, meta = load_model(
-            source,
-            metadata=overrides,
-            offline=offline,
-            channels=cfg.channels,
-            pretrained=cfg.pretrained,
-            progress=cfg.progress,
-        )
+        opts = dict(offline=offline, channels=cfg.channels, pretrained=cfg.pretrained)
+        model, meta = load_model(source, metadata=overrides, progress=cfg.progress, **opts)
     except (CheckpointError, TypeError, OSError, ImportError, RuntimeError) as err:
         if hub or (isinstance(source, str | os.PathLike) and Path(source).is_dir()):
             raise FinetuneError(
@@ -318,17 +310,14 @@ def labelled_rows(
             "Keep one row per galaxy (catalogue.drop_duplicates('id_str'))."
         )
     if labels is not None:
-        if isinstance(labels, pd.DataFrame):
-            if "id_str" not in labels.columns or label_column not in labels.columns:
-                raise FinetuneError(
-                    f"labels must have columns 'id_str' and {label_column!r}; got "
-                    f"{list(labels.columns)}"
-                )
-            lab = labels[["id_str", label_column]].copy()
-        else:
+        if not isinstance(labels, pd.DataFrame):
             series = pd.Series(labels)
-            lab = pd.DataFrame({"id_str": series.index, label_column: series.to_numpy()})
-        lab["id_str"] = lab["id_str"].astype(str)
+            labels = pd.DataFrame({"id_str": series.index, label_column: series.to_numpy()})
+        if "id_str" not in labels.columns or label_column not in labels.columns:
+            raise FinetuneError(
+                f"labels must have columns 'id_str' and {label_column!r}; got {list(labels.columns)}"
+            )
+        lab = labels[["id_str", label_column]].astype({"id_str": str})
         dup = lab["id_str"][lab["id_str"].duplicated()].unique()
         if len(dup):
             raise FinetuneError(f"labels give {len(dup)} id(s) twice, e.g. {list(dup[:5])}")
@@ -483,14 +472,11 @@ def balanced_sample(
 
 
 def _encode_classes(values: pd.Series, stated: Sequence | None = None) -> tuple[np.ndarray, list]:
-    classes = list(stated) if stated is not None else sorted(pd.unique(values).tolist(), key=_order)
+    order = lambda v: (str(type(v)), v)  # noqa: E731
+    classes = list(stated) if stated is not None else sorted(pd.unique(values).tolist(), key=order)
     lookup = {c: i for i, c in enumerate(classes)}
     y = np.array([lookup[v] for v in values], dtype=np.int64)
     return y, [c.item() if isinstance(c, np.generic) else c for c in classes]
-
-
-def _order(v):
-    return (str(type(v)), v)
 
 
 def _stratified_split(
@@ -602,8 +588,6 @@ class FinetunedModel(nn.Module):
         self, images: np.ndarray, batch_size: int = 256, progress: bool = False
     ) -> np.ndarray:
         """Class probabilities ``(N, n_classes)`` or values ``(N,)`` for uint8 images."""
-        from tqdm.auto import tqdm
-
         classify = self.task == "classification"
         was_training, device = self.training, _module_device(self)
         self.eval()
@@ -789,8 +773,8 @@ def _fit_head_steps(
     """Full-batch Adam with an L2 penalty; with a validation set, stop after ``head_patience``
     steps without improvement and return the best head and its step."""
     torch.manual_seed(cfg.seed)
-    classification = cfg.task == "classification"
     _check_finite(X)
+    classification = cfg.task == "classification"
     target = torch.long if classification else torch.float32
     Xt, yt = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=target)
     scaler = _ClippedScaler().fit(np.asarray(X, dtype=np.float64))
@@ -980,11 +964,8 @@ def train_full(
         best = (val_loss(), 0, best[2])
     history, since_best = [], 0
     epochs = range(1, cfg.max_epochs + 1)
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        epochs = tqdm(epochs, desc=f"Finetuning ({n} galaxies)", unit="epoch", leave=False)
-    for epoch in epochs:
+    desc = f"Finetuning ({n} galaxies)"
+    for epoch in tqdm(epochs, desc, unit="epoch", leave=False, disable=not cfg.progress):
         model.train()
         if cfg.freeze_batchnorm:
             for m in model.encoder.modules():
@@ -1106,16 +1087,9 @@ def finetune(
         images = src.read(rows, progress=cfg.progress)
     src.model.to(_device(cfg))
     feats = src.features(rows, images, progress=cfg.progress)
-    meta = {
-        "task": cfg.task,
-        "label_column": label_column,
-        "classes": classes,
-        "mode": cfg.mode,
-        "config": cfg.to_dict(),
-        "target_mean": target_mean,
-        "target_std": target_std,
-        "n_labelled": int(len(rows)),
-    }
+    meta = dict(task=cfg.task, label_column=label_column, classes=classes, mode=cfg.mode)
+    meta.update(config=cfg.to_dict(), target_mean=target_mean, target_std=target_std)
+    meta["n_labelled"] = len(rows)
     rng = np.random.default_rng(cfg.seed)
     if cfg.mode == "head":
         head, metrics = fit_head(feats, y, n_out, cfg, rng)

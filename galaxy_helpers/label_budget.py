@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import balanced_accuracy_score
+from tqdm.auto import tqdm
 
 from . import core
 from . import finetuning as ft
@@ -235,36 +236,21 @@ def label_budget_experiment(
 
     from .representations import model_hash
 
-    data_key = core.content_key(*(rows[c].astype(str).tolist() for c in ("id_str", "file_loc")))
-    data_key = core.content_key(data_key, rows[label_column].astype(str).tolist())
+    data = [rows[c].astype(str).tolist() for c in ("id_str", "file_loc", label_column)]
     enc_keys = {name: model_hash(s.model, s.metadata) for name, s in sources.items()}
     configs = _method_configs(cfg, full_config, scratch_config)
     test_list = rows["id_str"].iloc[test].tolist()
+    data += [seed, test_per_class, test_list, population_key(population)]
     jobs = [(r, b, m) for r in range(repeats) for b in usable for m in methods if m not in skipped]
-    if progress:
-        from tqdm.auto import tqdm
-
-        jobs = tqdm(jobs, desc="Label-budget runs", unit="run")
+    jobs = tqdm(jobs, desc="Label-budget runs", unit="run", disable=not progress)
     records, sets = [], {}
     for repeat, budget, method in jobs:
         if repeat not in sets:
             sets = {repeat: _training_sets(y, pool, usable, repeat, seed)}
         train_idx = sets[repeat][budget]
         mcfg = configs.get(method, configs["pretrained_head"]).replace(seed=seed * 1000 + repeat)
-        key = core.content_key(
-            "v2",
-            method,
-            enc_keys.get(method, enc_keys["pretrained_head"]),
-            data_key,
-            mcfg.to_dict(),
-            budget,
-            repeat,
-            seed,
-            test_per_class,
-            test_list,
-            population_key(population),
-            length=20,
-        )
+        enc = enc_keys.get(method, enc_keys["pretrained_head"])
+        key = core.content_key("v2", method, enc, mcfg.to_dict(), budget, repeat, *data, length=20)
         path = core.cache_dir("finetuning", "label_budget") / f"{key}.json"
         rec = _cached_run(path) if cache else None
         if rec is None:
