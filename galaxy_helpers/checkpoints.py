@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from . import models, recipes
+from .core import read_json
 
 __all__ = ["NAMED_CHECKPOINTS", "load_model"]
 
@@ -141,10 +142,13 @@ def _named(name: str, progress: bool):
 def _checkpoint(path: Path):
     weights, meta_path = models.checkpoint_paths(path)
     if path.suffix not in _PICKLE_SUFFIXES and meta_path.is_file():
-        fmt = str(
-            models.read_checkpoint_metadata(path, models.CheckpointError, "")[2].get("format")
-        )
-        if fmt.startswith("galaxy_helpers.FinetunedModel"):
+        try:
+            meta = read_json(meta_path, what="checkpoint metadata")
+        except ValueError as err:
+            raise models.CheckpointError(str(err)) from None
+        if isinstance(meta, dict) and str(meta.get("format")).startswith(
+            "galaxy_helpers.FinetunedModel"
+        ):
             raise models.CheckpointError(
                 f"{weights} is a finetuned model, not a GalaxyModel checkpoint: load it with "
                 "finetuning.FinetunedModel.load, or pass it to finetuning.load_encoder"
