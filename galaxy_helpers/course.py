@@ -39,10 +39,7 @@ OUTPUT_ENV = "GALAXY_COURSE_OUTPUT"
 
 @dataclasses.dataclass
 class NotebookRun:
-    """Bookkeeping of one notebook run: its name, output folder and start time.
-
-    Create it with :func:`start_notebook`; finish with :meth:`write_metrics`.
-    """
+    """One notebook run: name, output folder, start time (from :func:`start_notebook`)."""
 
     name: str
     output_dir: Path

@@ -211,8 +211,9 @@ def run_course(
                 given = {"output_dir": str(out), **given}
             results.append(_run_one(pm, path, out, given, kernel_name, timeout_s, verbose))
             if results[-1].ok and in_place:
-                nb = strip_notebook(read_notebook(results[-1].executed_path))
+                nb = read_notebook(results[-1].executed_path)
                 runtime = nb.metadata.get("papermill", {}).get("duration") or results[-1].wall_s
+                nb = strip_notebook(nb)
                 write_notebook(stamp_header(nb, runtime_s=runtime) if stamp else nb, path)
             if not results[-1].ok and not keep_going:
                 break
