@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         row.update(_index=i, id_str=f"bench-{i}")
     with tempfile.TemporaryDirectory() as tmp:
         c0 = time.process_time()
-        synthetic._render_chunk((rows, config.seed, args.size, tmp))
+        synthetic.sky._render_chunk((rows, config.seed, args.size, tmp))
         cpu_per_galaxy = (time.process_time() - c0) / len(rows)
     result["baseline_render_and_png_cpu_ms_per_galaxy"] = round(1000 * cpu_per_galaxy, 3)
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         synthetic.make_sky(config, cache_dir=tmp, progress=False)
         result["cache_hit_s"] = round(time.perf_counter() - t0, 3)
-    workers = args.workers if args.workers is not None else synthetic._default_workers(args.n)
+    workers = args.workers if args.workers is not None else synthetic.sky._default_workers(args.n)
     result["workers"] = workers
     # The wall time this run would take with the cores to itself: truth and votes in the main
     # process, then rendering + PNG files shared by the workers.

@@ -15,7 +15,7 @@ make|montage`` is the command line.
 
 from .montages import montage_by_answer, montage_by_tag
 from .render import render_galaxy
-from .sky import _default_workers, _render_chunk, make_sky, sky_dir  # noqa: F401 (benchmarks)
+from .sky import make_sky, sky_dir
 from .truth import DEFAULT_TAG_RATES, TAGS, TYPES, SkyConfig, draw_truth, truth_matches_answer
 from .volunteers import answer_probabilities, simulate_votes, volunteer_numbers
 
