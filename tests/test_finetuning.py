@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +188,9 @@ def test_label_budget_experiment_is_balanced_cached_and_plots(rings, checkpoint)
     assert set(res.metrics()["scratch"]) == {"4", "8"}
     head8 = res.runs.query("method == 'pretrained_head' and budget == 8")
     assert head8["balanced_accuracy"].mean() > 0.6
+    # the heads read the catalogue's representation table, not a feature cache of their own
+    cache = Path(os.environ["GALAXY_HELPERS_CACHE"])
+    assert list(cache.glob("representations/*")) and not (cache / "finetuning/features").exists()
     again = lb.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
     assert again.runs["cached"].all()
     pd.testing.assert_series_equal(res.runs["balanced_accuracy"], again.runs["balanced_accuracy"])
