@@ -289,15 +289,10 @@ class SimilarityIndex:
         order = _lexsort_rows(dist, cand)
         cand = np.take_along_axis(cand, order, axis=1)
         dist = np.take_along_axis(dist, order, axis=1)
-        if self_rows is not None:
+        if self_rows is not None and len(cand):  # drop the query itself, keep k of the rest
             keep = cand != self_rows[:, None]
-            # Drop the query itself (the first occurrence only) and keep k of the rest.
-            cand = (
-                np.stack([c[m][:k] for c, m in zip(cand, keep, strict=True)]) if len(cand) else cand
-            )
-            dist = (
-                np.stack([d[m][:k] for d, m in zip(dist, keep, strict=True)]) if len(dist) else dist
-            )
+            cand = np.stack([c[m][:k] for c, m in zip(cand, keep, strict=True)])
+            dist = np.stack([d[m][:k] for d, m in zip(dist, keep, strict=True)])
         else:
             cand, dist = cand[:, :k], dist[:, :k]
         return cand, dist
