@@ -332,11 +332,9 @@ def calibration_table(result: EvaluationResult, n_bins: int = 10) -> pd.DataFram
 
 
 def plot_calibration(result: EvaluationResult, n_bins: int = 10):
-    """Calibration view: (left) mean volunteer fraction against predicted fraction, in bins,
-    pooled over all answers; (right) how often the volunteer fraction falls within the
-    model's predicted 1-sigma and 2-sigma ranges, per question, with the Gaussian 68%/95%
-    marked. Dirichlet widths include the spread of real galaxies sharing one look, so the
-    right panel tells whether the model's uncertainty means something."""
+    """Calibration: (left) mean volunteer against predicted fraction, in bins, all answers
+    pooled; (right) per question, how often the volunteer fraction falls within the predicted
+    1- and 2-sigma ranges (Gaussian 68% / 95% marked). Returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     table = calibration_table(result, n_bins)

@@ -64,13 +64,6 @@ def question_matrix(schema_or_slices, dtype=torch.float64, device=None) -> torch
     return m
 
 
-def _compute_dtype(device: torch.device) -> torch.dtype:
-    # float64 keeps lgamma differences exact enough for counts in the thousands; the loss
-    # touches only (batch x n_answers) numbers so the cost is negligible next to the CNN.
-    # MPS has no float64.
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
 def dirichlet_multinomial_log_prob(
     counts: torch.Tensor, concentrations: torch.Tensor, schema_or_slices
 ) -> torch.Tensor:
@@ -93,7 +86,9 @@ def dirichlet_multinomial_log_prob(
         Computed in float64 (float32 on MPS) for stability with large counts.
     """
     concentrations = torch.as_tensor(concentrations)
-    dtype = _compute_dtype(concentrations.device)
+    # float64 keeps lgamma differences exact for counts in the thousands, at negligible cost
+    # next to the CNN (batch x answers numbers); MPS has no float64.
+    dtype = torch.float32 if concentrations.device.type == "mps" else torch.float64
     a = concentrations.to(dtype)
     k = torch.as_tensor(counts, device=a.device).to(dtype)
     if k.shape != a.shape:

@@ -66,9 +66,8 @@ class TrainConfig:
 
     Parameters
     ----------
-    architecture : timm model name. ``resnet10t`` in the quick profile: as fast as
-        ``convnext_atto`` on 2 CPU cores but it learns far more in 4 epochs. On a GPU:
-        ``"convnext_nano"`` or ``"efficientnet_b0"`` at 224 px.
+    architecture : timm model name (``resnet10t`` quick profile; on a GPU ``"convnext_nano"``
+        or ``"efficientnet_b0"`` at 224 px).
     image_size : pixels (64 quick profile; 224 full profile).
     channels : 3 colour, 1 greyscale.
     pretrained : start from timm's ImageNet weights (needs the network).
@@ -203,9 +202,7 @@ class History:
         return cls(**{**d, "data": DataReport(**d.get("data", {}))})
 
 
-# --------------------------------------------------------------------------------------------
-# Catalogue checks and image loading
-# --------------------------------------------------------------------------------------------
+# --- catalogue checks and image loading ------------------------------------------------------
 def prepare_catalogue(catalogue: pd.DataFrame, schema, config: TrainConfig):
     """Check a catalogue and split it into training and validation rows.
 
@@ -368,9 +365,7 @@ def _collate_skip_none(items):
     return torch.stack(imgs), torch.stack(counts), torch.as_tensor(idx)
 
 
-# --------------------------------------------------------------------------------------------
-# Augmentation: one affine transform per galaxy, applied to the whole batch at once
-# --------------------------------------------------------------------------------------------
+# --- augmentation: one affine transform per galaxy, applied to the whole batch at once -------
 def augmentation_params(n: int, config: TrainConfig, seed: int, epoch: int) -> np.ndarray:
     """Random transforms for ``n`` galaxies, drawn per galaxy index and epoch.
 
@@ -416,9 +411,7 @@ def augment_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-# --------------------------------------------------------------------------------------------
-# Distributed helpers (all no-ops in a single process)
-# --------------------------------------------------------------------------------------------
+# --- distributed helpers (no-ops in a single process) ----------------------------------------
 def _dist():
     import torch.distributed as dist
 
@@ -449,15 +442,11 @@ def _resolve_device(config: TrainConfig) -> torch.device:
 
 def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None]:
     """(enabled, dtype): float16 + GradScaler on older GPUs, bfloat16 where supported."""
-    if config.amp == "auto":
-        enabled = device.type == "cuda"
-    else:
-        enabled = bool(config.amp) and device.type in ("cuda", "cpu")
-    if not enabled:
+    on = bool(config.amp) and device.type in ("cuda", "cpu")
+    if not (device.type == "cuda" if config.amp == "auto" else on):
         return False, None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return True, torch.float16
-    return True, torch.bfloat16
+    old_gpu = device.type == "cuda" and not torch.cuda.is_bf16_supported()
+    return True, torch.float16 if old_gpu else torch.bfloat16
 
 
 def _normalisation(images: np.ndarray, channels: int) -> tuple[list[float], list[float]]:
@@ -467,9 +456,7 @@ def _normalisation(images: np.ndarray, channels: int) -> tuple[list[float], list
     return [round(float(v), 6) for v in mean], [round(float(v), 6) for v in std]
 
 
-# --------------------------------------------------------------------------------------------
-# The training loop
-# --------------------------------------------------------------------------------------------
+# --- the training loop -----------------------------------------------------------------------
 def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     total = max(1, config.epochs * steps_per_epoch)
     if config.schedule == "onecycle":
