@@ -30,15 +30,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import core
+from . import core, models
 from .checkpoints import NAMED_CHECKPOINTS, load_model
-from .models import (
-    CheckpointError,
-    checkpoint_paths,
-    load_weights,
-    read_checkpoint_metadata,
-    write_checkpoint_files,
-)
 
 __all__ = [
     "FinetuneError",
@@ -49,6 +42,7 @@ __all__ = [
     "load_encoder",
     "finetune",
     "labelled_rows",
+    "population_mask",
     "balanced_sample",
     "choose_l2",
     "fit_head",
@@ -236,7 +230,7 @@ def load_encoder(
     try:
         opts = dict(offline=offline, channels=cfg.channels, pretrained=cfg.pretrained)
         model, meta = load_model(source, metadata=overrides, progress=cfg.progress, **opts)
-    except (CheckpointError, TypeError, OSError, ImportError, RuntimeError) as err:
+    except (models.CheckpointError, TypeError, OSError, ImportError, RuntimeError) as err:
         if hub or (isinstance(source, str | os.PathLike) and Path(source).is_dir()):
             raise FinetuneError(
                 f"cannot load the pretrained encoder {str(source).removeprefix('zoobot:')!r} "
@@ -267,7 +261,7 @@ def _arch(name: str) -> str:
 
 
 def _is_finetuned(path) -> bool:
-    meta_path = checkpoint_paths(path)[1]
+    meta_path = models.checkpoint_paths(path)[1]
     if not meta_path.is_file():
         return False
     meta = core.read_json(meta_path, what="checkpoint metadata")
@@ -623,8 +617,10 @@ class FinetunedModel(nn.Module):
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>.safetensors`` and ``<path>.json`` together; returns the weights path."""
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        write_checkpoint_files(state, {**self.metadata, "format": FORMAT}, path, FinetuneError)
-        return checkpoint_paths(path)[0]
+        models.write_checkpoint_files(
+            state, {**self.metadata, "format": FORMAT}, path, FinetuneError
+        )
+        return models.checkpoint_paths(path)[0]
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> FinetunedModel:
@@ -636,7 +632,7 @@ class FinetunedModel(nn.Module):
         """
         import timm
 
-        weights, meta_path, meta = read_checkpoint_metadata(
+        weights, meta_path, meta = models.read_checkpoint_metadata(
             path,
             FinetuneError,
             "a finetuned model is a .safetensors weights file plus a .json metadata file with "
@@ -659,7 +655,7 @@ class FinetunedModel(nn.Module):
         n_out = len(meta["classes"]) if meta["task"] == "classification" else 1
         clip = meta.get("config", {}).get("feature_clip")  # absent in older files: no clipping
         model = cls(encoder, Head(int(encoder.num_features), n_out, clip), meta)
-        load_weights(
+        models.load_weights(
             model,
             weights,
             FinetuneError,
