@@ -162,7 +162,9 @@ def describe_researchers(catalogue: pd.DataFrame, threshold: int = INTERESTING_S
 
 
 # --------------------------------------------------------------------------- metrics
-def _ranking_key(scores, labelled_scores, threshold):
+def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) -> np.ndarray:
+    """Galaxies best first; with ``labelled_scores`` (NaN = unlabelled) those the user scored
+    >= ``threshold`` go first and the others last (the paper's code: ``label * 100``)."""
     key = np.asarray(scores, dtype=np.float64).copy()
     if labelled_scores is not None:
         ls = np.asarray(labelled_scores, dtype=np.float64)
@@ -171,13 +173,7 @@ def _ranking_key(scores, labelled_scores, threshold):
         bottom = key.min() if len(key) else 0.0
         key[known & (ls >= threshold)] = top + 1 + ls[known & (ls >= threshold)]
         key[known & (ls < threshold)] = bottom - 1 - (SCORE_MAX - ls[known & (ls < threshold)])
-    return key
-
-
-def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) -> np.ndarray:
-    """Galaxies best first; with ``labelled_scores`` (NaN = unlabelled) those the user scored
-    >= ``threshold`` go first and the others last (the paper's code: ``label * 100``)."""
-    return np.argsort(-_ranking_key(scores, labelled_scores, threshold), kind="stable")
+    return np.argsort(-key, kind="stable")
 
 
 def rank_weighted_score(sorted_interesting, n: int) -> float:
@@ -228,12 +224,12 @@ def plot_ranking(
     calls interesting; returns ``(figure, ranking_metrics at N = 50)``."""
     labelled = ~np.isnan(np.asarray(labelled_scores, dtype=np.float64))
     interesting = np.asarray(researcher_scores) >= threshold
-    key = _ranking_key(predicted, labelled_scores, threshold)
+    order = ranking(predicted, labelled_scores, threshold)
     fig, _ = ranked_grid(
         catalogue,
-        key,
-        k=k,
-        kind="stable",
+        None,
+        k,
+        order=order,
         titles=[
             f"{s}{' (labelled)' if lab else ''}"
             for s, lab in zip(researcher_scores, labelled, strict=True)
@@ -241,7 +237,6 @@ def plot_ranking(
         highlight=interesting,
         suptitle=suptitle,
     )
-    order = ranking(predicted, labelled_scores, threshold)
     return fig, ranking_metrics(order, interesting, top_n=(50,))
 
 
