@@ -217,7 +217,7 @@ def _run_in_batches(model, images, fn, batch_size, device, progress, desc, prep)
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
-def _preprocessing(model, channels, mean, std, greyscale=None):
+def _preprocessing(model, channels=None, mean=None, std=None, greyscale=None):
     """``(channels, mean, std, greyscale)``: the arguments given, else the model's metadata."""
     meta = getattr(model, "metadata", {}) or {}
     channels = channels if channels is not None else meta.get("channels", model.channels)
@@ -272,24 +272,19 @@ def _mean_over_orientations(fn, x: torch.Tensor) -> torch.Tensor:
     return torch.stack([fn(v.contiguous(memory_format=nhwc)).float() for v in views]).mean(0)
 
 
-def encode_images(
-    model: GalaxyModel,
-    images: np.ndarray,
-    batch_size: int = 64,
-    device=None,
-    channels: int | None = None,
-    mean=None,
-    std=None,
-    progress: bool = True,
-    greyscale: str | None = None,
-) -> np.ndarray:
-    """Representations for uint8 images (parameters as :func:`predict_concentrations`).
+def encode_images(model: GalaxyModel, images, batch_size=64, device=None, progress=True, **prep):
+    """Representations for uint8 images.
+
+    Parameters
+    ----------
+    model, images, batch_size, device, progress : as :func:`predict_concentrations`.
+    **prep : ``channels``, ``mean``, ``std``, ``greyscale`` (default: the model's metadata).
 
     Returns
     -------
     ndarray ``(N, representation_dim)``
     """
-    prep = _preprocessing(model, channels, mean, std, greyscale)
+    prep = _preprocessing(model, **prep)
     return _run_in_batches(
         model, images, model.encode, batch_size, device, progress, "Encoding", prep
     )

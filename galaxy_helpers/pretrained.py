@@ -132,8 +132,9 @@ def zoobot_preprocessing(channels: int = 3) -> dict[str, Any]:
     return meta
 
 
-def _wrap(encoder, architecture: str, channels: int, metadata: dict[str, Any], preprocessing: str):
-    """Put a timm encoder (``num_classes=0``) into an encoder-only GalaxyModel."""
+def _wrap(encoder, architecture: str, channels: int, source: str, preprocessing: str, weights=None):
+    """Put a timm encoder (``num_classes=0``) into an encoder-only GalaxyModel; ``weights``:
+    the local file it was read from (recorded with its sha256)."""
     model = GalaxyModel(architecture, schema=None, channels=channels, pretrained=False)
     model.encoder = encoder
     model.representation_dim = int(encoder.num_features)
@@ -160,7 +161,9 @@ def _wrap(encoder, architecture: str, channels: int, metadata: dict[str, Any], p
                 "std": list(std) if std is not None else None,
             }
         )
-    meta.update(metadata)
+    meta["source"] = source
+    if weights is not None:
+        meta.update(weights_file=str(weights), weights_sha256=file_sha256(weights))
     model.metadata = meta
     return model.eval()
 
@@ -187,13 +190,7 @@ def _from_folder(folder: Path, channels: int, source: str, preprocessing: str):
         raise PretrainedError(f"{folder / 'config.json'}: no 'architecture' entry")
     weights = next(folder / n for n in _WEIGHT_NAMES if (folder / n).is_file())
     encoder = _create(f"local-dir:{folder}", channels, source)
-    return _wrap(
-        encoder,
-        architecture,
-        channels,
-        {"source": source, "weights_file": str(weights), "weights_sha256": file_sha256(weights)},
-        preprocessing,
-    )
+    return _wrap(encoder, architecture, channels, source, preprocessing, weights)
 
 
 def _from_file(
@@ -238,13 +235,7 @@ def _from_file(
             "architecture='convnext_nano' (the timm name), or give the folder with config.json"
         )
     encoder = _create(architecture, channels, source, pretrained_cfg_overlay={"file": str(path)})
-    return _wrap(
-        encoder,
-        architecture,
-        channels,
-        {"source": source, "weights_file": str(path), "weights_sha256": file_sha256(path)},
-        preprocessing,
-    )
+    return _wrap(encoder, architecture, channels, source, preprocessing, path)
 
 
 def _offline() -> bool:
@@ -370,4 +361,4 @@ def load_pretrained_encoder(
     cfg = dict(getattr(encoder, "pretrained_cfg", {}) or {})
     architecture = cfg.get("architecture") or _repo_name(hub_id).removeprefix("zoobot-encoder-")
     architecture = architecture.removeprefix("greyscale-")
-    return _wrap(encoder, architecture, channels, {"source": hub_id}, preprocessing)
+    return _wrap(encoder, architecture, channels, hub_id, preprocessing)
