@@ -1,12 +1,7 @@
 """Behind notebook 01 (meet the galaxies): the decision tree as a picture, and what votes look like.
 
-Every function takes a catalogue in the course's contract (``id_str``, ``file_loc``, one
-vote-count column per answer in either spelling; synthetic skies add ``truth_*`` and ``tag_*``)
-and returns a table, a number or a matplotlib figure.
-
->>> from galaxy_helpers import explore, schema
->>> fig = explore.draw_decision_tree(schema.DECALS_DR5)           # doctest: +SKIP
->>> explore.question_summary(catalogue)                           # doctest: +SKIP
+Every function takes a catalogue in the course's contract (vote counts in either spelling;
+synthetic skies add ``truth_*`` and ``tag_*``) and returns a table, a number or a figure.
 """
 
 from __future__ import annotations
@@ -30,25 +25,10 @@ from .schema import (
 )
 from .synthetic import truth_matches_answer
 
-__all__ = [
-    "tree_depths",
-    "tree_table",
-    "draw_decision_tree",
-    "volunteers_per_galaxy",
-    "question_summary",
-    "galaxy_votes",
-    "unasked_example",
-    "plot_vote_distribution",
-    "fractions_by_truth",
-    "plot_fractions_by_truth",
-    "plot_faint_drift",
-    "confident_vs_truth",
-    "load_real_examples",
-    "real_examples_for",
-    "real_beside_synthetic",
-    "tag_counts",
-    "sky_metrics",
-]
+__all__ = ["tree_table", "draw_decision_tree", "volunteers_per_galaxy", "question_summary"]
+__all__ += ["galaxy_votes", "unasked_example", "plot_vote_distribution", "fractions_by_truth"]
+__all__ += ["plot_fractions_by_truth", "plot_faint_drift", "confident_vs_truth", "tag_counts"]
+__all__ += ["load_real_examples", "real_beside_synthetic", "sky_metrics"]
 
 # Questions whose answers the simulated truth fixes directly, for the vote-vs-truth figures.
 DEFAULT_TRUTH_QUESTIONS = ("smooth-or-featured-dr5", "disk-edge-on-dr5", "bar-dr5")
@@ -73,9 +53,6 @@ def _require_truth(catalogue: pd.DataFrame, what: str) -> None:
         )
 
 
-# The decision tree
-
-
 def _wrap_answers(answers: Sequence[str], width: int) -> list[str]:
     lines, line = [], ""
     for answer in answers:
@@ -88,18 +65,8 @@ def _wrap_answers(answers: Sequence[str], width: int) -> list[str]:
     return [*lines, line]
 
 
-def tree_depths(schema: str | Schema = DECALS_DR5) -> dict[str, int]:
-    """Depth of every question: 0 when always asked, else 1 + its deepest parent question.
-
-    Parameters
-    ----------
-    schema : Schema or name (default DECaLS DR5).
-
-    Returns
-    -------
-    dict ``{question: depth}`` in the schema's order.
-    """
-    schema = get_schema(schema)
+def _tree_depths(schema: Schema) -> dict[str, int]:
+    """``{question: depth}``: 0 when always asked, else 1 + its deepest parent's depth."""
     depth: dict[str, int] = {}
     for q in schema.questions:  # parents come first in a Schema
         depth[q.name] = 1 + max((depth[p] for p, _ in q.requires), default=-1)
@@ -119,7 +86,7 @@ def tree_table(schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
     leading to it, or "always") and ``depth``.
     """
     schema = get_schema(schema)
-    depth = tree_depths(schema)
+    depth = _tree_depths(schema)
     rows = [
         {
             "question": q.name,
@@ -155,7 +122,7 @@ def draw_decision_tree(
     from matplotlib.patches import FancyBboxPatch
 
     schema = get_schema(schema)
-    depth = tree_depths(schema)
+    depth = _tree_depths(schema)
     asked_share = None
     if catalogue is not None:
         asked_share = (total_votes(vote_counts(catalogue, schema), schema) > 0).mean(axis=0)
@@ -214,9 +181,6 @@ def draw_decision_tree(
     )
     fig.tight_layout()
     return fig
-
-
-# Votes
 
 
 def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
@@ -392,9 +356,6 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     return fig
 
 
-# Vote fractions against the known truth (synthetic sky)
-
-
 def fractions_by_truth(
     catalogue: pd.DataFrame, question: str, schema: str | Schema = DECALS_DR5
 ) -> pd.DataFrame:
@@ -551,9 +512,6 @@ def confident_vs_truth(
     }
 
 
-# Real galaxies beside synthetic ones
-
-
 def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
     """A real Galaxy Zoo dataset when it is in the cache or mirror (never downloads); else None,
     after printing how to get it.
@@ -579,18 +537,8 @@ def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
     return None
 
 
-def real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Rows of the real ``gz_decals_examples`` catalogue that illustrate one DR5 answer.
-
-    Parameters
-    ----------
-    examples : ``data.load_dataset("gz_decals_examples")``.
-    column : canonical DR5 answer column, e.g. ``"bar-dr5_strong"``.
-
-    Returns
-    -------
-    DataFrame (possibly empty).
-    """
+def _real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Rows of the real ``gz_decals_examples`` catalogue that illustrate one DR5 answer."""
     if "dr5_answers" not in examples.columns:
         raise ValueError(
             "the examples catalogue has no 'dr5_answers' column; load it with "
@@ -640,7 +588,7 @@ def real_beside_synthetic(
     if per_side < 1:
         raise ValueError(f"per_side must be at least 1; got {per_side}")
     if columns is None:
-        columns = [c for c in schema.answer_columns if len(real_examples_for(examples, c))]
+        columns = [c for c in schema.answer_columns if len(_real_examples_for(examples, c))]
     unknown = [c for c in columns if c not in schema.answer_columns]
     if unknown:
         raise ValueError(f"unknown DR5 answer column(s) {unknown}; see schema.DECALS_DR5")
@@ -649,7 +597,7 @@ def real_beside_synthetic(
     images, titles = [], []
     for column in columns:
         question, answer = column.rsplit("_", 1)
-        real = real_examples_for(examples, column)["file_loc"]
+        real = _real_examples_for(examples, column)["file_loc"]
         real = real.iloc[rng.permutation(len(real))[:per_side]].tolist()
         names = [f"real: {_bare(question, schema)} {answer}"] + ["real"] * (len(real) - 1)
         _side(images, titles, real, names, per_side, image_size, "(no real example)")
@@ -671,9 +619,6 @@ def real_beside_synthetic(
         suptitle="Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right)\n"
         "synthetic titles: the volunteers' vote fraction for the answer",
     )
-
-
-# Numbers for the metrics file
 
 
 def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:

@@ -1,28 +1,18 @@
 """Score galaxies 0 to 5 in a notebook without ever losing a label (notebook 05).
 
-:class:`LabelSession` keeps the labels in an append-only JSON-lines file; :class:`LabellingWidget`
-is a thin ipywidgets layer over a session and an active learner (``anomaly.ActiveLearner``).
-The file, one JSON object per line (a header, then labels and undos)::
+:class:`LabelSession` keeps the labels in an append-only JSON-lines file (a header, then one
+``label``, ``undo`` or ``catalogue`` record per line); :class:`LabellingWidget` is a thin
+ipywidgets layer over a session and an active learner (``anomaly.ActiveLearner``).
 
-    {"format": "galaxy_helpers.labels", "version": 2, "created": "...", "user": "ada",
-     "catalogue": {"n": 60, "sha256": "..."}}
-    {"action": "label", "rid": "3f9a...", "time": "...Z", "user": "ada", "id_str": "J1", "score": 4}
-    {"action": "undo", "rid": "...", "time": "...", "user": "ada", "id_str": "J1",
-     "undoes": "3f9a...", "undoes_line": 2}
-
-Guarantees (README "Reliability"): a label is written and fsynced before ``label()`` returns,
-and history is never rewritten, so reopening the file (a kernel restart) resumes exactly; every
-append holds an exclusive ``fcntl.flock`` (POSIX) and first replays what other sessions
-appended, so two tabs on one file interleave whole records, and an undo names the record it
-takes back, never another tab's; a last line cut off by a crash (never acknowledged) is moved
-to ``<file>.crash-cut`` with a warning; a corrupt or foreign file, another user's file (unless
-``allow_other_users``) and a catalogue that lost labelled galaxies (unless
-``on_catalogue_change="keep"``) raise errors naming the file, line or galaxies.
+Guarantees (README "Reliability"): a label is fsynced before ``label()`` returns and history is
+never rewritten, so reopening the file resumes exactly; every append holds an exclusive
+``fcntl.flock`` and first replays what other sessions appended, so two tabs interleave whole
+records and an undo names the record it takes back; a last line cut off by a crash is moved to
+``<file>.crash-cut`` with a warning; a corrupt or foreign file, another user's file and a
+catalogue that lost labelled galaxies raise errors naming the file, line or galaxies.
 
 >>> session = LabelSession("labels.jsonl", user="ada", catalogue=catalogue)  # doctest: +SKIP
 >>> session.label("J1234", 4)                                                # doctest: +SKIP
->>> session.undo()                                                           # doctest: +SKIP
->>> LabelSession("labels.jsonl", user="ada", catalogue=catalogue).labels     # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -67,19 +57,8 @@ class LabelFileWarning(UserWarning):
     """The label file was repaired (a crash-cut line set aside) or its catalogue changed."""
 
 
-def check_score(score) -> int:
-    """``score`` as an int when it is a whole number 0..5, else ``ValueError``.
-
-    Booleans, fractions, strings and NaN are refused: a score is a deliberate 0 to 5.
-
-    Parameters
-    ----------
-    score : the value to check.
-
-    Returns
-    -------
-    int
-    """
+def _check_score(score) -> int:
+    """``score`` as an int; ValueError unless a whole number 0..5 (bools and NaN refused)."""
     if isinstance(score, bool | np.bool_) or not isinstance(score, int | np.integer):
         raise ValueError(
             f"a score must be a whole number 0 to 5; got {score!r} ({type(score).__name__})"
@@ -169,6 +148,7 @@ class LabelSession:
                 f"on_catalogue_change must be 'error' or 'keep'; got {on_catalogue_change!r}"
             )
         self.path = Path(label_file)
+        self._ids_file = self.path.with_name(self.path.name + ".ids")  # the catalogue's ids
         self.user = user.strip()
         self.allow_other_users = bool(allow_other_users)
         self.known_ids = None
@@ -196,7 +176,6 @@ class LabelSession:
                 self._write(fd, {**header, "user": self.user})
             self._check_catalogue(fd, on_catalogue_change)
 
-    # ------------------------------------------------------------------ the file
     @contextlib.contextmanager
     def _locked(self):
         """The label file opened for appending, under an exclusive lock (released on close)."""
@@ -213,10 +192,6 @@ class LabelSession:
         write_text(self._ids_file, "".join(i + "\n" for i in sorted(self.known_ids)))
         self._catalogue_sha = _ids_digest(self.known_ids)
         return {"n": len(self.known_ids), "sha256": self._catalogue_sha}
-
-    @property
-    def _ids_file(self) -> Path:
-        return self.path.with_name(self.path.name + ".ids")
 
     def _write(self, fd: int, obj: dict) -> int:
         """Append one record (the lock is held and the file synced); return its line number."""
@@ -329,7 +304,7 @@ class LabelSession:
             self._fail(line_no, f"repeats record id {rid!r}")
         if action == "label":
             try:
-                score = check_score(obj.get("score"))
+                score = _check_score(obj.get("score"))
             except ValueError as err:
                 self._fail(line_no, str(err))
             rec = LabelRecord(line_no, "label", obj["time"], obj["user"], id_str, score, rid=rid)
@@ -424,7 +399,6 @@ class LabelSession:
             stacklevel=4,
         )
 
-    # ------------------------------------------------------------------ public API
     def label(self, id_str, score) -> LabelRecord:
         """Give ``id_str`` a score 0..5, on disk before this returns.
 
@@ -439,7 +413,7 @@ class LabelSession:
         -------
         LabelRecord
         """
-        score = check_score(score)
+        score = _check_score(score)
         id_str = str(id_str)
         if self.known_ids is not None and id_str not in self.known_ids:
             raise KeyError(f"galaxy {id_str!r} is not in this session's catalogue")
@@ -506,7 +480,6 @@ class LabelSession:
         return f"LabelSession({str(self.path)!r}, user={self.user!r}, n_labels={self.n_labels})"
 
 
-# ---------------------------------------------------------------------- widget
 class LabellingWidget:
     """Score galaxies with buttons while a Gaussian process learns what interests you.
 
@@ -667,7 +640,6 @@ class LabellingWidget:
             cards.append(W.VBox([image, W.HTML(caption)]))
         self.top_box.children = cards
 
-    # ------------------------------------------------------------------ actions
     def score(self, id_str: str, score: int):
         """Label one galaxy (what its button does); written to disk at once."""
         self.session.label(id_str, score)
@@ -704,27 +676,6 @@ class LabellingWidget:
         if change["new"]:
             self.keys.value = ""
 
-    def answer_with(self, researcher_scores, limit: int | None = None) -> int:
-        """Let a simulated researcher click a button for every unscored galaxy of the batch.
-
-        Parameters
-        ----------
-        researcher_scores : ``(N,)`` ints aligned to the catalogue.
-        limit : score at most this many.
-
-        Returns
-        -------
-        int, the number of galaxies scored.
-        """
-        n = 0
-        for r in self.batch:
-            if limit is not None and n >= limit:
-                break
-            if self.ids[r] not in self.session.labels:
-                self.buttons[self.ids[r]][int(researcher_scores[r])].click()
-                n += 1
-        return n
-
     def run_simulated(self, researcher_scores, n_labels: int = 200, progress: bool = True):
         """Answer batch after batch with a simulated researcher until ``n_labels`` labels exist.
 
@@ -747,7 +698,11 @@ class LabellingWidget:
         bar = tqdm(total=n_labels, initial=start, desc="simulated labels", disable=not progress)
         while self.session.n_labels < n_labels:
             before = self.session.n_labels
-            self.answer_with(researcher_scores, limit=n_labels - before)
+            for r in self.batch:  # click every unscored galaxy, as a person would
+                if self.session.n_labels >= n_labels:
+                    break
+                if self.ids[r] not in self.session.labels:
+                    self.buttons[self.ids[r]][int(researcher_scores[r])].click()
             bar.update(self.session.n_labels - before)
             if self.session.n_labels >= n_labels:
                 break
