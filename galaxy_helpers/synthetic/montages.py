@@ -66,8 +66,7 @@ def montage_by_answer(
 ):
     """Figure: ``per_answer`` galaxies whose truth is each answer of the DECaLS DR5 tree.
 
-    Examples come at random from a short list of galaxies whose true morphology is the answer,
-    preferring those the volunteers also saw clearly (highest vote fraction).
+    Among a random shortlist of each answer's galaxies, those with the highest vote fraction.
 
     Parameters
     ----------
@@ -75,8 +74,7 @@ def montage_by_answer(
     per_answer : galaxies per answer.
     seed : which examples are drawn.
     answers_per_row : answers side by side in one row of the figure.
-    render_size : re-render the chosen galaxies at this size (same galaxy, more pixels)
-        instead of showing the catalogue's image files.
+    render_size : re-render the chosen galaxies at this size instead of reading their files.
 
     Returns
     -------

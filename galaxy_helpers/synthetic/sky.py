@@ -21,17 +21,14 @@ from .volunteers import simulate_votes
 
 
 def sky_dir(config: SkyConfig | None = None, *, cache_dir=None, **overrides) -> Path:
-    """Folder where :func:`make_sky` keeps (or will keep) the sky for this configuration.
-
-    Takes the arguments of :func:`make_sky`; returns ``<cache_dir>/synthetic/<config hash>``.
-    """
+    """Folder ``<cache_dir>/synthetic/<config hash>`` of the sky :func:`make_sky` would make."""
     config = config_with(config, overrides)
     root = core.cache_dir() if cache_dir is None else Path(cache_dir).expanduser()
     return root / "synthetic" / config.key()
 
 
 def _render_chunk(args):
-    """Worker: render ``records`` and write their PNGs (a top-level function, so it pickles)."""
+    """Worker: render ``records`` and write their PNGs (top-level, so it pickles)."""
     records, seed, size, folder = args
     from PIL import Image
     from threadpoolctl import threadpool_limits
@@ -60,28 +57,22 @@ def make_sky(
 ) -> pd.DataFrame:
     """Generate (or load from cache) a synthetic Galaxy Zoo catalogue with images on disk.
 
-    Big skies (1,500 galaxies or more) render in worker processes: a script that makes one
-    needs an ``if __name__ == "__main__":`` guard.
+    Skies of 1,500 galaxies or more render in worker processes: a script making one needs an
+    ``if __name__ == "__main__":`` guard.
 
     Parameters
     ----------
     config : a :class:`SkyConfig` (default ``SkyConfig()``: 5,000 galaxies, 64 px, seed 1).
-    cache_dir : root folder of caches (default ``core.cache_dir()``); the sky lives in
-        ``<cache_dir>/synthetic/<config hash>/`` with ``images/``, ``catalogue.parquet`` and
-        ``config.json``, written atomically.
+    cache_dir : root of caches (default ``core.cache_dir()``); the sky is written atomically
+        to :func:`sky_dir` (``images/``, ``catalogue.parquet``, ``config.json``).
     progress : show a progress bar while rendering.
     workers : rendering processes (default: 2 for big skies, else 1); the result is the same.
     **overrides : SkyConfig fields, e.g. ``make_sky(n_galaxies=500, image_size=224)``.
 
     Returns
     -------
-    DataFrame following the catalogue contract: ``id_str``, ``file_loc`` (absolute PNG path),
-    one vote-count column per DECaLS DR5 answer, ``tag_*`` bools, ``truth_*`` columns and
-    ``split`` (train/val/test, about 80/10/10).
-
-    Examples
-    --------
-    >>> make_sky(n_galaxies=500).filter(like="tag_").sum()  # doctest: +SKIP
+    DataFrame in the catalogue contract: ``id_str``, ``file_loc``, DR5 vote counts, ``tag_*``,
+    ``truth_*`` and ``split`` (train/val/test, about 80/10/10).
     """
     config = config_with(config, overrides)
     final = sky_dir(config, cache_dir=cache_dir)

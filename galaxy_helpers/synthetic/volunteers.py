@@ -172,10 +172,7 @@ def _check_truth(truth: pd.DataFrame, what: str):
 def answer_probabilities(
     truth: pd.DataFrame, schema: Schema | str = DECALS_DR5, noise: np.ndarray | None = None
 ) -> np.ndarray:
-    """Probability that a volunteer gives each answer, if asked.
-
-    This is the *mean* volunteer; :func:`simulate_votes` adds per-galaxy perception noise and
-    samples individual volunteers.
+    """Probability that the mean volunteer gives each answer, if asked.
 
     Parameters
     ----------
@@ -215,18 +212,8 @@ def answer_probabilities(
     return out
 
 
-def volunteer_numbers(u: np.ndarray, deep_fraction: float = 0.3) -> np.ndarray:
-    """Volunteers per galaxy: mostly 5-10, a ``deep_fraction`` of galaxies 30-45.
-
-    Parameters
-    ----------
-    u : uniforms ``(N, 2)``, two per galaxy.
-    deep_fraction : share of deeply classified galaxies.
-
-    Returns
-    -------
-    int array ``(N,)``.
-    """
+def _volunteer_numbers(u: np.ndarray, deep_fraction: float) -> np.ndarray:
+    """Volunteers per galaxy from two uniforms each: mostly 5-10, ``deep_fraction`` 30-45."""
     deep = u[:, 0] < deep_fraction
     shallow = np.clip(np.round(7.5 + 1.9 * special.ndtri(u[:, 1].clip(1e-6, 1 - 1e-6))), 3, 14)
     many = 30 + np.floor(u[:, 1] * 16)
@@ -239,10 +226,7 @@ def simulate_votes(
     seed: int | np.random.Generator = 1,
     config: SkyConfig | None = None,
 ) -> np.ndarray:
-    """Simulated Galaxy Zoo volunteers walk the decision tree for each galaxy.
-
-    Every volunteer answers the first question, then only the questions their own answers
-    lead to (``Question.requires``), so unasked questions get exactly 0 votes.
+    """Simulated volunteers walk the decision tree: unasked questions get exactly 0 votes.
 
     Parameters
     ----------
@@ -280,9 +264,9 @@ def simulate_votes(
 
 
 def _walk_tree(truth: pd.DataFrame, schema: Schema, u: np.ndarray, config: SkyConfig):
-    """Votes of one block of galaxies from their uniforms ``u`` (see :func:`simulate_votes`)."""
+    """Votes of one block of galaxies from their uniforms ``u``."""
     n, nq = len(truth), schema.n_questions
-    n_vol = volunteer_numbers(u[:, :2], config.deep_fraction)
+    n_vol = _volunteer_numbers(u[:, :2], config.deep_fraction)
     noise = special.ndtri(u[:, 2 : 2 + schema.n_answers].clip(1e-9, 1 - 1e-9))
     probs = answer_probabilities(truth, schema, noise * config.perception_noise)
     clicks = u[:, 2 + schema.n_answers :].reshape(n, _MAX_VOLUNTEERS, nq)
