@@ -805,3 +805,7 @@ def _init_head_bias(model: GalaxyModel, counts: np.ndarray, schema, total: float
     bias = np.log((conc - 1) / 100) - np.log1p(-(conc - 1) / 100)  # inverse of sigmoid*100+1
     with torch.no_grad():
         model.head.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+
+
+if __name__ == "__main__":
+    raise SystemExit("the command line is `python -m galaxy_helpers.recipes train ...` (--help)")
