@@ -93,25 +93,14 @@ COURSE_CHECKPOINT_RECIPE = {
 
 def course_checkpoint_path(architecture: str | None = None) -> Path:
     """Path (without suffix) of the committed course checkpoint (default: the recipe's)."""
-    return (
-        WEIGHTS_DIR / f"course_{architecture or COURSE_CHECKPOINT_RECIPE['train']['architecture']}"
-    )
+    arch = architecture or COURSE_CHECKPOINT_RECIPE["train"]["architecture"]
+    return WEIGHTS_DIR / f"course_{arch}"
 
 
 def synthetic_checkpoint_path(architecture: str | None = None) -> Path:
     """Path (without suffix) of the committed stage-1 checkpoint: synthetic galaxies only."""
     arch = architecture or SYNTHETIC_CHECKPOINT_RECIPE["train"]["architecture"]
     return WEIGHTS_DIR / f"synthetic_{arch}"
-
-
-def catalogue_hash(catalogue: pd.DataFrame, schema) -> str:
-    """Short hash of what training reads from a catalogue (ids, files, counts, split)."""
-    schema = schema_mod.get_schema(schema)
-    df = schema_mod.canonical_columns(catalogue, schema)
-    cols = [c for c in ["id_str", "file_loc", "split", *schema.answer_columns] if c in df.columns]
-    return core.content_key(
-        pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
-    )
 
 
 def train_or_load(
@@ -124,8 +113,8 @@ def train_or_load(
 ):
     """:func:`train`, or load an identical earlier run from ``core.cache_dir("models")``.
 
-    The key hashes the config (minus runtime-only fields) and the catalogue's ids, files,
-    split and counts (``data_description`` is only a label, not part of the key).
+    The key hashes the config (minus runtime-only fields), the decision tree and the catalogue's
+    ids, files, split and counts (``data_description`` is only a label, not part of the key).
 
     Parameters
     ----------
@@ -140,9 +129,10 @@ def train_or_load(
     """
     config = config or TrainConfig()
     schema = schema_mod.get_schema(schema)
-    key = core.content_key(
-        config.cache_key(), catalogue_hash(catalogue, schema), schema.answer_columns
-    )
+    df = schema_mod.canonical_columns(catalogue, schema)
+    cols = [c for c in ["id_str", "file_loc", "split", *schema.answer_columns] if c in df.columns]
+    rows = pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
+    key = core.content_key(config.cache_key(), rows, schema.answer_columns)
     folder = core.cache_dir("models") / key
     done = all((folder / name).exists() for name in ("model.json", "history.json"))
     if cache and not refresh and done:
