@@ -293,7 +293,7 @@ class LabelSession:
         if isinstance(obj.get("catalogue"), dict):
             self._catalogue_sha = obj["catalogue"].get("sha256")
 
-    def _apply(self, line_no: int, obj: dict, resuming: bool):
+    def _apply(self, line_no: int, obj: dict, resuming: bool) -> LabelRecord:
         action = obj.get("action")
         missing = [k for k in ("time", "user", "id_str") if k not in obj]
         if action not in ("label", "undo") or missing:
@@ -331,6 +331,12 @@ class LabelSession:
                 )
             rec = self._take_back(label, line_no, obj["time"], obj["user"], rid)
         self.records.append(rec)
+        return rec
+
+    def _append(self, fd: int, obj: dict) -> LabelRecord:
+        """Write a new record of this session (the lock is held) and apply it."""
+        obj = {"rid": os.urandom(8).hex(), "time": _now(), "user": self.user, **obj}
+        return self._apply(self._write(fd, obj), obj, resuming=True)
 
     def _stand(self, rec: LabelRecord):
         self._by_rid[rec.rid] = rec
@@ -417,17 +423,9 @@ class LabelSession:
         id_str = str(id_str)
         if self.known_ids is not None and id_str not in self.known_ids:
             raise KeyError(f"galaxy {id_str!r} is not in this session's catalogue")
-        rid = os.urandom(8).hex()
-        obj = {"action": "label", "rid": rid, "time": _now(), "user": self.user}
-        obj.update(id_str=id_str, score=score)
         with self._locked() as fd:
             self._sync(fd)
-            line = self._write(fd, obj)
-        rec = LabelRecord(line, "label", obj["time"], self.user, id_str, score, rid=rid)
-        self._stand(rec)
-        self._stack.append(rid)
-        self.records.append(rec)
-        return rec
+            return self._append(fd, {"action": "label", "id_str": id_str, "score": score})
 
     def undo(self) -> LabelRecord | None:
         """Take back this session's latest label still standing (appends an undo record).
@@ -446,13 +444,8 @@ class LabelSession:
             if not self._stack:
                 return None
             label = self._by_rid[self._stack.pop()]
-            rid = os.urandom(8).hex()
-            obj = {"action": "undo", "rid": rid, "time": _now(), "user": self.user}
-            obj.update(id_str=label.id_str, undoes=label.rid, undoes_line=label.line)
-            line = self._write(fd, obj)
-        rec = self._take_back(label, line, obj["time"], self.user, rid)
-        self.records.append(rec)
-        return rec
+            obj = {"action": "undo", "id_str": label.id_str, "undoes": label.rid}
+            return self._append(fd, {**obj, "undoes_line": label.line})
 
     @property
     def n_labels(self) -> int:
