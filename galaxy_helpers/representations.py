@@ -1,12 +1,8 @@
 """Representations: what the trained encoder "sees" in each galaxy (notebook 03).
 
-The paper's tools all start from one table: the pooled output of the encoder's last block for
-every galaxy (:func:`extract_representations`: ``id_str`` + ``feat_000 ...``, cached as
-parquet), compressed by one scaling + PCA pipeline (:class:`RepresentationPCA`: 10 components
-for similarity search, 40 standardised ones for anomalies). Notebooks 04, 05 and 06 take that
-table; :func:`feature_matrix` turns it (or an array) into a checked matrix. Also here: a few
-images outside any catalogue (:func:`embed_images`), the two baselines (:func:`pixel_features`,
-:func:`random_weights_model`) and the figures of notebook 03.
+:func:`extract_representations` gives the table every later tool starts from (``id_str`` +
+``feat_000 ...``, cached as parquet); :class:`RepresentationPCA` compresses it; also the two
+baselines (:func:`pixel_features`, :func:`random_weights_model`) and notebook 03's figures.
 """
 
 from __future__ import annotations
@@ -30,38 +26,19 @@ from galaxy_helpers.images import (
     to_tensor,
 )
 
-__all__ = [
-    "RepresentationPCA",
-    "catalogue_hash",
-    "embed_images",
-    "extract_representations",
-    "feature_columns",
-    "feature_matrix",
-    "fit_pca",
-    "label_separability",
-    "model_hash",
-    "morphology_map",
-    "pixel_features",
-    "plot_pca_by_label",
-    "plot_explained_variance",
-    "random_weights_model",
-]
+__all__ = ["RepresentationPCA", "catalogue_hash", "embed_images", "extract_representations"]
+__all__ += ["feature_columns", "feature_matrix", "fit_pca", "label_separability", "model_hash"]
+__all__ += ["morphology_map", "pixel_features", "plot_pca_by_label", "plot_explained_variance"]
+__all__ += ["random_weights_model"]
 
-# The file format version of cached tables: bump it when the table layout changes.
-_CACHE_VERSION = 2
+_CACHE_VERSION = 2  # bump when the cached table's layout changes
 _PREPROCESSING_KEYS = ("architecture", "image_size", "channels", "mean", "std")
 _OPTIONAL_PREPROCESSING_KEYS = ("framing", "greyscale")  # hashed only when set
 
 
-# ------------------------------------------------------------------------------ tables
 def feature_matrix(features, ids=None, *, what: str = "representation table", dtype=np.float32):
     """Split a representation table (``id_str`` + numeric columns) or an array (N, D, with
-    optional ``ids``) into ids, a ``dtype`` matrix and the feature column names.
-
-    Returns
-    -------
-    (ids, matrix, columns)
-        ``columns`` are ``dim_0 ...`` for an array.
+    optional ``ids``) into checked ids, a ``dtype`` matrix and column names (``dim_0 ...``).
 
     Raises
     ------
@@ -162,7 +139,6 @@ def _check_catalogue(catalogue) -> pd.DataFrame:
     return catalogue
 
 
-# ------------------------------------------------------------------------------ models
 def _model(spec, metadata: dict | None = None):
     """``checkpoints.load_model``, refusing a model whose preprocessing is unknown."""
     from galaxy_helpers.checkpoints import load_model
@@ -178,11 +154,8 @@ def _model(spec, metadata: dict | None = None):
 
 
 def random_weights_model(metadata: dict, seed: int = 0):
-    """The same architecture with fresh random weights (``seed``): the "no training" baseline.
-
-    Returns ``(model, metadata)``: an encoder-only ``GalaxyModel`` and a copy of ``metadata``
-    (same preprocessing, so both see identical inputs) marked ``"weights"``.
-    """
+    """The "no training" baseline: ``(model, metadata)``, an encoder-only ``GalaxyModel`` of
+    ``metadata``'s architecture with random weights (``seed``) and the same preprocessing."""
     import torch
 
     from galaxy_helpers.models import GalaxyModel
@@ -207,11 +180,8 @@ def model_hash(model, metadata: dict) -> str:
 
 
 def catalogue_hash(catalogue: pd.DataFrame) -> str:
-    """16 hex digits of a catalogue's ids, image files (path, size, modification time), crops.
-
-    Size and modification time catch a re-rendered or replaced file as ``make`` does, without
-    reading every image.
-    """
+    """16 hex digits of a catalogue's ids, crops and image files (path, size, modification
+    time: a replaced file is caught without reading every image)."""
     lines = []
     for gid, loc in zip(
         catalogue["id_str"].astype(str), catalogue["file_loc"].astype(str), strict=True
@@ -226,7 +196,6 @@ def catalogue_hash(catalogue: pd.DataFrame) -> str:
     return core.content_key("\n".join(lines), np.asarray(crops, dtype=np.float64))
 
 
-# ------------------------------------------------------------------------------ extraction
 def _batches_in_background(paths, size, batch_size, num_workers, prefetch, crops, resample):
     """Yield uint8 batches while the next ``prefetch`` ones are decoded in background threads."""
     starts = list(range(0, len(paths), batch_size))
@@ -286,21 +255,18 @@ def extract_representations(
 ) -> pd.DataFrame:
     """The representation table: pooled encoder output of every galaxy of a catalogue.
 
-    Images are read at the checkpoint's size and framing (``images.catalogue_crops``) in
-    background threads (``prefetch`` batches ahead, ``num_workers`` threads each) while the
-    model encodes the previous batch (``images.to_tensor``, ``torch.inference_mode``).
+    Images are read at the checkpoint's size and framing in background threads (``prefetch``
+    batches ahead, ``num_workers`` threads each) while the model encodes the previous batch.
 
     Parameters
     ----------
-    model_or_checkpoint : anything ``checkpoints.load_model`` takes (``"course"``, a path, a
-        model, ``(model, metadata)``; ``metadata`` completes a bare model's preprocessing).
+    model_or_checkpoint : anything ``checkpoints.load_model`` takes (``metadata`` completes a
+        bare model's preprocessing).
     catalogue : pandas.DataFrame with ``id_str`` and ``file_loc`` (optional ``crop``).
     batch_size : int
         Images per forward pass.
     cache : bool
-        Read/write ``<cache_dir>/representations/<model hash>_<catalogue hash>.parquet``
-        (``cache_dir`` default ``core.cache_dir()``).
-    progress : bool
+        Read/write ``<cache_dir>/representations/<model and catalogue hash>.parquet``.
     device : torch device, optional
         Default: where the model's weights are.
 
@@ -351,9 +317,8 @@ def extract_representations(
 
 
 def embed_images(images, model, metadata: dict | None = None, batch_size: int = 64) -> np.ndarray:
-    """Representations (float32 ``(N, D)``) of images outside any catalogue: file paths (read
-    at the checkpoint's size and framing) or a uint8 array ``(N, H, W, 3)`` already at that
-    size; ``model`` is anything ``checkpoints.load_model`` takes."""
+    """Representations (float32 ``(N, D)``) of file paths or a uint8 array ``(N, H, W, 3)`` at
+    the model's size; ``model`` is anything ``checkpoints.load_model`` takes."""
     model, meta = _model(model, metadata)
     size = int(meta["image_size"])
     if isinstance(images, np.ndarray) and images.dtype == np.uint8:
@@ -375,9 +340,8 @@ def embed_images(images, model, metadata: dict | None = None, batch_size: int = 
 def pixel_features(
     catalogue: pd.DataFrame, image_size: int = 32, channels: int = 3, progress: bool = True
 ) -> pd.DataFrame:
-    """Raw pixels as features, the baseline that knows nothing about galaxies: images shrunk
-    to ``image_size`` (``channels=1`` averages the colours), as a table ``id_str`` +
-    ``pix_00000 ...`` in [0, 1]."""
+    """Raw pixels in [0, 1] at ``image_size`` (``channels=1``: grey) as a table ``id_str`` +
+    ``pix_00000 ...``: the baseline that knows nothing about galaxies."""
     catalogue = _check_catalogue(catalogue)
     arr = load_images(catalogue["file_loc"].astype(str).tolist(), image_size, progress=progress)
     x = arr.astype(np.float32) / 255.0
@@ -386,30 +350,25 @@ def pixel_features(
     return _table(catalogue["id_str"], x.reshape(len(x), -1), "pix")
 
 
-# ------------------------------------------------------------------------------ PCA
 class RepresentationPCA(TransformerMixin, BaseEstimator):
-    """The one scaling + PCA path of the course: a scikit-learn Pipeline keeping galaxy ids.
-
-    ``StandardScaler`` (``scale_features``: similarity search, so rare features are not left to
-    late components) -> ``PCA`` or ``IncrementalPCA`` -> ``StandardScaler`` (``standardise``:
-    the 40 components of anomaly search, as the paper).
+    """The course's one scaling + PCA path, a scikit-learn Pipeline keeping galaxy ids:
+    ``StandardScaler`` (``scale_features``) -> ``PCA`` or ``IncrementalPCA`` ->
+    ``StandardScaler`` (``standardise``, the paper's anomaly search).
 
     Parameters
     ----------
     n_components : int
         Components kept (10 for similarity search, 40 for anomalies).
     incremental : bool or None
-        ``IncrementalPCA`` (bounded memory, ``batch_size`` rows a step); ``None``: above
-        ``incremental_above`` rows.
+        ``IncrementalPCA`` (``batch_size`` rows a step); ``None``: above ``incremental_above``.
     random_state : int
         Seed of the randomised solver.
     dtype : numpy dtype
-        The arithmetic's precision (float32 as the tables; anomaly search uses float64).
+        The arithmetic's precision (anomaly search uses float64).
 
     Attributes
     ----------
     pipeline_ : sklearn.pipeline.Pipeline
-        The fitted steps (``scale``, ``pca``, ``standardise``: those switched on).
     pca_ : the fitted PCA step
     explained_variance_ratio_ : numpy.ndarray
 
@@ -480,8 +439,7 @@ class RepresentationPCA(TransformerMixin, BaseEstimator):
         return self._done()
 
     def transform(self, features):
-        """Project onto the components: a table gives ``id_str`` + ``pca_000 ...``, an array
-        an array."""
+        """Project onto the components (a table gives ``id_str`` + ``pca_000 ...``)."""
         if not hasattr(self, "pca_"):
             raise RuntimeError("this RepresentationPCA is not fitted yet: call .fit(features)")
         ids, x, _ = feature_matrix(features, dtype=self.dtype)
@@ -493,7 +451,7 @@ class RepresentationPCA(TransformerMixin, BaseEstimator):
         return self._out(features, ids, self.pipeline_.transform(x))
 
     def fit_transform(self, features, y=None):
-        """Fit, and the fitted features' coordinates (the Pipeline's own ``fit_transform``)."""
+        """Fit, and the fitted features' coordinates."""
         x = self._start(features)
         z = self.pipeline_.fit_transform(x)
         self._done()
@@ -513,8 +471,8 @@ def fit_pca(features, n_components: int = 10, incremental: bool | None = None, *
 
 
 def plot_explained_variance(pca: RepresentationPCA, ax=None, title: str | None = None):
-    """Bar per component of a fitted :class:`RepresentationPCA` and the cumulative share of
-    variance kept (a Figure, on ``ax`` if given)."""
+    """Share of variance per component of a fitted :class:`RepresentationPCA`, and cumulative
+    (a Figure)."""
     import matplotlib.pyplot as plt
 
     ratio = np.asarray(pca.explained_variance_ratio_)
@@ -552,21 +510,15 @@ def morphology_map(
     title: str | None = "Morphology map: galaxies at their first two PCA coordinates",
     crops=None,
 ):
-    """Galaxy thumbnails at their positions in a 2-D projection of the representation.
-
-    The plane is cut into ``n_cells x n_cells`` cells, each occupied cell showing the galaxy
-    closest to its centre, so neighbouring thumbnails look alike, as in the paper's map.
+    """Galaxy thumbnails at their positions in a 2-D projection, as the paper's map: each of
+    ``n_cells x n_cells`` cells shows the galaxy closest to its centre.
 
     Parameters
     ----------
     pca_2d : pandas.DataFrame or array-like
         (N, >= 2); the first two feature columns are used.
     images : uint8 array (N, H, W, 3) or N file paths
-        Only the shown files are read (at ``image_size``, framed by ``crops``: one crop per
-        row, ``images.catalogue_crops``, so thumbnails show what the model saw).
-    n_cells : int
-        Cells per side.
-    ax, figsize, title : the Axes, the figure's size in inches, the title
+        Only the shown files are read, at ``image_size`` and framed by ``crops`` (one per row).
     clip_percentile : float
         The map spans the [p, 100 - p] percentiles of each axis, so outliers do not squeeze
         everything else into a corner.
@@ -598,10 +550,7 @@ def morphology_map(
         key = (ij[row, 0], ij[row, 1])
         if key not in chosen or dist[row] < dist[chosen[key]]:
             chosen[key] = row
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(figsize, figsize))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(figsize, figsize)) if ax is None else (ax.figure, ax)
     ax.scatter(xy[:, 0], xy[:, 1], s=2, color="0.75", zorder=0)
     for (i, j), row in chosen.items():
         img = images[row]
@@ -626,18 +575,15 @@ def morphology_map(
 
 
 def plot_pca_by_label(pca_2d, labels, ax=None, title: str | None = None, max_labels: int = 10):
-    """Scatter of the first two PCA coordinates coloured by ``labels`` (one per row; the
-    ``max_labels`` commonest get a colour, the rest are grey "other"). Returns a Figure."""
+    """Scatter of the first two PCA coordinates coloured by ``labels`` (the ``max_labels``
+    commonest; the rest grey "other"). Returns a Figure."""
     import matplotlib.pyplot as plt
 
     _, xy, columns = feature_matrix(pca_2d, what="2-D coordinates")
     labels = pd.Series(np.asarray(labels).astype(str))
     if len(labels) != len(xy):
         raise ValueError(f"{len(xy)} positions but {len(labels)} labels: pass one per row")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(6.5, 5.5)) if ax is None else (ax.figure, ax)
     top = labels.value_counts().index[:max_labels]
     other = ~labels.isin(top).to_numpy()
     if other.any():
@@ -654,9 +600,8 @@ def plot_pca_by_label(pca_2d, labels, ax=None, title: str | None = None, max_lab
 
 
 def label_separability(features, labels, n_neighbors: int = 10, cv: int = 5, seed: int = 0):
-    """Cross-validated accuracy (mean over ``cv`` stratified folds shuffled with ``seed``) of a
-    ``n_neighbors``-nearest-neighbour classifier of ``labels`` on the features: one number for
-    "galaxies of the same kind sit together", what similarity search relies on."""
+    """Mean accuracy over ``cv`` stratified folds (shuffled with ``seed``) of a k-nearest-
+    neighbour classifier of ``labels``: do galaxies of the same kind sit together?"""
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neighbors import KNeighborsClassifier
 

@@ -1,7 +1,5 @@
 """An interactive similarity search: pick a tag, type an id or upload an image (notebook 04).
-
-All the logic lives in :class:`SearchWidget`; the ipywidgets controls only call its methods, so
-the class is tested headless by setting values and calling ``.click()`` on its buttons::
+The controls only call :class:`SearchWidget`'s methods, so it is tested headless::
 
     w = SearchWidget(index, catalogue, model=model, metadata=metadata, pca=pca)
     w.tag.value = "ring"                 # a random #ring galaxy becomes the query
@@ -14,12 +12,14 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from html import escape
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from galaxy_helpers.similarity import SimilarityIndex, tag_columns
+from galaxy_helpers.images import read_image
+from galaxy_helpers.similarity import SimilarityIndex, tag_members
 
 __all__ = ["SearchWidget", "png_bytes"]
 
@@ -40,13 +40,10 @@ class SearchWidget:
     ----------
     index : SimilarityIndex
         Fitted on the galaxies of ``catalogue`` (``id_str``, ``file_loc``, optional ``tag_``).
-    catalogue : pandas.DataFrame
     model, metadata, pca : optional
         The encoder, its metadata and the index's PCA: needed only to search from an upload.
-    k, seed, thumb_px : int
-        Neighbours shown, the seed picking a random galaxy of a tag, thumbnail width.
-    image_size : int, optional
-        Size images are read at (default: as stored).
+    k, seed, thumb_px, image_size : int
+        Neighbours shown, seed of a tag's random galaxy, thumbnail width, reading size.
 
     Attributes
     ----------
@@ -89,12 +86,8 @@ class SearchWidget:
         self.history: list[str] = []
         self.neighbour_buttons: list = []
 
-        in_index = self.catalogue.index.isin(set(index.ids_))
-        self._tag_members = {}
-        if any(str(c).startswith("tag_") for c in catalogue.columns):
-            for name, column in tag_columns(catalogue).items():
-                flags = self.catalogue[column].fillna(False).astype(bool).to_numpy()
-                self._tag_members[name] = self.catalogue.index[in_index & flags].tolist()
+        has_tags = any(str(c).startswith("tag_") for c in catalogue.columns)
+        self._tag_members = tag_members(index, catalogue) if has_tags else {}
         options = [("(choose a tag)", "")] + [
             (f"#{name} ({len(m)})", name) for name, m in self._tag_members.items() if m
         ]
@@ -134,7 +127,6 @@ class SearchWidget:
             ]
         )
 
-    # ------------------------------------------------------------------ actions
     @property
     def k(self) -> int:
         """Neighbours shown (the slider's value)."""
@@ -176,8 +168,6 @@ class SearchWidget:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(bytes(content))
             try:
-                from galaxy_helpers.images import read_image
-
                 found = self.index.query_image(
                     path,
                     self.model,
@@ -194,7 +184,6 @@ class SearchWidget:
         self._show(name, found, thumb)
         return found
 
-    # ------------------------------------------------------------------ callbacks
     def _on_upload(self, change):
         files = change["new"]
         if not files:
@@ -206,16 +195,9 @@ class SearchWidget:
         if self.query_id is not None and self.query_id in self.index:
             self.search_id(self.query_id, tag=self.query_tag)
 
-    # ------------------------------------------------------------------ display
     def _thumb(self, galaxy_id: str) -> bytes:
         if galaxy_id not in self._thumbs:
-            from galaxy_helpers.images import read_image
-
-            path = (
-                self.catalogue.loc[galaxy_id, "file_loc"]
-                if galaxy_id in self.catalogue.index
-                else None
-            )
+            path = self.catalogue["file_loc"].get(galaxy_id)
             if path is None or not os.path.exists(str(path)):
                 img = np.zeros((8, 8, 3), dtype=np.uint8)
             else:
@@ -274,8 +256,6 @@ class SearchWidget:
         self.search_id(galaxy_id, tag=self.query_tag)
 
     def _error(self, message: str):
-        from html import escape
-
         self.status.value = f"<span style='color:#b00'>{escape(message)}</span>"
 
     def _ipython_display_(self):

@@ -1,13 +1,7 @@
-"""Similarity search on galaxy representations (notebook 04).
-
-The paper's first tool: from one tagged galaxy (#ring, #diffuse, ...) find the galaxies whose
-representation is closest, with no new training. :class:`SimilarityIndex` is an exact
-nearest-neighbour index (``fit`` then ``query``; cosine, Euclidean or Manhattan; NumPy, k-d
-tree or FAISS backends with identical answers); :func:`build_index` fits it on notebook 03's
-representation table through ``representations.RepresentationPCA``;
-:func:`precision_at_k_by_tag` and :func:`compare_with_baselines` evaluate it against raw pixels
-and random weights; :func:`query_rows` draws the paper's figure.
-"""
+"""Similarity search on galaxy representations (notebook 04): from one tagged galaxy find the
+closest ones, with no new training. :class:`SimilarityIndex` is an exact nearest-neighbour index;
+:func:`build_index` fits it on a PCA of notebook 03's table; :func:`compare_with_baselines`
+measures it against raw pixels and random weights."""
 
 from __future__ import annotations
 
@@ -51,18 +45,15 @@ class SimilarityIndex:
     metric : {"cosine", "euclidean", "manhattan"}
         ``1 - cos(a, b)``, L2 or L1.
     chunk_size : int
-        Rows compared at once by the NumPy backend (memory about ``chunk_size x queries x 8``
-        bytes whatever the catalogue size).
+        Rows compared at once by the NumPy backend.
     backend : {"auto", "numpy", "kdtree", "faiss"}
-        How candidates are found; all give identical results (the final ranking is recomputed
-        in float64, ties broken by catalogue order). ``"auto"``: a k-d tree up to 24
-        dimensions, else FAISS when installed, else NumPy.
+        How candidates are found; all give identical results (final ranking in float64, ties
+        by catalogue order). ``"auto"``: a k-d tree up to 24 dimensions, else FAISS, else NumPy.
 
     Attributes
     ----------
     ids_ : numpy.ndarray of str
         The fitted galaxy ids, in catalogue order.
-    n_features_in_ : int
     backend_ : str
         The backend used.
 
@@ -77,7 +68,6 @@ class SimilarityIndex:
         self.chunk_size = chunk_size
         self.backend = backend
 
-    # ------------------------------------------------------------------ fitting
     def fit(self, features, ids=None) -> SimilarityIndex:
         """Store the representations (a table, or an array with ``ids``) and build the search
         structure; returns self."""
@@ -123,10 +113,10 @@ class SimilarityIndex:
             self._faiss = index
         return self
 
-    def _to_search_space(self, matrix: np.ndarray, ids) -> np.ndarray:
+    def _to_search_space(self, matrix: np.ndarray, ids, dtype=np.float32) -> np.ndarray:
         """Unit-normalise for cosine (cosine ranking == Euclidean ranking on unit vectors)."""
         if self.metric != "cosine":
-            return np.ascontiguousarray(matrix, dtype=np.float32)
+            return np.ascontiguousarray(matrix, dtype=dtype)
         norms = np.linalg.norm(matrix.astype(np.float64), axis=1)
         zero = np.flatnonzero(norms == 0)
         if len(zero):
@@ -134,21 +124,15 @@ class SimilarityIndex:
                 f"cosine distance is undefined for all-zero vectors: rows {list(zero[:5])} "
                 f"(ids {[str(ids[i]) for i in zero[:5]]}); use metric='euclidean' or drop them"
             )
-        return np.ascontiguousarray(matrix / norms[:, None], dtype=np.float32)
+        return np.ascontiguousarray(matrix / norms[:, None], dtype=dtype)
 
     def _check_fitted(self):
         if not hasattr(self, "ids_"):
             raise RuntimeError("this SimilarityIndex is not fitted yet: call .fit(features) first")
 
-    # ------------------------------------------------------------------ querying
     def __len__(self) -> int:
         self._check_fitted()
         return len(self.ids_)
-
-    def vectors(self, ids) -> np.ndarray:
-        """Return the stored (search-space) vectors of some ids, shape (len(ids), D)."""
-        self._check_fitted()
-        return self._matrix[self.rows_of(ids)]
 
     def rows_of(self, ids) -> np.ndarray:
         """Row numbers of galaxy ids; a clear error names any unknown id."""
@@ -187,8 +171,8 @@ class SimilarityIndex:
         Returns
         -------
         pandas.DataFrame
-            ``query`` (the id, or ``vector_<i>``), ``rank`` (1 = nearest), ``id_str`` and
-            ``distance``; ``k`` rows per query (fewer if the index is smaller).
+            ``query`` (the id, or ``vector_<i>``), ``rank`` (1 = nearest), ``id_str``,
+            ``distance``; ``k`` rows per query.
         """
         self._check_fitted()
         k = int(k)
@@ -204,28 +188,15 @@ class SimilarityIndex:
             vectors = self._matrix[rows].astype(np.float64)
             self_rows = rows if exclude_self else None
         else:
-            vectors = np.asarray(query, dtype=np.float64)
-            if vectors.ndim == 1:
-                vectors = vectors[None, :]
-            if vectors.ndim != 2 or vectors.shape[0] == 0:
-                raise ValueError(
-                    f"query vectors must have shape (D,) or (M, D), got {vectors.shape}"
-                )
+            names, vectors, _ = feature_matrix(query, what="query vectors", dtype=np.float64)
             if vectors.shape[1] != self.n_features_in_:
                 raise ValueError(
                     f"query has {vectors.shape[1]} dimensions but the index was fitted on "
                     f"{self.n_features_in_}; transform the query the same way as the indexed "
                     "features (e.g. the same PCA)"
                 )
-            if not np.isfinite(vectors).all():
-                bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-                raise ValueError(f"query vectors {list(bad[:5])} contain NaN or infinite values")
-            if self.metric == "cosine":
-                norms = np.linalg.norm(vectors, axis=1)
-                if (norms == 0).any():
-                    raise ValueError("cosine distance is undefined for an all-zero query vector")
-                vectors = vectors / norms[:, None]
-            names = [f"vector_{i}" for i in range(len(vectors))]
+            vectors = self._to_search_space(vectors, names, dtype=np.float64)
+            names = [f"vector_{i}" for i in names]
             self_rows = None
         idx, dist = self._search(vectors, k, self_rows)
         n_found = idx.shape[1]
@@ -239,14 +210,8 @@ class SimilarityIndex:
         )
 
     def query_image(self, path, model, metadata: dict, pca=None, k: int = 10) -> pd.DataFrame:
-        """The neighbours of an image outside the catalogue, embedded with the checkpoint's own
-        preprocessing (``representations.embed_images``) and ``pca`` (the index's, if any).
-
-        Returns
-        -------
-        pandas.DataFrame
-            As :meth:`query`, with ``query`` set to the file name.
-        """
+        """The neighbours of an image outside the catalogue (``representations.embed_images``,
+        then ``pca``, the index's if any); as :meth:`query`, ``query`` = the file name."""
         vector = embed_images([path], model, metadata)
         if pca is not None:
             vector = pca.transform(vector)
@@ -298,8 +263,7 @@ class SimilarityIndex:
         return cand, dist
 
     def _numpy_candidates(self, vectors: np.ndarray, n_cand: int) -> np.ndarray:
-        """Chunked brute force: about ``_BLOCK_ELEMENTS`` distances in memory at once; L2 as
-        ``|x|^2 - 2 x.q`` (the float64 re-ranking in :meth:`_search` makes the order exact)."""
+        """Chunked brute force, L2 as ``|x|^2 - 2 x.q`` (made exact by the float64 re-ranking)."""
         from scipy.spatial.distance import cdist
 
         matrix = self._matrix
@@ -351,7 +315,6 @@ def _lexsort_rows(dist: np.ndarray, cand: np.ndarray) -> np.ndarray:
     return np.take_along_axis(by_row, by_dist, axis=1)
 
 
-# ---------------------------------------------------------------------------------- building
 def build_index(
     features,
     n_components: int | None = 10,
@@ -359,12 +322,11 @@ def build_index(
     backend: str = "auto",
     scale_features: bool = True,
 ):
-    """Fit a :class:`SimilarityIndex` on the first ``n_components`` (``None``: all features)
-    of ``representations.RepresentationPCA``, as the paper searches PCA-10.
+    """Fit a :class:`SimilarityIndex` on ``n_components`` PCA components (``None``: all
+    features), as the paper searches PCA-10.
 
-    ``scale_features`` standardises each dimension first: otherwise the first components go to
-    the few channels of largest variance (brightness, size) and rare features such as rings to
-    later ones a 10-d search drops (course checkpoint, mean precision@10 over 9 tags: 0.56
+    ``scale_features`` standardises each dimension first, so rare features such as rings are
+    not left to components a 10-d search drops (course checkpoint, mean precision@10: 0.56
     scaled, 0.49 not). ``metric``, ``backend``: see :class:`SimilarityIndex`.
 
     Returns
@@ -379,7 +341,6 @@ def build_index(
     return SimilarityIndex(metric=metric, backend=backend).fit(features), pca
 
 
-# -------------------------------------------------------------------------------- evaluation
 def tag_columns(catalogue: pd.DataFrame, tags=None) -> dict[str, str]:
     """``{tag: column}`` (``ring`` -> ``tag_ring``) for ``tags``, default all; an unknown tag
     raises a ValueError listing those that exist."""
@@ -388,17 +349,25 @@ def tag_columns(catalogue: pd.DataFrame, tags=None) -> dict[str, str]:
         if not available:
             raise ValueError("the catalogue has no tag_<name> columns to evaluate against")
         return available
-    if isinstance(tags, str):
-        tags = [tags]
     out = {}
-    for tag in tags:
-        name = str(tag)[4:] if str(tag).startswith("tag_") else str(tag)
+    for tag in [tags] if isinstance(tags, str) else tags:
+        name = str(tag).removeprefix("tag_")
         if name not in available:
             raise ValueError(
                 f"no column 'tag_{name}' in the catalogue; tags available: {sorted(available)}"
             )
         out[name] = available[name]
     return out
+
+
+def tag_members(index: SimilarityIndex, catalogue: pd.DataFrame, tags=None) -> dict:
+    """``{tag: ids}``: the galaxies of ``index`` carrying each tag, in catalogue order."""
+    ids = catalogue["id_str"].astype(str)
+    in_index = ids.isin(set(index.ids_)).to_numpy()
+    return {
+        name: ids[in_index & catalogue[column].fillna(False).astype(bool).to_numpy()].tolist()
+        for name, column in tag_columns(catalogue, tags).items()
+    }
 
 
 def precision_at_k_by_tag(
@@ -408,12 +377,10 @@ def precision_at_k_by_tag(
     k: int = 10,
     min_members: int = 1,
 ) -> pd.DataFrame:
-    """Search from every tagged galaxy alone and count neighbours with the same tag.
+    """Precision@k per tag: the share of each tagged galaxy's k neighbours carrying its tag.
 
-    Each galaxy carrying a tag (``"ring"`` or ``"tag_ring"``; default every ``tag_`` column of
-    ``catalogue``, matched to ``index`` by ``id_str``) is the only query; its precision@k is the
-    share of its k nearest neighbours carrying the tag too. ``chance`` is the tag's share of the
-    other galaxies. Tags with fewer than ``min_members`` galaxies are left out.
+    ``tags``: ``"ring"`` or ``"tag_ring"`` (default every ``tag_`` column); ``chance`` is the
+    tag's share of the other galaxies; tags with under ``min_members`` galaxies are left out.
 
     Returns
     -------
@@ -423,17 +390,13 @@ def precision_at_k_by_tag(
     index._check_fitted()
     if "id_str" not in catalogue.columns:
         raise ValueError("catalogue needs an 'id_str' column to match the index")
-    in_index = catalogue["id_str"].astype(str).isin(set(index.ids_)).to_numpy()
-    cat = catalogue.loc[in_index]
     n = len(index)
     rows = []
-    for name, column in tag_columns(catalogue, tags).items():
-        members = cat["id_str"].astype(str)[cat[column].fillna(False).astype(bool)].tolist()
+    for name, members in tag_members(index, catalogue, tags).items():
         if len(members) < max(1, int(min_members)):
             continue
-        member_set = set(members)
         found = index.query(members, k=k, exclude_self=True)
-        hit = found["id_str"].isin(member_set).to_numpy()
+        hit = found["id_str"].isin(set(members)).to_numpy()
         per_query = pd.Series(hit).groupby(found["query"].to_numpy()).mean()
         rows.append(
             {
@@ -461,9 +424,9 @@ def compare_with_baselines(
     progress: bool = True,
     scale_features: bool = True,
 ) -> pd.DataFrame:
-    """Precision@k of the representation, PCA of raw pixels (``pixel_pca``, images shrunk to
-    ``pixel_size``) and the same architecture with random weights (``random_weights``, seed
-    ``seed``; from ``model`` or ``metadata``), in one run with the same components, metric and k.
+    """Precision@k of the representation, of raw pixels (``pixel_pca``, at ``pixel_size``) and
+    of random weights (``random_weights``, ``seed``; the architecture of ``model`` or
+    ``metadata``), with the same components, metric and k.
 
     Parameters
     ----------
@@ -486,11 +449,12 @@ def compare_with_baselines(
     cat = catalogue[catalogue["id_str"].astype(str).isin(set(representations["id_str"]))]
     order = cat.set_index(cat["id_str"].astype(str)).loc[representations["id_str"].astype(str)]
     cat = order.reset_index(drop=True)
-    tables = {}
-    tables["representation"] = representations
-    tables["pixel_pca"] = pixel_features(cat, image_size=pixel_size, progress=progress)
     random_model = random_weights_model(metadata, seed=seed)
-    tables["random_weights"] = extract_representations(random_model, cat, progress=progress)
+    tables = {
+        "representation": representations,
+        "pixel_pca": pixel_features(cat, image_size=pixel_size, progress=progress),
+        "random_weights": extract_representations(random_model, cat, progress=progress),
+    }
     result = None
     for method, table in tables.items():
         index, _ = build_index(
@@ -506,13 +470,9 @@ def compare_with_baselines(
 
 
 def summarise_comparison(table: pd.DataFrame) -> pd.DataFrame:
-    """Each method's mean precision@k over the tags of a :func:`compare_with_baselines`
-    table, and the share of tags where the representation beats it (``representation_wins``).
-
-    Returns
-    -------
-    pandas.DataFrame indexed by method, columns ``mean_precision``, ``representation_wins``.
-    """
+    """Each method's mean precision@k over the tags of a :func:`compare_with_baselines` table
+    (``mean_precision``) and the share of tags the representation wins against it
+    (``representation_wins``), indexed by method."""
     methods = [m for m in ("representation", "pixel_pca", "random_weights", "chance") if m in table]
     if "representation" not in methods or table.empty:
         raise ValueError(
@@ -554,19 +514,15 @@ def plot_precision_by_tag(table: pd.DataFrame, k: int = 10, ax=None):
     """Grouped bars: precision@k per tag for each method of ``table``, with the chance level."""
     import matplotlib.pyplot as plt
 
-    methods = [
-        c for c in ("representation", "pixel_pca", "random_weights", "precision_at_k") if c in table
-    ]
     labels = {
         "representation": "trained representation",
         "pixel_pca": "PCA of raw pixels",
         "random_weights": "random weights",
         "precision_at_k": "precision@k",
     }
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(table) + 2), 4.0))
-    else:
-        fig = ax.figure
+    methods = [c for c in labels if c in table]
+    size = (max(6.0, 1.1 * len(table) + 2), 4.0)
+    fig, ax = plt.subplots(figsize=size) if ax is None else (ax.figure, ax)
     x = np.arange(len(table))
     width = 0.8 / max(len(methods), 1)
     for i, m in enumerate(methods):
@@ -594,18 +550,15 @@ def query_rows(
     queries: dict | None = None,
     image_size: int | None = None,
 ):
-    """The paper's figure: for each tag (default: all with a galaxy in the index) one query
-    galaxy (random with ``seed``, or ``queries[tag]``) and its k nearest neighbours, those
-    carrying the query's tag framed; images read at ``image_size``. Returns a Figure."""
+    """The paper's figure: per tag one query (random with ``seed``, or ``queries[tag]``) and its
+    k neighbours, those with the query's tag framed; images at ``image_size``. A Figure."""
     from galaxy_helpers.plotting import galaxy_grid
 
     rng = np.random.default_rng(seed)
     by_id = catalogue.set_index(catalogue["id_str"].astype(str))
-    in_index = by_id.index.isin(set(index.ids_))
     files, titles, frames = [], [], []
     queries = dict(queries or {})
-    for name, column in tag_columns(catalogue, tags).items():
-        members = by_id.index[in_index & by_id[column].fillna(False).astype(bool).to_numpy()]
+    for name, members in tag_members(index, catalogue, tags).items():
         if name not in queries:
             if len(members) == 0:
                 continue
@@ -633,13 +586,8 @@ def query_rows(
 
 
 def tag_query(index: SimilarityIndex, catalogue: pd.DataFrame, tag: str, k=10, seed=0):
-    """The ``k`` neighbours of a random galaxy carrying ``tag``, each marked ``tag_<tag>``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        As :meth:`SimilarityIndex.query`, plus a bool column ``tag_<tag>``.
-    """
+    """The ``k`` neighbours of a random galaxy carrying ``tag``: :meth:`SimilarityIndex.query`
+    plus a bool column ``tag_<tag>``."""
     members = catalogue.loc[catalogue[f"tag_{tag}"], "id_str"]
     found = index.query(str(np.random.default_rng(seed).choice(members)), k=k)
     found[f"tag_{tag}"] = found["id_str"].isin(set(members))
@@ -647,14 +595,9 @@ def tag_query(index: SimilarityIndex, catalogue: pd.DataFrame, tag: str, k=10, s
 
 
 def image_query(index, catalogue, path, model, metadata, pca=None, k=7, tag="ring"):
-    """Search from an image outside the catalogue (:meth:`SimilarityIndex.query_image`) and
-    show it beside its neighbours, framing those that carry ``tag``.
-
-    Returns
-    -------
-    (found, figure)
-        ``found`` as :meth:`SimilarityIndex.query_image`, plus a bool column ``tag_<tag>``.
-    """
+    """Search from an image outside the catalogue and show it beside its neighbours, framing
+    those that carry ``tag``. Returns ``(found, figure)``: :meth:`SimilarityIndex.query_image`
+    plus a bool column ``tag_<tag>``, and the Figure."""
     from galaxy_helpers.plotting import galaxy_grid
 
     found = index.query_image(path, model, metadata, pca=pca, k=k)
@@ -670,17 +613,13 @@ def image_query(index, catalogue, path, model, metadata, pca=None, k=7, tag="rin
     return found, fig
 
 
-# -------------------------------------------------------------------------------- real data
 REAL_DATASETS = ("gz_decals_rings", "gz_decals_examples")
 
 
 def real_search_catalogue(datasets=REAL_DATASETS, progress: bool = False):
-    """The real Galaxy Zoo DECaLS galaxies to search, or None with a printed how-to.
-
-    The 470 galaxies of the ring set (235 tagged #ring on Galaxy Zoo Talk) and the 172 tagged
-    example galaxies as one catalogue: ``id_str``, ``file_loc``, ``dataset`` and every
-    ``tag_`` column (False where a set lacks it).
-    """
+    """The real Galaxy Zoo DECaLS ring set and tagged examples as one catalogue (``id_str``,
+    ``file_loc``, ``dataset``, every ``tag_`` column, False where a set lacks it), or None
+    with a printed how-to."""
     from galaxy_helpers import data
 
     missing = [name for name in datasets if not data.dataset_available(name)]
@@ -689,8 +628,7 @@ def real_search_catalogue(datasets=REAL_DATASETS, progress: bool = False):
             f"Real data not available here: {missing}. To run this section, point "
             "GALAXY_DATA_MIRROR at a folder holding a copy (e.g. the course's shared/data), or "
             "fetch it once online with `galaxy_helpers.data.fetch(<name>)` (it verifies every "
-            "file's checksum); "
-            "then run the notebook again."
+            "file's checksum); then run the notebook again."
         )
         return None
     parts = []

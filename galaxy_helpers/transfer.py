@@ -1,13 +1,10 @@
-"""Do the tools work on real galaxies? The three transfer protocols, measured on real data.
+"""Do the tools work on real galaxies? The three transfer protocols on real data.
 
-One function per protocol on a feature array (one row per catalogue galaxy), so every encoder
-and baseline is measured the same way in the same run (``benchmarks/bench_real_transfer.py``
-and notebooks 04-06): :func:`tag_precision` (similarity search from each tagged galaxy,
-standardised PCA-10, Euclidean, precision@10), :func:`anomaly_search` (the paper's Galaxy Zoo 2
-experiment: a researcher scoring ``round(5 x odd)``, interesting = ``odd > 0.9``, 200 labels
-chosen by a Gaussian process) and :func:`linear_probe` (logistic regression on a few balanced
-labels, balanced accuracy). :func:`encoder_features` turns any model spec, ``"random"`` or
-``"pixels"`` into that array; the ``compare_*`` tables measure an encoder beside both baselines.
+One function per protocol on a feature array (one row per galaxy), so every encoder and
+baseline is measured the same way (notebooks 04-06, ``benchmarks/bench_real_transfer.py``):
+:func:`tag_precision`, :func:`anomaly_search` (the paper's Galaxy Zoo 2 experiment) and
+:func:`linear_probe`. :func:`encoder_features` gives the array for a model, ``"random"`` or
+``"pixels"``; the ``compare_*`` tables measure an encoder beside both baselines.
 """
 
 from __future__ import annotations
@@ -15,20 +12,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = [
-    "GZ2_INTERESTING_ODD",
-    "odd_researcher_scores",
-    "encoder_features",
-    "tag_precision",
-    "anomaly_search",
-    "linear_probe",
-    "compare_similarity",
-    "compare_anomaly_search",
-    "compare_linear_probe",
-    "held_out_votes",
-    "similarity_metrics",
-    "anomaly_metrics",
-]
+__all__ = ["GZ2_INTERESTING_ODD", "odd_researcher_scores", "encoder_features", "tag_precision"]
+__all__ += ["anomaly_search", "linear_probe", "compare_similarity", "compare_anomaly_search"]
+__all__ += ["compare_linear_probe", "held_out_votes", "similarity_metrics", "anomaly_metrics"]
 
 #: The paper's definition of an interesting Galaxy Zoo 2 galaxy (odd vote fraction above it).
 GZ2_INTERESTING_ODD = 0.9
@@ -68,12 +54,11 @@ def encoder_features(
     Parameters
     ----------
     encoder : anything ``checkpoints.load_model`` takes, ``"random"`` (``reference``'s
-        architecture and framing with random weights) or ``"pixels"`` (raw pixels at
-        ``reference``'s framing, as ``pixel_size``-px block means of its input).
+        architecture with random weights) or ``"pixels"`` (``pixel_size``-px block means of
+        ``reference``'s input).
     catalogue : pandas.DataFrame with ``file_loc`` (and ``crop`` for a survey's framing).
     reference : what ``"random"`` and ``"pixels"`` copy (default ``"course"``).
-    cache : dict reused between calls, so raw pixels are decoded once per size and framing
-        (encoders go through the disk-cached ``representations.extract_representations``).
+    cache : dict reused between calls, so raw pixels are decoded once per size and framing.
     """
     from .checkpoints import load_model
     from .images import catalogue_crops
@@ -94,14 +79,12 @@ def encoder_features(
         model, meta = random_weights_model(meta, seed=0)
     else:
         model, meta = load_model(encoder, progress=progress)
-    # The model's framing, resampling and preprocessing; cached on disk like notebook 03's table.
     table = extract_representations((model, meta), catalogue, progress=progress)
     return table.filter(like="feat_").to_numpy(dtype=np.float32)
 
 
 def tag_precision(features, catalogue: pd.DataFrame, tags, k: int = 10) -> dict[str, float]:
-    """``{tag: mean precision@k, <tag>_chance: base rate}``, each tagged galaxy alone as the
-    query (standardised PCA-10, Euclidean)."""
+    """``{tag: precision@k, <tag>_chance: base rate}`` (standardised PCA-10, Euclidean)."""
     from .similarity import build_index, precision_at_k_by_tag
 
     X = np.asarray(features, dtype=np.float32)
@@ -125,20 +108,18 @@ def anomaly_search(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, float]:
-    """The paper's Galaxy Zoo 2 anomaly experiment on one representation: ``precision_at_50``
-    and ``average_precision`` (labelled galaxies first, mean over repeats), the same for the
-    prediction alone (``predicted_*``), ``n_interesting`` and ``n_galaxies``."""
+    """The paper's Galaxy Zoo 2 anomaly experiment (score ``round(5 x odd)``, interesting =
+    ``odd > 0.9``): ``precision_at_50``, ``average_precision`` (mean over repeats), the same
+    for the prediction alone (``predicted_*``), ``n_interesting`` and ``n_galaxies``."""
     from .anomaly import ActiveLearner, run_simulation
 
     scores = odd_researcher_scores(odd)
     interesting = np.asarray(odd) > GZ2_INTERESTING_ODD
-    # round(5 x odd) >= 5 exactly when odd >= 0.9 (0.9 itself rounds to 4.5 -> 4 in numpy),
-    # so the researcher's "interesting" and the paper's odd > 0.9 agree but for ties.
-    learner = ActiveLearner(random_state=seed)
+    # round(5 x odd) >= 5 exactly when odd > 0.9 (4.5 rounds to 4): threshold 5 is the paper's
     results = run_simulation(
         np.asarray(features, dtype=np.float64),
         scores,
-        learner=learner,
+        learner=ActiveLearner(random_state=seed),
         n_labels=n_labels,
         batch=batch,
         repeats=repeats,
@@ -162,9 +143,8 @@ def linear_probe(
     repeats: int = 20,
     seed: int = 0,
 ) -> dict[int, float]:
-    """Mean balanced accuracy per label budget of a logistic regression on a frozen
-    representation: each repeat draws ``budget / 2`` galaxies per class, standardises with their
-    statistics, fits and predicts every other galaxy. Returns ``{budget: accuracy}``."""
+    """``{budget: mean balanced accuracy}`` of a logistic regression on a frozen representation,
+    each repeat trained on ``budget / 2`` random galaxies per class, tested on all others."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
@@ -192,13 +172,11 @@ def linear_probe(
     return out
 
 
-# ------------------------------------------------------------------ one table per protocol
 #: The encoders every comparison measures in the same run, with the names tables show.
 BASELINES = {"random weights": "random", "raw pixels": "pixels"}
 
 
 def _features_by_encoder(catalogue: pd.DataFrame, encoder) -> dict[str, np.ndarray]:
-    """``{"representation": X, "random weights": X, "raw pixels": X}`` for one catalogue."""
     cache: dict = {}
     encoders = {"representation": encoder, **BASELINES}
     return {
@@ -208,10 +186,9 @@ def _features_by_encoder(catalogue: pd.DataFrame, encoder) -> dict[str, np.ndarr
 
 
 def held_out_votes(encoder, catalogue: pd.DataFrame) -> dict:
-    """How well a trained model predicts the volunteers of a catalogue's ``test`` rows,
-    against the mean-fraction baseline of its ``train`` rows (``evaluation.evaluate``): ``{}``
-    without a vote head, else ``mae_reduction``, ``accuracy_smooth_or_featured``,
-    ``accuracy_edge_on`` and ``n_test``."""
+    """How well a model predicts the votes of the ``test`` rows against the ``train`` rows'
+    mean (``evaluation.evaluate``): ``mae_reduction``, ``accuracy_smooth_or_featured``,
+    ``accuracy_edge_on``, ``n_test``; ``{}`` without a vote head."""
     from .checkpoints import load_model
     from .evaluation import evaluate
 
@@ -233,8 +210,8 @@ def held_out_votes(encoder, catalogue: pd.DataFrame) -> dict:
 def compare_similarity(
     catalogue: pd.DataFrame, encoder="course", tags=("ring", "merger", "irregular"), k: int = 10
 ) -> pd.DataFrame:
-    """Precision@k per tag (and ``mean``) of ``encoder`` and both baselines in one run:
-    columns ``representation``, ``random weights``, ``raw pixels``, ``chance``, ``n_members``."""
+    """Precision@k per tag (and ``mean``) of ``encoder`` and both baselines: columns
+    ``representation``, ``random weights``, ``raw pixels``, ``chance``, ``n_members``."""
     columns = {
         name: tag_precision(X, catalogue, tags, k=k)
         for name, X in _features_by_encoder(catalogue, encoder).items()
@@ -254,8 +231,7 @@ def compare_similarity(
 def compare_anomaly_search(
     catalogue: pd.DataFrame, encoder="course", repeats: int = 5, seed: int = 0
 ) -> pd.DataFrame:
-    """The paper's Galaxy Zoo 2 anomaly experiment for ``encoder`` and both baselines (one
-    row each): ``precision_at_50``, ``average_precision``, ``predicted_average_precision``."""
+    """:func:`anomaly_search` for ``encoder`` and both baselines, one row each."""
     rows = {
         name: anomaly_search(X, catalogue["odd"], repeats=repeats, seed=seed)
         for name, X in _features_by_encoder(catalogue, encoder).items()
@@ -273,8 +249,7 @@ def compare_linear_probe(
     repeats: int = 20,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Balanced accuracy of a frozen-encoder logistic regression per label budget, for
-    ``encoder`` and both baselines (rows), measured in the same run."""
+    """:func:`linear_probe` per label budget for ``encoder`` and both baselines (rows)."""
     rows = {
         name: linear_probe(X, catalogue[label], budgets, repeats, seed)
         for name, X in _features_by_encoder(catalogue, encoder).items()
@@ -283,8 +258,7 @@ def compare_linear_probe(
 
 
 def similarity_metrics(table: pd.DataFrame, prefix: str = "gz2", k: int = 10) -> dict:
-    """A :func:`compare_similarity` table as metrics-file entries (``<prefix>_precision_at_<k>``
-    per tag for each encoder, chance, and the representation's mean over the tags)."""
+    """A :func:`compare_similarity` table as metrics-file entries."""
     tags = table.drop(index="mean")
     out = {f"{prefix}_precision_at_{k}": tags["representation"].to_dict()}
     for name in BASELINES:

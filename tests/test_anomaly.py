@@ -50,7 +50,7 @@ def test_unfitted_and_bad_input_errors_are_clear():
         A.ActiveLearner().fit(np.zeros(5))
     bad = np.zeros((4, 3))
     bad[2, 1] = np.nan
-    with pytest.raises(ValueError, match=r"rows \[2\]"):
+    with pytest.raises(ValueError, match=r"row 2 \(id '2'\) column 'dim_1'"):
         A.ActiveLearner().fit(bad)
 
 
@@ -265,8 +265,6 @@ def test_run_simulation_gp_beats_astronomaly_on_planted_cluster():
     base_final = base[(base["n_labels"] == 60) & (base["ranking"] == "labelled_first")]
     assert final["precision_at_30"].mean() >= 0.75  # chance: 0.02
     assert final["average_precision"].mean() > 1.3 * base_final["average_precision"].mean()
-    summary = A.summarise_simulation(res, n_labels=60)
-    assert ("precision_at_10", "mean") in summary.columns
     iso = A.isolation_forest_metrics(X, truth, top_n=(10,))
     assert 0 <= iso["average_precision"] < final["average_precision"].mean()
 

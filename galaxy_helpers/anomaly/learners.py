@@ -1,7 +1,6 @@
-"""The anomaly learners on a representation: the paper's Gaussian-process search
-(:class:`ActiveLearner`) and Astronomaly's isolation forest with user scores folded in
-(:class:`AstronomalyScorer`, :class:`IsolationForestScorer`); scikit-learn-style estimators on
-a representation table or a matrix ``X`` (N, D), user scores NaN where unlabelled."""
+"""Anomaly learners (scikit-learn style) on a representation table or a matrix ``X`` (N, D),
+user scores NaN where unlabelled: the paper's Gaussian process (:class:`ActiveLearner`) and
+Astronomaly's isolation forest with user scores folded in (:class:`AstronomalyScorer`)."""
 
 from __future__ import annotations
 
@@ -25,28 +24,17 @@ SCORE_MAX = 5
 INTERESTING_SCORE = 4  # a galaxy is "interesting" to a simulated researcher at score >= this
 
 
-# --------------------------------------------------------------------------- validation
 def _as_features(X, name: str = "X") -> np.ndarray:
-    if isinstance(X, pd.DataFrame):  # a representation table (id_str + feat_ columns)
-        return feature_matrix(X, what=name, dtype=np.float64)[1]
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
+    if not isinstance(X, pd.DataFrame) and np.ndim(X) != 2:
         raise ValueError(
-            f"{name} must be a 2-d feature matrix (n_galaxies, n_features); got shape {X.shape}. "
-            "Pass the representation columns as an array, e.g. df[feature_cols].to_numpy()."
+            f"{name} must be a 2-d feature matrix (n_galaxies, n_features); got shape "
+            f"{np.shape(X)}: pass the representation table or its feature columns as an array"
         )
-    bad = ~np.isfinite(X)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
-        raise ValueError(
-            f"{name} has {int(bad.sum())} non-finite values (first rows {rows}); "
-            "drop or re-extract those galaxies before scoring."
-        )
-    return X
+    return feature_matrix(X, what=name, dtype=np.float64)[1]
 
 
 def _as_scores(y, n: int) -> np.ndarray:
-    """Validate user scores: length n, NaN = unlabelled, otherwise integer 0..5."""
+    """User scores: length n, NaN = unlabelled, otherwise integer 0..5."""
     y = np.asarray(y, dtype=np.float64)
     if y.shape != (n,):
         raise ValueError(
@@ -68,9 +56,8 @@ def _check_fitted(est, attr: str):
         raise RuntimeError(f"{type(est).__name__} is not fitted yet: call .fit(X, ...) first.")
 
 
-def nearest_labelled_distance(X: np.ndarray, labelled: np.ndarray, chunk: int = 8192) -> np.ndarray:
-    """Euclidean distance (N,) from every row of X to its nearest row of ``labelled``, computed
-    ``chunk`` rows at a time."""
+def _nearest_labelled_distance(X, labelled, chunk: int = 8192) -> np.ndarray:
+    """Euclidean distance from every row of X to its nearest row of ``labelled``."""
     sq_l = (labelled**2).sum(1)
     out = np.empty(len(X))
     for start in range(0, len(X), chunk):
@@ -80,11 +67,9 @@ def nearest_labelled_distance(X: np.ndarray, labelled: np.ndarray, chunk: int = 
     return out
 
 
-# --------------------------------------------------------------------------- baselines
 class IsolationForestScorer(BaseEstimator):
     """Isolation-forest anomaly score, 0 (boring) to 5 (weird), as Astronomaly's:
-    ``-decision_function`` min-max rescaled over the fitted galaxies (new ones with the same
-    range, clipped). ``n_estimators``: trees (Astronomaly's 100); ``random_state``: seed.
+    ``-decision_function`` min-max rescaled over the fitted galaxies (new ones clipped).
 
     Examples
     --------
@@ -123,22 +108,20 @@ class IsolationForestScorer(BaseEstimator):
 class AstronomalyScorer(BaseEstimator):
     """Astronomaly's fold-in of user scores into an anomaly score (Lochner & Bassett 2021).
 
-    As Astronomaly's ``NeighbourScore`` (the paper's section 2.5): a random forest learns the
-    user's scores U and predicts Û everywhere; the anomaly score S (0..5) is re-weighted by the
-    distance d to the nearest labelled galaxy over the mean such distance d̄::
+    As its ``NeighbourScore``: a random forest learns the user's scores and predicts Û
+    everywhere; the anomaly score S (0..5) is re-weighted by the distance d to the nearest
+    labelled galaxy over the mean such distance d̄ (it can only *lower* a score)::
 
         S' = S * tanh( exp(alpha * d / d̄) - 1 + arctanh( min_score + 0.85 * Û / max_score ) )
 
-    The fold-in can only *lower* a score: galaxies the forest finds ordinary stay unseen.
-
     Parameters
     ----------
-    anomaly_scorer : estimator giving S (``fit`` / ``score_samples``, 0..5), default
+    anomaly_scorer : estimator giving S (``fit`` / ``score_samples``), default
         :class:`IsolationForestScorer`.
     alpha, min_score, max_score : float
         Trust in Û (1, as the paper), its ε (0.1) and the highest user score (5).
     n_estimators : int
-        Trees in the random-forest regressor (100, as Astronomaly).
+        Trees in the random-forest regressor.
     random_state : int or None
         Seed for both forests.
 
@@ -186,14 +169,13 @@ class AstronomalyScorer(BaseEstimator):
             n_estimators=self.n_estimators, random_state=self.random_state, n_jobs=1
         ).fit(self.X_[labelled], self.y_[labelled])
         self.user_scores_ = self.regressor_.predict(self.X_)
-        dist = nearest_labelled_distance(self.X_, self.X_[labelled])
+        dist = _nearest_labelled_distance(self.X_, self.X_[labelled])
         self.mean_distance_ = float(np.mean(dist))
         self.scores_ = self.combine(dist, self.user_scores_, self.anomaly_scores_)
         return self
 
     def combine(self, distance, user_score, anomaly_score, mean_distance=None) -> np.ndarray:
-        """The distance-weighted combination of the class docstring (d̄: default the mean of
-        ``distance``)."""
+        """The class docstring's formula (d̄: default the mean of ``distance``)."""
         f_u = self.min_score + 0.85 * (np.asarray(user_score) / self.max_score)
         mean_d = np.mean(distance) if mean_distance is None else mean_distance
         scaled = distance / mean_d if mean_d > 0 else np.zeros_like(distance)
@@ -212,7 +194,7 @@ class AstronomalyScorer(BaseEstimator):
         if self.user_scores_ is None:
             return s
         labelled = ~np.isnan(self.y_)
-        dist = nearest_labelled_distance(X, self.X_[labelled])
+        dist = _nearest_labelled_distance(X, self.X_[labelled])
         return self.combine(dist, self.regressor_.predict(X), s, self.mean_distance_)
 
     def next_batch(self, n: int = 10, exclude=None) -> np.ndarray:
@@ -233,13 +215,9 @@ def _top_n(values: np.ndarray, n: int, exclude=None) -> np.ndarray:
     return idx[np.argsort(-values[idx], kind="stable")]
 
 
-# --------------------------------------------------------------------------- the paper's learner
 def expected_improvement(mean, std, best: float, xi: float = 0.5) -> np.ndarray:
-    """Expected improvement (>= 0) of a GP posterior (``mean``, ``std``) over ``best``.
-
-    ``EI = (mu - best - xi) Phi(z) + sigma phi(z)``, ``z = (mu - best - xi) / sigma``: modAL's
-    ``max_EI``, which the paper's code calls with ``tradeoff=0.5``.
-    """
+    """Expected improvement (>= 0) of a GP posterior over ``best``, as modAL's ``max_EI``:
+    ``(mu - best - xi) Phi(z) + sigma phi(z)``, ``z = (mu - best - xi) / sigma``."""
     mean = np.asarray(mean, dtype=np.float64)
     std = np.maximum(np.asarray(std, dtype=np.float64), 1e-12)
     improvement = mean - best - xi
@@ -250,9 +228,8 @@ def expected_improvement(mean, std, best: float, xi: float = 0.5) -> np.ndarray:
 class ActiveLearner(BaseEstimator):
     """The paper's learner: PCA-40 -> StandardScaler -> GP regression -> expected improvement.
 
-    The embedding (``RepresentationPCA(standardise=True)``, attribute ``embedding_pca_``) is
-    fitted once on every galaxy; the GP (rational-quadratic + white noise, refitted by maximum
-    likelihood at every retrain) on the labelled ones.
+    The embedding (``embedding_pca_``) is fitted once on every galaxy; the GP
+    (rational-quadratic + white noise) on the labelled ones at every retrain.
 
     Parameters
     ----------
@@ -263,8 +240,8 @@ class ActiveLearner(BaseEstimator):
     first_batch : {"random", "isolation_forest"}
         The first batch, before any label: random (the paper) or the isolation forest's top.
     warm_start : bool
-        Start each hyper-parameter search from the previous optimum: faster, but it can stay
-        in the white-noise optimum found while all labels were 0 (default False, as the paper).
+        Start each hyper-parameter search from the previous optimum (faster, but it can stay
+        in the white-noise optimum of all-0 labels).
     random_state : int or None
         Seed for PCA's solver, the first batch and the GP optimiser.
 
@@ -336,11 +313,11 @@ class ActiveLearner(BaseEstimator):
         return self
 
     def _posterior(self, Z: np.ndarray, chunk: int = 4096):
-        """GP posterior mean and std of embedded rows Z, as ``gp.predict(Z, return_std=True)``
-        (tested) but 4x faster on 50,000 galaxies: the step the widget waits for."""
+        """``gp.predict(Z, return_std=True)`` (tested), 4x faster: the step the widget waits for."""
         gp = self.gp_
-        kernel = gp.kernel_
-        fast = isinstance(kernel.k1, RationalQuadratic) and isinstance(kernel.k2, WhiteKernel)
+        if gp is None:
+            return np.zeros(len(Z)), np.ones(len(Z))
+        rq, noise = gp.kernel_.k1, gp.kernel_.k2.noise_level  # update() fits RQ + white noise
         train = gp.X_train_
         train_sq = (train**2).sum(1)
         l_inv = solve_triangular(gp.L_, np.eye(len(train)), lower=True, check_finite=False)
@@ -352,35 +329,25 @@ class ActiveLearner(BaseEstimator):
         with threadpool_limits(limits=1, user_api="blas"):
             for start in range(0, len(Z), chunk):
                 block = Z[start : start + chunk]
-                if fast:
-                    rq = kernel.k1
-                    k = block @ (-2 * train.T)
-                    k += z_sq[start : start + chunk, None]
-                    k += train_sq[None, :]
-                    np.maximum(k, 0, out=k)
-                    # (1 + d / (2 alpha l^2)) ** -alpha, in place
-                    k *= 1.0 / (2 * rq.alpha * rq.length_scale**2)
-                    np.log1p(k, out=k)
-                    k *= -rq.alpha
-                    np.exp(k, out=k)
-                    prior_var = 1.0 + kernel.k2.noise_level
-                else:
-                    k = kernel(block, train)
-                    prior_var = kernel.diag(block)
+                k = block @ (-2 * train.T)
+                k += z_sq[start : start + chunk, None]
+                k += train_sq[None, :]
+                np.maximum(k, 0, out=k)
+                # (1 + d / (2 alpha l^2)) ** -alpha, in place
+                k *= 1.0 / (2 * rq.alpha * rq.length_scale**2)
+                np.log1p(k, out=k)
+                k *= -rq.alpha
+                np.exp(k, out=k)
                 means[start : start + chunk] = k @ gp.alpha_
                 v = k.astype(np.float32) @ l_inv32
-                var = prior_var - np.einsum("ij,ij->i", v, v, dtype=np.float64)
+                var = 1.0 + noise - np.einsum("ij,ij->i", v, v, dtype=np.float64)
                 stds[start : start + chunk] = np.sqrt(np.maximum(var, 0))
         # scikit-learn's default normalize_y=False: the mean needs no rescaling
         return means, stds
 
     def _pool_posterior(self):
         if self._mean is None:
-            if self.gp_ is None:
-                n = len(self.embedding_)
-                self._mean, self._std = np.zeros(n), np.ones(n)
-            else:
-                self._mean, self._std = self._posterior(self.embedding_)
+            self._mean, self._std = self._posterior(self.embedding_)
         return self._mean, self._std
 
     def predict(self, X=None, return_std: bool = False):
@@ -389,11 +356,7 @@ class ActiveLearner(BaseEstimator):
         if X is None:
             mean, std = self._pool_posterior()
         else:
-            Z = self.embedding_pca_.transform(_as_features(X))
-            if self.gp_ is None:
-                mean, std = np.zeros(len(Z)), np.ones(len(Z))
-            else:
-                mean, std = self._posterior(Z)
+            mean, std = self._posterior(self.embedding_pca_.transform(_as_features(X)))
         return (mean, std) if return_std else mean
 
     def acquisition(self) -> np.ndarray:
@@ -405,8 +368,8 @@ class ActiveLearner(BaseEstimator):
         return expected_improvement(mean, std, float(np.nanmax(self.y_)), self.xi)
 
     def next_batch(self, n: int = 10, exclude=None) -> np.ndarray:
-        """Indices of the next ``n`` galaxies to show: ``first_batch``'s choice before any
-        label, then the highest expected improvement; never labelled ones or ``exclude``."""
+        """Indices of the next ``n`` unlabelled galaxies not in ``exclude``: ``first_batch``'s
+        choice before any label, then the highest expected improvement."""
         _check_fitted(self, "embedding_")
         skip = set(self.labelled_.tolist())
         if exclude is not None:

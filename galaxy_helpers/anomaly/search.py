@@ -23,12 +23,10 @@ from galaxy_helpers.anomaly.learners import (
 from galaxy_helpers.plotting import galaxy_grid, ranked_grid
 
 
-# --------------------------------------------------------------------------- simulated researchers
 @dataclass(frozen=True)
 class SimulatedResearcher:
-    """A rule on the synthetic sky's truth and tag columns giving each galaxy a score 0..5:
-    ``name`` (as notebook parameters write it), ``description`` (in words), ``rule(catalogue)
-    -> int array``."""
+    """A ``rule(catalogue) -> int array`` on the synthetic sky's truth and tag columns giving
+    each galaxy a score 0..5, with its ``name`` and ``description``."""
 
     name: str
     description: str
@@ -46,8 +44,7 @@ class SimulatedResearcher:
         return self.score(catalogue) >= threshold
 
     def plot_examples(self, catalogue: pd.DataFrame, k: int = 16, threshold=INTERESTING_SCORE):
-        """The first ``k`` galaxies of ``catalogue`` this researcher finds interesting, with
-        their scores (a matplotlib Figure)."""
+        """The first ``k`` galaxies this researcher finds interesting, with scores (a Figure)."""
         scores = self.score(catalogue)
         shown = np.flatnonzero(scores >= threshold)[:k]
         return galaxy_grid(
@@ -142,8 +139,8 @@ def get_researcher(name: str | SimulatedResearcher) -> SimulatedResearcher:
 
 
 def describe_researchers(catalogue: pd.DataFrame, threshold: int = INTERESTING_SCORE):
-    """How many galaxies each simulated researcher finds interesting in ``catalogue``: a
-    table of researcher, description, n_interesting, fraction_interesting."""
+    """How many galaxies each simulated researcher finds interesting: a table of researcher,
+    description, n_interesting, fraction_interesting."""
     rows = []
     for r in RESEARCHERS.values():
         try:
@@ -161,7 +158,6 @@ def describe_researchers(catalogue: pd.DataFrame, threshold: int = INTERESTING_S
     return pd.DataFrame(rows)
 
 
-# --------------------------------------------------------------------------- metrics
 def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) -> np.ndarray:
     """Galaxies best first; with ``labelled_scores`` (NaN = unlabelled) those the user scored
     >= ``threshold`` go first and the others last (the paper's code: ``label * 100``)."""
@@ -177,11 +173,8 @@ def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) ->
 
 
 def rank_weighted_score(sorted_interesting, n: int) -> float:
-    """Astronomaly's rank-weighted score of the top ``n`` (Lochner & Bassett 2021, eq. 4).
-
-    ``RWS(N) = sum_{i=1..N} (N + 1 - i) I_i / (N (N + 1) / 2)``; 1 when the top N are all
-    interesting, and the top of the list weighs most.
-    """
+    """Astronomaly's rank-weighted score of the top ``n`` (Lochner & Bassett 2021, eq. 4):
+    ``sum_{i=1..N} (N + 1 - i) I_i / (N (N + 1) / 2)``, 1 when the top N are all interesting."""
     top = np.asarray(sorted_interesting[:n], dtype=np.float64)
     weights = n - np.arange(len(top))
     return float((weights * top).sum() / (n * (n + 1) / 2))
@@ -201,8 +194,7 @@ def ranking_metrics(
         out[f"precision_at_{n}"] = found / n
         out[f"recall_at_{n}"] = found / total
         out[f"rws_at_{n}"] = rank_weighted_score(sorted_int, n)
-    # scikit-learn's average_precision_score for distinct scores, computed directly because
-    # the simulation calls this hundreds of times
+    # scikit-learn's average_precision_score for distinct scores, hundreds of times faster
     hits = np.flatnonzero(sorted_int)
     out["average_precision"] = (
         float(np.mean(np.arange(1, len(hits) + 1) / (hits + 1))) if len(hits) else 0.0
@@ -219,9 +211,8 @@ def plot_ranking(
     threshold: int = INTERESTING_SCORE,
     suptitle: str | None = None,
 ):
-    """The top ``k`` of a search as the researcher sees it (:func:`ranking`: labelled
-    galaxies by their label, the rest by ``predicted``), framing those ``researcher_scores``
-    calls interesting; returns ``(figure, ranking_metrics at N = 50)``."""
+    """The top ``k`` of a search as the researcher sees it (:func:`ranking`), framing those
+    ``researcher_scores`` calls interesting; returns ``(figure, ranking_metrics at N = 50)``."""
     labelled = ~np.isnan(np.asarray(labelled_scores, dtype=np.float64))
     interesting = np.asarray(researcher_scores) >= threshold
     order = ranking(predicted, labelled_scores, threshold)
@@ -240,7 +231,6 @@ def plot_ranking(
     return fig, ranking_metrics(order, interesting, top_n=(50,))
 
 
-# --------------------------------------------------------------------------- simulation
 def run_simulation(
     X,
     researcher_scores,
@@ -255,18 +245,17 @@ def run_simulation(
 ) -> pd.DataFrame:
     """Let a simulated researcher answer every batch and measure the ranking as labels grow.
 
-    Each repeat clones ``learner`` (default :class:`ActiveLearner`; anything with fit / update
-    / predict / next_batch) with ``random_state = seed + repeat``, fits it on X without labels
-    and loops: choose ``batch`` galaxies, reveal their ``researcher_scores``, retrain, measure,
-    up to ``n_labels``. Two rankings are measured: ``labelled_first`` (labelled galaxies by
-    their label: the paper's headline, from its ``comparison_from_scratch/gp.py``, and what a
-    researcher sees) and ``predicted`` (the prediction alone: what the model learned). Galaxies
-    scored ``threshold`` or more are interesting; ``top_n`` are the N of precision@N.
+    Each repeat clones ``learner`` (default :class:`ActiveLearner`) with ``random_state = seed
+    + repeat`` and loops: choose ``batch`` galaxies, reveal their ``researcher_scores``,
+    retrain, measure, up to ``n_labels``. Rankings: ``labelled_first`` (labelled galaxies by
+    their label, the paper's headline) and ``predicted`` (the prediction alone). Scores >=
+    ``threshold`` are interesting; ``top_n`` are the N of precision@N.
 
     Returns
     -------
-    pd.DataFrame, one row per (repeat, n_labels, ranking): :func:`ranking_metrics` and
-    ``n_interesting_labelled``.
+    pandas.DataFrame
+        One row per (repeat, n_labels, ranking): :func:`ranking_metrics`,
+        ``n_interesting_labelled``.
     """
     from tqdm.auto import tqdm
 
@@ -302,14 +291,6 @@ def run_simulation(
     return pd.DataFrame(rows)
 
 
-def summarise_simulation(results: pd.DataFrame, n_labels: int | None = None) -> pd.DataFrame:
-    """Mean and std over repeats of every metric of :func:`run_simulation`, indexed by
-    (ranking, n_labels); ``n_labels`` keeps only that label count."""
-    df = results if n_labels is None else results[results["n_labels"] == n_labels]
-    metrics = [c for c in df.columns if c not in ("repeat", "n_labels", "ranking")]
-    return df.groupby(["ranking", "n_labels"])[metrics].agg(["mean", "std"])
-
-
 def isolation_forest_metrics(
     X, researcher_scores, threshold: int = INTERESTING_SCORE, top_n=(50, 100, 200), seed: int = 0
 ) -> dict:
@@ -320,8 +301,7 @@ def isolation_forest_metrics(
 
 
 def pca_embedding(X, n_components: int = 40, random_state: int | None = 0) -> np.ndarray:
-    """The embedding :class:`ActiveLearner` fits (PCA to ``n_components``, then standard
-    scaling), to give the baselines the same view of the galaxies; (N, n_components)."""
+    """The (N, n_components) embedding :class:`ActiveLearner` fits, for the baselines."""
     return ActiveLearner(n_components=n_components, random_state=random_state).fit(X).embedding_
 
 
@@ -340,8 +320,7 @@ class SearchComparison(dict):
         return comparison_table(self, n_labels, ranking_name, no_labels=no_labels, std=std)
 
     def metrics(self, n_labels=None, no_labels=None) -> dict:
-        """The paper's numbers for a metrics file: the GP's at ``n_labels`` (both rankings),
-        Astronomaly's, and the isolation forest's without labels (``no_labels``)."""
+        """Metrics-file entries: the GP's (both rankings), Astronomaly's and ``no_labels``."""
         final, predicted = self.table(n_labels), self.table(n_labels, "predicted")
         gp, astro = final.loc[PAPER], final.loc[ASTRONOMALY]
         out = {
@@ -382,11 +361,8 @@ def compare_methods(
     top_n: Sequence[int] = (50, 100, 200),
     progress: bool = True,
 ) -> SearchComparison:
-    """The paper's GP search and Astronomaly's on the same galaxies, as labels grow.
-
-    The GP (:class:`ActiveLearner`) starts from ``X`` (the representation table), Astronomaly
-    (``baseline_repeats`` repeats) from its :func:`pca_embedding` (``random_state=seed``);
-    other arguments as :func:`run_simulation`.
+    """The paper's GP search and Astronomaly's (``baseline_repeats`` repeats, on
+    :func:`pca_embedding`) on the same galaxies; other arguments as :func:`run_simulation`.
 
     Returns
     -------
@@ -405,7 +381,6 @@ def compare_methods(
     return SearchComparison({PAPER: paper, ASTRONOMALY: baseline})
 
 
-# --------------------------------------------------------------------------- figures and tables
 def _final(results: pd.DataFrame, n_labels: int | None, ranking_name: str) -> pd.DataFrame:
     df = results[results["ranking"] == ranking_name]
     n = df["n_labels"].max() if n_labels is None else n_labels
@@ -420,10 +395,8 @@ def comparison_table(
     no_labels: dict | None = None,
     std: bool = True,
 ) -> pd.DataFrame:
-    """Mean (and, with ``std``, the std over repeats) of ``metrics`` per method at
-    ``n_labels`` labels (default each result's largest), for the ``labelled_first`` (the paper's
-    headline) or ``predicted`` ranking; ``no_labels`` (:func:`isolation_forest_metrics`) adds the
-    row ``isolation forest, no labels``. One row per method."""
+    """Mean (and std over repeats) of ``metrics`` per method at ``n_labels`` labels (default
+    the largest) for one ranking; ``no_labels`` (:func:`isolation_forest_metrics`) adds a row."""
     rows = []
     for name, res in results.items():
         df = _final(res, n_labels, ranking_name)
@@ -448,11 +421,8 @@ def plot_learning_curves(
     ranking_name: str = "labelled_first",
     baselines: dict[str, dict] | None = None,
 ):
-    """How each method's metrics grow with the labels (mean, min-max band over repeats).
-
-    ``results``: {method: run_simulation table}, one panel per metric; ``baselines``: {name:
-    metrics dict} drawn as dashed lines. Returns a matplotlib Figure.
-    """
+    """One panel per metric: its mean and min-max band over repeats as labels grow, per method
+    of ``results``; ``baselines`` ({name: metrics}) as dashed lines. Returns a Figure."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
@@ -478,8 +448,8 @@ def plot_rank_weighted_scores(
     n_labels: int | None = None,
     ranking_name: str = "labelled_first",
 ):
-    """The paper's comparison figure: rank-weighted score against N after ``n_labels`` labels
-    (the ``rws_at_N`` columns of :func:`run_simulation`: pass a long ``top_n``); a Figure."""
+    """Rank-weighted score against N after ``n_labels`` labels (``rws_at_N`` columns of
+    :func:`run_simulation`), the paper's comparison figure."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
