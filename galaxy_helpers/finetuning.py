@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from . import core, models
 from .checkpoints import NAMED_CHECKPOINTS, load_model
+from .finetuned import EncoderSource, FinetunedModel, FinetuneError, Head, is_finetuned
 
 __all__ = [
     "FinetuneError",
@@ -48,12 +49,6 @@ __all__ = [
     "fit_head",
     "train_full",
 ]
-
-FORMAT = "galaxy_helpers.FinetunedModel/1"
-
-
-class FinetuneError(ValueError):
-    """Bad labels, a catalogue that does not fit, or a checkpoint that is not what was asked."""
 
 
 @dataclass
@@ -151,52 +146,6 @@ def _device(cfg: FinetuneConfig) -> torch.device:
     return torch.device(core.device(cfg.device))
 
 
-@dataclass
-class EncoderSource:
-    """A pretrained model (``.encoder``, ``.encode``) and its metadata (preprocessing,
-    ``description``), as ``checkpoints.load_model`` returns them."""
-
-    model: nn.Module
-    metadata: dict
-
-    def __getattr__(self, name):  # architecture, image_size, channels, mean, std, framing...
-        keys = ("architecture", "image_size", "channels", "mean", "std", "framing", "description")
-        if name == "greyscale":
-            return self.metadata.get("greyscale") or "mean"
-        if name not in keys or name in ("model", "metadata"):
-            raise AttributeError(name)
-        return self.metadata.get(name)
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.model.encoder
-
-    @property
-    def representation_dim(self) -> int:
-        return int(self.encoder.num_features)
-
-    def read(self, catalogue: pd.DataFrame, progress: bool = False) -> np.ndarray:
-        """uint8 images of ``file_loc`` at this encoder's size and framing (times ``crop``)."""
-        from .images import catalogue_crops, load_images, model_resample
-
-        return load_images(
-            catalogue["file_loc"].tolist(),
-            int(self.image_size),
-            progress=progress,
-            crop=catalogue_crops(catalogue, self.metadata),
-            resample=model_resample(self.metadata),
-        )
-
-    def features(self, catalogue=None, images=None, progress: bool = False) -> np.ndarray:
-        """The representation ``(N, D)`` of a catalogue (its cached table) or of uint8 images."""
-        from .representations import embed_images, extract_representations
-
-        if images is not None:
-            return embed_images(images, self.model, self.metadata, batch_size=256)
-        table = extract_representations((self.model, self.metadata), catalogue, progress=progress)
-        return table.filter(like="feat_").to_numpy()
-
-
 def load_encoder(
     source, config: FinetuneConfig | None = None, offline: bool = False
 ) -> EncoderSource:
@@ -221,7 +170,7 @@ def load_encoder(
     }
     if isinstance(source, EncoderSource):
         source = (source.model, source.metadata)
-    elif isinstance(source, str | os.PathLike) and _is_finetuned(source):
+    elif isinstance(source, str | os.PathLike) and is_finetuned(source):
         source = FinetunedModel.load(source)
     if isinstance(source, FinetunedModel):
         meta = {**source.metadata, "description": source.metadata.get("encoder_source", "")}
@@ -258,14 +207,6 @@ def load_encoder(
 def _arch(name: str) -> str:
     # "convnext_atto.d2_in1k" and "convnext_atto" are the same architecture.
     return str(name).removeprefix("timm:").split(".")[0]
-
-
-def _is_finetuned(path) -> bool:
-    meta_path = models.checkpoint_paths(path)[1]
-    if not meta_path.is_file():
-        return False
-    meta = core.read_json(meta_path, what="checkpoint metadata")
-    return str(meta.get("format", "")).startswith("galaxy_helpers.FinetunedModel")
 
 
 def labelled_rows(
@@ -507,169 +448,6 @@ def _class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-class Head(nn.Module):
-    """Standardise features (clipped to +- ``clip``), then one linear layer. ``clip`` is kept
-    in the model's metadata, not in its weights."""
-
-    def __init__(self, in_features: int, n_outputs: int, clip: float | None = None):
-        super().__init__()
-        self.register_buffer("feature_mean", torch.zeros(in_features))
-        self.register_buffer("feature_scale", torch.ones(in_features))
-        self.clip = clip
-        self.linear = nn.Linear(in_features, n_outputs)
-
-    def standardise(self, z: torch.Tensor) -> torch.Tensor:
-        z = (z - self.feature_mean) / self.feature_scale
-        return z if self.clip is None else z.clamp(-self.clip, self.clip)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.standardise(z))
-
-
-class FinetunedModel(nn.Module):
-    """A pretrained encoder with a new head for one label column.
-
-    Make one with :func:`finetune`, read one back with :meth:`load`. ``metadata`` holds the
-    architecture, preprocessing, task, label_column, classes, mode, config, encoder_source and
-    metrics.
-    """
-
-    def __init__(self, encoder: nn.Module, head: Head, metadata: dict):
-        super().__init__()
-        self.encoder = encoder
-        self.head = head
-        self.metadata = dict(metadata)
-        self.register_buffer("target_mean", torch.tensor(float(metadata.get("target_mean", 0.0))))
-        self.register_buffer("target_std", torch.tensor(float(metadata.get("target_std", 1.0))))
-
-    @property
-    def task(self) -> str:
-        return self.metadata["task"]
-
-    @property
-    def classes(self) -> list:
-        return list(self.metadata.get("classes") or [])
-
-    @property
-    def label_column(self) -> str:
-        return self.metadata["label_column"]
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The encoder's pooled features (so a finetuned model is a representation model)."""
-        return self.encoder(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, n_classes)`` (classification) or values ``(B,)`` (regression)."""
-        out = self.head(self.encoder(x))
-        if self.task == "regression":
-            return out[:, 0] * self.target_std + self.target_mean
-        return out
-
-    def _preprocess(self, batch_uint8: np.ndarray, device) -> torch.Tensor:
-        from .images import to_tensor
-
-        m = self.metadata
-        return to_tensor(
-            torch.as_tensor(np.asarray(batch_uint8)).to(device),
-            channels=int(m["channels"]),
-            mean=m.get("mean"),
-            std=m.get("std"),
-            greyscale=m.get("greyscale") or "mean",
-        )
-
-    @torch.no_grad()
-    def predict_images(
-        self, images: np.ndarray, batch_size: int = 256, progress: bool = False
-    ) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)`` or values ``(N,)`` for uint8 images."""
-        classify = self.task == "classification"
-        was_training, device = self.training, _module_device(self)
-        self.eval()
-        outs = [np.zeros((0, len(self.classes)) if classify else (0,), np.float32)]
-        quiet = not progress or len(images) <= 4 * batch_size
-        try:
-            for s in tqdm(range(0, len(images), batch_size), "Predicting", disable=quiet):
-                out = self(self._preprocess(images[s : s + batch_size], device))
-                outs.append((torch.softmax(out, dim=1) if classify else out).float().cpu().numpy())
-        finally:
-            self.train(was_training)
-        return np.concatenate(outs)
-
-    def predict(
-        self, catalogue: pd.DataFrame, batch_size: int = 256, progress: bool = True
-    ) -> pd.DataFrame:
-        """A table of ``id_str``, ``probability_<class>`` per class and ``prediction`` (the
-        most probable class; regression: the value) for a catalogue's ``file_loc``."""
-        for col in ("id_str", "file_loc"):
-            if col not in catalogue.columns:
-                raise FinetuneError(f"the catalogue to predict has no {col!r} column")
-        imgs = EncoderSource(self, self.metadata).read(catalogue, progress=progress)
-        out = self.predict_images(imgs, batch_size=batch_size, progress=progress)
-        table = pd.DataFrame({"id_str": catalogue["id_str"].astype(str).to_numpy()})
-        if self.task == "regression":
-            table["prediction"] = out
-            return table
-        for i, c in enumerate(self.classes):
-            table[f"probability_{c}"] = out[:, i]
-        table["prediction"] = [self.classes[i] for i in out.argmax(axis=1)]
-        return table
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``<path>.safetensors`` and ``<path>.json`` together; returns the weights path."""
-        state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        models.write_checkpoint_files(
-            state, {**self.metadata, "format": FORMAT}, path, FinetuneError
-        )
-        return models.checkpoint_paths(path)[0]
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, device=None) -> FinetunedModel:
-        """Rebuild a finetuned model from ``<path>.safetensors`` + ``<path>.json``.
-
-        Never unpickles: timm rebuilds the architecture by name, safetensors reads the weights.
-        Raises :class:`FinetuneError` when a file is missing, the JSON is not a finetuned model,
-        or the weights do not fit the architecture it names.
-        """
-        import timm
-
-        weights, meta_path, meta = models.read_checkpoint_metadata(
-            path,
-            FinetuneError,
-            "a finetuned model is a .safetensors weights file plus a .json metadata file with "
-            "the same name (FinetunedModel.save writes both)",
-        )
-        if meta.get("format") != FORMAT:
-            raise FinetuneError(
-                f"{meta_path}: format {meta.get('format')!r} is not a finetuned model "
-                f"({FORMAT!r}); load pretrained checkpoints with models.load_checkpoint"
-            )
-        arch = meta["architecture"]
-        try:
-            encoder = timm.create_model(
-                arch, pretrained=False, num_classes=0, in_chans=int(meta["channels"])
-            )
-        except Exception as err:
-            raise FinetuneError(
-                f"{meta_path}: cannot build architecture {arch!r} with timm ({err})"
-            ) from err
-        n_out = len(meta["classes"]) if meta["task"] == "classification" else 1
-        clip = meta.get("config", {}).get("feature_clip")  # absent in older files: no clipping
-        model = cls(encoder, Head(int(encoder.num_features), n_out, clip), meta)
-        models.load_weights(
-            model,
-            weights,
-            FinetuneError,
-            f"a {arch!r} with {n_out} output(s)",
-            "The checkpoint is of another architecture, or the JSON belongs to another run.",
-        )
-        model.eval()
-        return model.to(device) if device is not None else model
-
-
-def _module_device(module: nn.Module) -> torch.device:
-    return next(module.parameters(), torch.empty(0)).device
-
-
 class _ClippedScaler(StandardScaler):
     """``StandardScaler`` whose output is clipped to +- ``clip``, as :class:`Head` does."""
 
@@ -757,6 +535,23 @@ def _head_loss(task, logits, y, weights):
     return nn.functional.mse_loss(logits[:, 0], y)
 
 
+class _Best:
+    """Early stopping: the lowest validation loss so far, its step and the weights then."""
+
+    def __init__(self, module: nn.Module, loss: float = math.inf):
+        self.loss, self.step, self.since = loss, 0, 0
+        self.state = copy.deepcopy(module.state_dict())
+
+    def update(self, loss: float, step: int, module: nn.Module) -> int:
+        """Record a step's loss; returns the number of steps since the best."""
+        if loss < self.loss - 1e-6:
+            self.loss, self.step, self.since = loss, step, 0
+            self.state = copy.deepcopy(module.state_dict())
+        else:
+            self.since += 1
+        return self.since
+
+
 def _fit_head_steps(
     X: np.ndarray,
     y: np.ndarray,
@@ -779,13 +574,12 @@ def _fit_head_steps(
     weights = _class_weights(y, n_out) if classification and cfg.balance != "none" else None
     opt = torch.optim.Adam(head.parameters(), lr=cfg.head_lr)
     has_val = X_val is not None and len(X_val) > 0
-    best = (math.inf, 0, copy.deepcopy(head.state_dict()))
     if has_val:  # the untrained head (equal probabilities) is a candidate too
         Xv, yv = torch.as_tensor(X_val, dtype=torch.float32), torch.as_tensor(y_val, dtype=target)
         wv = _class_weights(y_val, n_out) if weights is not None else None
         with torch.no_grad():
-            best = (float(_head_loss(cfg.task, head(Xv), yv, wv)), 0, best[2])
-    history, since_best = [], 0
+            best = _Best(head, float(_head_loss(cfg.task, head(Xv), yv, wv)))
+    history = []
     for step in range(1, steps + 1):
         opt.zero_grad()
         out = head(Xt)
@@ -804,13 +598,11 @@ def _fit_head_steps(
             continue
         with torch.no_grad():
             history.append(float(_head_loss(cfg.task, head(Xv), yv, wv)))
-        if history[-1] < best[0] - 1e-6:
-            best, since_best = (history[-1], step, copy.deepcopy(head.state_dict())), 0
-        elif (since_best := since_best + 1) >= cfg.head_patience:
+        if best.update(history[-1], step, head) >= cfg.head_patience:
             break
     if has_val:
-        head.load_state_dict(best[2])
-        return head, best[1], history
+        head.load_state_dict(best.state)
+        return head, best.step, history
     return head, steps, history
 
 
@@ -823,19 +615,23 @@ def _check_finite(X) -> None:
         )
 
 
-def _with_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> FinetuneConfig:
-    """``cfg`` with ``head_l2 = None`` replaced by the cross-validated choice."""
+def _lbfgs_config(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig):
+    """Check the features, and fill ``head_l2 = None`` with the cross-validated choice."""
+    _check_finite(X)
     if cfg.head_l2 is None:
         return dataclasses.replace(cfg, head_l2=choose_l2(X, y, n_out, cfg)[0])
     return cfg
 
 
-def _linear_probe(X, y, X_val, y_val, n_out, cfg: FinetuneConfig) -> Head:
-    """The head that full finetuning starts from, fitted on the training split only."""
+def _start_head(feats, y, tr, va, n_out: int, cfg: FinetuneConfig) -> Head:
+    """The head full finetuning starts from: the linear probe of the training split, or new."""
+    if not cfg.linear_probe_first:
+        torch.manual_seed(cfg.seed)
+        return Head(feats.shape[1], n_out, cfg.feature_clip)
+    X, y_tr = feats[tr], y[tr]
     if cfg.head_solver == "lbfgs":
-        _check_finite(X)
-        return _fit_head_lbfgs(X, y, n_out, _with_l2(X, y, n_out, cfg))
-    return _fit_head_steps(X, y, n_out, cfg, cfg.head_max_steps, X_val, y_val)[0]
+        return _fit_head_lbfgs(X, y_tr, n_out, _lbfgs_config(X, y_tr, n_out, cfg))
+    return _fit_head_steps(X, y_tr, n_out, cfg, cfg.head_max_steps, feats[va], y[va])[0]
 
 
 def fit_head(
@@ -847,34 +643,41 @@ def fit_head(
 ) -> tuple[Head, dict]:
     """Fit a head on features ``X`` (L-BFGS linear probe, or Adam with early stopping).
 
-    ``y`` holds class indices (regression: standardised numbers), ``n_out`` the number of
-    classes (1 for regression), ``rng`` draws the validation split. Returns ``(head, info)``,
-    info with ``n_train``, ``n_val``, ``val_loss`` and ``head_l2`` or ``steps``.
+    Parameters
+    ----------
+    X, y : features and class indices (regression: standardised numbers).
+    n_out : the number of classes (1 for regression).
+    cfg : the configuration.
+    rng : draws the validation split (default: seeded by ``cfg.seed``).
+
+    Returns
+    -------
+    (head, info), info with ``n_train``, ``n_val``, ``val_loss`` and ``head_l2`` or ``steps``.
     """
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
-    if cfg.head_solver == "adam":
+    adam = cfg.head_solver == "adam"
+    if adam:
         head, best_step, hist = _fit_head_steps(
             X[tr], y[tr], n_out, cfg, cfg.head_max_steps, X[va], y[va]
         )
         info = {"steps": int(best_step), "n_train": int(len(tr)), "n_val": int(len(va))}
         info["val_loss"] = float(min(hist)) if hist else None
-        if cfg.refit and len(va):
+    else:
+        cfg = _lbfgs_config(X, y, n_out, cfg)
+        head = _fit_head_lbfgs(X[tr], y[tr], n_out, cfg)
+        info = {"solver": "lbfgs", "head_l2": cfg.head_l2, "n_train": len(tr), "n_val": len(va)}
+        if len(va):
+            with torch.no_grad():
+                out = head(torch.as_tensor(X[va], dtype=torch.float32))
+                w = _class_weights(y[va], n_out) if cfg.task == "classification" else None
+                info["val_loss"] = float(_head_loss(cfg.task, out, torch.as_tensor(y[va]), w))
+    if cfg.refit and len(va):
+        if adam:
             head = _fit_head_steps(X, y, n_out, cfg, best_step)[0]
-            info["refit_on"] = int(len(y))
-        return head, info
-    _check_finite(X)
-    cfg = _with_l2(X, y, n_out, cfg)
-    head = _fit_head_lbfgs(X[tr], y[tr], n_out, cfg)
-    info = {"solver": "lbfgs", "head_l2": cfg.head_l2, "n_train": len(tr), "n_val": len(va)}
-    if len(va):
-        with torch.no_grad():
-            out = head(torch.as_tensor(X[va], dtype=torch.float32))
-            w = _class_weights(y[va], n_out) if cfg.task == "classification" else None
-            info["val_loss"] = float(_head_loss(cfg.task, out, torch.as_tensor(y[va]), w))
-        if cfg.refit:
+        else:
             head = _fit_head_lbfgs(X, y, n_out, cfg)
-            info["refit_on"] = int(len(y))
+        info["refit_on"] = int(len(y))
     return head, info
 
 
@@ -955,10 +758,9 @@ def train_full(
         with torch.no_grad():
             return float(_head_loss(cfg.task, model.head(model.encoder(x_val)), y_v, w_val))
 
-    best = (math.inf, 0, copy.deepcopy(model.state_dict()))
     if has_val:  # the starting point (e.g. the linear probe) is a candidate too
-        best = (val_loss(), 0, best[2])
-    history, since_best = [], 0
+        best = _Best(model, val_loss())
+    history = []
     epochs = range(1, cfg.max_epochs + 1)
     desc = f"Finetuning ({n} galaxies)"
     for epoch in tqdm(epochs, desc, unit="epoch", leave=False, disable=not cfg.progress):
@@ -992,23 +794,18 @@ def train_full(
             loss.backward()
             opt.step()
             total += float(loss.detach())
-        record = {"epoch": epoch, "train_loss": total / steps}
+        history.append({"epoch": epoch, "train_loss": total / steps})
         if has_val:
-            record["val_loss"] = vloss = val_loss()
-            if vloss < best[0] - 1e-6:
-                best, since_best = (vloss, epoch, copy.deepcopy(model.state_dict())), 0
-            else:
-                since_best += 1
-        history.append(record)
-        if has_val and since_best >= cfg.patience:
-            break
+            history[-1]["val_loss"] = vloss = val_loss()
+            if best.update(vloss, epoch, model) >= cfg.patience:
+                break
     if has_val:
-        model.load_state_dict(best[2])
+        model.load_state_dict(best.state)
     model.eval()
     return {
         "epochs": len(history),
-        "best_epoch": int(best[1]) if has_val else len(history),
-        "val_loss": float(best[0]) if has_val else None,
+        "best_epoch": int(best.step) if has_val else len(history),
+        "val_loss": float(best.loss) if has_val else None,
         "history": history,
     }
 
@@ -1092,11 +889,7 @@ def finetune(
         model = _new_model(src, n_out, meta, head)
     else:
         tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
-        if cfg.linear_probe_first:
-            head = _linear_probe(feats[tr], y[tr], feats[va], y[va], n_out, cfg)
-        else:
-            head = Head(src.representation_dim, n_out, cfg.feature_clip)
-        model = _new_model(src, n_out, meta, head)
+        model = _new_model(src, n_out, meta, _start_head(feats, y, tr, va, n_out, cfg))
         ids = rows["id_str"].to_numpy()[tr]
         info = train_full(model, images[tr], y[tr], images[va], y[va], cfg, ids=ids)
         metrics = {k: info[k] for k in ("epochs", "best_epoch", "val_loss")}

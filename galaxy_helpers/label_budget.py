@@ -1,10 +1,8 @@
-"""The paper's label-budget experiment: accuracy against the number of labels (notebook 06).
+"""The paper's label-budget experiment (Walmsley et al. 2022, fig. 11; notebook 06).
 
-Walmsley et al. (2022, fig. 11): balanced accuracy on a balanced held-out test set of rings
-for an encoder pretrained on every Galaxy Zoo question (new head, or finetuned), other
-encoders (ImageNet, Zoobot; head only) and the same architecture from scratch, with several
-random draws of the labelled galaxies. Heads read the encoder's representation table; every run
-is cached under ``core.cache_dir("finetuning", "label_budget")``.
+Balanced accuracy on a balanced test set against the number of labels, for a pretrained encoder
+(new head, or finetuned), other encoders (head only) and the same architecture from scratch.
+Every run is cached under ``core.cache_dir("finetuning", "label_budget")``.
 
 >>> result = label_budget_experiment("course", catalogue, "ring")  # doctest: +SKIP
 >>> result.table()                                                 # doctest: +SKIP
@@ -33,7 +31,6 @@ __all__ = [
     "PAPER_RING_ACCURACY",
     "LabelBudgetResult",
     "label_budget_experiment",
-    "plot_label_budget",
 ]
 
 #: Methods that need nothing but the checkpoint.
@@ -97,8 +94,37 @@ class LabelBudgetResult:
         }
 
     def plot(self, ax=None, paper: bool = True, title: str | None = None):
-        """The learning curve (see :func:`plot_label_budget`)."""
-        return plot_label_budget(self, ax=ax, paper=paper, title=title)
+        """The learning curve: balanced accuracy against the labels (log axis), mean +- std.
+
+        ``paper`` adds the paper's real-ring results (x = 2 x unique training rings) as faint
+        dashed lines, for orientation only (other data, other test set). Returns the figure.
+        """
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
+        others = iter(["tab:purple", "tab:orange", "tab:brown", "tab:olive"])
+        for method, part in self.summary().groupby("method", sort=False):
+            label, colour, marker = METHOD_STYLE.get(method, (method, next(others, "k"), "D"))
+            part = part.sort_values("budget")
+            style = {"label": label, "color": colour, "marker": marker, "capsize": 3, "lw": 1.8}
+            ax.errorbar(part["budget"], part["mean"], yerr=part["std"].fillna(0), **style)
+        if paper:
+            colours = ("tab:blue", "tab:purple", "tab:red")
+            for (name, points), colour in zip(PAPER_RING_ACCURACY.items(), colours, strict=True):
+                shown = {2 * k: v for k, v in points.items() if 2 * k <= 1000}
+                style = {"ls": "--", "lw": 1, "alpha": 0.5, "color": colour}
+                ax.plot(list(shown), list(shown.values()), label=f"paper (real): {name}", **style)
+        ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled galaxies (half of each class)")
+        ax.set_ylabel("balanced accuracy (balanced test set)")
+        ax.set_ylim(0.4, 1.0)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left")  # the curves live below 0.85 and right of 10
+        if title:
+            ax.set_title(title)
+        fig.tight_layout()
+        return fig
 
 
 def _class_orders(y: np.ndarray, rng: np.random.Generator, among: np.ndarray | None = None) -> dict:
@@ -288,23 +314,16 @@ def label_budget_experiment(
 
 
 def _table_features(src: EncoderSource, catalogue, rows, progress, device) -> np.ndarray:
-    """The rows' features from the representation table of the whole catalogue (the one
-    notebook 03 caches), so the population is never encoded twice."""
-    from .representations import extract_representations
-
-    catalogue = catalogue if catalogue["id_str"].is_unique else rows
+    """The rows' features from the whole catalogue's representation table (notebook 03's)."""
     src.model.to(device)
-    table = extract_representations((src.model, src.metadata), catalogue, progress=progress)
-    table = table.set_index(table["id_str"].astype(str))
-    return table.loc[rows["id_str"].astype(str)].filter(like="feat_").to_numpy()
+    whole = catalogue if catalogue["id_str"].is_unique else rows
+    return src.features(whole, progress=progress, ids=rows["id_str"].astype(str))
 
 
 def _cached_run(path) -> dict | None:
-    if not path.exists():
-        return None
     try:
         return {**core.read_json(path, what="cached label-budget run"), "cached": True}
-    except ValueError:  # a truncated file is recomputed
+    except (FileNotFoundError, ValueError):  # absent or truncated: recomputed
         return None
 
 
@@ -329,60 +348,16 @@ def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) 
     ytr = y[train_idx]
     tr, va = ft._stratified_split(ytr, cfg.val_fraction, np.random.default_rng(cfg.seed), True)
     if pretrained:
-        encoder = copy.deepcopy(src.encoder)
-        if cfg.linear_probe_first:
-            f = feats[train_idx]
-            head = ft._linear_probe(f[tr], ytr[tr], f[va], ytr[va], n_classes, cfg)
-        else:
-            torch.manual_seed(cfg.seed)
-            head = ft.Head(src.representation_dim, n_classes, cfg.feature_clip)
-        description = src.description
-    else:
+        encoder, description = copy.deepcopy(src.encoder), src.description
+    else:  # the scratch config never starts from a linear probe
         torch.manual_seed(cfg.seed)
-        arch = str(src.architecture).removeprefix("timm:").split(".")[0]
+        arch = ft._arch(src.architecture)
         encoder = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=src.channels)
-        torch.manual_seed(cfg.seed)
-        head = ft.Head(src.representation_dim, n_classes, cfg.feature_clip)
         description = f"randomly initialised {src.architecture}"
+    head = ft._start_head(feats[train_idx], ytr, tr, va, n_classes, cfg)
     meta = {"task": "classification", "classes": classes, "label_column": "?"}
     model = ft._new_model(src, n_classes, {**meta, "encoder_source": description}, head, encoder)
     imgs = images[train_idx]
     info = ft.train_full(model, imgs[tr], ytr[tr], imgs[va], ytr[va], cfg)
     pred = model.predict_images(images[test], batch_size=256).argmax(axis=1)
     return {**_scores(y[test], pred), "epochs": info["epochs"], "best_epoch": info["best_epoch"]}
-
-
-def plot_label_budget(
-    result: LabelBudgetResult, ax=None, paper: bool = True, title: str | None = None
-):
-    """Balanced accuracy against the number of labelled galaxies (log axis), mean +- std.
-
-    ``paper`` also draws the paper's real-ring results (x = 2 x unique training rings) as
-    faint dashed lines, for orientation only (other data, other test set). Returns the figure.
-    """
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
-    extra_colours = iter(["tab:purple", "tab:orange", "tab:brown", "tab:olive"])
-    for method, part in result.summary().groupby("method", sort=False):
-        label, colour, marker = METHOD_STYLE.get(method, (method, next(extra_colours, "k"), "D"))
-        part = part.sort_values("budget")
-        style = {"label": label, "color": colour, "marker": marker, "capsize": 3, "lw": 1.8}
-        ax.errorbar(part["budget"], part["mean"], yerr=part["std"].fillna(0), **style)
-    if paper:
-        colours = ("tab:blue", "tab:purple", "tab:red")
-        for (name, points), colour in zip(PAPER_RING_ACCURACY.items(), colours, strict=True):
-            shown = {2 * k: v for k, v in points.items() if 2 * k <= 1000}
-            style = {"ls": "--", "lw": 1, "alpha": 0.5, "color": colour}
-            ax.plot(list(shown), list(shown.values()), label=f"paper (real): {name}", **style)
-    ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
-    ax.set_xscale("log")
-    ax.set_xlabel("labelled galaxies (half of each class)")
-    ax.set_ylabel("balanced accuracy (balanced test set)")
-    ax.set_ylim(0.4, 1.0)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left")  # the curves live below 0.85 and right of 10
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
