@@ -25,10 +25,10 @@ from .schema import (
 )
 from .synthetic import truth_matches_answer
 
-__all__ = ["tree_table", "draw_decision_tree", "volunteers_per_galaxy", "question_summary"]
-__all__ += ["galaxy_votes", "unasked_example", "plot_vote_distribution", "fractions_by_truth"]
-__all__ += ["plot_fractions_by_truth", "plot_faint_drift", "confident_vs_truth", "tag_counts"]
-__all__ += ["load_real_examples", "real_beside_synthetic", "sky_metrics"]
+__all__ = ["tree_table", "draw_decision_tree", "question_summary", "galaxy_votes"]
+__all__ += ["unasked_example", "plot_vote_distribution", "plot_fractions_by_truth"]
+__all__ += ["plot_faint_drift", "confident_vs_truth", "tag_counts", "load_real_examples"]
+__all__ += ["real_beside_synthetic", "sky_metrics"]
 
 # Questions whose answers the simulated truth fixes directly, for the vote-vs-truth figures.
 DEFAULT_TRUTH_QUESTIONS = ("smooth-or-featured-dr5", "disk-edge-on-dr5", "bar-dr5")
@@ -38,11 +38,9 @@ def _bare(name: str, schema: Schema) -> str:
     return name.removesuffix(schema.suffix)
 
 
-def _first_question(schema: Schema) -> int:
-    first = [i for i, q in enumerate(schema.questions) if not q.requires]
-    if not first:
-        raise ValueError(f"schema {schema.name!r} has no always-asked question")
-    return first[0]
+def _volunteers(catalogue: pd.DataFrame, schema: Schema) -> np.ndarray:
+    """Volunteers per galaxy: the votes on the first question, which a Schema always asks."""
+    return total_votes(vote_counts(catalogue, schema), schema)[:, 0]
 
 
 def _require_truth(catalogue: pd.DataFrame, what: str) -> None:
@@ -183,22 +181,6 @@ def draw_decision_tree(
     return fig
 
 
-def volunteers_per_galaxy(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
-    """Volunteers who classified each galaxy: the votes on the always-asked first question.
-
-    Parameters
-    ----------
-    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
-
-    Returns
-    -------
-    int array ``(N,)``.
-    """
-    schema = get_schema(schema)
-    first = _first_question(schema)
-    return total_votes(vote_counts(catalogue, schema), schema)[:, first]
-
-
 def question_summary(
     catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5, min_votes: int = 1
 ) -> pd.DataFrame:
@@ -217,7 +199,7 @@ def question_summary(
     """
     schema = get_schema(schema)
     totals = total_votes(vote_counts(catalogue, schema), schema)
-    volunteers = volunteers_per_galaxy(catalogue, schema).astype(float)
+    volunteers = _volunteers(catalogue, schema).astype(float)
     rows = []
     for qi, q in enumerate(schema.questions):
         t = totals[:, qi].astype(float)
@@ -278,8 +260,7 @@ def unasked_example(
 ) -> int:
     """Row of a clear galaxy that many volunteers saw but nobody was asked ``question`` about.
 
-    Preferred: volunteers unanimous on the first question, then the most volunteers, then
-    (synthetic skies) the brightest, then the first row.
+    Preferred: unanimous on the first question, then most volunteers, brightest, first row.
 
     Parameters
     ----------
@@ -294,7 +275,7 @@ def unasked_example(
     schema = get_schema(schema)
     qi = schema.question_index(schema.question(question).name)
     counts = vote_counts(catalogue, schema)
-    volunteers = volunteers_per_galaxy(catalogue, schema)
+    volunteers = _volunteers(catalogue, schema)
     rows = np.flatnonzero(
         (total_votes(counts, schema)[:, qi] == 0) & (volunteers >= min_volunteers)
     )
@@ -303,7 +284,7 @@ def unasked_example(
             f"every galaxy with >= {min_volunteers} volunteers was asked {question!r}; "
             "try a deeper question or a smaller min_volunteers"
         )
-    a, b = schema.answer_slices[_first_question(schema)]
+    a, b = schema.answer_slices[0]
     unanimous = counts[rows, a:b].max(axis=1) == volunteers[rows]
     if "truth_magnitude" in catalogue.columns:
         brightness = -catalogue["truth_magnitude"].to_numpy(float)[rows]
@@ -317,8 +298,6 @@ def unasked_example(
 def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
     """Volunteers per galaxy (histogram) and, per question, the share of galaxies asked it.
 
-    The dashed line marks 30 volunteers (``fraction_ge_30_votes`` of :func:`sky_metrics`).
-
     Parameters
     ----------
     catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
@@ -330,7 +309,7 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     import matplotlib.pyplot as plt
 
     schema = get_schema(schema)
-    volunteers = volunteers_per_galaxy(catalogue, schema)
+    volunteers = _volunteers(catalogue, schema)
     summary = question_summary(catalogue, schema)
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.2), width_ratios=(1, 1.3))
     bins = np.arange(0, volunteers.max() + 2) - 0.5
@@ -356,24 +335,10 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     return fig
 
 
-def fractions_by_truth(
-    catalogue: pd.DataFrame, question: str, schema: str | Schema = DECALS_DR5
-) -> pd.DataFrame:
-    """Mean vote fraction of each answer, for galaxies grouped by their *true* answer.
-
-    Only galaxies asked the question count. A perfect crowd gives the identity matrix.
-
-    Parameters
-    ----------
-    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
-    question : question name (either spelling), e.g. ``"bar-dr5"``.
-
-    Returns
-    -------
-    DataFrame indexed by true answer: the mean fraction of each answer, and ``n_galaxies``.
-    """
-    schema = get_schema(schema)
-    _require_truth(catalogue, "fractions_by_truth")
+def _fractions_by_truth(catalogue: pd.DataFrame, question: str, schema: Schema) -> pd.DataFrame:
+    """Mean vote fraction of each answer (columns) among the galaxies asked, by true answer
+    (rows), plus ``n_galaxies``; a perfect crowd gives the identity matrix."""
+    _require_truth(catalogue, "plot_fractions_by_truth")
     q = schema.question(question)
     counts = vote_counts(catalogue, schema)
     qi = schema.question_index(q.name)
@@ -396,7 +361,7 @@ def plot_fractions_by_truth(
     questions: Sequence[str] = DEFAULT_TRUTH_QUESTIONS,
     schema: str | Schema = DECALS_DR5,
 ):
-    """Heat maps of :func:`fractions_by_truth`, one per question.
+    """Heat maps, one per question: the mean vote fraction of each answer, by true answer.
 
     Parameters
     ----------
@@ -412,7 +377,7 @@ def plot_fractions_by_truth(
     schema = get_schema(schema)
     if len(questions) == 0:
         raise ValueError("plot_fractions_by_truth needs at least one question")
-    tables = [fractions_by_truth(catalogue, q, schema) for q in questions]
+    tables = [_fractions_by_truth(catalogue, q, schema) for q in questions]
     widths = [max(len(t.columns) - 1, 2) for t in tables]
     fig, axes = plt.subplots(
         1, len(tables), figsize=(sum(widths) * 1.25 + 1.5, 3.6), width_ratios=widths, squeeze=False
@@ -513,8 +478,7 @@ def confident_vs_truth(
 
 
 def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
-    """A real Galaxy Zoo dataset when it is in the cache or mirror (never downloads); else None,
-    after printing how to get it.
+    """A real Galaxy Zoo dataset from the cache or mirror (never downloads), else None and how.
 
     Parameters
     ----------
@@ -549,14 +513,10 @@ def _real_examples_for(examples: pd.DataFrame, column: str) -> pd.DataFrame:
 
 
 def _side(images, titles, files, names, per_side, image_size, missing):
-    """Append ``per_side`` pictures titled ``names``, padded with blanks titled ``missing``."""
-    for k in range(per_side):
-        if k < len(files):
-            images.append(read_image(files[k], image_size))
-            titles.append(names[k])
-        else:
-            images.append(np.full((image_size, image_size, 3), 255, np.uint8))
-            titles.append(missing)
+    """Append the pictures of ``files`` titled ``names``, padded with blanks to ``per_side``."""
+    blank = np.full((image_size, image_size, 3), 255, np.uint8)
+    images += [read_image(f, image_size) for f in files] + [blank] * (per_side - len(files))
+    titles += list(names[: len(files)]) + [missing] * (per_side - len(files))
 
 
 def real_beside_synthetic(
@@ -567,8 +527,7 @@ def real_beside_synthetic(
     image_size: int = 96,
     seed: int = 0,
 ):
-    """One row per answer: real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies
-    whose true morphology is that answer (right), titled with their vote fraction for it.
+    """One row per answer: real Galaxy Zoo DECaLS examples beside synthetic galaxies of that truth.
 
     Parameters
     ----------
@@ -576,7 +535,7 @@ def real_beside_synthetic(
     examples : ``data.load_dataset("gz_decals_examples")``.
     columns : canonical DR5 answer columns; default every answer with a real example.
     per_side : galaxies on each side.
-    image_size : display size in pixels (real images are 424 px).
+    image_size : display size in pixels.
     seed : which synthetic and real galaxies are picked.
 
     Returns
@@ -653,7 +612,7 @@ def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> d
     questions) and ``share_asked`` per question.
     """
     schema = get_schema(schema)
-    volunteers = volunteers_per_galaxy(catalogue, schema)
+    volunteers = _volunteers(catalogue, schema)
     summary = question_summary(catalogue, schema)
     return {
         "n_galaxies": len(catalogue),

@@ -73,7 +73,7 @@ def test_draw_decision_tree_has_one_box_per_question_and_labelled_arrows(sky):
 
 def test_votes_of_a_hand_built_catalogue():
     cat = hand_catalogue()
-    np.testing.assert_array_equal(explore.volunteers_per_galaxy(cat), [10, 40])
+    np.testing.assert_array_equal(explore._volunteers(cat, DECALS_DR5), [10, 40])
     metrics = explore.sky_metrics(cat)
     assert metrics["n_galaxies"] == 2
     assert metrics["mean_votes_per_galaxy"] == 25.0
@@ -141,7 +141,7 @@ def test_unasked_example_finds_a_galaxy_nobody_was_asked_about():
 
 
 def test_fractions_by_truth_rows_are_distributions_and_mostly_right(sky):
-    table = explore.fractions_by_truth(sky, "smooth-or-featured-dr5")
+    table = explore._fractions_by_truth(sky, "smooth-or-featured-dr5", DECALS_DR5)
     values = table.drop(columns="n_galaxies")
     populated = table["n_galaxies"] > 0
     np.testing.assert_allclose(values[populated].sum(axis=1), 1.0, atol=1e-9)
@@ -154,13 +154,13 @@ def test_fractions_by_truth_rows_are_distributions_and_mostly_right(sky):
 
 def test_truth_figures_need_a_synthetic_catalogue(sky):
     with pytest.raises(ValueError, match="truth"):
-        explore.fractions_by_truth(hand_catalogue(), "bar-dr5")
+        explore._fractions_by_truth(hand_catalogue(), "bar-dr5", DECALS_DR5)
     with pytest.raises(ValueError, match="truth"):
         explore.plot_faint_drift(hand_catalogue())
     with pytest.raises(ValueError, match="n_bins"):
         explore.plot_faint_drift(sky, n_bins=1)
     with pytest.raises(schema.UnknownQuestionError):
-        explore.fractions_by_truth(sky, "is-it-a-galaxy")
+        explore._fractions_by_truth(sky, "is-it-a-galaxy", DECALS_DR5)
 
 
 def test_plots_return_figures(sky):
@@ -239,7 +239,7 @@ def test_tree_table_lists_every_question_once():
 
 def test_confident_vs_truth_counts_matches(sky):
     result = explore.confident_vs_truth(sky, "smooth-or-featured-dr5", min_votes=10)
-    volunteers = explore.volunteers_per_galaxy(sky)
+    volunteers = explore._volunteers(sky, DECALS_DR5)
     assert result["n_confident"] <= int((volunteers >= 10).sum())
     assert result["share_confident"] == pytest.approx(result["n_confident"] / len(sky))
     assert result["accuracy"] > 0.8  # agreeing volunteers are usually right
