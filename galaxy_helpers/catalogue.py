@@ -1,12 +1,9 @@
 """Bring your own catalogue: load a CSV or parquet of galaxies and check it thoroughly.
 
-A catalogue (``DEVELOPERS.md``) has one row per galaxy: ``id_str``, ``file_loc`` (image path),
-then vote-count columns of a schema (either spelling) or plain label columns.
-:func:`load_catalogue` reads one, resolves relative image paths and runs
-:func:`validate_catalogue`, which names every problem with its row, id, column or file, and
-what to do: errors (missing columns or ids, duplicate ids, missing, unreadable, truncated, too
-large or too small images, NaN / negative / non-integer votes, missing labels) and warnings
-(odd image modes, sizes and FITS files that ``images.read_image`` converts, one-class labels).
+:func:`load_catalogue` reads a catalogue (``DEVELOPERS.md``: ``id_str``, ``file_loc``, vote
+counts or labels), resolves relative image paths and runs :func:`validate_catalogue`, which
+names every problem (bad ids, images, votes, labels) with its row, id, column or file, and what
+to do; odd images that ``images.read_image`` converts are warnings.
 
 >>> from galaxy_helpers.catalogue import load_catalogue
 >>> cat = load_catalogue("my_galaxies.csv", label_columns=["ring"])   # doctest: +SKIP
@@ -22,6 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from . import data
+from .images import FITS_SUFFIXES, SIXTEEN_BIT_FULL_SCALE, bomb_problem, size_problem
+from .schema import MAX_VOTES, canonical_columns, get_schema, parent_child_problems, vote_counts
 
 __all__ = [
     "CatalogueError", "CatalogueReport", "load_catalogue", "validate_catalogue", "open_catalogue"
@@ -47,9 +48,8 @@ class CatalogueReport:
     Attributes
     ----------
     problems : pandas.DataFrame
-        One row per problem: ``row`` (0-based position in the catalogue; -1 for the whole
-        catalogue), ``id_str``, ``column``, ``file``, ``problem``, ``action`` (what to do),
-        ``severity`` (``"error"`` or ``"warning"``).
+        One row per problem: ``row`` (0-based; -1 for the whole catalogue), ``id_str``,
+        ``column``, ``file``, ``problem``, ``action`` (what to do), ``severity``.
     n_rows : int
         Rows checked.
     source : str
@@ -125,17 +125,8 @@ class _Collector:
         )
 
     def add(self, row, problem, action, severity="error", column="", file=""):
-        self.records.append(
-            {
-                "row": int(row),
-                "id_str": str(self.ids[row]) if row >= 0 else "",
-                "column": column,
-                "file": str(file),
-                "problem": problem,
-                "action": action,
-                "severity": severity,
-            }
-        )
+        id_str = str(self.ids[row]) if row >= 0 else ""
+        self.records.append((int(row), id_str, column, str(file), problem, action, severity))
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.records, columns=_PROBLEM_COLUMNS)
@@ -148,8 +139,6 @@ def _bad_values(values: pd.Series) -> dict[str, np.ndarray]:
     not_number = (numeric.isna() & ~values.isna()).to_numpy()
     number = numeric.to_numpy(dtype=float, na_value=np.nan)
     finite = np.isfinite(number)
-    from .schema import MAX_VOTES
-
     with np.errstate(invalid="ignore"):
         negative = finite & (number < 0)
         fractional = finite & (number != np.round(number))
@@ -167,8 +156,6 @@ def _bad_values(values: pd.Series) -> dict[str, np.ndarray]:
 def _check_image(path: Path, full: bool) -> list[tuple[str, str, str]]:
     """``(severity, problem, action)`` for one existing image file."""
     from PIL import Image, UnidentifiedImageError
-
-    from .images import FITS_SUFFIXES, SIXTEEN_BIT_FULL_SCALE, bomb_problem, size_problem
 
     if path.name.lower().endswith(FITS_SUFFIXES):
         try:
@@ -237,16 +224,13 @@ def validate_catalogue(
     Parameters
     ----------
     df : pandas.DataFrame
-        Catalogue with ``id_str`` and ``file_loc`` (absolute paths, or relative to the
-        working folder).
+        Catalogue with ``id_str`` and ``file_loc`` (relative paths: to the working folder).
     schema : str or Schema, optional
-        Check the vote-count columns of this schema (``"decals_dr5"``, ``"gz2"``); either
-        column spelling is accepted.
+        Check the vote-count columns of this schema (either spelling).
     label_columns : sequence of str, optional
         Plain label columns to check (present, no missing values, more than one class).
     check_images : {"full", "header", "none"}
-        ``"full"`` decodes every image (finds truncated files), ``"header"`` reads only
-        headers (mode, size), ``"none"`` checks only that files exist.
+        Decode every image (finds truncated files), read headers only, or check existence.
     source : str
         Name shown in the report.
     progress : bool
@@ -255,7 +239,6 @@ def validate_catalogue(
     Returns
     -------
     CatalogueReport
-        ``.ok``, ``.problems`` (DataFrame), ``.errors``, ``.warnings``, readable ``str()``.
     """
     from tqdm.auto import tqdm
 
@@ -276,23 +259,18 @@ def validate_catalogue(
         empty = ids.isna() | (ids.astype(str).str.strip() == "")
         for row in np.flatnonzero(empty.to_numpy()):
             found.add(row, "missing id", "give every row a unique id_str", column="id_str")
-        dup = ids.duplicated(keep=False) & ~empty
-        first = {}
-        for row in np.flatnonzero(dup.to_numpy()):
-            key = str(ids.iloc[row])
-            if key not in first:
-                first[key] = row
-                continue
-            action = "keep one row per galaxy (drop_duplicates('id_str')) or make ids unique"
-            where = f"id_str (first seen in row {first[key]})"
-            found.add(row, "duplicate id_str", action, column=where)
+        first: dict[str, int] = {}
+        action = "keep one row per galaxy (drop_duplicates('id_str')) or make ids unique"
+        for row in np.flatnonzero((ids.duplicated(keep=False) & ~empty).to_numpy()):
+            seen = first.setdefault(str(ids.iloc[row]), row)
+            if seen != row:
+                where = f"id_str (first seen in row {seen})"
+                found.add(row, "duplicate id_str", action, column=where)
 
     if "file_loc" in df.columns:
         locs = df["file_loc"]
         checked: dict[str, list[tuple[str, str, str]]] = {}
-        rows = range(len(df))
-        bar = tqdm(rows, desc="checking images", disable=not progress or len(df) < 200)
-        for row in bar:
+        for row in tqdm(range(len(df)), "checking images", disable=not progress or len(df) < 200):
             loc = locs.iloc[row]
             if loc is None or (isinstance(loc, float) and np.isnan(loc)) or str(loc) == "":
                 found.add(row, "missing file_loc", "give the image path", column="file_loc")
@@ -316,8 +294,6 @@ def validate_catalogue(
             found.add(row, problem, action, "warning", "file_loc", file)
 
     if schema is not None:
-        from .schema import canonical_columns, get_schema
-
         schema = get_schema(schema)
         votes = canonical_columns(df, schema)
         missing = [c for c in schema.answer_columns if c not in votes.columns]
@@ -340,8 +316,6 @@ def validate_catalogue(
                 )
                 for row in positions:
                     found.add(row, problem, action, column=column)
-        from .schema import parent_child_problems, vote_counts
-
         try:
             counts = vote_counts(votes, schema) if not missing else None
         except ValueError:  # bad values, reported above
@@ -408,22 +382,17 @@ def load_catalogue(
     label_columns : sequence of str, optional
         Plain label columns (e.g. ``["ring"]``).
     image_root : path-like, optional
-        Folder that relative ``file_loc`` paths are relative to; default the catalogue
-        file's folder (or the working folder for a DataFrame).
+        Folder of relative ``file_loc`` paths; default the file's folder (or the working one).
     id_column, file_column : str
-        Names of the id and image-path columns in the file; renamed to ``id_str`` and
-        ``file_loc``.
-    check_images : {"full", "header", "none"}
-        How hard to check images (see :func:`validate_catalogue`).
-    progress : bool
-        Progress bar over the images.
+        The id and image-path columns, renamed to ``id_str`` and ``file_loc``.
+    check_images, progress
+        As in :func:`validate_catalogue`.
 
     Returns
     -------
     pandas.DataFrame
-        The catalogue with string ``id_str``, absolute ``file_loc``, canonical vote columns
-        (as int64) when ``schema`` is given. ``df.attrs["catalogue_report"]`` holds the report
-        text. Warnings (odd images that will be converted) are issued as ``UserWarning``.
+        String ``id_str``, absolute ``file_loc``, int64 vote columns when ``schema`` is given;
+        ``df.attrs["catalogue_report"]`` holds the report (warnings: ``UserWarning``).
 
     Raises
     ------
@@ -451,8 +420,6 @@ def load_catalogue(
 
         df["file_loc"] = df["file_loc"].map(resolve)
     if schema is not None:
-        from .schema import canonical_columns
-
         df = canonical_columns(df, schema)
     report = validate_catalogue(
         df,
@@ -466,8 +433,6 @@ def load_catalogue(
     if not report.warnings.empty:
         warnings.warn(str(report), UserWarning, stacklevel=2)
     if schema is not None:
-        from .schema import get_schema
-
         for column in get_schema(schema).answer_columns:
             df[column] = pd.to_numeric(df[column]).astype(np.int64)
     df.attrs["catalogue_report"] = str(report)
@@ -480,20 +445,15 @@ def open_catalogue(source, schema=None, label_columns=None, **kwargs) -> pd.Data
     Parameters
     ----------
     source : str, path-like or pandas.DataFrame
-        A manifest dataset name (``"gz_decals_rings"``, ``"gz_decals_examples"``,
-        ``"gz_decals_dr5"``) fetched with :func:`galaxy_helpers.data.load_dataset`; else a
-        CSV/parquet path or DataFrame read with :func:`load_catalogue`.
-    schema, label_columns
-        Passed to :func:`load_catalogue` (ignored for dataset names, whose manifest says).
-    **kwargs
-        Passed to the loader.
+        A dataset name (:func:`galaxy_helpers.data.load_dataset`), else a CSV/parquet path or
+        DataFrame (:func:`load_catalogue`).
+    schema, label_columns, **kwargs
+        Passed to the loader (``schema``, ``label_columns``: files and DataFrames only).
 
     Returns
     -------
     pandas.DataFrame
     """
-    from . import data
-
     if isinstance(source, str) and not source.lower().endswith(
         (".csv", ".parquet", ".pq", ".csv.gz")
     ):

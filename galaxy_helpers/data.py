@@ -1,13 +1,10 @@
-"""Real data: manifests, verified downloads (pooch), an offline mirror, and ready catalogues.
+"""Real data: verified downloads (pooch), an offline mirror, and ready catalogues.
 
-Every dataset or model is one TOML file in ``data_manifests/``: what it is, citation, licence,
-pinned URL, size and checksum of every file, and how its catalogue maps onto the catalogue
-contract of ``DEVELOPERS.md``. :func:`fetch` puts a dataset's files into
-``<core.cache_dir()>/data/<dataset>/``, from a mirror folder (``$GALAXY_DATA_MIRROR``, laid out
-``<mirror>/<dataset>/<path>``; the network is never touched) or the pinned URL (retries,
-progress bar, and a cut download resumes from its ``.part`` file with an HTTP ``Range``
-request). pooch checks every file's checksum before renaming it into place, so the cache never
-holds a half or wrong file under a final name. :func:`load_dataset` returns the catalogue.
+:func:`fetch` puts a dataset's files (its manifest, :mod:`galaxy_helpers.manifests`) into
+``<core.cache_dir()>/data/<dataset>/``, from a mirror (``$GALAXY_DATA_MIRROR``, laid out
+``<mirror>/<dataset>/<path>``) or the pinned URL (a cut download resumes from its ``.part``
+file). pooch checks every checksum before renaming a file into place, so the cache never holds
+a half or wrong file. :func:`load_dataset` returns the catalogue.
 
 >>> from galaxy_helpers import data
 >>> rings = data.load_dataset("gz_decals_rings")          # doctest: +SKIP
@@ -87,17 +84,14 @@ class MirrorWarning(UserWarning):
     """The mirror folder given (``mirror=`` or ``GALAXY_DATA_MIRROR``) does not exist."""
 
 
-# --------------------------------------------------------------------------------------------
-# Verified files through pooch: mirror copies, built files, resumable downloads, archives
-# --------------------------------------------------------------------------------------------
+# --- verified files through pooch: mirror copies, built files, resumable downloads, archives
 def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
     """Lowercase hex digest of a file (``algorithm``: any :mod:`hashlib` name)."""
     return pooch.file_hash(str(path), alg=algorithm)
 
 
 def partial_path(final: Path, entry: FileEntry) -> Path:
-    """The resumable ``.part`` file of ``entry`` next to ``final`` (tagged by its checksum,
-    so a partial download of another version of the file is never continued)."""
+    """The resumable ``.part`` file of ``entry`` next to ``final``, tagged by its checksum."""
     algorithm, expected = entry.checksum
     return final.parent / f".{final.name}.{algorithm}-{expected[:16]}.part"
 
@@ -113,9 +107,21 @@ def _lock(fd: int, wait: bool = False) -> bool:
     return True
 
 
+def _unheld(path: Path) -> bool:
+    """True when no process holds ``path`` locked (False when it cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        return _lock(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _quiet():
-    """pooch announces every download and unpacking at INFO; our progress bars suffice."""
+    """Silence pooch's INFO lines (our progress bars suffice)."""
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel("WARNING")
@@ -150,11 +156,8 @@ class _Source:
 
 
 class _Resumable:
-    """A pooch downloader that fills the entry's ``.part`` file, resuming with ``Range``.
-
-    The ``.part`` file is locked while written; when another process holds it (it downloads
-    the same file), pooch's :class:`pooch.HTTPDownloader` downloads privately instead.
-    """
+    """A pooch downloader that fills the entry's locked ``.part`` file, resuming with ``Range``
+    (privately through pooch's own downloader when another process holds that file)."""
 
     def __init__(self, entry: FileEntry, final: Path, timeout_s: float, progress: bool, resume):
         self.entry, self.timeout_s, self.progress, self.resume = entry, timeout_s, progress, resume
@@ -185,7 +188,6 @@ class _Resumable:
                 if os.fstat(fd).st_size == 0:  # nothing worth resuming: leave nothing behind
                     self.partial.unlink(missing_ok=True)
         os.replace(self.partial, output_file)  # pooch verifies the checksum, then renames
-        return None
 
     def _fill(self, handle, url: str) -> None:
         import requests
@@ -260,36 +262,29 @@ def download_file(
     entry: FileEntry,
     final: Path,
     retries: int = 3,
-    backoff_s: float = 1.0,
     timeout_s: float = 60.0,
     progress: bool = True,
     resume: bool = True,
 ) -> Path:
     """Download one manifest file from its URL to ``final``, verified and atomically.
 
-    The bytes go to :func:`partial_path` (locked while written). A download that stops
-    part-way keeps it, and the next attempt, in this call or a later run, asks only for the
-    rest (HTTP ``Range``); a server that sends the whole file or refuses the range gets a
-    fresh download. A size or checksum mismatch deletes the ``.part`` file.
+    A cut download keeps its :func:`partial_path` file and the next attempt (in this call or a
+    later run) asks only for the rest (HTTP ``Range``); a size or checksum mismatch deletes it.
 
     Parameters
     ----------
     entry, final : FileEntry, Path
         What to download (URL, size, checksum) and where the verified file ends up.
     retries : int
-        Attempts in all (pooch's ``retry_if_failed``, which waits 1 s, 2 s, ... between them);
-        network errors, 5xx/416/429 answers and mismatches are retried, 404/403 are not.
-    backoff_s : float
-        Unused, kept for callers: pooch sets the wait between attempts.
+        Attempts in all (pooch waits 1 s, 2 s, ... between them); 404/403 are not retried.
     timeout_s, progress, resume : float, bool, bool
         Socket timeout of each attempt; a byte progress bar; continue a partial download.
 
     Returns
     -------
     Path
-        ``final``. Raises :class:`DataUnavailableError` when the URL could not be read after
-        ``retries`` attempts (saying what was kept) and :class:`ChecksumError` when the last
-        attempt gave a file of the wrong size or checksum.
+        ``final``. Raises :class:`DataUnavailableError` (saying what was kept) or
+        :class:`ChecksumError`.
     """
     import requests
 
@@ -316,11 +311,9 @@ def download_file(
 
 
 def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Unpack a tar (optionally gzip/bz2/xz) or zip archive into the new folder ``target``.
+    """Unpack a tar or zip archive into the new folder ``target`` (atomically); return it.
 
-    Every member is checked first (absolute paths, ``..``, links and device files raise
-    :class:`UnsafeArchiveError`); pooch's ``Untar``/``Unzip`` then unpacks into a temporary
-    folder that becomes ``target`` only when complete. Returns ``target``.
+    Absolute paths, ``..``, links and device files raise :class:`UnsafeArchiveError`.
     """
     archive, target = Path(archive), Path(target)
     if target.exists():
@@ -342,16 +335,11 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
             _lock(lock, wait=True)
             for name, link in links.items():
                 pure = PurePosixPath(name.replace("\\", "/"))
-                if pure.is_absolute() or ".." in pure.parts:
+                if link or pure.is_absolute() or ".." in pure.parts:
+                    what = "is a link or special file" if link else f"would leave {target}"
                     raise UnsafeArchiveError(
-                        f"{archive}: member {name!r} would be written outside {target}; refusing "
-                        "to unpack this archive. Get the archive again from its pinned URL, or "
-                        "unpack it by hand after checking its contents."
-                    )
-                if link:
-                    raise UnsafeArchiveError(
-                        f"{archive}: member {name!r} is a link or special file; refusing to "
-                        "unpack it"
+                        f"{archive}: member {name!r} {what}; refusing to unpack this archive. Get "
+                        "it again from its pinned URL, or unpack it by hand after checking it."
                     )
             with _quiet():
                 unpack(extract_dir=str(tmp))(str(archive), "download", None)
@@ -360,19 +348,15 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     return target
 
 
-# --------------------------------------------------------------------------------------------
-# Fetch
-# --------------------------------------------------------------------------------------------
+# --- fetch ------------------------------------------------------------------------------------
 def dataset_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Folder a dataset is fetched into: ``<cache_dir>/data/<name>`` (default cache:
-    :func:`galaxy_helpers.core.cache_dir`)."""
+    """Folder a dataset is fetched into: ``<cache_dir>/data/<name>``."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else core.cache_dir()
     return root / "data" / name
 
 
 def _mirror_root(mirror: str | os.PathLike | None) -> tuple[Path | None, str]:
-    """The mirror folder (``mirror=`` or the environment) or None, and a note naming it when it
-    does not exist (also warned about)."""
+    """The mirror folder (or None) and, when it does not exist, a note naming it (and a warning)."""
     origin = "the mirror= argument"
     if mirror is None:
         mirror = os.environ.get(MIRROR_ENV, "").strip() or None
@@ -424,9 +408,9 @@ def _is_verified(entry: FileEntry, path: Path, stamp: dict) -> bool:
     )
 
 
-def _manifest_or_name(name: str | Manifest, kind: str = "dataset") -> Manifest:
+def _manifest_or_name(name: str | Manifest) -> Manifest:
     manifest = checked_paths(name) if isinstance(name, Manifest) else load_manifest(name)
-    if manifest.kind != kind:
+    if manifest.kind != "dataset":
         raise ManifestError(
             f"{manifest.path}: {manifest.name!r} is a {manifest.kind} manifest, not a dataset; "
             "load models with galaxy_helpers.pretrained.load_pretrained_encoder"
@@ -441,13 +425,11 @@ def fetch(
     progress: bool = True,
     offline: bool | None = None,
     retries: int = 3,
-    backoff_s: float = 1.0,
 ) -> Path:
     """Make every file of a dataset present and verified in the cache; return its folder.
 
-    Files cached and unchanged since they were verified are kept; missing ones are copied from
-    the mirror when it has them, else downloaded (:func:`download_file`). Archives are then
-    unpacked and derived files (a label table built from file names) built.
+    Missing files are copied from the mirror, else downloaded (:func:`download_file`); archives
+    are then unpacked and derived files built.
 
     Parameters
     ----------
@@ -461,15 +443,13 @@ def fetch(
         Show progress bars.
     offline : bool, optional
         Never use the network (default: ``GALAXY_DATA_OFFLINE=1``).
-    retries, backoff_s : int, float
+    retries : int
         As in :func:`download_file`.
 
     Returns
     -------
     Path
-        The dataset folder ``<cache_dir>/data/<name>``. Raises :class:`DataUnavailableError`
-        (naming the file, its URL and how to provide it), :class:`ChecksumError` (nothing is
-        kept) or :class:`UnsafeArchiveError`.
+        The dataset folder ``<cache_dir>/data/<name>``.
     """
     from tqdm.auto import tqdm
 
@@ -477,11 +457,8 @@ def fetch(
     folder = dataset_dir(manifest.name, cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     mirror_root, mirror_note = _mirror_root(mirror)
-    no_network = (
-        bool(offline)
-        if offline is not None
-        else os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
-    )
+    if offline is None:
+        offline = os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true", "yes"}
     clean_stale_parts(manifest, cache_dir)
     stamp, verified = _read_stamp(folder, manifest), {}
 
@@ -515,7 +492,7 @@ def fetch(
                 f"{entry.path}, or download {entry.url} yourself to {final} (checksum "
                 f"{entry.checksum[0]} {entry.checksum[1]} is verified)."
             )
-            if no_network or not entry.url:
+            if offline or not entry.url:
                 where = (
                     f"not in the mirror ({source} does not exist)"
                     if source is not None
@@ -550,13 +527,8 @@ def fetch(
 def _drop_partial(final: Path, entry: FileEntry) -> None:
     """Remove ``entry``'s ``.part`` file once ``final`` is verified (unless someone holds it)."""
     partial = partial_path(final, entry)
-    with contextlib.suppress(OSError):
-        fd = os.open(partial, os.O_RDONLY)
-        try:
-            if _lock(fd):
-                partial.unlink(missing_ok=True)
-        finally:
-            os.close(fd)
+    if _unheld(partial):
+        partial.unlink(missing_ok=True)
 
 
 _POOCH_TMP = re.compile(r"tmp\w{8}")  # tempfile's names, where pooch downloads to
@@ -565,12 +537,11 @@ _POOCH_TMP = re.compile(r"tmp\w{8}")  # tempfile's names, where pooch downloads 
 def clean_stale_parts(
     name: str | Manifest, cache_dir: str | os.PathLike | None = None
 ) -> list[Path]:
-    """Remove the leftovers of crashed or killed runs from a dataset's folder; return them.
+    """Remove the leftovers of crashed runs from a dataset's folder; return them.
 
-    Leftovers are ``.part`` files, pooch's and :func:`core.atomic_path`'s temporary files and
-    folders that no process holds locked and that have not changed for :data:`STALE_PART_S`
-    seconds (a day without ``flock``). The resumable ``.part`` of a file the manifest lists is
-    kept for :func:`download_file`. Only the folders the manifest writes into are looked at.
+    Leftovers are ``.part`` and temporary files and folders in the folders the manifest writes
+    into, unlocked and unchanged for :data:`STALE_PART_S` seconds (a day without ``flock``);
+    the resumable ``.part`` of a listed file is kept for :func:`download_file`.
     """
     manifest = _manifest_or_name(name)
     folder = dataset_dir(manifest.name, cache_dir)
@@ -600,13 +571,9 @@ def _is_stale(path: Path, now: float) -> bool:
     try:
         if now - path.stat().st_mtime < (STALE_PART_S if fcntl is not None else 86400.0):
             return False
-        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
-    try:
-        return _lock(fd)
-    finally:
-        os.close(fd)
+    return _unheld(path)
 
 
 def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
@@ -631,11 +598,8 @@ def dataset_available(
     cache_dir: str | os.PathLike | None = None,
     mirror: str | os.PathLike | None = None,
 ) -> bool:
-    """Whether :func:`fetch` can succeed without the network (never touches it).
-
-    True when every file is cached and unchanged since verification, or is in the mirror
-    (checksums are verified later, by :func:`fetch`). ``cache_dir``, ``mirror``: as there.
-    """
+    """Whether :func:`fetch` can succeed without the network: every file is cached and
+    verified, or in the mirror (``cache_dir``, ``mirror``: as there)."""
     try:
         manifest = _manifest_or_name(name)
     except ManifestError:
@@ -697,19 +661,15 @@ def verify(
 ) -> VerifyReport:
     """Re-hash every cached file of a dataset against its manifest; report (and delete) bad ones.
 
-    :func:`fetch` trusts a file whose size and modification time are unchanged since it was
-    verified; this reads every byte again, so it also finds a file corrupted in place. The
-    verification record keeps the good files only, so the next :func:`fetch` gets the deleted
-    ones again. Unpacked archive members are not hashed (manifests pin the archive).
+    Finds files corrupted in place, which :func:`fetch` (trusting unchanged size and mtime)
+    does not; the next :func:`fetch` gets the deleted ones again.
 
     Parameters
     ----------
-    name, cache_dir
+    name, cache_dir, progress
         As in :func:`fetch`.
     delete : bool
         Delete the files that do not match (default); False only reports them.
-    progress : bool
-        Progress bar over the files.
 
     Returns
     -------
@@ -745,8 +705,7 @@ def verify(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m galaxy_helpers.data verify NAME... [--keep] [--cache-dir DIR]``: re-hash a
-    dataset's cache; exits 1 when a cached file did not match (listed, deleted unless --keep)."""
+    """``python -m galaxy_helpers.data verify NAME... [--keep] [--cache-dir DIR]``; 1 if bad."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m galaxy_helpers.data")
@@ -781,14 +740,8 @@ def load_dataset(
     Returns
     -------
     pandas.DataFrame
-        One row per galaxy: ``id_str``, absolute ``file_loc``, then what the manifest's
-        ``[catalogue]`` maps: labels (``ring``), ``tag_*`` flags, vote counts of the schema
-        (0 for unasked questions), ``split``, and the remaining upstream columns.
-
-    Examples
-    --------
-    >>> examples = load_dataset("gz_decals_examples")            # doctest: +SKIP
-    >>> examples.loc[examples["tag_ring"], "file_loc"].head()    # doctest: +SKIP
+        ``id_str``, absolute ``file_loc``, then the labels, ``tag_*`` flags, vote counts,
+        ``split`` and upstream columns the manifest's ``[catalogue]`` maps.
     """
     manifest = load_manifest(name)
     folder = fetch(manifest, cache_dir=cache_dir, mirror=mirror, progress=progress, offline=offline)

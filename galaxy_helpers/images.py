@@ -1,19 +1,11 @@
 """Reading galaxy images of any kind into one uint8 layout, and batches into tensors.
 
 Every image that reaches a model passes through :func:`read_image` (any file -> square uint8
-``(H, W, 3)``) and :func:`to_tensor` (uint8 batch -> normalised float tensor), so training,
-representations, search and finetuning see identical pixels. Odd files are refused with an
-:class:`ImageReadError` naming the file (so ``train(skip_bad_images=True)`` skips it and
-``validate_catalogue`` lists it) or converted the same way for every image of a catalogue:
-
-- more pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` (about 89 million): refused before decoding,
-  where PIL would only warn too (:func:`allow_large_images` raises the limit on purpose);
-- a shorter side under ``MIN_IMAGE_SIDE`` (8 px, the smallest model input): refused, as a
-  placeholder or broken cutout, never silently a flat "galaxy";
-- 16/32-bit integer greyscale: scaled on a fixed full scale, 0 -> 0 and
-  ``SIXTEEN_BIT_FULL_SCALE`` (65535) -> 255, never by each image's own maximum (so one hot pixel
-  cannot darken a galaxy; ``v * 257`` reads back as ``v``); float images span [0, 1]; values
-  beyond the scale are clipped.
+``(H, W, 3)``) and :func:`to_tensor` (uint8 batch -> float tensor). Files with more pixels than
+PIL's ``Image.MAX_IMAGE_PIXELS`` or a side under ``MIN_IMAGE_SIDE`` raise an
+:class:`ImageReadError` naming the file. 16/32-bit greyscale is scaled on the fixed full scale
+``SIXTEEN_BIT_FULL_SCALE`` (never by each image's maximum, so one hot pixel cannot darken a
+galaxy), float images on [0, 1]; values beyond are clipped.
 """
 
 from __future__ import annotations
@@ -34,10 +26,8 @@ __all__ = [
 ]  # fmt: skip
 
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz")
-#: Images whose shorter side is under this many pixels are refused by :func:`read_image`.
-MIN_IMAGE_SIDE = 8
-#: The integer value that reads as 255 in 16-bit (and 32-bit integer) greyscale images.
-SIXTEEN_BIT_FULL_SCALE = 65535
+MIN_IMAGE_SIDE = 8  # the smallest model input; a smaller image is a placeholder or broken cutout
+SIXTEEN_BIT_FULL_SCALE = 65535  # reads as 255 in 16-bit (and 32-bit integer) greyscale
 _INTEGER_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
@@ -67,7 +57,6 @@ def _fits_to_array(path: Path) -> np.ndarray:
 
 def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
     if img.mode in _INTEGER_GREY or img.mode == "F":  # 16/32-bit integer or float greyscale
-        # A fixed full scale, the same for every image (see the module docstring).
         full = SIXTEEN_BIT_FULL_SCALE if img.mode in _INTEGER_GREY else 1.0
         arr = np.asarray(img, dtype=np.float64)
         arr = np.rint(np.clip(np.nan_to_num(arr), 0, full) * (255.0 / full)).astype(np.uint8)
@@ -84,14 +73,8 @@ def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
 def allow_large_images(max_pixels: int | None) -> int | None:
     """Let :func:`read_image` open images of up to ``max_pixels`` pixels; returns the old limit.
 
-    Sets PIL's own ``Image.MAX_IMAGE_PIXELS``, which guards every PIL reader of the process
-    (the only state involved); ``None`` lifts it (only for files you trust). Restore it::
-
-        previous = images.allow_large_images(200_000_000)
-        try:
-            big = images.read_image("mosaic.png", size=424)
-        finally:
-            images.allow_large_images(previous)
+    Sets PIL's ``Image.MAX_IMAGE_PIXELS`` for the whole process; ``None`` lifts it (only for
+    files you trust). Restore it with ``allow_large_images(previous)`` when done.
     """
     if max_pixels is not None:
         if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1:
@@ -136,10 +119,8 @@ def bomb_problem(err: Exception) -> tuple[str, str]:
 
 
 def _refuse_size(path: Path, width: int, height: int) -> None:
-    found = size_problem(width, height)
-    if found is not None:
-        problem, action = found
-        raise ImageReadError(f"{path}: {problem}. What to do: {action}.")
+    if (found := size_problem(width, height)) is not None:
+        raise ImageReadError(f"{path}: {found[0]}. What to do: {found[1]}.")
 
 
 def _centre_crop_square(arr: np.ndarray, crop: float = 1.0) -> np.ndarray:
@@ -178,12 +159,8 @@ def _check_resample(resample) -> str:
 
 
 def _zoobot_resize(arr: np.ndarray, size: int | None, crop: float) -> np.ndarray:
-    """Zoobot's inference view of a square uint8 image (galaxy-datasets 0.0.25,
-    ``transforms.get_galaxy_transform(minimal_view_config())`` on a PIL image): a bilinear zoom
-    by ``1 / crop`` about the centre at the image's own size (``T.RandomAffine``, whose scale
-    torchvision draws as a float32), then a bilinear resize (``T.Resize(antialias=True)``,
-    PIL's filtered resize). The same PIL calls torchvision makes, so the pixels are identical.
-    """
+    """Zoobot's inference view (galaxy-datasets 0.0.25 ``minimal_view_config()``): the PIL calls
+    torchvision makes for a bilinear zoom by ``1 / crop`` (float32 scale), then a resize."""
     img = Image.fromarray(arr)
     side = arr.shape[0]
     if crop != 1.0:
@@ -206,20 +183,20 @@ def read_image(
 
     Parameters
     ----------
-    path : image file (PNG, JPEG, ... or FITS, read with astropy when it is installed).
-    size : resize to ``size x size`` pixels; None keeps the (square) size.
-    crop : framing: the fraction of the square frame's side kept around its centre before
-        resizing (1 = the whole frame; 0.5 = the central half). See :func:`catalogue_crops`.
-    resample : ``"lanczos"`` (default): cut the central ``crop`` out (whole pixels) and resize
-        it with Lanczos. ``"zoobot"``: Zoobot's own resampling of the same framing (a bilinear
-        zoom by ``1 / crop``, then a bilinear resize; pixel for pixel Zoobot's inference
-        transform), which a model's metadata asks for (:func:`model_resample`).
+    path : str or path-like
+        Image file (PNG, JPEG, ... or FITS, read with astropy).
+    size : int, optional
+        Resize to ``size x size`` pixels; None keeps the (square) size.
+    crop : float
+        Fraction of the square frame's side kept around its centre (1 = the whole frame).
+    resample : {"lanczos", "zoobot"}
+        Cut the crop out and resize with Lanczos, or Zoobot's bilinear zoom and resize
+        (pixel for pixel its inference transform; see :func:`model_resample`).
 
     Raises
     ------
-    ImageReadError naming the file when it is missing, truncated or not an image, has more
-    pixels than PIL's limit (PIL's bomb errors and warnings never escape) or a shorter side
-    under ``MIN_IMAGE_SIDE`` pixels.
+    ImageReadError
+        Naming the file when it is missing, unreadable, too large or too small.
     """
     path = Path(path)
     crop = check_crop(crop)
@@ -267,12 +244,10 @@ def load_images(
     crop: float | Sequence[float] = 1.0,
     resample: str = "lanczos",
 ) -> np.ndarray:
-    """Read many images into one uint8 array ``(N, size, size, 3)``.
+    """Read many images (in threads) into one uint8 array ``(N, size, size, 3)``.
 
-    Decoding runs in a thread pool (PIL releases the GIL while decoding). Errors name the
-    failing file. ``crop`` is the framing of :func:`read_image`: one value for every image, or
-    one per path (as :func:`catalogue_crops` returns); ``resample`` its resampling (the
-    model's :func:`model_resample`).
+    ``crop`` and ``resample`` are :func:`read_image`'s, ``crop`` one value or one per path
+    (:func:`catalogue_crops`).
     """
     paths = list(paths)
     resample = _check_resample(resample)
@@ -290,56 +265,43 @@ def load_images(
     def work(i):
         out[i] = read_image(paths[i], size, crops[i], resample)
 
-    iterator = range(len(paths))
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        results = pool.map(work, iterator)
-        if progress and len(paths) > 500:
-            from tqdm.auto import tqdm
+    from tqdm.auto import tqdm
 
-            results = tqdm(results, total=len(paths), desc="Reading images", unit="img")
-        for _ in results:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        results = pool.map(work, range(len(paths)))
+        quiet = not progress or len(paths) <= 500
+        for _ in tqdm(results, desc="Reading images", total=len(paths), disable=quiet):
             pass
     return out
 
 
 def model_crop(metadata: dict | None) -> float:
-    """The centre crop a model applies to every input: ``metadata["framing"]["crop"]``.
-
-    A checkpoint records its framing (as Zoobot records its fixed central crop), so every
-    loader of images for that model sees galaxies at the scale it was trained on. Absent
-    framing means the whole frame (1.0).
-    """
+    """The centre crop a model applies to every input: ``metadata["framing"]["crop"]`` (1.0)."""
     framing = (metadata or {}).get("framing") or {}
     return check_crop(framing.get("crop", 1.0), "the model's framing crop")
 
 
 def model_resample(metadata: dict | None) -> str:
-    """How a model's framing is resampled: ``metadata["framing"]["resample"]``.
-
-    ``"lanczos"`` (absent: every course checkpoint) or ``"zoobot"`` (the Zoobot encoders:
-    Zoobot's own bilinear zoom and resize, see :func:`read_image`). Pass it to
-    :func:`load_images` with the crops of :func:`catalogue_crops`.
-    """
+    """A model's :func:`read_image` resampling: ``metadata["framing"]["resample"]`` (lanczos)."""
     framing = (metadata or {}).get("framing") or {}
     return _check_resample(framing.get("resample", "lanczos"))
 
 
 def catalogue_crops(catalogue, metadata: dict | None = None) -> np.ndarray:
-    """One framing crop per catalogue row: the row's survey framing times the model's.
-
-    A catalogue's optional ``crop`` column is the fraction of each image's side that shows the
-    galaxy at the reference framing (synthetic sky and DECaLS cutouts: 1; the Kaggle Galaxy Zoo
-    2 cutouts, whose galaxy sits in the central third: 0.5); the model's own framing
-    (:func:`model_crop`) applies on top, so rows of several surveys can share a catalogue.
+    """One framing crop per catalogue row: its ``crop`` column (its survey's framing, default 1)
+    times the model's :func:`model_crop`, so rows of several surveys can share a catalogue.
 
     Parameters
     ----------
-    catalogue : pandas.DataFrame (the catalogue contract; ``crop`` optional)
-    metadata : the model's metadata (checkpoint JSON), or None for the whole frame.
+    catalogue : pandas.DataFrame
+        A catalogue, ``crop`` column optional.
+    metadata : dict, optional
+        The model's metadata (checkpoint JSON); None for the whole frame.
 
     Returns
     -------
-    numpy.ndarray of float, one per row, each in (0, 1].
+    numpy.ndarray
+        One float per row, each in (0, 1].
     """
     n = len(catalogue)
     base = model_crop(metadata)
@@ -363,13 +325,11 @@ def to_tensor(
     std: Sequence[float] | float | None = None,
     greyscale: str = "mean",
 ):
-    """uint8 images ``(N, H, W, 3)`` (or one ``(H, W, 3)``) -> float32 tensor ``(N, C, H, W)``.
+    """uint8 images ``(N, H, W, 3)`` or ``(H, W, 3)`` -> float32 tensor ``(N, C, H, W)``.
 
-    Pixels are scaled to [0, 1]; ``channels=1`` averages the three colours (as the paper's
-    greyscale models do), or with ``greyscale="luma"`` weighs them 0.299, 0.587, 0.114
-    (ITU-R 601-2, PIL's ``convert("L")``: Zoobot's greyscale conversion, which a model's
-    metadata asks for with ``"greyscale": "luma"``); ``mean``/``std`` (per channel or scalar)
-    normalise afterwards. Accepts a torch uint8 tensor too (kept on its device).
+    Pixels are scaled to [0, 1], then ``(x - mean) / std`` (per channel or scalar) when given;
+    ``channels=1`` averages the colours, or with ``greyscale="luma"`` weighs them as PIL's
+    ``convert("L")`` (Zoobot's greyscale). A torch uint8 tensor stays on its device.
     """
     import torch
 
@@ -389,11 +349,9 @@ def to_tensor(
     elif channels == 1:
         t = t.mean(dim=1, keepdim=True)
     if mean is not None:
-        m = torch.as_tensor(mean, dtype=t.dtype, device=t.device).reshape(1, -1, 1, 1)
-        t = t - m
+        t = t - torch.as_tensor(mean, dtype=t.dtype, device=t.device).reshape(1, -1, 1, 1)
     if std is not None:
-        s = torch.as_tensor(std, dtype=t.dtype, device=t.device).reshape(1, -1, 1, 1)
-        t = t / s
+        t = t / torch.as_tensor(std, dtype=t.dtype, device=t.device).reshape(1, -1, 1, 1)
     return t.contiguous()
 
 

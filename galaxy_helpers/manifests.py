@@ -1,16 +1,12 @@
-"""Manifests: the registry of every dataset and model, and how a dataset becomes a catalogue.
-
-One TOML file per dataset or model in ``data_manifests/`` says what it is (citation, licence),
-where every file comes from (pinned URL, size, checksum) and how its table maps onto the
-catalogue contract of ``DEVELOPERS.md``. :func:`load_manifest` reads and path-checks one,
-:func:`validate_manifest` lists every problem, :func:`build_catalogue` turns the fetched files
-into the catalogue. Fetching itself is :mod:`galaxy_helpers.data`, which re-exports all of this.
+"""Manifests: one TOML file per dataset or model in ``data_manifests/`` (citation, licence,
+pinned URL, size and checksum of every file, and how its table maps onto the catalogue contract
+of ``DEVELOPERS.md``), checked, and turned into catalogues. :mod:`galaxy_helpers.data` fetches
+the files and re-exports this module's public names.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import tomllib
@@ -21,6 +17,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .images import check_crop
+from .schema import canonical_columns, get_schema
 
 __all__ = [
     "MANIFESTS_ENV", "DataError", "ManifestError", "FileEntry", "Manifest", "BUILDERS",
@@ -39,9 +38,7 @@ class ManifestError(DataError, ValueError):
     """A manifest is missing or malformed; the message names the file and the key."""
 
 
-# --------------------------------------------------------------------------------------------
-# Manifests
-# --------------------------------------------------------------------------------------------
+# --- manifests ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FileEntry:
     """One file of a manifest: its ``path`` below the dataset folder (and in a mirror), pinned
@@ -128,11 +125,8 @@ def _entry(item: dict, where: str, derived: bool) -> FileEntry:
 
 
 def load_manifest(name: str | os.PathLike) -> Manifest:
-    """Read one manifest by name (``"gz_decals_rings"``) or TOML path.
-
-    Raises :class:`ManifestError` for an unknown name (listing the known ones), a malformed
-    file, or a path that would leave the dataset's folder.
-    """
+    """Read one manifest by name (``"gz_decals_rings"``) or TOML path; a :class:`ManifestError`
+    names an unknown name, a malformed file or a path that would leave the dataset's folder."""
     path = Path(name)
     if path.suffix != ".toml":
         path = manifest_dir() / f"{name}.toml"
@@ -185,11 +179,8 @@ def checked_paths(manifest: Manifest) -> Manifest:
 
 
 def inside(root: Path, relative: str | os.PathLike, where: str) -> Path:
-    """``root / relative`` resolved, refused unless it stays inside ``root``.
-
-    The check is on the path as written (``..`` and absolute parts), not on where links lead, so
-    a cache or mirror made of links to a bigger disk keeps working.
-    """
+    """``root / relative`` resolved, refused unless it stays inside ``root`` as written (links
+    may lead elsewhere, so a cache made of links to a bigger disk keeps working)."""
     path = Path(os.path.normpath(os.path.join(os.path.abspath(root), relative)))
     if not path.is_relative_to(os.path.normpath(os.path.abspath(root))):
         raise ManifestError(
@@ -217,13 +208,8 @@ _REQUIRED = {
 
 
 def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
-    """Check a manifest against the manifest schema; return every problem found.
-
-    Checks: required keys for its kind; citation a non-empty list; every file has a relative
-    path, an ``https://`` URL (or a known builder), a positive integer size when given, a
-    sha256 (64 hex) or md5 (32 hex); no path twice; URLs equal ``base_url`` + quoted path when
-    ``base_url`` is given; the catalogue mapping names its file, ``id_str`` and ``file_loc``;
-    models have ``hf_hub:<owner>/<repo>`` ids, an https URL and 1 or 3 channels.
+    """Check a manifest's keys, files (path, https URL or builder, size, checksum), catalogue
+    mapping and models; return every problem found.
 
     Parameters
     ----------
@@ -309,9 +295,7 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
     return problems
 
 
-# --------------------------------------------------------------------------------------------
-# Derived files
-# --------------------------------------------------------------------------------------------
+# --- derived files ------------------------------------------------------------------------
 _EXAMPLE_NAME = re.compile(r"decals-(\d+)_([ax])-(\d+)_(\d+)\.jpg")
 
 
@@ -330,11 +314,8 @@ def _build_examples_labels(manifest: Manifest, folder: Path) -> bytes:
         labels = rows.setdefault(md5, [entry.path, md5, []])[2]
         if label not in labels:
             labels.append(label)
-    out = io.StringIO()
-    out.write("file,md5,answers\n")
-    for path, md5, labels in rows.values():
-        out.write(f"{path},{md5},{';'.join(labels)}\n")
-    return out.getvalue().encode()
+    lines = ["file,md5,answers", *(f"{p},{m},{';'.join(a)}" for p, m, a in rows.values())]
+    return "".join(f"{line}\n" for line in lines).encode()
 
 
 BUILDERS: dict[str, Callable[[Manifest, Path], bytes]] = {
@@ -342,9 +323,7 @@ BUILDERS: dict[str, Callable[[Manifest, Path], bytes]] = {
 }
 
 
-# --------------------------------------------------------------------------------------------
-# Catalogues
-# --------------------------------------------------------------------------------------------
+# --- catalogues -----------------------------------------------------------------------------
 def _tag_from_expression(df: pd.DataFrame, expression: str, where: str) -> pd.Series:
     match = re.fullmatch(r"\s*([\w\-]+)\s*==\s*(\S+)\s*", expression)
     if match is None or match.group(1) not in df.columns:
@@ -383,12 +362,8 @@ def _largest_remainder(shares: np.ndarray, totals: np.ndarray) -> np.ndarray:
 
 
 def _votes_from_fractions(raw: pd.DataFrame, spec: dict, where: str) -> pd.DataFrame:
-    """Vote counts from cumulative fractions: a question's counts sum to its parent's count.
-
-    ``spec["volunteers"]`` volunteers answer the first question; a question with a ``parent``
-    answer is asked of the volunteers who gave that answer. A question whose fractions are
-    all 0 for a galaxy gets 0 votes (unasked).
-    """
+    """Vote counts from cumulative fractions: ``spec["volunteers"]`` answer the first question,
+    a question with a ``parent`` answer gets that answer's count; all-0 fractions get 0 votes."""
     volunteers = int(spec["volunteers"])
     if volunteers < 1:
         raise ManifestError(f"{where} [votes]: volunteers must be a positive whole number")
@@ -439,23 +414,19 @@ def build_catalogue(manifest: Manifest, folder: Path) -> pd.DataFrame:
     spec = manifest.catalogue
     where = f"{manifest.path} [catalogue]"
     files = spec["file"] if isinstance(spec["file"], list) else [spec["file"]]
-    splits = spec.get("split_from_file")
+    splits, id_rule = spec.get("split_from_file"), spec["id_str"]
     frames = []
     for i, file in enumerate(files):
-        path = folder / file
-        ids_as_text = {str(spec.get("id_str", "")).removeprefix("stem:"): str}  # "00042" stays
-        frame = (
-            pd.read_parquet(path)
-            if spec.get("format") == "parquet"
-            else pd.read_csv(path, dtype=ids_as_text)
-        )
+        if spec.get("format") == "parquet":
+            frame = pd.read_parquet(folder / file)
+        else:  # ids stay text: "00042" must not become 42
+            frame = pd.read_csv(folder / file, dtype={id_rule.removeprefix("stem:"): str})
         if splits:
             frame["split"] = splits[i]
         frames.append(frame)
     raw = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     out = pd.DataFrame(index=raw.index)
-    id_rule = spec["id_str"]
     if id_rule.startswith("stem:"):
         out["id_str"] = raw[id_rule[5:]].map(lambda p: PurePosixPath(p).stem)
     else:
@@ -498,8 +469,6 @@ def build_catalogue(manifest: Manifest, folder: Path) -> pd.DataFrame:
             out[tag] = answer_lists.map(lambda a, rule=rule: any(x in a for x in rule)).astype(bool)
 
     if "votes" in spec:
-        from .schema import get_schema
-
         votes = _votes_from_fractions(raw, spec["votes"], where)
         # Every other answer of the schema: 0 votes (unasked), as the catalogue contract says.
         for column in get_schema(spec.get("schema", "decals_dr5")).answer_columns:
@@ -510,8 +479,6 @@ def build_catalogue(manifest: Manifest, folder: Path) -> pd.DataFrame:
         for tag, flags in _odd_feature_tags(raw, spec["odd_tags"], where).items():
             out[tag] = flags
     if "crop" in spec:
-        from .images import check_crop
-
         out["crop"] = check_crop(spec["crop"], f"{where} crop")
     if "split" in spec:
         every = int(spec["split"]["test_every"])
@@ -522,8 +489,6 @@ def build_catalogue(manifest: Manifest, folder: Path) -> pd.DataFrame:
     consumed.update(spec.get("drop", []))
 
     if spec.get("schema"):
-        from .schema import canonical_columns
-
         raw = canonical_columns(raw, spec["schema"])
     # Keep the remaining upstream columns (votes, predictions, md5, split) untouched.
     for column in raw.columns:

@@ -1,10 +1,8 @@
 """Galaxy Zoo decision trees as data, and what to do with vote counts.
 
-A *schema* lists the questions of a Galaxy Zoo decision tree, their answers, and which
-answer leads to which question. Catalogues hold one vote-count column per answer, named
-``<question>_<answer>`` (for example ``smooth-or-featured-dr5_smooth``). Questions a
-volunteer was never asked hold 0 votes, never NaN: that is how the tree's shape reaches
-the loss (a question with no votes contributes nothing).
+A *schema* lists a tree's questions, their answers, and which answer leads to which question.
+Catalogues hold one vote-count column per answer, ``<question>_<answer>``; unasked questions
+hold 0 votes, never NaN, so they contribute nothing to the loss.
 
 Examples
 --------
@@ -100,7 +98,6 @@ class Schema:
             by_name[q.name] = q
         object.__setattr__(self, "_by_name", by_name)
 
-    # --- structure -----------------------------------------------------------------
     @property
     def question_names(self) -> list[str]:
         return [q.name for q in self.questions]
@@ -121,16 +118,20 @@ class Schema:
     @property
     def answer_slices(self) -> list[tuple[int, int]]:
         """(start, stop) of each question's answers within :attr:`answer_columns`."""
-        slices, start = [], 0
-        for q in self.questions:
-            slices.append((start, start + len(q.answers)))
-            start += len(q.answers)
-        return slices
+        bounds = np.cumsum([0, *(len(q.answers) for q in self.questions)]).tolist()
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
 
     def question(self, name: str) -> Question:
         """The question called ``name`` (either spelling). Unknown names get suggestions."""
-        key = self._resolve_question_name(name)
-        return self._by_name[key]
+        for key in (name, name + self.suffix):
+            if key in self._by_name:
+                return self._by_name[key]
+        close = difflib.get_close_matches(name, self.question_names, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise UnknownQuestionError(
+            f"Unknown question {name!r} for schema {self.name!r}.{hint} "
+            f"Questions: {self.question_names}."
+        )
 
     def question_index(self, name: str) -> int:
         return self.question_names.index(self.question(name).name)
@@ -144,27 +145,11 @@ class Schema:
             )
         return [c for c in self.questions if (q.name, answer) in c.requires]
 
-    def _resolve_question_name(self, name: str) -> str:
-        if name in self._by_name:
-            return name
-        if self.suffix and name + self.suffix in self._by_name:
-            return name + self.suffix
-        close = difflib.get_close_matches(name, self.question_names, n=3)
-        hint = f" Did you mean {close}?" if close else ""
-        raise UnknownQuestionError(
-            f"Unknown question {name!r} for schema {self.name!r}.{hint} "
-            f"Questions: {self.question_names}."
-        )
-
     def column_aliases(self) -> dict[str, str]:
         """Map every accepted spelling of a column to its canonical name."""
         aliases = {}
         for q in self.questions:
-            bare = (
-                q.name[: -len(self.suffix)]
-                if self.suffix and q.name.endswith(self.suffix)
-                else q.name
-            )
+            bare = q.name.removesuffix(self.suffix)
             for a in q.answers:
                 canonical = f"{q.name}_{a}"
                 aliases[canonical] = canonical
@@ -259,16 +244,18 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
 
     Parameters
     ----------
-    data : DataFrame with vote-count columns (either spelling), or an array already in
-        answer order.
-    schema : the decision tree.
+    data : pandas.DataFrame or numpy.ndarray
+        Vote-count columns (either spelling), or an array already in answer order.
+    schema : str or Schema
+        The decision tree.
 
     Raises
     ------
-    ValueError naming the missing columns, or the rows and columns holding NaN, negative or
-    non-integer counts.
+    ValueError
+        Naming the missing columns, or the rows and columns of NaN, negative or fractional counts.
     """
     schema = get_schema(schema)
+    cols, row_ids = schema.answer_columns, None
     if isinstance(data, pd.DataFrame):
         df = canonical_columns(data, schema)
         missing = [c for c in schema.answer_columns if c not in df.columns]
@@ -278,11 +265,9 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
                 f"{schema.name!r}: {missing[:6]}{' ...' if len(missing) > 6 else ''}. "
                 "Add them (0 votes where the question was not asked)."
             )
-        values = (
-            df[schema.answer_columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
-        )
-        row_ids = df["id_str"].astype(str).to_numpy() if "id_str" in df.columns else None
-        cols = schema.answer_columns
+        values = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+        if "id_str" in df.columns:
+            row_ids = df["id_str"].astype(str).to_numpy()
     else:
         values = np.asarray(data, dtype=float)
         if values.ndim != 2 or values.shape[1] != schema.n_answers:
@@ -290,7 +275,6 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
                 f"Vote counts must have shape (N, {schema.n_answers}) for schema "
                 f"{schema.name!r}; got {values.shape}."
             )
-        row_ids, cols = None, schema.answer_columns
     with np.errstate(invalid="ignore"):
         checks = (
             ("NaN (use 0 for unasked questions)", np.isnan(values)),
@@ -316,14 +300,12 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
 def parent_child_problems(
     counts: np.ndarray, schema: str | Schema = DECALS_DR5, limit: int | None = None
 ) -> list[tuple[int, str, int, int]]:
-    """Rows where a question got more votes than the answers that lead to it.
-
-    A question asked after ``(parent, answer)`` pairs can only be answered by volunteers who
-    gave one of those answers, so its total cannot exceed their votes.
+    """Rows where a question got more votes than the answers that lead to it (impossible).
 
     Returns
     -------
-    list of ``(row, question, its votes, votes of the answers leading to it)``, at most ``limit``.
+    list of tuple
+        ``(row, question, its votes, votes of the answers leading to it)``, at most ``limit``.
     """
     schema = get_schema(schema)
     counts = np.asarray(counts)
@@ -383,14 +365,17 @@ def confident_answer(
 
     Parameters
     ----------
-    counts : vote counts (array in answer order, or a catalogue).
-    question : question name (either spelling).
-    min_votes : at least this many votes on the question.
-    min_fraction : the leading answer has at least this fraction of them.
+    counts : numpy.ndarray or pandas.DataFrame
+        Vote counts (array in answer order, or a catalogue).
+    schema, question : Schema or str, str
+        The tree and the question (either spelling).
+    min_votes, min_fraction : int, float
+        At least this many votes on the question, and this fraction for the leading answer.
 
     Returns
     -------
-    Array of answer names (object dtype), ``""`` where not confident.
+    numpy.ndarray
+        Answer names (object dtype), ``""`` where not confident.
     """
     schema = get_schema(schema)
     if isinstance(counts, pd.DataFrame):

@@ -90,7 +90,7 @@ def test_download_retries_server_errors_with_backoff(tmp_path, server):
     server.files.update(FILES)
     server.fail_first["img/b.txt"] = 2
     manifest = data.load_manifest(_manifest(tmp_path, "toy", FILES, server.url))
-    folder = data.fetch(manifest, progress=False, retries=3, backoff_s=0.01)
+    folder = data.fetch(manifest, progress=False, retries=3)
     assert (folder / "img/b.txt").read_bytes() == FILES["img/b.txt"]
     assert server.requests.count("img/b.txt") == 3
 
@@ -99,7 +99,7 @@ def test_missing_url_fails_without_retry_and_says_how_to_provide_the_file(tmp_pa
     server.files.update({k: v for k, v in FILES.items() if k != "img/b.txt"})
     manifest = data.load_manifest(_manifest(tmp_path, "toy", FILES, server.url))
     with pytest.raises(data.DataUnavailableError) as info:
-        data.fetch(manifest, progress=False, retries=3, backoff_s=0.01)
+        data.fetch(manifest, progress=False, retries=3)
     message = str(info.value)
     assert "img/b.txt" in message and f"{server.url}img/b.txt" in message
     assert data.MIRROR_ENV in message and str(tmp_path / "cache" / "data" / "toy") in message
@@ -114,7 +114,7 @@ def test_corrupted_download_is_rejected_and_nothing_is_left(tmp_path, server):
     server.files.update(FILES)
     server.files["img/a.txt"] = b"galaxy A"  # same size, different bytes
     with pytest.raises(data.ChecksumError, match=r"img/a.txt: sha256 .* does not match"):
-        data.fetch(manifest, progress=False, retries=2, backoff_s=0.01)
+        data.fetch(manifest, progress=False, retries=2)
     folder = tmp_path / "cache" / "data" / "toy"
     assert not (folder / "img/a.txt").exists()
     assert _leftovers(folder) == []

@@ -53,7 +53,7 @@ def _old(path: Path) -> Path:
 def test_cut_connection_is_resumed_with_a_range_request(tmp_path, server):
     server.cut_after["img/a.bin"] = 100_000
     manifest = _manifest(tmp_path, server.url)
-    folder = data.fetch(manifest, progress=False, retries=2, backoff_s=0.01)
+    folder = data.fetch(manifest, progress=False, retries=2)
     assert (folder / "img/a.bin").read_bytes() == BIG
     assert server.asked("img/a.bin") == [None, "bytes=100000-"]  # only the rest, once
     assert _parts(folder) == []
@@ -80,7 +80,7 @@ def test_server_without_range_support_gets_a_fresh_download(tmp_path):
         srv.files.update(FILES)
         srv.cut_after["img/a.bin"] = 50_000
         manifest = _manifest(tmp_path, srv.url)
-        folder = data.fetch(manifest, progress=False, retries=2, backoff_s=0.01)
+        folder = data.fetch(manifest, progress=False, retries=2)
         assert (folder / "img/a.bin").read_bytes() == BIG  # not 50,000 bytes + the whole file
         assert srv.asked("img/a.bin") == [None, "bytes=50000-"]
         assert _parts(folder) == []
@@ -118,7 +118,7 @@ def test_range_past_the_end_and_a_complete_partial(tmp_path, server):
     partial.write_bytes(BIG[:900] + b"??")  # 902 bytes of a 1000-byte file, wrong tail
     server.files["img/a.bin"] = BIG[:800]  # upstream now has 800 bytes: bytes=902- is a 416
     with pytest.raises(data.ChecksumError, match="got 800 bytes"):
-        data.download_file(short, final, retries=2, backoff_s=0.01, progress=False)
+        data.download_file(short, final, retries=2, progress=False)
     assert server.asked("img/a.bin") == ["bytes=902-", None]
     assert not partial.exists() and not final.exists()
 
