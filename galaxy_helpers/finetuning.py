@@ -16,23 +16,31 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.preprocessing import StandardScaler
-from torch import nn
-from tqdm.auto import tqdm
 
-from . import core, models
+from . import models
 from .checkpoints import NAMED_CHECKPOINTS, load_model
-from .finetuned import EncoderSource, FinetunedModel, FinetuneError, Head, is_finetuned
+from .finetuned import (
+    EncoderSource,
+    FinetuneConfig,
+    FinetunedModel,
+    FinetuneError,
+    Head,
+    _Best,
+    _class_weights,
+    _device,
+    _head_loss,
+    is_finetuned,
+    train_full,
+)
 
 __all__ = [
     "FinetuneError",
@@ -49,101 +57,6 @@ __all__ = [
     "fit_head",
     "train_full",
 ]
-
-
-@dataclass
-class FinetuneConfig:
-    """How to finetune. Defaults are the quick CPU profile.
-
-    Parameters
-    ----------
-    mode : ``"head"`` (frozen encoder, new linear head) or ``"full"`` (train everything).
-    task : ``"classification"`` or ``"regression"`` (one number).
-    architecture : expected encoder architecture; another is refused (``None``: any).
-    pretrained : timm names only: ImageNet weights (needs the network once), else random.
-    image_size, channels, mean, std : preprocessing; ``None`` takes the checkpoint's.
-    val_fraction : labelled share held out for early stopping (stratified).
-    balance : ``"weights"`` (inverse class frequency), ``"sampler"`` (full mode: classes drawn
-        equally often) or ``"none"``.
-    head_solver : ``"lbfgs"`` (scikit-learn's ``LogisticRegression``, ``Ridge`` for
-        regression, solved to convergence) or ``"adam"`` (early stopping, then ``refit``).
-    head_l2 : L2 penalty, ``C = 1 / head_l2``; 100 was the best of 1, 10, 100 on the course
-        sky (fewer labels than features). ``None``: cross-validated over ``head_l2_grid``.
-    feature_clip : standardised features are clipped to +- this. With a few dozen labels, a
-        feature that barely varies among them gives other galaxies huge values that top every
-        ranking; clipping at 3 raised the rings among the 24 top-ranked disks from 2% to 30%.
-    head_lr, head_max_steps, head_patience, refit : the Adam head.
-    encoder_lr, layer_decay : full mode: the last block's rate; each earlier block gets
-        ``layer_decay`` times the next one's.
-    full_head_lr, weight_decay, max_epochs, patience, batch_size, min_steps, augment : full
-        mode (AdamW; an epoch is at least ``min_steps`` batches; flips and quarter turns).
-    linear_probe_first : full mode starts from the head-only fit.
-    freeze_batchnorm : keep BatchNorm statistics (few labels would corrupt them).
-    seed, device, progress : random seed; ``None`` picks ``core.device()``; progress bars.
-    """
-
-    mode: str = "head"
-    task: str = "classification"
-    architecture: str | None = None
-    pretrained: bool = True
-    image_size: int | None = None
-    channels: int | None = None
-    mean: Sequence[float] | None = None
-    std: Sequence[float] | None = None
-    val_fraction: float = 0.2
-    balance: str = "weights"
-    head_solver: str = "lbfgs"
-    head_l2: float | None = 100.0
-    head_l2_grid: tuple[float, ...] = (1.0, 10.0, 100.0, 1000.0)
-    feature_clip: float | None = 3.0
-    head_lr: float = 2e-3
-    head_max_steps: int = 1000
-    head_patience: int = 100
-    refit: bool = True
-    encoder_lr: float = 1e-4
-    layer_decay: float = 0.8
-    full_head_lr: float = 1e-3
-    weight_decay: float = 0.05
-    max_epochs: int = 10
-    patience: int = 3
-    batch_size: int = 32
-    min_steps: int = 1
-    augment: bool = True
-    linear_probe_first: bool = True
-    freeze_batchnorm: bool = True
-    seed: int = 0
-    device: str | None = None
-    progress: bool = True
-
-    def __post_init__(self):
-        choices = {
-            "mode": ("head", "full"),
-            "task": ("classification", "regression"),
-            "balance": ("weights", "sampler", "none"),
-            "head_solver": ("lbfgs", "adam"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise FinetuneError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not (0.0 <= self.val_fraction < 1.0 and 0.0 < self.layer_decay <= 1.0):
-            raise FinetuneError(
-                f"val_fraction must be in [0, 1) and layer_decay in (0, 1], got "
-                f"{self.val_fraction} and {self.layer_decay}"
-            )
-
-    def replace(self, **changes) -> FinetuneConfig:
-        """A copy with some fields changed (unknown names are refused)."""
-        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
-        if unknown:
-            raise FinetuneError(f"FinetuneConfig has no field(s) {unknown}")
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict:
-        return core.json_safe(self)
-
-
-def _device(cfg: FinetuneConfig) -> torch.device:
-    return torch.device(core.device(cfg.device))
 
 
 def load_encoder(
@@ -438,16 +351,6 @@ def _stratified_split(
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
 
 
-def _class_weights(y: np.ndarray, n_classes: int) -> torch.Tensor:
-    """``class_weight="balanced"`` weights (0 for a class absent from ``y``)."""
-    from sklearn.utils.class_weight import compute_class_weight
-
-    present = np.unique(y)
-    w = np.zeros(n_classes)
-    w[present] = compute_class_weight("balanced", classes=present, y=y)
-    return torch.tensor(w, dtype=torch.float32)
-
-
 class _ClippedScaler(StandardScaler):
     """``StandardScaler`` whose output is clipped to +- ``clip``, as :class:`Head` does."""
 
@@ -527,29 +430,6 @@ def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> 
     }
     best = max(scores.values())
     return max(l2 for l2, v in scores.items() if v >= best - 1e-9), scores
-
-
-def _head_loss(task, logits, y, weights):
-    if task == "classification":
-        return nn.functional.cross_entropy(logits, y, weight=weights)
-    return nn.functional.mse_loss(logits[:, 0], y)
-
-
-class _Best:
-    """Early stopping: the lowest validation loss so far, its step and the weights then."""
-
-    def __init__(self, module: nn.Module, loss: float = math.inf):
-        self.loss, self.step, self.since = loss, 0, 0
-        self.state = copy.deepcopy(module.state_dict())
-
-    def update(self, loss: float, step: int, module: nn.Module) -> int:
-        """Record a step's loss; returns the number of steps since the best."""
-        if loss < self.loss - 1e-6:
-            self.loss, self.step, self.since = loss, step, 0
-            self.state = copy.deepcopy(module.state_dict())
-        else:
-            self.since += 1
-        return self.since
 
 
 def _fit_head_steps(
@@ -679,135 +559,6 @@ def fit_head(
             head = _fit_head_lbfgs(X, y, n_out, cfg)
         info["refit_on"] = int(len(y))
     return head, info
-
-
-def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Random flips and quarter turns, per galaxy."""
-    b = x.shape[0]
-    flip = torch.rand(b, generator=generator) < 0.5
-    x = torch.where(flip.view(b, 1, 1, 1).to(x.device), x.flip(-1), x)
-    k = torch.randint(0, 4, (b,), generator=generator)
-    out = x.clone()
-    for r in (1, 2, 3):
-        sel = (k == r).to(x.device)
-        if sel.any():
-            out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
-    return out
-
-
-def _param_groups(model: FinetunedModel, cfg: FinetuneConfig) -> list[dict]:
-    enc = model.encoder
-    if cfg.layer_decay < 1.0 and hasattr(enc, "group_matcher"):
-        from timm.optim import param_groups_layer_decay
-
-        groups = [
-            {**g, "lr": cfg.encoder_lr * g.pop("lr_scale", 1.0)}
-            for g in param_groups_layer_decay(
-                enc, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay
-            )
-        ]
-    else:
-        params = [p for p in enc.parameters() if p.requires_grad]
-        groups = [{"params": params, "lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay}]
-    head = {"params": list(model.head.parameters()), "lr": cfg.full_head_lr, "weight_decay": 0.0}
-    return [*groups, head]
-
-
-def train_full(
-    model: FinetunedModel,
-    images: np.ndarray,
-    y: np.ndarray,
-    images_val: np.ndarray | None,
-    y_val: np.ndarray | None,
-    cfg: FinetuneConfig,
-    ids: Sequence[str] | None = None,
-) -> dict:
-    """Train encoder and head together (in place), early stopping on the validation loss.
-
-    ``images``/``y``: uint8 ``(N, H, W, 3)`` and class indices (or standardised numbers); an
-    empty validation set runs ``max_epochs``. ``ids`` name the galaxies of a batch whose loss
-    turns NaN in the error. Returns ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
-    """
-    device = _device(cfg)
-    model.to(device)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    classification = cfg.task == "classification"
-    n_out = len(model.classes) if classification else 1
-    target = torch.long if classification else torch.float32
-    x_train = model._preprocess(images, device)
-    y_train = torch.as_tensor(y, dtype=target).to(device)
-    has_val = images_val is not None and len(images_val) > 0
-    if has_val:
-        x_val = model._preprocess(images_val, device)
-        y_v = torch.as_tensor(y_val, dtype=target).to(device)
-    weighted = classification and cfg.balance == "weights"
-    weights = _class_weights(y, n_out).to(device) if weighted else None
-    w_val = _class_weights(y_val, n_out).to(device) if has_val and weighted else None
-    p = None
-    if classification and cfg.balance == "sampler":
-        p = 1.0 / np.bincount(y, minlength=n_out).astype(float)[y]
-        p = p / p.sum()
-    opt = torch.optim.AdamW(_param_groups(model, cfg))
-    n = len(x_train)
-    bs = min(cfg.batch_size, n)
-    steps = max(cfg.min_steps, math.ceil(n / bs))
-
-    def val_loss() -> float:
-        model.eval()
-        with torch.no_grad():
-            return float(_head_loss(cfg.task, model.head(model.encoder(x_val)), y_v, w_val))
-
-    if has_val:  # the starting point (e.g. the linear probe) is a candidate too
-        best = _Best(model, val_loss())
-    history = []
-    epochs = range(1, cfg.max_epochs + 1)
-    desc = f"Finetuning ({n} galaxies)"
-    for epoch in tqdm(epochs, desc, unit="epoch", leave=False, disable=not cfg.progress):
-        model.train()
-        if cfg.freeze_batchnorm:
-            for m in model.encoder.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        order = rng.permutation(n) if p is None else None
-        total = 0.0
-        for s in range(steps):
-            if p is not None:
-                idx = rng.choice(n, size=bs, p=p)
-            else:
-                idx = order[(s * bs) % n : (s * bs) % n + bs]
-                if len(idx) < bs:
-                    idx = np.concatenate([idx, rng.permutation(n)[: bs - len(idx)]])
-            xb = x_train[torch.as_tensor(idx)]
-            if cfg.augment:
-                xb = _augment(xb, gen)
-            out = model.head(model.encoder(xb))
-            loss = _head_loss(cfg.task, out, y_train[torch.as_tensor(idx)], weights)
-            if not torch.isfinite(loss):
-                names = [str(ids[i]) for i in idx[:8]] if ids is not None else idx[:8].tolist()
-                raise FinetuneError(
-                    f"finetuning turned NaN at epoch {epoch}, step {s + 1}: the loss of the batch "
-                    f"holding galaxies {names} is {float(loss)}. Nothing was saved. Check those "
-                    "galaxies' labels and images, or lower encoder_lr / head_lr."
-                )
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach())
-        history.append({"epoch": epoch, "train_loss": total / steps})
-        if has_val:
-            history[-1]["val_loss"] = vloss = val_loss()
-            if best.update(vloss, epoch, model) >= cfg.patience:
-                break
-    if has_val:
-        model.load_state_dict(best.state)
-    model.eval()
-    return {
-        "epochs": len(history),
-        "best_epoch": int(best.step) if has_val else len(history),
-        "val_loss": float(best.loss) if has_val else None,
-        "history": history,
-    }
 
 
 def _new_model(src: EncoderSource, n_out: int, meta: dict, head: Head, encoder=None):

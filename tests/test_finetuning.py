@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from galaxy_helpers import finetuned
 from galaxy_helpers import finetuning as ft
 from galaxy_helpers import label_budget as lb
 from galaxy_helpers.models import GalaxyModel, save_checkpoint
@@ -106,7 +107,7 @@ def test_full_mode_trains_encoder_with_smaller_rates_near_the_input(rings, check
     changed = [k for k, v in model.encoder.state_dict().items() if not torch.equal(v, before[k])]
     assert changed, "full mode must update the encoder"
     assert model.metadata["metrics"]["epochs"] <= 2
-    groups = ft._param_groups(model, ft.FinetuneConfig(encoder_lr=1e-3, layer_decay=0.5))
+    groups = finetuned._param_groups(model, ft.FinetuneConfig(encoder_lr=1e-3, layer_decay=0.5))
     lrs = [g["lr"] for g in groups[:-1]]
     assert min(lrs) < 1e-3 * 0.5**5 and max(lrs) == pytest.approx(1e-3)
     assert groups[-1]["lr"] == ft.FinetuneConfig().full_head_lr
@@ -130,7 +131,7 @@ def test_balanced_sampler_and_regression(rings, checkpoint):
 
 
 def test_class_weights_balance_classes():
-    w = ft._class_weights(np.array([0, 0, 0, 1]), 2)
+    w = finetuned._class_weights(np.array([0, 0, 0, 1]), 2)
     assert w[1] == pytest.approx(3 * w[0])
 
 
