@@ -113,11 +113,10 @@ class LabelSession:
     ----------
     label_file : path; created (with its folder) if missing, resumed if it exists.
     user : who is labelling, written with every record.
-    catalogue : DataFrame with ``id_str``, optional; only its galaxies can be labelled, and a
-        file labelling only other ids is refused as another catalogue's.
+    catalogue : DataFrame with ``id_str``, optional; only its galaxies can be labelled.
     on_catalogue_change : ``"error"`` (default) raises :class:`CatalogueChangedError` when
         labelled galaxies left ``catalogue``; ``"keep"`` continues without them (they stay in
-        the file, listed in ``missing_ids``) and records the new catalogue.
+        the file, listed in ``missing_ids``).
     allow_other_users : let ``user`` add to a file another user started.
 
     Attributes
@@ -125,12 +124,6 @@ class LabelSession:
     labels : dict id_str -> score, the current labels in the order first given.
     records : list of LabelRecord, the whole history (undos included).
     missing_ids : labelled ids not in ``catalogue`` (with ``"keep"``).
-
-    Raises
-    ------
-    LabelFileError
-        The file is not a label file, is corrupt, belongs to another user or labels galaxies
-        not in ``catalogue``; the message names the file and line.
     """
 
     def __init__(
@@ -406,9 +399,7 @@ class LabelSession:
         )
 
     def label(self, id_str, score) -> LabelRecord:
-        """Give ``id_str`` a score 0..5, on disk before this returns.
-
-        A new score for a labelled galaxy replaces the old one (undo brings it back).
+        """Give ``id_str`` a score 0..5 (replacing an earlier one), on disk before this returns.
 
         Parameters
         ----------
@@ -428,10 +419,7 @@ class LabelSession:
             return self._append(fd, {"action": "label", "id_str": id_str, "score": score})
 
     def undo(self) -> LabelRecord | None:
-        """Take back this session's latest label still standing (appends an undo record).
-
-        A resumed session can undo the labels it resumed; labels another session (another tab)
-        gives meanwhile are that session's to undo.
+        """Take back this session's latest label still standing (never another tab's).
 
         Returns
         -------
@@ -453,16 +441,7 @@ class LabelSession:
         return len(self.labels)
 
     def scores_for(self, ids) -> np.ndarray:
-        """Scores aligned to ``ids`` (e.g. the catalogue's ``id_str``), NaN where unlabelled.
-
-        Parameters
-        ----------
-        ids : galaxy ids.
-
-        Returns
-        -------
-        float array.
-        """
+        """Float scores aligned to ``ids`` (e.g. the catalogue's ``id_str``), NaN if unlabelled."""
         return np.array([self.labels.get(str(i), np.nan) for i in ids], dtype=float)
 
     def history(self) -> pd.DataFrame:
@@ -476,12 +455,10 @@ class LabelSession:
 class LabellingWidget:
     """Score galaxies with buttons while a Gaussian process learns what interests you.
 
-    Shows the learner's current batch, each galaxy with six buttons 0..5. "Retrain and show next
-    batch" refits the learner on every label so far; "Undo last" takes back the last label.
-    Keyboard: click the shortcut box, then ``0``-``5`` scores the framed galaxy (and moves on),
-    ``u`` undoes, ``n`` retrains. CSS classes for browser tests: ``galaxy-score-button`` and
-    ``galaxy-score-<n>`` (buttons), ``galaxy-card``, ``galaxy-retrain``, ``galaxy-undo``,
-    ``galaxy-keys``.
+    Each galaxy of the learner's batch has buttons 0..5; "Retrain and show next batch" refits on
+    every label, "Undo last" takes one back. Keys (in the shortcut box): ``0``-``5`` score the
+    framed galaxy, ``u`` undoes, ``n`` retrains. CSS classes for browser tests:
+    ``galaxy-score-<n>``, ``galaxy-card``, ``galaxy-retrain``, ``galaxy-undo``, ``galaxy-keys``.
 
     Parameters
     ----------
@@ -670,10 +647,7 @@ class LabellingWidget:
             self.keys.value = ""
 
     def run_simulated(self, researcher_scores, n_labels: int = 200, progress: bool = True):
-        """Answer batch after batch with a simulated researcher until ``n_labels`` labels exist.
-
-        Resumes (labels already in the session count) and clicks the buttons, so the label
-        file is written exactly as when a person clicks.
+        """Click the buttons for a simulated researcher until ``n_labels`` labels exist (resumes).
 
         Parameters
         ----------

@@ -26,8 +26,8 @@ def galaxy_grid(
 
     Parameters
     ----------
-    images : uint8 array ``(N, H, W, 3)``, a list of such images, or a list of file paths.
-    titles : one short title per image (optional).
+    images : uint8 array ``(N, H, W, 3)``, a list of such images, or file paths.
+    titles : one short title per image.
     ncols : images per row.
     size : inches per image.
     highlight : per image, draw a coloured frame where True (e.g. "has the tag").
@@ -107,21 +107,18 @@ def ranked_grid(
 
     Parameters
     ----------
-    images : catalogue (``file_loc``; ``id_str`` for ``exclude_ids``), image paths, or a
-        uint8 array ``(N, H, W, 3)``.
-    scores : one score per galaxy, or the name of a catalogue column (None with ``order``).
-        NaN scores are never shown.
+    images : catalogue (``file_loc``; ``id_str`` for ``exclude_ids``), paths or uint8 array.
+    scores : one score per galaxy or a catalogue column (None with ``order``); NaN never shown.
     k : how many galaxies to show.
     pick : ``"top"`` (highest first), ``"bottom"`` (lowest first) or ``"spread"`` (``k``
         evenly spaced along the ranking, lowest first).
-    order : a ranking to use instead of sorting ``scores``: positions, best first (e.g.
-        ``anomaly.ranking``); ``"bottom"`` reads it backwards, ``"spread"`` best first.
+    order : positions best first (e.g. ``anomaly.ranking``) instead of sorting ``scores``;
+        ``"bottom"`` reads it backwards.
     titles : a format string (fields ``score``, ``rank`` and, for a catalogue, its columns)
-        or one title per galaxy (all ``N``); default ``"{score:.2f}"`` (none without scores).
-    highlight : framed galaxies: a catalogue column or one flag per galaxy (all ``N``).
+        or one title per galaxy; default ``"{score:.2f}"`` (none without scores).
+    highlight : framed galaxies: a catalogue column or one flag per galaxy.
     exclude_ids : ``id_str`` values not to show (e.g. the galaxies a model was trained on).
-    kind : ``np.argsort``'s sort kind, which decides the order of tied scores (``"stable"``:
-        catalogue order, as ``DataFrame.nlargest``); default numpy's.
+    kind : ``np.argsort``'s sort kind for tied scores (``"stable"``: catalogue order).
     ncols : images per row.
     suptitle : figure title, formatted with ``n`` (galaxies shown) and ``framed`` (the
         fraction of them highlighted); write ``{{``/``}}`` for literal braces.
@@ -129,8 +126,7 @@ def ranked_grid(
 
     Returns
     -------
-    (figure, shown) where ``shown`` holds the positions (0 .. N-1) of the shown galaxies,
-    in grid order: ``catalogue.iloc[shown]`` are their rows.
+    (figure, shown): ``shown`` holds the positions of the shown galaxies, in grid order.
 
     Examples
     --------
