@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def feature_matrix(features, ids=None, *, what: str = "representation table", dt
                 f"{what}: columns {bad[:5]} are not numeric; keep only 'id_str' and the "
                 "feature columns (feat_000..., pca_00...)"
             )
-        matrix = df.to_numpy(dtype=dtype, copy=True) if len(columns) else None
+        matrix = df.to_numpy(dtype=dtype, copy=True)
     else:
         matrix = np.asarray(features, dtype=dtype)
         if matrix.ndim == 1:
@@ -68,8 +69,8 @@ def feature_matrix(features, ids=None, *, what: str = "representation table", dt
                 f"{what}: expected a 2-D array (galaxies, dimensions), got shape {matrix.shape}"
             )
         columns = [f"dim_{i}" for i in range(matrix.shape[1])]
-    n_rows = 0 if matrix is None else matrix.shape[0]
-    if matrix is None or n_rows == 0 or matrix.shape[1] == 0:
+    n_rows = matrix.shape[0]
+    if n_rows == 0 or matrix.shape[1] == 0:
         raise ValueError(
             f"{what} is empty ({n_rows} rows, {len(columns)} feature columns): extract "
             "representations for at least one galaxy first"
@@ -164,9 +165,7 @@ def random_weights_model(metadata: dict, seed: int = 0):
     model = GalaxyModel(
         metadata["architecture"], schema=None, channels=int(metadata["channels"]), pretrained=False
     )
-    meta = dict(metadata)
-    meta["weights"] = f"random (seed {seed})"
-    model.metadata = meta
+    model.metadata = meta = {**metadata, "weights": f"random (seed {seed})"}
     return model.eval(), meta
 
 
@@ -196,25 +195,15 @@ def catalogue_hash(catalogue: pd.DataFrame) -> str:
     return core.content_key("\n".join(lines), np.asarray(crops, dtype=np.float64))
 
 
-def _batches_in_background(paths, size, batch_size, num_workers, prefetch, crops, resample):
-    """Yield uint8 batches while the next ``prefetch`` ones are decoded in background threads."""
-    starts = list(range(0, len(paths), batch_size))
-
-    def submit(pool, s):
-        end = s + batch_size
-        return pool.submit(
-            load_images, paths[s:end], size, False, num_workers, crops[s:end], resample
-        )
-
-    with ThreadPoolExecutor(max_workers=max(1, prefetch)) as pool:
-        pending = deque(submit(pool, s) for s in starts[:prefetch])
-        later = iter(starts[prefetch:])
+def _prefetched(func, items, ahead: int):
+    """Yield ``func(item)`` in order while the next ``ahead`` run in background threads."""
+    items = iter(items)
+    with ThreadPoolExecutor(max_workers=max(1, ahead)) as pool:
+        pending = deque(pool.submit(func, item) for item in islice(items, max(1, ahead)))
         while pending:
-            batch = pending.popleft().result()
-            s = next(later, None)
-            if s is not None:
-                pending.append(submit(pool, s))
-            yield batch
+            result = pending.popleft().result()
+            pending.extend(pool.submit(func, item) for item in islice(items, 1))
+            yield result
 
 
 def _encode_stream(model, metadata, batches, n_total, progress, device, desc):
@@ -294,15 +283,14 @@ def extract_representations(
             except Exception:  # a corrupt cache file is rebuilt, never trusted
                 path.unlink(missing_ok=True)
     paths = catalogue["file_loc"].astype(str).tolist()
-    batches = _batches_in_background(
-        paths,
-        int(meta["image_size"]),
-        int(batch_size),
-        int(num_workers),
-        int(prefetch),
-        catalogue_crops(catalogue, meta),
-        model_resample(meta),
-    )
+    size, step, crops = int(meta["image_size"]), int(batch_size), catalogue_crops(catalogue, meta)
+    resample = model_resample(meta)
+
+    def load(s):
+        chunk = slice(s, s + step)
+        return load_images(paths[chunk], size, False, int(num_workers), crops[chunk], resample)
+
+    batches = _prefetched(load, range(0, len(paths), step), int(prefetch))
     was_training = model.training
     model.eval()
     try:

@@ -95,18 +95,13 @@ class SearchWidget:
         self.another_button = widgets.Button(description="Another of this tag", icon="random")
         self.id_box = widgets.Text(placeholder="a galaxy id", description="Galaxy id")
         self.search_button = widgets.Button(description="Search", button_style="primary")
-        self.upload = widgets.FileUpload(
-            accept="image/*", multiple=False, description="Upload image"
-        )
+        self.upload = widgets.FileUpload(accept="image/*", description="Upload image")
         self.upload.disabled = model is None
         self.k_slider = widgets.IntSlider(value=int(k), min=1, max=32, description="Neighbours")
         self.status = widgets.HTML()
         self.query_box = widgets.Box()
-        self.grid = widgets.GridBox(
-            layout=widgets.Layout(
-                grid_template_columns=f"repeat(auto-fill, {self.thumb_px + 24}px)"
-            )
-        )
+        columns = f"repeat(auto-fill, {self.thumb_px + 24}px)"
+        self.grid = widgets.GridBox(layout=widgets.Layout(grid_template_columns=columns))
 
         self.tag.observe(lambda c: self.search_tag(c["new"]), names="value")
         self.another_button.on_click(lambda _: self.search_tag(self.tag.value))
@@ -213,9 +208,8 @@ class SearchWidget:
 
         image = widgets.Image(value=thumb, format="png", width=self.thumb_px, height=self.thumb_px)
         border = "3px solid #2ca02c" if good else "3px solid transparent"
-        parts = [image, widgets.HTML(f"<small>{caption}</small>")]
-        if button is not None:
-            parts.append(button)
+        text = widgets.HTML(f"<small>{caption}</small>")
+        parts = [image, text] if button is None else [image, text, button]
         return widgets.VBox(parts, layout=widgets.Layout(border=border, padding="2px"))
 
     def _show(self, query_name: str, found: pd.DataFrame, thumb: bytes):
@@ -230,25 +224,16 @@ class SearchWidget:
         self.query_box.children = [self._tile(query_name, f"{query_name} {tags}", thumb, True)]
         tiles, buttons = [], []
         for gid, dist in zip(found["id_str"], found["distance"], strict=True):
-            button = widgets.Button(
-                description="search from here",
-                layout=widgets.Layout(width=f"{self.thumb_px + 12}px"),
-            )
+            width = widgets.Layout(width=f"{self.thumb_px + 12}px")
+            button = widgets.Button(description="search from here", layout=width)
             button.on_click(lambda _, g=gid: self._from_neighbour(g))
             buttons.append(button)
-            mark = f" #{tag}" if gid in members else ""
-            tiles.append(
-                self._tile(
-                    gid, f"{gid}<br>d={dist:.3f}{mark}", self._thumb(gid), gid in members, button
-                )
-            )
+            caption = f"{gid}<br>d={dist:.3f}{f' #{tag}' if gid in members else ''}"
+            tiles.append(self._tile(gid, caption, self._thumb(gid), gid in members, button))
         self.neighbour_buttons = buttons
         self.grid.children = tiles
-        hits = (
-            f"; {sum(g in members for g in found['id_str'])} of {len(found)} share #{tag}"
-            if tag
-            else ""
-        )
+        n_hits = sum(g in members for g in found["id_str"])
+        hits = f"; {n_hits} of {len(found)} share #{tag}" if tag else ""
         self.status.value = f"Query <b>{query_name}</b>{hits}."
 
     def _from_neighbour(self, galaxy_id: str):

@@ -107,10 +107,9 @@ class SimilarityIndex:
                 )
             import faiss
 
-            d = self.n_features_in_
-            index = faiss.IndexFlatL2(d) if self._p == 2 else faiss.IndexFlat(d, faiss.METRIC_L1)
-            index.add(self._matrix)
-            self._faiss = index
+            d, l1 = self.n_features_in_, faiss.METRIC_L1
+            self._faiss = faiss.IndexFlatL2(d) if self._p == 2 else faiss.IndexFlat(d, l1)
+            self._faiss.add(self._matrix)
         return self
 
     def _to_search_space(self, matrix: np.ndarray, ids, dtype=np.float32) -> np.ndarray:
@@ -137,9 +136,7 @@ class SimilarityIndex:
     def rows_of(self, ids) -> np.ndarray:
         """Row numbers of galaxy ids; a clear error names any unknown id."""
         self._check_fitted()
-        if isinstance(ids, str):
-            ids = [ids]
-        ids = [str(g) for g in ids]
+        ids = [str(g) for g in ([ids] if isinstance(ids, str) else ids)]
         rows = self._id_index.get_indexer(ids)
         for gid, row in zip(ids, rows, strict=True):
             if row < 0:
@@ -251,7 +248,7 @@ class SimilarityIndex:
         else:
             cand = self._numpy_candidates(vectors, n_cand)
         dist = self._exact_distances(vectors, cand)
-        order = _lexsort_rows(dist, cand)
+        order = np.lexsort((cand, dist), axis=1)  # by distance, ties by catalogue row
         cand = np.take_along_axis(cand, order, axis=1)
         dist = np.take_along_axis(dist, order, axis=1)
         if self_rows is not None and len(cand):  # drop the query itself, keep k of the rest
@@ -282,17 +279,13 @@ class SimilarityIndex:
                     d = self._sq_norms[start : start + chunk][None, :] - 2.0 * (q32 @ block.T)
                 else:
                     d = cdist(qv, block.astype(np.float64), metric="cityblock")
-                if d.shape[1] > n_cand:
-                    part = np.argpartition(d, n_cand - 1, axis=1)[:, :n_cand]
-                else:
-                    part = np.broadcast_to(np.arange(d.shape[1]), d.shape)
-                all_d = np.concatenate([best_d, np.take_along_axis(d, part, axis=1)], axis=1)
-                all_i = np.concatenate([best_i, part + start], axis=1)
-                if all_d.shape[1] > n_cand:
-                    keep = np.argpartition(all_d, n_cand - 1, axis=1)[:, :n_cand]
-                    all_d = np.take_along_axis(all_d, keep, axis=1)
-                    all_i = np.take_along_axis(all_i, keep, axis=1)
-                best_d, best_i = all_d, all_i
+                rows = np.broadcast_to(np.arange(start, start + len(block)), d.shape)
+                best_d = np.concatenate([best_d, d], axis=1)
+                best_i = np.concatenate([best_i, rows], axis=1)
+                if best_d.shape[1] > n_cand:
+                    keep = np.argpartition(best_d, n_cand - 1, axis=1)[:, :n_cand]
+                    best_d = np.take_along_axis(best_d, keep, axis=1)
+                    best_i = np.take_along_axis(best_i, keep, axis=1)
             out.append(best_i)
         return np.concatenate(out)
 
@@ -306,13 +299,6 @@ class SimilarityIndex:
             return np.sqrt((diff**2).sum(axis=2))
         # cosine on unit vectors; clip the rounding of 1 - cos for identical vectors
         return np.clip(1.0 - np.einsum("mcd,md->mc", rows, vectors), 0.0, 2.0)
-
-
-def _lexsort_rows(dist: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """Per-row order by distance, ties broken by catalogue row (deterministic)."""
-    by_row = np.argsort(cand, axis=1, kind="stable")
-    by_dist = np.argsort(np.take_along_axis(dist, by_row, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(by_row, by_dist, axis=1)
 
 
 def build_index(

@@ -32,12 +32,10 @@ def _read(catalogue: pd.DataFrame, size: int, crops, cache: dict | None, progres
     from .images import load_images
 
     key = (size, tuple(np.round(np.asarray(crops), 6)), tuple(catalogue["file_loc"]))
-    if cache is None or key not in cache:
+    cache = {} if cache is None else cache
+    if key not in cache:
         paths = catalogue["file_loc"].astype(str).tolist()
-        arr = load_images(paths, size, progress, crop=crops)
-        if cache is None:
-            return arr
-        cache[key] = arr
+        cache[key] = load_images(paths, size, progress, crop=crops)
     return cache[key]
 
 

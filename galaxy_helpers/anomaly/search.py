@@ -164,11 +164,10 @@ def ranking(scores, labelled_scores=None, threshold: int = INTERESTING_SCORE) ->
     key = np.asarray(scores, dtype=np.float64).copy()
     if labelled_scores is not None:
         ls = np.asarray(labelled_scores, dtype=np.float64)
-        known = ~np.isnan(ls)
-        top = key.max() if len(key) else 0.0
-        bottom = key.min() if len(key) else 0.0
-        key[known & (ls >= threshold)] = top + 1 + ls[known & (ls >= threshold)]
-        key[known & (ls < threshold)] = bottom - 1 - (SCORE_MAX - ls[known & (ls < threshold)])
+        top, bottom = (key.max(), key.min()) if len(key) else (0.0, 0.0)
+        good, poor = ~np.isnan(ls) & (ls >= threshold), ~np.isnan(ls) & (ls < threshold)
+        key[good] = top + 1 + ls[good]
+        key[poor] = bottom - 1 - (SCORE_MAX - ls[poor])
     return np.argsort(-key, kind="stable")
 
 
@@ -370,8 +369,7 @@ def compare_methods(
         ``{PAPER: table, ASTRONOMALY: table}`` with ``.table()``, ``.metrics()``, ``.headline()``.
     """
     embedding = pca_embedding(X, n_components=n_components, random_state=seed)
-    common = {"n_labels": n_labels, "batch": batch, "seed": seed, "top_n": top_n}
-    common["progress"] = progress
+    common = dict(n_labels=n_labels, batch=batch, seed=seed, top_n=top_n, progress=progress)
     gp = ActiveLearner(n_components=n_components, first_batch=first_batch)
     paper = run_simulation(X, researcher_scores, gp, repeats=repeats, **common)
     astro = AstronomalyScorer()
@@ -408,10 +406,8 @@ def comparison_table(
         rows.append(row)
     table = pd.DataFrame(rows).set_index("method")
     if no_labels is not None:
-        table.loc["isolation forest, no labels"] = {m: no_labels[m] for m in metrics} | {
-            "n_labels": 0,
-            "repeats": 1,
-        }
+        row = {m: no_labels[m] for m in metrics}
+        table.loc["isolation forest, no labels"] = row | {"n_labels": 0, "repeats": 1}
     return table
 
 
@@ -434,9 +430,7 @@ def plot_learning_curves(
             ax.fill_between(mean.index, lo.values, hi.values, color=line.get_color(), alpha=0.2)
         for name, values in (baselines or {}).items():
             ax.axhline(values[metric], ls="--", color="grey", lw=1, label=name)
-        ax.set_xlabel("labels given")
-        ax.set_ylabel(metric.replace("_", " "))
-        ax.set_ylim(0, 1.02)
+        ax.set(xlabel="labels given", ylabel=metric.replace("_", " "), ylim=(0, 1.02))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -461,10 +455,10 @@ def plot_rank_weighted_scores(
         (line,) = ax.plot(ns, mean, marker="o", ms=3, label=name)
         ax.fill_between(ns, df[cols].min(), df[cols].max(), color=line.get_color(), alpha=0.2)
     n = int(df["n_labels"].iloc[0])
-    ax.set_xlabel("N (galaxies looked at, best first)")
-    ax.set_ylabel("rank-weighted score")
+    ax.set(
+        xlabel="N (galaxies looked at, best first)", ylabel="rank-weighted score", ylim=(0, 1.02)
+    )
     ax.set_title(f"after {n} labels", fontsize=10)
-    ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
