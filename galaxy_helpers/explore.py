@@ -120,12 +120,11 @@ def draw_decision_tree(
     from matplotlib.patches import FancyBboxPatch
 
     schema = get_schema(schema)
-    depth = _tree_depths(schema)
     asked_share = None
     if catalogue is not None:
         asked_share = (total_votes(vote_counts(catalogue, schema), schema) > 0).mean(axis=0)
     levels: dict[int, list[str]] = {}
-    for name, d in depth.items():
+    for name, d in _tree_depths(schema).items():
         levels.setdefault(d, []).append(name)
     n_levels = max(levels) + 1
     # Boxes in columns by depth, spread evenly top to bottom.
@@ -137,8 +136,7 @@ def draw_decision_tree(
             pos[name] = (x, 1 - (i + 1) / (len(names) + 1))
 
     fig, ax = plt.subplots(figsize=figsize)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
+    ax.set(xlim=(0, 1), ylim=(0, 1))
     ax.axis("off")
     colours = plt.get_cmap("tab10")
     note_style = dict(fontsize=7.5, ha="right", va="bottom", color="0.25", style="italic")

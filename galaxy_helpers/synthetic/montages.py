@@ -23,7 +23,7 @@ def _choose(mask: np.ndarray, k: int, rng: np.random.Generator, score: np.ndarra
     if len(idx) == 0:
         return idx
     if score is not None:  # clearest examples: highest score among a random shortlist
-        short = rng.permutation(idx)[: max(k * 4, k)]
+        short = rng.permutation(idx)[: k * 4]
         return short[np.argsort(-score[short], kind="stable")[:k]]
     return rng.permutation(idx)[:k]
 

@@ -1,7 +1,6 @@
 """Step 2 of the synthetic sky: one galaxy as a DECaLS-like g/r/z colour composite.
 
-Positions and sizes are in reference pixels (a 64-pixel grid), so every image size shows the
-same galaxy.
+Positions and sizes are in reference pixels (a 64-pixel grid): every image size, same galaxy.
 """
 
 from __future__ import annotations
@@ -463,9 +462,8 @@ def render_galaxy(
     Parameters
     ----------
     truth_row : a row of :func:`draw_truth` (pandas Series or dict).
-    size : image side in pixels (16 to 1024). Geometry scales with it: the field of view is fixed.
-    rng : numpy Generator or int seed for everything not in the truth (arm phases, knots, PSF,
-        noise, background sources).
+    size : image side in pixels (16 to 1024); the field of view is fixed.
+    rng : numpy Generator or int seed for what the truth leaves open (arms, knots, PSF, noise).
 
     Returns
     -------

@@ -42,13 +42,11 @@ class SkyConfig:
     Parameters
     ----------
     n_galaxies : number of galaxies.
-    image_size : image side in pixels (16 to 1024); geometry scales with it, so a 224-px sky
-        shows the same galaxies in more detail.
+    image_size : image side in pixels (16 to 1024); a bigger image shows the same galaxies.
     seed : galaxy ``i`` is drawn from ``numpy.random.default_rng([seed, i, step])``.
-    smooth_fraction, edge_on_fraction, star_fraction : share of smooth galaxies, edge-on disks
-        and stars; face-on featured disks are the rest after artifacts (``tag_rates["artifact"]``).
-    tag_rates : approximate share of all galaxies with each rare tag (keys from :data:`TAGS`;
-        missing keys take :data:`DEFAULT_TAG_RATES`).
+    smooth_fraction, edge_on_fraction, star_fraction : shares of those types; face-on featured
+        disks are the rest after artifacts (``tag_rates["artifact"]``).
+    tag_rates : approximate share of all galaxies with each tag (default :data:`DEFAULT_TAG_RATES`).
     deep_fraction : share of galaxies seen by 30-45 volunteers (the rest get about 5-10).
     perception_noise : scales how noisily volunteers perceive each galaxy (1 = realistic).
     """
@@ -70,11 +68,8 @@ class SkyConfig:
         check_int(self.seed, "SkyConfig.seed", 0)
         if not isinstance(self.tag_rates, dict):
             raise ValueError(f"SkyConfig.tag_rates must be a dict; got {self.tag_rates!r}.")
-        unknown = sorted(set(self.tag_rates) - set(TAGS))
-        if unknown:
-            raise ValueError(
-                f"Unknown tag(s) {unknown} in SkyConfig.tag_rates; known tags: {TAGS}."
-            )
+        if unknown := sorted(set(self.tag_rates) - set(TAGS)):
+            raise ValueError(f"Unknown tag(s) {unknown} in SkyConfig.tag_rates; known: {TAGS}.")
         for tag, rate in self.tag_rates.items():
             if not 0.0 <= float(rate) <= 0.2:
                 raise ValueError(
@@ -168,14 +163,12 @@ def draw_truth(n: int, seed: int = 1, config: SkyConfig | None = None) -> pd.Dat
     ----------
     n : number of galaxies (galaxy ``i`` depends only on ``seed`` and ``i``).
     seed : random seed.
-    config : population knobs (tag rates, type fractions, image size); ``SkyConfig()`` if None.
-        Its ``n_galaxies`` and ``seed`` are ignored in favour of the arguments.
+    config : population knobs (``SkyConfig()`` if None; its ``n_galaxies`` and ``seed`` unused).
 
     Returns
     -------
-    DataFrame with one row per galaxy (index ``0..n-1``): the ``truth_*`` columns of the
-    catalogue contract plus ``truth_contrast`` (0-1, how prominent arms, bars and rings are),
-    ``truth_image_size``, one bool ``tag_<name>`` column per tag in :data:`TAGS` and ``split``.
+    DataFrame, one row per galaxy: the contract's ``truth_*`` columns, ``truth_contrast`` (0-1,
+    how prominent arms, bars and rings are), ``truth_image_size``, ``tag_*`` and ``split``.
     """
     config = config_with(config, {})
     check_int(n, "n (number of galaxies)", 1)
@@ -298,7 +291,7 @@ def truth_matches_answer(catalogue: pd.DataFrame, question: str, answer: str) ->
 
     Parameters
     ----------
-    catalogue : a synthetic catalogue (needs the ``truth_*`` columns).
+    catalogue : a synthetic catalogue (``truth_*`` columns).
     question, answer : e.g. ``"bar-dr5"``, ``"strong"`` (either spelling of the question).
 
     Returns

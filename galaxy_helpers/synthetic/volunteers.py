@@ -1,6 +1,6 @@
 """Step 3 of the synthetic sky: volunteers walk the decision tree, each from a noisy perception.
 
-Faint and small galaxies are harder (they drift towards "smooth"); rare features sway answers.
+Faint and small galaxies drift towards "smooth"; rare features sway answers.
 """
 
 from __future__ import annotations
