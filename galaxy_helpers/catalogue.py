@@ -117,12 +117,9 @@ class CatalogueReport:
 
 class _Collector:
     def __init__(self, df: pd.DataFrame):
-        self.records: list[dict] = []
-        self.ids = (
-            df["id_str"].astype(str).to_numpy()
-            if "id_str" in df.columns
-            else np.array([""] * len(df), dtype=object)
-        )
+        self.records: list[tuple] = []
+        ids = df["id_str"] if "id_str" in df.columns else pd.Series([""] * len(df), dtype=object)
+        self.ids = ids.astype(str).to_numpy()
 
     def add(self, row, problem, action, severity="error", column="", file=""):
         id_str = str(self.ids[row]) if row >= 0 else ""
@@ -298,16 +295,13 @@ def validate_catalogue(
         votes = canonical_columns(df, schema)
         missing = [c for c in schema.answer_columns if c not in votes.columns]
         if missing:
-            found.add(
-                -1,
-                f"missing vote columns of schema {schema.name!r}",
+            problem = f"missing vote columns of schema {schema.name!r}"
+            action = (
                 "add them (0 votes where a question was not asked) or pass label_columns "
-                f"instead of schema; missing: {missing}",
-                column=", ".join(missing),
+                f"instead of schema; missing: {missing}"
             )
-        for column in schema.answer_columns:
-            if column not in votes.columns:
-                continue
+            found.add(-1, problem, action, column=", ".join(missing))
+        for column in [c for c in schema.answer_columns if c not in missing]:
             for problem, positions in _bad_values(votes[column]).items():
                 action = (
                     "use 0 for questions nobody was asked, never NaN"
@@ -317,35 +311,28 @@ def validate_catalogue(
                 for row in positions:
                     found.add(row, problem, action, column=column)
         try:
-            counts = vote_counts(votes, schema) if not missing else None
+            pairs = [] if missing else parent_child_problems(vote_counts(votes, schema), schema)
         except ValueError:  # bad values, reported above
-            counts = None
+            pairs = []
         action = (
             "check the vote columns (swapped or mis-joined?); a question is only asked after its "
             "parent answers"
         )
-        pairs = parent_child_problems(counts, schema) if counts is not None else []
         for row, question, n, parents in pairs:
             problem = f"{question} has {n} votes but the answers leading to it only {parents}"
             found.add(row, problem, action, severity="warning", column=question)
 
     for column in label_columns or []:
         if column not in df.columns:
-            found.add(
-                -1, f"missing label column {column!r}", "add it or fix the name", column=column
-            )
+            problem = f"missing label column {column!r}"
+            found.add(-1, problem, "add it or fix the name", column=column)
             continue
         values = df[column]
         for row in np.flatnonzero(values.isna().to_numpy()):
             found.add(row, "missing label", "label every row or drop it", column=column)
         if values.nunique(dropna=True) < 2 and len(values):
-            found.add(
-                -1,
-                f"label column {column!r} has fewer than two classes",
-                "a classifier needs examples of every class",
-                severity="warning",
-                column=column,
-            )
+            problem = f"label column {column!r} has fewer than two classes"
+            found.add(-1, problem, "a classifier needs examples of every class", "warning", column)
     return CatalogueReport(found.frame(), len(df), source)
 
 
@@ -421,14 +408,7 @@ def load_catalogue(
         df["file_loc"] = df["file_loc"].map(resolve)
     if schema is not None:
         df = canonical_columns(df, schema)
-    report = validate_catalogue(
-        df,
-        schema=schema,
-        label_columns=label_columns,
-        check_images=check_images,
-        source=source,
-        progress=progress,
-    )
+    report = validate_catalogue(df, schema, label_columns, check_images, source, progress)
     report.raise_if_errors()
     if not report.warnings.empty:
         warnings.warn(str(report), UserWarning, stacklevel=2)

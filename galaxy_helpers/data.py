@@ -55,7 +55,7 @@ __all__ = [
     "ChecksumError", "DataUnavailableError", "UnsafeArchiveError", "MirrorWarning", "FileEntry",
     "Manifest", "VerifyReport", "manifest_dir", "list_manifests", "load_manifest",
     "validate_manifest", "dataset_dir", "dataset_available", "fetch", "verify",
-    "clean_stale_parts", "partial_path", "load_dataset", "file_checksum", "download_file",
+    "clean_stale_parts", "partial_path", "load_dataset", "download_file",
     "safe_extract",
 ]  # fmt: skip
 
@@ -85,11 +85,6 @@ class MirrorWarning(UserWarning):
 
 
 # --- verified files through pooch: mirror copies, built files, resumable downloads, archives
-def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
-    """Lowercase hex digest of a file (``algorithm``: any :mod:`hashlib` name)."""
-    return pooch.file_hash(str(path), alg=algorithm)
-
-
 def partial_path(final: Path, entry: FileEntry) -> Path:
     """The resumable ``.part`` file of ``entry`` next to ``final``, tagged by its checksum."""
     algorithm, expected = entry.checksum
@@ -377,7 +372,7 @@ def _read_stamp(folder: Path, manifest: Manifest) -> dict[str, list[int]]:
     """The verified files' ``[size, mtime_ns]`` recorded for this very manifest, else ``{}``."""
     try:
         stamp = core.read_json(folder / _STAMP, what="verification record")
-        if stamp["manifest_sha256"] == file_checksum(manifest.path):
+        if stamp["manifest_sha256"] == pooch.file_hash(str(manifest.path)):
             return dict(stamp["files"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
@@ -385,7 +380,7 @@ def _read_stamp(folder: Path, manifest: Manifest) -> dict[str, list[int]]:
 
 
 def _write_stamp(folder: Path, manifest: Manifest, files: dict) -> None:
-    record = {"manifest_sha256": file_checksum(manifest.path), "files": files}
+    record = {"manifest_sha256": pooch.file_hash(str(manifest.path)), "files": files}
     core.write_json(folder / _STAMP, record, indent=1)
 
 
@@ -404,7 +399,7 @@ def _is_verified(entry: FileEntry, path: Path, stamp: dict) -> bool:
         return False
     return (
         stamp.get(entry.path) == state
-        or file_checksum(path, entry.checksum[0]) == entry.checksum[1]
+        or pooch.file_hash(str(path), entry.checksum[0]) == entry.checksum[1]
     )
 
 
@@ -690,7 +685,7 @@ def verify(
         size = path.stat().st_size
         if entry.size is not None and size != entry.size:
             report.bad[entry.path] = f"{size} bytes, the manifest says {entry.size}"
-        elif (actual := file_checksum(path, algorithm)) != expected:
+        elif (actual := pooch.file_hash(str(path), algorithm)) != expected:
             report.bad[entry.path] = f"{algorithm} {actual}, the manifest says {expected}"
         else:
             report.checked.append(entry.path)

@@ -85,18 +85,22 @@ def allow_large_images(max_pixels: int | None) -> int | None:
     return previous
 
 
+_TOO_LARGE_ACTION = (
+    "if the file is meant to be this big, call galaxy_helpers.images.allow_large_images({}) "
+    "first; otherwise shrink the file or drop its row"
+)
+
+
 def size_problem(width: int, height: int) -> tuple[str, str] | None:
     """``(problem, action)`` when :func:`read_image` refuses an image of this size, else None."""
     limit = Image.MAX_IMAGE_PIXELS
     n = int(width) * int(height)
     if limit is not None and n > limit:
-        return (
+        problem = (
             f"image too large: {width} x {height} = {n:,} pixels, over the {limit:,} that PIL "
-            "opens safely (a possible decompression bomb)",
-            f"if the file is meant to be this big, call "
-            f"galaxy_helpers.images.allow_large_images({n}) first; otherwise shrink the file "
-            "or drop its row",
+            "opens safely (a possible decompression bomb)"
         )
+        return problem, _TOO_LARGE_ACTION.format(n)
     if min(width, height) < MIN_IMAGE_SIDE:
         return (
             f"image too small: {width} x {height} pixels, under the {MIN_IMAGE_SIDE} px "
@@ -110,12 +114,7 @@ def size_problem(width: int, height: int) -> tuple[str, str] | None:
 def bomb_problem(err: Exception) -> tuple[str, str]:
     """``(problem, action)`` for PIL's ``DecompressionBombError``/``Warning`` ``err``."""
     found = re.search(r"\((\d+) pixels\)", str(err))
-    n = int(found.group(1)) if found else None
-    return (
-        f"image too large ({err})",
-        f"if the file is meant to be this big, call galaxy_helpers.images.allow_large_images("
-        f"{n if n else 'max_pixels'}) first; otherwise shrink the file or drop its row",
-    )
+    return f"image too large ({err})", _TOO_LARGE_ACTION.format(found[1] if found else "max_pixels")
 
 
 def _refuse_size(path: Path, width: int, height: int) -> None:

@@ -70,8 +70,7 @@ class Schema:
     questions : tuple of Question
         The questions, parents first.
     suffix : str
-        Release suffix of the question names (``"-dr5"``). Columns without it (the
-        volunteer-release spelling ``smooth-or-featured_smooth``) are accepted as aliases.
+        Release suffix of the question names (``"-dr5"``); column names without it are aliases.
     """
 
     name: str
@@ -210,32 +209,27 @@ def get_schema(schema: str | Schema) -> Schema:
 
 # --- catalogues ------------------------------------------------------------------------
 def canonical_columns(df: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
-    """Rename vote-count columns to the schema's canonical spelling.
+    """A new frame with the volunteer-release spelling of vote columns
+    (``smooth-or-featured_smooth``) renamed to the schema's (``smooth-or-featured-dr5_smooth``).
 
-    Accepts ``smooth-or-featured-dr5_smooth`` and the volunteer-release spelling
-    ``smooth-or-featured_smooth``. Other columns are left alone. Returns a new frame.
     Raises ValueError if both spellings of one column are present with different values.
     """
-    schema = get_schema(schema)
-    aliases = schema.column_aliases()
+    aliases = get_schema(schema).column_aliases()
     rename = {}
     for col in df.columns:
-        target = aliases.get(col)
-        if target is not None and target != col:
-            if target in df.columns:
-                if not df[col].equals(df[target]):
-                    raise ValueError(
-                        f"Catalogue has both {col!r} and {target!r} with different values; "
-                        "keep one spelling of each vote column."
-                    )
-                continue
+        target = aliases.get(col, col)
+        if target not in df.columns:
             rename[col] = target
+        elif target != col and not df[col].equals(df[target]):
+            raise ValueError(
+                f"Catalogue has both {col!r} and {target!r} with different values; "
+                "keep one spelling of each vote column."
+            )
     out = df.rename(columns=rename)
     return out.loc[:, ~out.columns.duplicated()]
 
 
-#: No galaxy has this many votes for one answer (Galaxy Zoo: about 40); larger is a unit or
-#: parsing error, and would overflow on the way to integers.
+#: No galaxy has this many votes for one answer (Galaxy Zoo: about 40): a unit or parsing error.
 MAX_VOTES = 1_000_000
 
 
