@@ -59,9 +59,8 @@ class FinetuneConfig:
         regression, solved to convergence) or ``"adam"`` (early stopping, then ``refit``).
     head_l2 : L2 penalty, ``C = 1 / head_l2``; 100 was the best of 1, 10, 100 on the course
         sky (fewer labels than features). ``None``: cross-validated over ``head_l2_grid``.
-    feature_clip : standardised features are clipped to +- this. With a few dozen labels, a
-        feature that barely varies among them gives other galaxies huge values that top every
-        ranking; clipping at 3 raised the rings among the 24 top-ranked disks from 2% to 30%.
+    feature_clip : clip standardised features to +- this: a feature that barely varies among a
+        few dozen labels gives other galaxies huge values (3 raised the top-24 rings 2% -> 30%).
     head_lr, head_max_steps, head_patience, refit : the Adam head.
     encoder_lr, layer_decay : full mode: the last block's rate; each earlier block gets
         ``layer_decay`` times the next one's.
@@ -138,8 +137,7 @@ def _device(cfg: FinetuneConfig) -> torch.device:
 
 @dataclass
 class EncoderSource:
-    """A pretrained model (``.encoder``, ``.encode``) and its metadata (preprocessing,
-    ``description``), as ``checkpoints.load_model`` returns them."""
+    """A pretrained model (``.encoder``) and its metadata, as ``checkpoints.load_model`` gives."""
 
     model: nn.Module
     metadata: dict
@@ -303,12 +301,9 @@ class FinetunedModel(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> FinetunedModel:
-        """Rebuild a finetuned model from ``<path>.safetensors`` + ``<path>.json``.
-
-        Never unpickles: timm rebuilds the architecture by name, safetensors reads the weights.
-        Raises :class:`FinetuneError` when a file is missing, the JSON is not a finetuned model,
-        or the weights do not fit the architecture it names.
-        """
+        """Rebuild a finetuned model from ``<path>.safetensors`` + ``<path>.json`` (timm builds
+        the architecture by name, nothing is unpickled); :class:`FinetuneError` when a file is
+        missing, is not a finetuned model, or its weights do not fit."""
         import timm
 
         weights, meta_path, meta = models.read_checkpoint_metadata(
@@ -430,9 +425,9 @@ def train_full(
 ) -> dict:
     """Train encoder and head together (in place), early stopping on the validation loss.
 
-    ``images``/``y``: uint8 ``(N, H, W, 3)`` and class indices (or standardised numbers); an
-    empty validation set runs ``max_epochs``. ``ids`` name the galaxies of a batch whose loss
-    turns NaN in the error. Returns ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
+    ``images``/``y``: uint8 ``(N, H, W, 3)`` and class indices (or standardised numbers); no
+    validation set runs ``max_epochs``; ``ids`` name a batch's galaxies if its loss turns NaN.
+    Returns ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
     """
     device = _device(cfg)
     model.to(device)

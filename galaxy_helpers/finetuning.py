@@ -1,15 +1,13 @@
 """Finetune a pretrained encoder to a new task with few labels (notebook 06).
 
-The paper's third tool (Walmsley et al. 2022, section 5): a CNN pretrained on every Galaxy Zoo
-question learns a task it never saw (rings) from a few dozen labels. The encoder is anything
-``checkpoints.load_model`` accepts, or a saved :class:`FinetunedModel`. ``"head"`` mode freezes
-it and fits scikit-learn's L2 logistic (ridge) regression on its standardised, clipped
+The paper's third tool (Walmsley et al. 2022, section 5). ``"head"`` mode freezes the encoder
+and fits scikit-learn's L2 logistic (ridge) regression on its standardised, clipped
 representation table; ``"full"`` mode starts from that head and trains everything, earlier
-blocks more slowly. The label-budget experiment is in ``label_budget``.
+blocks more slowly. The model itself is in ``finetuned``, the label-budget experiment in
+``label_budget``.
 
->>> model = finetune("course", catalogue, "ring")           # doctest: +SKIP
+>>> model = finetune("course", catalogue, "ring")  # doctest: +SKIP
 >>> model.predict(new_catalogue)  # id_str, probability_<class>..., prediction  # doctest: +SKIP
->>> FinetunedModel.load(model.save("ring_model"))            # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -523,16 +521,9 @@ def fit_head(
 ) -> tuple[Head, dict]:
     """Fit a head on features ``X`` (L-BFGS linear probe, or Adam with early stopping).
 
-    Parameters
-    ----------
-    X, y : features and class indices (regression: standardised numbers).
-    n_out : the number of classes (1 for regression).
-    cfg : the configuration.
-    rng : draws the validation split (default: seeded by ``cfg.seed``).
-
-    Returns
-    -------
-    (head, info), info with ``n_train``, ``n_val``, ``val_loss`` and ``head_l2`` or ``steps``.
+    ``y`` holds class indices (regression: standardised numbers), ``n_out`` the number of
+    classes (1 for regression), ``rng`` draws the validation split. Returns ``(head, info)``,
+    info with ``n_train``, ``n_val``, ``val_loss`` and ``head_l2`` or ``steps``.
     """
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
