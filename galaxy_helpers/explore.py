@@ -196,11 +196,9 @@ def question_summary(
     volunteers who saw the galaxy: how far down the tree they get).
     """
     schema = get_schema(schema)
-    totals = total_votes(vote_counts(catalogue, schema), schema)
-    volunteers = _volunteers(catalogue, schema).astype(float)
+    totals = total_votes(vote_counts(catalogue, schema), schema).astype(float)
     rows = []
-    for qi, q in enumerate(schema.questions):
-        t = totals[:, qi].astype(float)
+    for t, q in zip(totals.T, schema.questions, strict=True):
         asked = t >= min_votes
         rows.append(
             {
@@ -210,7 +208,7 @@ def question_summary(
                 "share_asked": asked.mean(),
                 "mean_votes": t.mean(),
                 "mean_votes_when_asked": t[asked].mean() if asked.any() else 0.0,
-                "share_of_volunteers": t.sum() / max(volunteers.sum(), 1.0),
+                "share_of_volunteers": t.sum() / max(totals[:, 0].sum(), 1.0),
             }
         )
     return pd.DataFrame(rows).set_index("question")
@@ -273,10 +271,9 @@ def unasked_example(
     schema = get_schema(schema)
     qi = schema.question_index(schema.question(question).name)
     counts = vote_counts(catalogue, schema)
-    volunteers = _volunteers(catalogue, schema)
-    rows = np.flatnonzero(
-        (total_votes(counts, schema)[:, qi] == 0) & (volunteers >= min_volunteers)
-    )
+    totals = total_votes(counts, schema)
+    volunteers = totals[:, 0]
+    rows = np.flatnonzero((totals[:, qi] == 0) & (volunteers >= min_volunteers))
     if len(rows) == 0:
         raise ValueError(
             f"every galaxy with >= {min_volunteers} volunteers was asked {question!r}; "

@@ -518,25 +518,22 @@ class LabellingWidget:
         self.grid = W.GridBox(layout=W.Layout(grid_template_columns=columns))
         self.retrain_button = W.Button(
             description="Retrain and show next batch", button_style="primary", icon="refresh"
-        )
+        ).add_class("galaxy-retrain")
         self.retrain_button.layout.width = "260px"
-        self.undo_button = W.Button(description="Undo last", icon="undo")
+        self.undo_button = W.Button(description="Undo last", icon="undo").add_class("galaxy-undo")
         self.keys = W.Text(
             placeholder="click here, then 0-5 to score, u to undo, n for next batch",
             continuous_update=True,
             layout=W.Layout(width="420px"),
-        )
-        for part, css in ((self.retrain_button, "retrain"), (self.undo_button, "undo")):
-            part.add_class(f"galaxy-{css}")
-        self.keys.add_class("galaxy-keys")
+        ).add_class("galaxy-keys")
         self.top_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.retrain_button.on_click(lambda _: self.retrain())
         self.undo_button.on_click(lambda _: self.undo())
         self.keys.observe(self._on_keys, names="value")
         controls = W.HBox([self.retrain_button, self.undo_button, self.keys])
         top_title = W.HTML("<b>Current top galaxies</b> (predicted score)")
-        self.widget = W.VBox([self.progress, self.grid, controls, top_title, self.top_box])
-        self.widget.add_class("galaxy-labelling")
+        parts = [self.progress, self.grid, controls, top_title, self.top_box]
+        self.widget = W.VBox(parts).add_class("galaxy-labelling")
         self.retrain()
 
     def _ipython_display_(self):
@@ -569,15 +566,13 @@ class LabellingWidget:
         for s in SCORES:
             b = W.Button(description=str(s), tooltip=f"score {s} for {id_str}")
             b.layout = W.Layout(width="30px", padding="0px")
-            b.add_class(SCORE_BUTTON_CLASS)
-            b.add_class(f"galaxy-score-{s}")
+            b.add_class(SCORE_BUTTON_CLASS).add_class(f"galaxy-score-{s}")
             b.on_click(lambda _, i=id_str, s=s: self.score(i, s))
             buttons.append(b)
         self.buttons[id_str] = buttons
         name = W.HTML(f"<small>{id_str}</small>")
         card = W.VBox([self._image(row, self.image_size), name, W.HBox(buttons)])
-        card.add_class("galaxy-card")
-        return card
+        return card.add_class("galaxy-card")
 
     def _refresh(self):
         current = self.session.labels
