@@ -543,8 +543,7 @@ def real_beside_synthetic(
         raise ValueError(f"per_side must be at least 1; got {per_side}")
     if columns is None:
         columns = [c for c in schema.answer_columns if len(_real_examples_for(examples, c))]
-    unknown = [c for c in columns if c not in schema.answer_columns]
-    if unknown:
+    if unknown := [c for c in columns if c not in schema.answer_columns]:
         raise ValueError(f"unknown DR5 answer column(s) {unknown}; see schema.DECALS_DR5")
     rng = np.random.default_rng(seed)
     fractions = vote_fractions(catalogue, schema)

@@ -495,8 +495,7 @@ class LabellingWidget:
         self.W = W
         self.session = session
         self.catalogue = catalogue.reset_index(drop=True)
-        missing = [c for c in ("id_str", "file_loc") if c not in self.catalogue.columns]
-        if missing:
+        if missing := [c for c in ("id_str", "file_loc") if c not in self.catalogue.columns]:
             raise ValueError(f"the catalogue lacks column(s) {missing} (the catalogue contract)")
         self.ids = self.catalogue["id_str"].astype(str).to_numpy()
         self._row = {i: r for r, i in enumerate(self.ids)}

@@ -68,8 +68,7 @@ def galaxy_grid(
     height = nrows * (size + extra) + title_inches
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, height), squeeze=False)
     for i, ax in enumerate(axes.flat):
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
         if i >= n:
             ax.axis("off")
             continue
@@ -77,11 +76,9 @@ def galaxy_grid(
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=ax_titles_fontsize)
         flagged = highlight is not None and bool(highlight[i])
-        for spine in ax.spines.values():
-            spine.set_visible(flagged)
-            if flagged:
-                spine.set_edgecolor("tab:orange")
-                spine.set_linewidth(3)
+        ax.spines[:].set_visible(flagged)
+        if flagged:
+            ax.spines[:].set(edgecolor="tab:orange", linewidth=3)
     if suptitle:
         fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - title_inches / height))

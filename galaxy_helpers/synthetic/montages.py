@@ -121,11 +121,9 @@ def montage_by_tag(
     matplotlib Figure.
     """
     tags = list(TAGS if tags is None else tags)
-    unknown = [t for t in tags if t not in TAGS]
-    if unknown:
+    if unknown := [t for t in tags if t not in TAGS]:
         raise ValueError(f"Unknown tag(s) {unknown}; known tags: {TAGS}.")
-    missing = [f"tag_{t}" for t in tags if f"tag_{t}" not in catalogue.columns]
-    if missing:
+    if missing := [f"tag_{t}" for t in tags if f"tag_{t}" not in catalogue.columns]:
         raise ValueError(f"Catalogue has no column(s) {missing}; use a synthetic catalogue.")
     _check(per_tag, "per_tag", render_size)
     rng = np.random.default_rng(seed)

@@ -132,8 +132,7 @@ def config_with(config: SkyConfig | None, overrides: dict) -> SkyConfig:
     elif not isinstance(config, SkyConfig):
         raise ValueError(f"config must be a SkyConfig or None; got {type(config).__name__}.")
     names = {f.name for f in fields(SkyConfig)}
-    unknown = sorted(set(overrides) - names)
-    if unknown:
+    if unknown := sorted(set(overrides) - names):
         raise ValueError(f"Unknown SkyConfig field(s) {unknown}; fields are {sorted(names)}.")
     if "tag_rates" in overrides and overrides["tag_rates"] is not None:
         overrides = {**overrides, "tag_rates": {**config.tag_rates, **overrides["tag_rates"]}}

@@ -164,8 +164,7 @@ def _check_truth(truth: pd.DataFrame, what: str):
         raise ValueError(
             f"{what} needs the truth DataFrame from draw_truth(); got {type(truth).__name__}."
         )
-    missing = [f"truth_{c}" for c in _NEEDED.split() if f"truth_{c}" not in truth.columns]
-    if missing:
+    if missing := [f"truth_{c}" for c in _NEEDED.split() if f"truth_{c}" not in truth.columns]:
         raise ValueError(f"{what}: the truth table is missing columns {missing}; use draw_truth().")
 
 
