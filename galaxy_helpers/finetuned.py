@@ -24,13 +24,11 @@ from tqdm.auto import tqdm
 from . import core, models
 
 __all__ = [
-    "FORMAT",
     "FinetuneError",
     "FinetuneConfig",
     "EncoderSource",
     "Head",
     "FinetunedModel",
-    "is_finetuned",
     "train_full",
 ]
 

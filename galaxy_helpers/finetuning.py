@@ -60,13 +60,12 @@ __all__ = [
 def load_encoder(
     source, config: FinetuneConfig | None = None, offline: bool = False
 ) -> EncoderSource:
-    """The encoder to finetune: anything ``checkpoints.load_model`` accepts (``"course"``, a
-    path, ``"timm:<name>"``, ``"hf_hub:<repo>"``, a model...), an :class:`EncoderSource`, or a
-    :class:`FinetunedModel` or its path.
+    """The encoder to finetune.
 
     Parameters
     ----------
-    source : the encoder.
+    source : anything ``checkpoints.load_model`` accepts (``"course"``, a path, ``"timm:<name>"``,
+        ``"hf_hub:<repo>"``, a model...), an :class:`EncoderSource`, a :class:`FinetunedModel`.
     config : preprocessing overrides, ``pretrained`` (timm names), ``architecture`` (refused
         when the encoder is of another).
     offline : never touch the network (hub and ImageNet weights must be on disk).

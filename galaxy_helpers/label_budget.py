@@ -191,9 +191,8 @@ def label_budget_experiment(
 ) -> LabelBudgetResult:
     """Balanced accuracy against the number of labels, as in the paper's ring figure.
 
-    A balanced test set is drawn once from the population; each repeat draws balanced,
-    nested training sets of every budget from the rest (a budget counts every labelled galaxy,
-    validation split included).
+    A balanced test set is drawn once; each repeat draws balanced training sets, nested across
+    budgets, from the rest (a budget counts every labelled galaxy, validation included).
 
     Parameters
     ----------
