@@ -540,10 +540,6 @@ class LabellingWidget:
 
         display(self.widget)
 
-    def labelled_rows(self) -> np.ndarray:
-        """Catalogue rows with a current label."""
-        return np.array([self._row[i] for i in self.session.labels if i in self._row], dtype=int)
-
     def scores(self) -> np.ndarray:
         """Current labels aligned to the catalogue, NaN where unlabelled."""
         return self.session.scores_for(self.ids)
@@ -622,7 +618,8 @@ class LabellingWidget:
         else:
             self.learner.update(y)
         self.n_retrains += 1
-        batch = self.learner.next_batch(self.batch_size, exclude=self.labelled_rows())
+        labelled = [self._row[i] for i in self.session.labels if i in self._row]
+        batch = self.learner.next_batch(self.batch_size, exclude=np.array(labelled, dtype=int))
         self.batch = [int(r) for r in batch]
         self.buttons = {}
         self.grid.children = [self._card(r) for r in self.batch]

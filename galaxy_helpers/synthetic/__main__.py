@@ -36,8 +36,7 @@ def main(argv=None) -> int:
         p.add_argument("--seed", type=int, default=1)
     mon.add_argument("--out", default="docs/images", help="folder for synthetic_*.png")
     mon.add_argument("--per", type=int, default=6)
-    help_rs = "re-render the chosen galaxies at this size"
-    mon.add_argument("--render-size", type=int, default=128, help=help_rs)
+    mon.add_argument("--render-size", type=int, default=128, help="re-render at this size")
     args = parser.parse_args(argv)
     cfg = SkyConfig(n_galaxies=args.n_galaxies, image_size=args.image_size, seed=args.seed)
     t0 = time.perf_counter()
