@@ -115,20 +115,6 @@ class CatalogueReport:
         printer.text(str(self))
 
 
-class _Collector:
-    def __init__(self, df: pd.DataFrame):
-        self.records: list[tuple] = []
-        ids = df["id_str"] if "id_str" in df.columns else pd.Series([""] * len(df), dtype=object)
-        self.ids = ids.astype(str).to_numpy()
-
-    def add(self, row, problem, action, severity="error", column="", file=""):
-        id_str = str(self.ids[row]) if row >= 0 else ""
-        self.records.append((int(row), id_str, column, str(file), problem, action, severity))
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.records, columns=_PROBLEM_COLUMNS)
-
-
 def _bad_values(values: pd.Series) -> dict[str, np.ndarray]:
     """Positions of NaN, non-numeric, negative and non-integer entries of a vote column."""
     numeric = pd.to_numeric(values, errors="coerce")
@@ -228,10 +214,8 @@ def validate_catalogue(
         Plain label columns to check (present, no missing values, more than one class).
     check_images : {"full", "header", "none"}
         Decode every image (finds truncated files), read headers only, or check existence.
-    source : str
-        Name shown in the report.
-    progress : bool
-        Progress bar over the images.
+    source, progress : str, bool
+        Name shown in the report; progress bar over the images.
 
     Returns
     -------
@@ -242,27 +226,33 @@ def validate_catalogue(
     if check_images not in ("full", "header", "none"):
         raise ValueError(f"check_images must be 'full', 'header' or 'none', got {check_images!r}")
     df = df.reset_index(drop=True)
-    found = _Collector(df)
+    ids = df["id_str"].astype(str).to_numpy() if "id_str" in df.columns else [""] * len(df)
+    records: list[tuple] = []
+
+    def add(row, problem, action, severity="error", column="", file=""):
+        id_str = str(ids[row]) if row >= 0 else ""
+        records.append((int(row), id_str, column, str(file), problem, action, severity))
+
     if len(df) == 0:
-        found.add(-1, "the catalogue has no rows", "check the file or the filter that built it")
+        add(-1, "the catalogue has no rows", "check the file or the filter that built it")
     for column, guesses in (("id_str", _ID_GUESSES), ("file_loc", _FILE_GUESSES)):
         if column not in df.columns:
             near = [g for g in guesses if g in df.columns and g != column]
             hint = f"rename {near[0]!r} to {column!r}" if near else f"add a {column!r} column"
-            found.add(-1, f"missing required column {column!r}", hint, column=column)
+            add(-1, f"missing required column {column!r}", hint, column=column)
 
     if "id_str" in df.columns:
         ids = df["id_str"]
         empty = ids.isna() | (ids.astype(str).str.strip() == "")
         for row in np.flatnonzero(empty.to_numpy()):
-            found.add(row, "missing id", "give every row a unique id_str", column="id_str")
+            add(row, "missing id", "give every row a unique id_str", column="id_str")
         first: dict[str, int] = {}
         action = "keep one row per galaxy (drop_duplicates('id_str')) or make ids unique"
         for row in np.flatnonzero((ids.duplicated(keep=False) & ~empty).to_numpy()):
             seen = first.setdefault(str(ids.iloc[row]), row)
             if seen != row:
                 where = f"id_str (first seen in row {seen})"
-                found.add(row, "duplicate id_str", action, column=where)
+                add(row, "duplicate id_str", action, column=where)
 
     if "file_loc" in df.columns:
         locs = df["file_loc"]
@@ -270,12 +260,12 @@ def validate_catalogue(
         for row in tqdm(range(len(df)), "checking images", disable=not progress or len(df) < 200):
             loc = locs.iloc[row]
             if loc is None or (isinstance(loc, float) and np.isnan(loc)) or str(loc) == "":
-                found.add(row, "missing file_loc", "give the image path", column="file_loc")
+                add(row, "missing file_loc", "give the image path", column="file_loc")
                 continue
             path = Path(str(loc))
             if not path.is_file():
                 action = "fix the path (relative paths resolve against image_root) or drop the row"
-                found.add(row, "image file not found", action, column="file_loc", file=path)
+                add(row, "image file not found", action, column="file_loc", file=path)
                 continue
             if check_images == "none":
                 continue
@@ -283,12 +273,12 @@ def validate_catalogue(
             if key not in checked:
                 checked[key] = _check_image(path, full=check_images == "full")
             for severity, problem, action in checked[key]:
-                found.add(row, problem, action, severity=severity, column="file_loc", file=path)
+                add(row, problem, action, severity=severity, column="file_loc", file=path)
         dup_files = locs.duplicated(keep="first") & locs.notna()
         action = "check that two rows are meant to share one image"
         for row in np.flatnonzero(dup_files.to_numpy()):
             problem, file = "same image file as an earlier row", locs.iloc[row]
-            found.add(row, problem, action, "warning", "file_loc", file)
+            add(row, problem, action, "warning", "file_loc", file)
 
     if schema is not None:
         schema = get_schema(schema)
@@ -300,7 +290,7 @@ def validate_catalogue(
                 "add them (0 votes where a question was not asked) or pass label_columns "
                 f"instead of schema; missing: {missing}"
             )
-            found.add(-1, problem, action, column=", ".join(missing))
+            add(-1, problem, action, column=", ".join(missing))
         for column in [c for c in schema.answer_columns if c not in missing]:
             for problem, positions in _bad_values(votes[column]).items():
                 action = (
@@ -309,7 +299,7 @@ def validate_catalogue(
                     else "vote counts are whole numbers >= 0; fix the value or drop the row"
                 )
                 for row in positions:
-                    found.add(row, problem, action, column=column)
+                    add(row, problem, action, column=column)
         try:
             pairs = [] if missing else parent_child_problems(vote_counts(votes, schema), schema)
         except ValueError:  # bad values, reported above
@@ -320,20 +310,20 @@ def validate_catalogue(
         )
         for row, question, n, parents in pairs:
             problem = f"{question} has {n} votes but the answers leading to it only {parents}"
-            found.add(row, problem, action, severity="warning", column=question)
+            add(row, problem, action, severity="warning", column=question)
 
     for column in label_columns or []:
         if column not in df.columns:
             problem = f"missing label column {column!r}"
-            found.add(-1, problem, "add it or fix the name", column=column)
+            add(-1, problem, "add it or fix the name", column=column)
             continue
         values = df[column]
         for row in np.flatnonzero(values.isna().to_numpy()):
-            found.add(row, "missing label", "label every row or drop it", column=column)
+            add(row, "missing label", "label every row or drop it", column=column)
         if values.nunique(dropna=True) < 2 and len(values):
             problem = f"label column {column!r} has fewer than two classes"
-            found.add(-1, problem, "a classifier needs examples of every class", "warning", column)
-    return CatalogueReport(found.frame(), len(df), source)
+            add(-1, problem, "a classifier needs examples of every class", "warning", column)
+    return CatalogueReport(pd.DataFrame(records, columns=_PROBLEM_COLUMNS), len(df), source)
 
 
 def _read_table(path: Path, id_column: str = "id_str") -> pd.DataFrame:
@@ -364,10 +354,8 @@ def load_catalogue(
     ----------
     path_or_df : path-like or pandas.DataFrame
         ``.csv`` or ``.parquet`` file, or a DataFrame.
-    schema : None, "decals_dr5", "gz2" or Schema
-        Vote-count columns to expect (either spelling; renamed to the canonical one).
-    label_columns : sequence of str, optional
-        Plain label columns (e.g. ``["ring"]``).
+    schema, label_columns
+        As in :func:`validate_catalogue`; vote columns are renamed to the canonical spelling.
     image_root : path-like, optional
         Folder of relative ``file_loc`` paths; default the file's folder (or the working one).
     id_column, file_column : str

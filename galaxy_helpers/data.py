@@ -392,15 +392,22 @@ def _file_state(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _mismatch(entry: FileEntry, path: Path) -> str | None:
+    """How the existing ``path`` differs from its manifest entry (size, else checksum), or None."""
+    algorithm, expected = entry.checksum
+    if entry.size is not None and (size := path.stat().st_size) != entry.size:
+        return f"{size} bytes, the manifest says {entry.size}"
+    if (actual := pooch.file_hash(str(path), algorithm)) != expected:
+        return f"{algorithm} {actual}, the manifest says {expected}"
+    return None
+
+
 def _is_verified(entry: FileEntry, path: Path, stamp: dict) -> bool:
     """True when ``path`` matches the manifest: by the stamp when unchanged, else by hashing."""
     state = _file_state(path)
     if state is None or (entry.size is not None and state[0] != entry.size):
         return False
-    return (
-        stamp.get(entry.path) == state
-        or pooch.file_hash(str(path), entry.checksum[0]) == entry.checksum[1]
-    )
+    return stamp.get(entry.path) == state or _mismatch(entry, path) is None
 
 
 def _manifest_or_name(name: str | Manifest) -> Manifest:
@@ -430,16 +437,13 @@ def fetch(
     ----------
     name : str or Manifest
         Manifest name, e.g. ``"gz_decals_rings"``.
-    cache_dir : path-like, optional
-        Cache root (default :func:`galaxy_helpers.core.cache_dir`).
-    mirror : path-like, optional
-        Mirror root (``<mirror>/<dataset>/<path>``); default ``$GALAXY_DATA_MIRROR``.
-    progress : bool
-        Show progress bars.
-    offline : bool, optional
-        Never use the network (default: ``GALAXY_DATA_OFFLINE=1``).
+    cache_dir, mirror : path-like, optional
+        Cache root (default :func:`galaxy_helpers.core.cache_dir`); mirror root (default
+        ``$GALAXY_DATA_MIRROR``).
+    progress, offline : bool
+        Show progress bars; never use the network (default: ``GALAXY_DATA_OFFLINE=1``).
     retries : int
-        As in :func:`download_file`.
+        Attempts per download (:func:`download_file`).
 
     Returns
     -------
@@ -564,11 +568,10 @@ def clean_stale_parts(
 
 def _is_stale(path: Path, now: float) -> bool:
     try:
-        if now - path.stat().st_mtime < (STALE_PART_S if fcntl is not None else 86400.0):
-            return False
+        age = now - path.stat().st_mtime
     except OSError:
         return False
-    return _unheld(path)
+    return age >= (STALE_PART_S if fcntl is not None else 86400.0) and _unheld(path)
 
 
 def _extract_once(manifest: Manifest, entry: FileEntry, folder: Path) -> None:
@@ -681,16 +684,12 @@ def verify(
         if not path.is_file():
             report.missing.append(entry.path)
             continue
-        algorithm, expected = entry.checksum
-        size = path.stat().st_size
-        if entry.size is not None and size != entry.size:
-            report.bad[entry.path] = f"{size} bytes, the manifest says {entry.size}"
-        elif (actual := pooch.file_hash(str(path), algorithm)) != expected:
-            report.bad[entry.path] = f"{algorithm} {actual}, the manifest says {expected}"
-        else:
+        problem = _mismatch(entry, path)
+        if problem is None:
             report.checked.append(entry.path)
             verified[entry.path] = _file_state(path)
             continue
+        report.bad[entry.path] = problem
         if delete:
             path.unlink(missing_ok=True)
             report.deleted.append(entry.path)

@@ -184,10 +184,8 @@ def read_image(
     ----------
     path : str or path-like
         Image file (PNG, JPEG, ... or FITS, read with astropy).
-    size : int, optional
-        Resize to ``size x size`` pixels; None keeps the (square) size.
-    crop : float
-        Fraction of the square frame's side kept around its centre (1 = the whole frame).
+    size, crop : int or None, float
+        Output side (None keeps the square's); fraction of the square's side kept (1: all).
     resample : {"lanczos", "zoobot"}
         Cut the crop out and resize with Lanczos, or Zoobot's bilinear zoom and resize
         (pixel for pixel its inference transform; see :func:`model_resample`).
@@ -307,9 +305,8 @@ def catalogue_crops(catalogue, metadata: dict | None = None) -> np.ndarray:
     if "crop" not in getattr(catalogue, "columns", ()):
         return np.full(n, base, dtype=np.float64)
     values = np.asarray(catalogue["crop"], dtype=np.float64)
-    bad = ~((values > 0) & (values <= 1))
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
+    if (bad := np.flatnonzero(~((values > 0) & (values <= 1)))).size:
+        row = int(bad[0])
         raise ValueError(
             f"catalogue column 'crop', row {row}: {catalogue['crop'].iloc[row]!r} is not a "
             "fraction of the frame in (0, 1]; use 1 for the whole frame."

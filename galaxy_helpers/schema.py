@@ -41,10 +41,8 @@ class Question:
 
     Parameters
     ----------
-    name : str
-        Question name as used in column names, e.g. ``"bar-dr5"``.
-    answers : tuple of str
-        Answer names, e.g. ``("strong", "weak", "no")``.
+    name, answers : str, tuple of str
+        Question and answer names as used in column names (``"bar-dr5"``, ``("strong", ...)``).
     requires : tuple of (question, answer) pairs
         The question is asked when *any* of these answers was given. Empty: always asked.
     """
@@ -65,10 +63,8 @@ class Schema:
 
     Parameters
     ----------
-    name : str
-        Short name, e.g. ``"decals_dr5"``.
-    questions : tuple of Question
-        The questions, parents first.
+    name, questions : str, tuple of Question
+        Short name (``"decals_dr5"``) and the questions, parents first.
     suffix : str
         Release suffix of the question names (``"-dr5"``); column names without it are aliases.
     """
