@@ -312,8 +312,7 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     left.axvline(30, color="tab:red", ls="--", lw=1)
     share30 = f"{(volunteers >= 30).mean():.0%} have >= 30"
     left.text(30.5, left.get_ylim()[1] * 0.9, share30, color="tab:red", fontsize=9)
-    left.set_xlabel("volunteers who classified the galaxy")
-    left.set_ylabel("galaxies")
+    left.set(xlabel="volunteers who classified the galaxy", ylabel="galaxies")
     left.set_title(f"Volunteers per galaxy (median {np.median(volunteers):.0f})")
 
     y = np.arange(len(summary))
@@ -322,8 +321,7 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     right.barh(y, summary["share_of_volunteers"], **clicks, label="share of all volunteers' clicks")
     right.set_yticks(y, [_bare(q, schema) for q in summary.index], fontsize=8)
     right.invert_yaxis()
-    right.set_xlim(0, 1.05)
-    right.set_xlabel("share of galaxies / volunteers")
+    right.set(xlim=(0, 1.05), xlabel="share of galaxies / volunteers")
     right.set_title("Deeper questions are asked less often")
     right.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -388,8 +386,7 @@ def plot_fractions_by_truth(
             if np.isfinite(value):
                 colour = "white" if value > 0.55 else "black"
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
-        ax.set_xlabel("volunteers' mean vote fraction")
-        ax.set_ylabel("true answer")
+        ax.set(xlabel="volunteers' mean vote fraction", ylabel="true answer")
         ax.set_title(_bare(schema.question(question).name, schema), fontsize=10)
     fig.suptitle("What volunteers vote, by the galaxy's true morphology", fontsize=11)
     fig.tight_layout()
@@ -428,8 +425,7 @@ def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema: str | Sch
         centres = [mag[mask][which == k].mean() for k in range(n_bins)]
         means = [fractions[mask, col][which == k].mean() for k in range(n_bins)]
         ax.plot(centres, means, "o-", color=colour, label=label)
-    ax.set_xlabel("true magnitude (fainter to the right)")
-    ax.set_ylabel('mean "smooth" vote fraction')
+    ax.set(xlabel="true magnitude (fainter to the right)", ylabel='mean "smooth" vote fraction')
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     ax.set_title("Faint disks look smooth to volunteers", fontsize=10)
