@@ -252,8 +252,6 @@ def extract_representations(
     model_or_checkpoint : anything ``checkpoints.load_model`` takes (``metadata`` completes a
         bare model's preprocessing).
     catalogue : pandas.DataFrame with ``id_str`` and ``file_loc`` (optional ``crop``).
-    batch_size : int
-        Images per forward pass.
     cache : bool
         Read/write ``<cache_dir>/representations/<model and catalogue hash>.parquet``.
     device : torch device, optional
@@ -356,9 +354,7 @@ class RepresentationPCA(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    pipeline_ : sklearn.pipeline.Pipeline
-    pca_ : the fitted PCA step
-    explained_variance_ratio_ : numpy.ndarray
+    pipeline_, pca_, explained_variance_ratio_ : the fitted Pipeline, its PCA step, its ratios
 
     Examples
     --------
@@ -469,17 +465,9 @@ def plot_explained_variance(pca: RepresentationPCA, ax=None, title: str | None =
     ax.bar(comps, ratio, color="tab:blue", alpha=0.7, label="each component")
     ax.plot(comps, np.cumsum(ratio), "o-", color="tab:orange", label="cumulative")
     total = float(np.sum(ratio))
-    ax.annotate(
-        f"{total:.0%}",
-        (comps[-1], total),
-        textcoords="offset points",
-        xytext=(-6, 6),
-        ha="right",
-        color="tab:orange",
-    )
-    ax.set_xlabel("principal component")
-    ax.set_ylabel("share of variance explained")
-    ax.set_ylim(0, 1.05)
+    style = dict(textcoords="offset points", xytext=(-6, 6), ha="right", color="tab:orange")
+    ax.annotate(f"{total:.0%}", (comps[-1], total), **style)
+    ax.set(xlabel="principal component", ylabel="share of variance explained", ylim=(0, 1.05))
     ax.set_xticks(comps if len(comps) <= 20 else comps[:: max(1, len(comps) // 10)])
     ax.legend(loc="center right")
     ax.set_title(title or f"{len(ratio)} components keep {total:.0%} of the variance")
@@ -545,17 +533,11 @@ def morphology_map(
         if isinstance(img, str | os.PathLike):
             img = read_image(img, image_size, crop=1.0 if crops is None else float(crops[row]))
         x0, y0 = lo + np.array([i, j]) * cell
-        ax.imshow(
-            np.asarray(img),
-            extent=(x0, x0 + cell[0], y0, y0 + cell[1]),
-            zorder=1,
-            interpolation="antialiased",
-        )
-    ax.set_xlim(lo[0], lo[0] + n_cells * cell[0])
-    ax.set_ylim(lo[1], lo[1] + n_cells * cell[1])
-    ax.set_aspect("auto")
-    ax.set_xlabel(columns[0])
-    ax.set_ylabel(columns[1])
+        extent = (x0, x0 + cell[0], y0, y0 + cell[1])
+        ax.imshow(np.asarray(img), extent=extent, zorder=1, interpolation="antialiased")
+    top = lo + n_cells * cell
+    ax.set(xlim=(lo[0], top[0]), ylim=(lo[1], top[1]), aspect="auto")
+    ax.set(xlabel=columns[0], ylabel=columns[1])
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -579,8 +561,7 @@ def plot_pca_by_label(pca_2d, labels, ax=None, title: str | None = None, max_lab
     for name in top:
         m = (labels == name).to_numpy()
         ax.scatter(xy[m, 0], xy[m, 1], s=4, alpha=0.6, label=f"{name} ({m.sum()})")
-    ax.set_xlabel(columns[0])
-    ax.set_ylabel(columns[1])
+    ax.set(xlabel=columns[0], ylabel=columns[1])
     ax.legend(markerscale=3, fontsize=8)
     ax.set_title(title or "Representation, first two principal components")
     fig.tight_layout()

@@ -133,8 +133,7 @@ class SearchWidget:
             return None
         members = self._tag_members.get(tag)
         if not members:
-            self._error(f"no galaxy of the index carries the tag #{tag}")
-            return None
+            return self._error(f"no galaxy of the index carries the tag #{tag}")
         gid = str(self._rng.choice(np.asarray(members)))
         return self.search_id(gid, tag=tag)
 
@@ -142,13 +141,11 @@ class SearchWidget:
         """Search from a galaxy of the catalogue; a clear message for an unknown id."""
         galaxy_id = str(galaxy_id).strip()
         if not galaxy_id:
-            self._error("type a galaxy id first")
-            return None
+            return self._error("type a galaxy id first")
         try:
             found = self.index.query(galaxy_id, k=self.k)
         except KeyError as err:
-            self._error(str(err.args[0]) if err.args else str(err))
-            return None
+            return self._error(str(err.args[0]) if err.args else str(err))
         self.query_tag = tag
         self._show(galaxy_id, found, self._thumb(galaxy_id))
         return found
@@ -156,24 +153,19 @@ class SearchWidget:
     def search_image(self, content: bytes, name: str = "uploaded image") -> pd.DataFrame | None:
         """Embed an image (file bytes) with the model and search from it."""
         if self.model is None:
-            self._error("searching from an image needs the model: SearchWidget(..., model=...)")
-            return None
+            return self._error(
+                "searching from an image needs the model: SearchWidget(..., model=...)"
+            )
         suffix = Path(name).suffix or ".png"
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(bytes(content))
             try:
-                found = self.index.query_image(
-                    path,
-                    self.model,
-                    self.metadata or getattr(self.model, "metadata", {}),
-                    pca=self.pca,
-                    k=self.k,
-                )
+                meta = self.metadata or getattr(self.model, "metadata", {})
+                found = self.index.query_image(path, self.model, meta, pca=self.pca, k=self.k)
                 thumb = png_bytes(read_image(path, self.image_size))
             except (OSError, ValueError) as err:
-                self._error(f"cannot search from {name}: {err}")
-                return None
+                return self._error(f"cannot search from {name}: {err}")
         found["query"] = name
         self.query_tag = None
         self._show(name, found, thumb)
@@ -240,7 +232,7 @@ class SearchWidget:
         self.id_box.value = galaxy_id
         self.search_id(galaxy_id, tag=self.query_tag)
 
-    def _error(self, message: str):
+    def _error(self, message: str) -> None:
         self.status.value = f"<span style='color:#b00'>{escape(message)}</span>"
 
     def _ipython_display_(self):

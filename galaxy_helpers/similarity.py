@@ -25,15 +25,12 @@ from galaxy_helpers.representations import (
 METRICS = ("cosine", "euclidean", "manhattan")
 BACKENDS = ("auto", "numpy", "kdtree", "faiss")
 
-# Distances held in memory at once by the NumPy backend (rows x queries), about 32 MB.
-_BLOCK_ELEMENTS = 1 << 22
-
-# Above this many dimensions a k-d tree stops paying off and "auto" uses brute force.
-_KDTREE_MAX_DIMS = 24
+_BLOCK_ELEMENTS = 1 << 22  # distances the NumPy backend holds at once (rows x queries), 32 MB
+_KDTREE_MAX_DIMS = 24  # above this a k-d tree stops paying off and "auto" uses brute force
 
 
 def faiss_available() -> bool:
-    """Return True when the optional ``faiss`` package can be imported."""
+    """Whether the optional ``faiss`` package can be imported."""
     return importlib.util.find_spec("faiss") is not None
 
 
@@ -69,8 +66,7 @@ class SimilarityIndex:
         self.backend = backend
 
     def fit(self, features, ids=None) -> SimilarityIndex:
-        """Store the representations (a table, or an array with ``ids``) and build the search
-        structure; returns self."""
+        """Index the representations (a table, or an array with ``ids``); returns self."""
         if self.metric not in METRICS:
             raise ValueError(f"unknown metric {self.metric!r}; choose one of {METRICS}")
         if self.backend not in BACKENDS:
@@ -161,9 +157,7 @@ class SimilarityIndex:
         query : str, sequence of str, or array-like
             A galaxy id, a list of ids, or vectors (D,) / (M, D) in the fitted space.
         k : int
-            Neighbours per query.
-        exclude_self : bool
-            Leave a query galaxy out of its own neighbours.
+            Neighbours per query (a query galaxy is left out of its own with ``exclude_self``).
 
         Returns
         -------
@@ -432,9 +426,8 @@ def compare_with_baselines(
         from galaxy_helpers.checkpoints import load_model
 
         _, metadata = load_model(model)
-    cat = catalogue[catalogue["id_str"].astype(str).isin(set(representations["id_str"]))]
-    order = cat.set_index(cat["id_str"].astype(str)).loc[representations["id_str"].astype(str)]
-    cat = order.reset_index(drop=True)
+    by_id = catalogue.set_index(catalogue["id_str"].astype(str))
+    cat = by_id.loc[representations["id_str"].astype(str)].reset_index(drop=True)
     random_model = random_weights_model(metadata, seed=seed)
     tables = {
         "representation": representations,
@@ -448,10 +441,8 @@ def compare_with_baselines(
         )
         scores = precision_at_k_by_tag(index, cat, tags=tags, k=k, min_members=min_members)
         scores = scores.rename(columns={"precision_at_k": method})
-        if result is None:
-            result = scores[["tag", "n_members", "chance", method]]
-        else:
-            result = result.merge(scores[["tag", method]], on="tag")
+        first = scores[["tag", "n_members", "chance", method]]
+        result = first if result is None else result.merge(scores[["tag", method]], on="tag")
     return result
 
 
@@ -519,8 +510,7 @@ def plot_precision_by_tag(table: pd.DataFrame, k: int = 10, ax=None):
     ax.set_xticklabels(
         [f"#{t}\n(n={n})" for t, n in zip(table["tag"], table["n_members"], strict=True)]
     )
-    ax.set_ylabel(f"precision@{k}")
-    ax.set_ylim(0, 1)
+    ax.set(ylabel=f"precision@{k}", ylim=(0, 1))
     ax.legend(fontsize=8, loc="upper right")
     ax.set_title(f"How many of the {k} nearest neighbours share the query's tag")
     fig.tight_layout()

@@ -11,6 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .anomaly import ActiveLearner, run_simulation
+from .images import catalogue_crops, load_images
+from .representations import extract_representations, random_weights_model
+from .similarity import build_index, precision_at_k_by_tag
 
 __all__ = ["GZ2_INTERESTING_ODD", "odd_researcher_scores", "encoder_features", "tag_precision"]
 __all__ += ["anomaly_search", "linear_probe", "compare_similarity", "compare_anomaly_search"]
@@ -29,8 +38,6 @@ def odd_researcher_scores(odd) -> np.ndarray:
 
 
 def _read(catalogue: pd.DataFrame, size: int, crops, cache: dict | None, progress: bool):
-    from .images import load_images
-
     key = (size, tuple(np.round(np.asarray(crops), 6)), tuple(catalogue["file_loc"]))
     cache = {} if cache is None else cache
     if key not in cache:
@@ -59,8 +66,6 @@ def encoder_features(
     cache : dict reused between calls, so raw pixels are decoded once per size and framing.
     """
     from .checkpoints import load_model
-    from .images import catalogue_crops
-    from .representations import extract_representations, random_weights_model
 
     if isinstance(encoder, str) and encoder in ("random", "pixels"):
         _, meta = load_model(reference if reference is not None else "course", progress=progress)
@@ -83,8 +88,6 @@ def encoder_features(
 
 def tag_precision(features, catalogue: pd.DataFrame, tags, k: int = 10) -> dict[str, float]:
     """``{tag: precision@k, <tag>_chance: base rate}`` (standardised PCA-10, Euclidean)."""
-    from .similarity import build_index, precision_at_k_by_tag
-
     X = np.asarray(features, dtype=np.float32)
     table = pd.DataFrame(X, columns=[f"feat_{i:04d}" for i in range(X.shape[1])])
     table.insert(0, "id_str", catalogue["id_str"].astype(str).to_numpy())
@@ -109,8 +112,6 @@ def anomaly_search(
     """The paper's Galaxy Zoo 2 anomaly experiment (score ``round(5 x odd)``, interesting =
     ``odd > 0.9``): ``precision_at_50``, ``average_precision`` (mean over repeats), the same
     for the prediction alone (``predicted_*``), ``n_interesting`` and ``n_galaxies``."""
-    from .anomaly import ActiveLearner, run_simulation
-
     scores = odd_researcher_scores(odd)
     interesting = np.asarray(odd) > GZ2_INTERESTING_ODD
     # round(5 x odd) >= 5 exactly when odd > 0.9 (4.5 rounds to 4): threshold 5 is the paper's
@@ -143,11 +144,6 @@ def linear_probe(
 ) -> dict[int, float]:
     """``{budget: mean balanced accuracy}`` of a logistic regression on a frozen representation,
     each repeat trained on ``budget / 2`` random galaxies per class, tested on all others."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     X = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels).astype(int)
     classes = np.unique(y)

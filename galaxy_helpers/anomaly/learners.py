@@ -116,14 +116,11 @@ class AstronomalyScorer(BaseEstimator):
 
     Parameters
     ----------
-    anomaly_scorer : estimator giving S (``fit`` / ``score_samples``), default
-        :class:`IsolationForestScorer`.
+    anomaly_scorer : estimator giving S, default :class:`IsolationForestScorer`.
     alpha, min_score, max_score : float
         Trust in Û (1, as the paper), its ε (0.1) and the highest user score (5).
-    n_estimators : int
-        Trees in the random-forest regressor.
-    random_state : int or None
-        Seed for both forests.
+    n_estimators, random_state : int
+        Trees in the random-forest regressor; seed for both forests.
 
     Examples
     --------
@@ -193,8 +190,7 @@ class AstronomalyScorer(BaseEstimator):
         s = self.anomaly_scorer_.score_samples(X)
         if self.user_scores_ is None:
             return s
-        labelled = ~np.isnan(self.y_)
-        dist = _nearest_labelled_distance(X, self.X_[labelled])
+        dist = _nearest_labelled_distance(X, self.X_[~np.isnan(self.y_)])
         return self.combine(dist, self.regressor_.predict(X), s, self.mean_distance_)
 
     def next_batch(self, n: int = 10, exclude=None) -> np.ndarray:
@@ -247,8 +243,7 @@ class ActiveLearner(BaseEstimator):
 
     Attributes
     ----------
-    embedding_ : (N, n_components) array
-    gp_ : GaussianProcessRegressor or None (before any label)
+    embedding_, gp_ : the (N, n_components) embedding and the GP (None before any label)
     """
 
     def __init__(
@@ -297,10 +292,8 @@ class ActiveLearner(BaseEstimator):
         if len(labelled) == 0:
             self.gp_ = None
             return self
-        if self.warm_start and self._kernel is not None:
-            kernel = self._kernel
-        else:
-            kernel = RationalQuadratic() + WhiteKernel()
+        warm = self.warm_start and self._kernel is not None
+        kernel = self._kernel if warm else RationalQuadratic() + WhiteKernel()
         gp = GaussianProcessRegressor(kernel=kernel, random_state=self.random_state)
         # one BLAS thread: these matrices are tiny, and on a busy 2-core machine extra threads
         # made the hyper-parameter search 15x slower
@@ -371,18 +364,11 @@ class ActiveLearner(BaseEstimator):
         """Indices of the next ``n`` unlabelled galaxies not in ``exclude``: ``first_batch``'s
         choice before any label, then the highest expected improvement."""
         _check_fitted(self, "embedding_")
-        skip = set(self.labelled_.tolist())
-        if exclude is not None:
-            skip.update(np.asarray(exclude, dtype=int).tolist())
-        skip = np.fromiter(skip, dtype=int, count=len(skip))
+        skip = np.union1d(self.labelled_, np.asarray([] if exclude is None else exclude, int))
         if self.gp_ is None:
             if self.first_batch == "isolation_forest":
-                score = (
-                    IsolationForestScorer(random_state=self.random_state)
-                    .fit(self.embedding_)
-                    .train_scores_
-                )
-                return _top_n(score, n, skip)
+                forest = IsolationForestScorer(random_state=self.random_state)
+                return _top_n(forest.fit(self.embedding_).train_scores_, n, skip)
             pool = np.setdiff1d(np.arange(len(self.embedding_)), skip)
             return self._rng.choice(pool, size=min(n, len(pool)), replace=False)
         return _top_n(self.acquisition(), n, skip)

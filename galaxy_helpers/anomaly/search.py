@@ -69,17 +69,9 @@ def _tag(catalogue, name, researcher) -> np.ndarray:
 
 def _merger_hunter(cat: pd.DataFrame) -> np.ndarray:
     merging = _col(cat, "truth_merging", "merger hunter").astype(str).to_numpy()
-    tidal = _tag(cat, "tag_tidal", "merger hunter")
-    return np.select(
-        [
-            (merging == "merger") & tidal,
-            merging == "merger",
-            merging == "major-disturbance",
-            merging == "minor-disturbance",
-        ],
-        [5, 3, 2, 1],
-        0,
-    )
+    merger, tidal = merging == "merger", _tag(cat, "tag_tidal", "merger hunter")
+    disturbed = [merging == "major-disturbance", merging == "minor-disturbance"]
+    return np.select([merger & tidal, merger, *disturbed], [5, 3, 2, 1], 0)
 
 
 def _lens_hunter(cat: pd.DataFrame) -> np.ndarray:
@@ -145,16 +137,10 @@ def describe_researchers(catalogue: pd.DataFrame, threshold: int = INTERESTING_S
     for r in RESEARCHERS.values():
         try:
             mask = r.is_interesting(catalogue, threshold)
-        except KeyError:
+        except KeyError:  # a column this researcher needs is missing
             continue
-        rows.append(
-            {
-                "researcher": r.name,
-                "description": r.description,
-                "n_interesting": int(mask.sum()),
-                "fraction_interesting": float(mask.mean()),
-            }
-        )
+        counts = {"n_interesting": int(mask.sum()), "fraction_interesting": float(mask.mean())}
+        rows.append({"researcher": r.name, "description": r.description} | counts)
     return pd.DataFrame(rows)
 
 
@@ -259,10 +245,7 @@ def run_simulation(
     from tqdm.auto import tqdm
 
     X = _as_features(X)
-    truth = np.asarray(researcher_scores, dtype=np.float64)
-    if truth.shape != (len(X),):
-        raise ValueError(f"researcher_scores has shape {truth.shape}; expected ({len(X)},)")
-    _as_scores(truth, len(X))
+    truth = _as_scores(researcher_scores, len(X))
     interesting = truth >= threshold
     base = ActiveLearner() if learner is None else learner
     rows = []
