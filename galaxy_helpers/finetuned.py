@@ -144,7 +144,7 @@ class EncoderSource:
         keys = ("architecture", "image_size", "channels", "mean", "std", "framing", "description")
         if name == "greyscale":
             return self.metadata.get("greyscale") or "mean"
-        if name not in keys or name in ("model", "metadata"):
+        if name not in keys:
             raise AttributeError(name)
         return self.metadata.get(name)
 
@@ -224,10 +224,6 @@ class FinetunedModel(nn.Module):
     def classes(self) -> list:
         return list(self.metadata.get("classes") or [])
 
-    @property
-    def label_column(self) -> str:
-        return self.metadata["label_column"]
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's pooled features (so a finetuned model is a representation model)."""
         return self.encoder(x)
@@ -275,9 +271,7 @@ class FinetunedModel(nn.Module):
     ) -> pd.DataFrame:
         """A table of ``id_str``, ``probability_<class>`` per class and ``prediction`` (the
         most probable class; regression: the value) for a catalogue's ``file_loc``."""
-        for col in ("id_str", "file_loc"):
-            if col not in catalogue.columns:
-                raise FinetuneError(f"the catalogue to predict has no {col!r} column")
+        require_columns(catalogue)
         imgs = EncoderSource(self, self.metadata).read(catalogue, progress=progress)
         out = self.predict_images(imgs, batch_size=batch_size, progress=progress)
         table = pd.DataFrame({"id_str": catalogue["id_str"].astype(str).to_numpy()})
@@ -336,6 +330,16 @@ class FinetunedModel(nn.Module):
         )
         model.eval()
         return model.to(device) if device is not None else model
+
+
+def require_columns(catalogue: pd.DataFrame) -> None:
+    """Refuse a catalogue without ``id_str`` and ``file_loc``."""
+    for col in ("id_str", "file_loc"):
+        if col not in catalogue.columns:
+            raise FinetuneError(
+                f"the catalogue has no {col!r} column (columns: {list(catalogue.columns)[:10]}...): "
+                "a catalogue needs id_str and file_loc (see DEVELOPERS.md)"
+            )
 
 
 def is_finetuned(path) -> bool:

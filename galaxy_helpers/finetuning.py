@@ -37,6 +37,7 @@ from .finetuned import (
     _device,
     _head_loss,
     is_finetuned,
+    require_columns,
     train_full,
 )
 
@@ -137,12 +138,7 @@ def labelled_rows(
     classes : the stated classes; ``None``: inferred, refusing what looks stray (text beside
         numbers, ``"nan"``, a fraction, a class of one galaxy among many).
     """
-    for col in ("id_str", "file_loc"):
-        if col not in catalogue.columns:
-            raise FinetuneError(
-                f"the catalogue has no {col!r} column (columns: {list(catalogue.columns)[:10]}...): "
-                "a catalogue needs id_str and file_loc (see DEVELOPERS.md)"
-            )
+    require_columns(catalogue)
     if len(catalogue) == 0:
         raise FinetuneError("the catalogue is empty: it has no galaxies to finetune on")
     cat = catalogue.copy()
