@@ -11,6 +11,7 @@ to do; odd images that ``images.read_image`` converts are warnings.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from collections.abc import Sequence
@@ -256,7 +257,7 @@ def validate_catalogue(
 
     if "file_loc" in df.columns:
         locs = df["file_loc"]
-        checked: dict[str, list[tuple[str, str, str]]] = {}
+        check = functools.cache(lambda path: _check_image(path, full=check_images == "full"))
         for row in tqdm(range(len(df)), "checking images", disable=not progress or len(df) < 200):
             loc = locs.iloc[row]
             if loc is None or (isinstance(loc, float) and np.isnan(loc)) or str(loc) == "":
@@ -269,10 +270,7 @@ def validate_catalogue(
                 continue
             if check_images == "none":
                 continue
-            key = str(path)
-            if key not in checked:
-                checked[key] = _check_image(path, full=check_images == "full")
-            for severity, problem, action in checked[key]:
+            for severity, problem, action in check(path):
                 add(row, problem, action, severity=severity, column="file_loc", file=path)
         dup_files = locs.duplicated(keep="first") & locs.notna()
         action = "check that two rows are meant to share one image"

@@ -293,12 +293,9 @@ def download_file(
         if isinstance(err, DataError):
             raise
         kept = downloader.partial
-        note = (
-            f" The {kept.stat().st_size} bytes received so far are kept in {kept}; the next "
-            "fetch resumes from there."
-            if kept.is_file() and kept.stat().st_size
-            else ""
-        )
+        size = kept.stat().st_size if kept.is_file() else 0
+        resume = f" The {size} bytes received so far are kept in {kept}; the next fetch resumes"
+        note = f"{resume} from there." if size else ""
         raise DataUnavailableError(
             f"{entry.path}: could not download {entry.url} after {max(1, int(retries))} "
             f"attempt(s) ({err}).{note}"
@@ -468,7 +465,8 @@ def fetch(
             final.unlink(missing_ok=True)  # stale or corrupted copy
             _get(entry, final)
         verified[entry.path] = _file_state(final)
-        _drop_partial(final, entry)
+        if _unheld(partial := partial_path(final, entry)):  # verified: its .part is done with
+            partial.unlink(missing_ok=True)
 
     def _get(entry: FileEntry, final: Path) -> None:
         source = None
@@ -492,12 +490,10 @@ def fetch(
                 f"{entry.checksum[0]} {entry.checksum[1]} is verified)."
             )
             if offline or not entry.url:
-                where = (
-                    f"not in the mirror ({source} does not exist)"
-                    if source is not None
-                    else f"not cached at {final} and "
-                    + (mirror_note or f"no mirror is set ({MIRROR_ENV})")
-                )
+                where = f"not in the mirror ({source} does not exist)"
+                if source is None:
+                    unset = f"no mirror is set ({MIRROR_ENV})"
+                    where = f"not cached at {final} and {mirror_note or unset}"
                 raise DataUnavailableError(
                     f"{manifest.name}: file {entry.path} is {where}, and the network is off "
                     f"({OFFLINE_ENV}). It comes from {entry.url}. {how}"
@@ -521,13 +517,6 @@ def fetch(
         # Record what was verified, even after a failure, so a retry does not re-hash it.
         _write_stamp(folder, manifest, verified)
     return folder
-
-
-def _drop_partial(final: Path, entry: FileEntry) -> None:
-    """Remove ``entry``'s ``.part`` file once ``final`` is verified (unless someone holds it)."""
-    partial = partial_path(final, entry)
-    if _unheld(partial):
-        partial.unlink(missing_ok=True)
 
 
 _POOCH_TMP = re.compile(r"tmp\w{8}")  # tempfile's names, where pooch downloads to

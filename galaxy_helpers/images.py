@@ -80,8 +80,7 @@ def allow_large_images(max_pixels: int | None) -> int | None:
         if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1:
             raise ValueError(f"max_pixels must be a whole number >= 1 or None; got {max_pixels!r}")
         max_pixels = int(max_pixels)
-    previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
     return previous
 
 
