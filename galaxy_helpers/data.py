@@ -1,10 +1,9 @@
 """Real data: verified downloads (pooch), an offline mirror, and ready catalogues.
 
-:func:`fetch` puts a dataset's files (its manifest, :mod:`galaxy_helpers.manifests`) into
-``<core.cache_dir()>/data/<dataset>/``, from a mirror (``$GALAXY_DATA_MIRROR``, laid out
-``<mirror>/<dataset>/<path>``) or the pinned URL (a cut download resumes from its ``.part``
-file). pooch checks every checksum before renaming a file into place, so the cache never holds
-a half or wrong file. :func:`load_dataset` returns the catalogue.
+:func:`fetch` puts a dataset's files (:mod:`galaxy_helpers.manifests`) into
+``<core.cache_dir()>/data/<dataset>/`` from a mirror (``$GALAXY_DATA_MIRROR``, laid out
+``<mirror>/<dataset>/<path>``) or the pinned URL (a cut download resumes), each checked by pooch
+before it gets its final name; :func:`load_dataset` returns the catalogue.
 
 >>> from galaxy_helpers import data
 >>> rings = data.load_dataset("gz_decals_rings")          # doctest: +SKIP
