@@ -78,9 +78,8 @@ def feature_matrix(features, ids=None, *, what: str = "representation table", dt
     ids = np.arange(n_rows).astype(str) if ids is None else np.asarray(ids).astype(str)
     if len(ids) != n_rows:
         raise ValueError(f"{what}: {len(ids)} ids for {n_rows} rows; pass one id per row")
-    finite = np.isfinite(matrix)
-    if not finite.all():
-        rows, cols = np.nonzero(~finite)
+    rows, cols = np.nonzero(~np.isfinite(matrix))
+    if len(rows):
         examples = ", ".join(
             f"row {r} (id {str(ids[r])!r}) column {columns[c]!r}"
             for r, c in zip(rows[:5], cols[:5], strict=True)
@@ -103,9 +102,8 @@ def feature_columns(n: int, prefix: str = "feat") -> list[str]:
 
 
 def _table(ids, matrix: np.ndarray, prefix: str) -> pd.DataFrame:
-    table = pd.DataFrame(
-        matrix.astype(np.float32, copy=False), columns=feature_columns(matrix.shape[1], prefix)
-    )
+    columns = feature_columns(matrix.shape[1], prefix)
+    table = pd.DataFrame(matrix.astype(np.float32, copy=False), columns=columns)
     table.insert(0, "id_str", np.asarray(ids).astype(str))
     return table
 
@@ -127,11 +125,9 @@ def _check_catalogue(catalogue) -> pd.DataFrame:
             f"catalogue has duplicate id_str values, e.g. "
             f"{catalogue['id_str'][dup].astype(str).tolist()[:5]}; ids must be unique"
         )
-    absent = [
-        i for i, loc in enumerate(catalogue["file_loc"].astype(str)) if not os.path.exists(loc)
-    ]
-    if absent:
-        row = absent[0]
+    absent = np.flatnonzero(~catalogue["file_loc"].astype(str).map(os.path.exists).to_numpy())
+    if len(absent):
+        row = int(absent[0])
         raise FileNotFoundError(
             f"{len(absent)} image files of the catalogue do not exist, e.g. row {row} "
             f"(id {catalogue['id_str'].iloc[row]!r}): {catalogue['file_loc'].iloc[row]}; fix "

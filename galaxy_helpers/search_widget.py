@@ -73,16 +73,12 @@ class SearchWidget:
             raise ValueError(f"catalogue is missing columns {missing} (need id_str and file_loc)")
         self.index = index
         self.catalogue = catalogue.set_index(catalogue["id_str"].astype(str), drop=False)
-        self.model = model
-        self.metadata = metadata
-        self.pca = pca
+        self.model, self.metadata, self.pca = model, metadata, pca
         self.thumb_px = int(thumb_px)
         self.image_size = image_size
         self._rng = np.random.default_rng(seed)
         self._thumbs: dict[str, bytes] = {}
-        self.query_id: str | None = None
-        self.query_tag: str | None = None
-        self.results: pd.DataFrame | None = None
+        self.query_id = self.query_tag = self.results = None
         self.history: list[str] = []
         self.neighbour_buttons: list = []
 

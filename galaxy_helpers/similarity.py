@@ -230,12 +230,10 @@ class SimilarityIndex:
 
             # OpenMP threads only pay off for batches; for one click they spin and wait.
             threads = faiss.omp_get_max_threads()
-            if len(vectors) < 16:
-                faiss.omp_set_num_threads(1)
+            faiss.omp_set_num_threads(1 if len(vectors) < 16 else threads)
+            q32 = np.ascontiguousarray(vectors, dtype=np.float32)
             try:
-                _, cand = self._faiss.search(
-                    np.ascontiguousarray(vectors, dtype=np.float32), n_cand
-                )
+                _, cand = self._faiss.search(q32, n_cand)
             finally:
                 faiss.omp_set_num_threads(threads)
             cand = cand.astype(np.int64)
@@ -378,14 +376,8 @@ def precision_at_k_by_tag(
         found = index.query(members, k=k, exclude_self=True)
         hit = found["id_str"].isin(set(members)).to_numpy()
         per_query = pd.Series(hit).groupby(found["query"].to_numpy()).mean()
-        rows.append(
-            {
-                "tag": name,
-                "n_members": len(members),
-                "precision_at_k": float(per_query.mean()),
-                "chance": (len(members) - 1) / max(n - 1, 1),
-            }
-        )
+        chance = (len(members) - 1) / max(n - 1, 1)
+        rows.append([name, len(members), float(per_query.mean()), chance])
     return pd.DataFrame(rows, columns=["tag", "n_members", "precision_at_k", "chance"])
 
 
@@ -577,9 +569,8 @@ def image_query(index, catalogue, path, model, metadata, pca=None, k=7, tag="rin
     from galaxy_helpers.plotting import galaxy_grid
 
     found = index.query_image(path, model, metadata, pca=pca, k=k)
-    found[f"tag_{tag}"] = found["id_str"].isin(
-        set(catalogue.loc[catalogue[f"tag_{tag}"], "id_str"])
-    )
+    members = set(catalogue.loc[catalogue[f"tag_{tag}"], "id_str"])
+    found[f"tag_{tag}"] = found["id_str"].isin(members)
     fig = galaxy_grid(
         [path] + catalogue.set_index("id_str").loc[found["id_str"], "file_loc"].tolist(),
         titles=[f"new #{tag}"] + [f"d={d:.2f}" for d in found["distance"]],

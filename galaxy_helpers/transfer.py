@@ -1,11 +1,6 @@
-"""Do the tools work on real galaxies? The three transfer protocols on real data.
-
-One function per protocol on a feature array (one row per galaxy), so every encoder and
-baseline is measured the same way (notebooks 04-06, ``benchmarks/bench_real_transfer.py``):
-:func:`tag_precision`, :func:`anomaly_search` (the paper's Galaxy Zoo 2 experiment) and
-:func:`linear_probe`. :func:`encoder_features` gives the array for a model, ``"random"`` or
-``"pixels"``; the ``compare_*`` tables measure an encoder beside both baselines.
-"""
+"""Do the tools work on real galaxies? One function per transfer protocol on a feature array
+(:func:`tag_precision`, :func:`anomaly_search`, :func:`linear_probe`), so every encoder from
+:func:`encoder_features` is measured the same way; ``compare_*`` add both baselines."""
 
 from __future__ import annotations
 
@@ -88,10 +83,8 @@ def encoder_features(
 
 def tag_precision(features, catalogue: pd.DataFrame, tags, k: int = 10) -> dict[str, float]:
     """``{tag: precision@k, <tag>_chance: base rate}`` (standardised PCA-10, Euclidean)."""
-    X = np.asarray(features, dtype=np.float32)
-    table = pd.DataFrame(X, columns=[f"feat_{i:04d}" for i in range(X.shape[1])])
-    table.insert(0, "id_str", catalogue["id_str"].astype(str).to_numpy())
-    index, _ = build_index(table, n_components=10)
+    table = pd.DataFrame(np.asarray(features, dtype=np.float32)).add_prefix("feat_")
+    index, _ = build_index(table.assign(id_str=catalogue["id_str"].astype(str).to_numpy()))
     result = precision_at_k_by_tag(index, catalogue, tags=tags, k=k)
     out = {}
     for row in result.itertuples():

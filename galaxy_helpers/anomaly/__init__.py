@@ -8,8 +8,6 @@ isolation forest), ``search`` the simulated researchers and the experiment.
 
 from galaxy_helpers.anomaly.learners import (
     INTERESTING_SCORE,
-    SCORE_MAX,
-    SCORE_MIN,
     ActiveLearner,
     AstronomalyScorer,
     IsolationForestScorer,
@@ -36,7 +34,7 @@ from galaxy_helpers.anomaly.search import (
     run_simulation,
 )
 
-__all__ = ["INTERESTING_SCORE", "SCORE_MAX", "SCORE_MIN", "ActiveLearner", "AstronomalyScorer"]
+__all__ = ["INTERESTING_SCORE", "ActiveLearner", "AstronomalyScorer"]
 __all__ += ["IsolationForestScorer", "expected_improvement", "run_simulation"]
 __all__ += ["ASTRONOMALY", "PAPER", "RESEARCHERS", "SearchComparison", "SimulatedResearcher"]
 __all__ += ["compare_methods", "comparison_table", "describe_researchers", "get_researcher"]

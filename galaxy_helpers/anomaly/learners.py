@@ -83,9 +83,8 @@ class IsolationForestScorer(BaseEstimator):
     def fit(self, X, y=None):
         """Fit the forest on all galaxies (``y`` is ignored); returns self."""
         X = _as_features(X)
-        self.forest_ = IsolationForest(
-            n_estimators=self.n_estimators, random_state=self.random_state
-        ).fit(X)
+        forest = IsolationForest(n_estimators=self.n_estimators, random_state=self.random_state)
+        self.forest_ = forest.fit(X)
         raw = -self.forest_.decision_function(X)
         self.raw_min_, self.raw_max_ = float(raw.min()), float(raw.max())
         self.train_scores_ = self._scale(raw)
@@ -203,8 +202,7 @@ def _top_n(values: np.ndarray, n: int, exclude=None) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64).copy()
     if exclude is not None and len(exclude):
         values[np.asarray(exclude, dtype=int)] = -np.inf
-    available = int(np.isfinite(values).sum())
-    n = min(int(n), available)
+    n = min(int(n), int(np.isfinite(values).sum()))
     if n <= 0:
         return np.empty(0, dtype=int)
     idx = np.argpartition(-values, n - 1)[:n]

@@ -201,18 +201,10 @@ def plot_ranking(
     labelled = ~np.isnan(np.asarray(labelled_scores, dtype=np.float64))
     interesting = np.asarray(researcher_scores) >= threshold
     order = ranking(predicted, labelled_scores, threshold)
-    fig, _ = ranked_grid(
-        catalogue,
-        None,
-        k,
-        order=order,
-        titles=[
-            f"{s}{' (labelled)' if lab else ''}"
-            for s, lab in zip(researcher_scores, labelled, strict=True)
-        ],
-        highlight=interesting,
-        suptitle=suptitle,
-    )
+    marks = np.where(labelled, " (labelled)", "")
+    titles = [f"{s}{m}" for s, m in zip(researcher_scores, marks, strict=True)]
+    grid = dict(order=order, titles=titles, highlight=interesting, suptitle=suptitle)
+    fig, _ = ranked_grid(catalogue, None, k, **grid)
     return fig, ranking_metrics(order, interesting, top_n=(50,))
 
 
