@@ -277,9 +277,7 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
         if mask.any():
             rows, colidx = np.nonzero(mask)
             where = [
-                f"row {r}"
-                + (f" (id_str {row_ids[r]})" if row_ids is not None else "")
-                + f" column {cols[c]!r}"
+                f"row {r}{'' if row_ids is None else f' (id_str {row_ids[r]})'} column {cols[c]!r}"
                 for r, c in zip(rows[:5], colidx[:5], strict=False)
             ]
             more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
