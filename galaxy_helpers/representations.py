@@ -86,7 +86,7 @@ def feature_matrix(features, ids=None, *, what: str = "representation table", dt
         )
         raise ValueError(
             f"{what} contains {len(rows)} NaN or infinite values, e.g. {examples}; drop or "
-            "re-extract those galaxies before building the index"
+            "re-extract those galaxies before searching or scoring"
         )
     id_index = pd.Index(ids)
     if not id_index.is_unique:
