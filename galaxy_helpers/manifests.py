@@ -454,10 +454,9 @@ def build_catalogue(manifest: Manifest, folder: Path) -> pd.DataFrame:
         out["answers"] = raw[answers_column]
         prefix = spec.get("answer_column_prefix", "example_")
         for names in spec["site_tree"].values():
-            for answer in names[1:]:
-                if answer:
-                    label = f"{names[0]}_{answer}"
-                    out[prefix + label] = answer_lists.map(lambda a, label=label: label in a)
+            for answer in filter(None, names[1:]):
+                label = f"{names[0]}_{answer}"
+                out[prefix + label] = answer_lists.map(lambda a, label=label: label in a)
         dr5 = spec.get("dr5_answers", {})
         out["dr5_answers"] = answer_lists.map(lambda a: ";".join(dr5[x] for x in a if x in dr5))
         consumed.add(answers_column)
