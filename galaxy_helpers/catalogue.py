@@ -99,12 +99,9 @@ class CatalogueReport:
                 lines.append(f"  - {problem} ({len(group)}): {action}")
                 for rec in group.head(10).itertuples():
                     where = [f"row {rec.row}" if rec.row >= 0 else "catalogue"]
-                    if rec.id_str:
-                        where.append(f"id_str {rec.id_str!r}")
-                    if rec.column:
-                        where.append(f"column {rec.column!r}")
-                    if rec.file:
-                        where.append(f"file {rec.file}")
+                    where += [f"id_str {rec.id_str!r}"] if rec.id_str else []
+                    where += [f"column {rec.column!r}"] if rec.column else []
+                    where += [f"file {rec.file}"] if rec.file else []
                     lines.append("      " + ", ".join(where))
                 if len(group) > 10:
                     lines.append(f"      ... and {len(group) - 10} more (see report.problems)")

@@ -123,11 +123,7 @@ def _refuse_size(path: Path, width: int, height: int) -> None:
 
 def _centre_crop_square(arr: np.ndarray, crop: float = 1.0) -> np.ndarray:
     h, w = arr.shape[:2]
-    side = min(h, w)
-    if crop != 1.0:
-        side = max(1, int(round(side * crop)))
-    if h == w == side:
-        return arr
+    side = max(1, int(round(min(h, w) * crop)))
     top, left = (h - side) // 2, (w - side) // 2
     return arr[top : top + side, left : left + side]
 
