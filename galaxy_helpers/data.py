@@ -625,13 +625,11 @@ class VerifyReport:
             f"{len(self.bad)} bad, {len(self.missing)} not cached."
         ]
         for path, problem in self.bad.items():
-            lines.append(
-                f"  BAD {path}: {problem} ({'deleted' if path in self.deleted else 'kept'})"
-            )
+            fate = "deleted" if path in self.deleted else "kept"
+            lines.append(f"  BAD {path}: {problem} ({fate})")
         if self.bad and self.deleted:
-            lines.append(
-                f"  Run galaxy_helpers.data.fetch({self.dataset!r}) to fetch the deleted files again."
-            )
+            again = f"galaxy_helpers.data.fetch({self.dataset!r})"
+            lines.append(f"  Run {again} to fetch the deleted files again.")
         elif self.bad:
             lines.append("  Delete them, or call verify(..., delete=True).")
         if self.missing:
