@@ -1,23 +1,9 @@
 """Train a GalaxyModel on raw vote counts for every question, from one CPU to many GPUs.
 
-The loop is meant to be read. One epoch is::
-
-    for images, counts in batches:              # uint8 images, int vote counts
-        x = augment(to_tensor(images, ...))      # flips, rotations, off-centre zoom
-        loss = dirichlet_multinomial_loss(counts, model(x), schema)
-        loss.backward(); optimizer.step()
-
-plus validation each epoch, early stopping on the validation loss, a progress bar, mixed
-precision on a GPU, and (under ``torchrun``) DistributedDataParallel with PyTorch's
-``DistributedSampler``.
-
-Small catalogues are read once into memory as uint8 (on a GPU, into its memory when they take
-under a quarter of what is free); big ones stream from disk through a ``DataLoader``.
-Augmentation runs on whole batches (one ``grid_sample``), so the loop stays close to the speed
-of a bare forward/backward (``benchmarks/bench_training.py``).
-
-Ready-made runs (the cached quick model, the committed checkpoints' recipes) and the command
-line are in :mod:`galaxy_helpers.recipes`.
+One readable loop: batch-wise augmentation, the Dirichlet-Multinomial loss, validation and
+early stopping each epoch, mixed precision on a GPU, DistributedDataParallel under torchrun.
+Small catalogues are preloaded as uint8; big ones stream from disk through a ``DataLoader``.
+Ready-made runs and the command line are in :mod:`galaxy_helpers.recipes`.
 """
 
 from __future__ import annotations
@@ -469,14 +455,12 @@ def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
 
 
 def _n_batches(n: int, batch: int) -> int:
-    """Batches in an epoch of ``n`` galaxies. A last batch of one galaxy is left out (it comes
-    up in another epoch, shuffled): BatchNorm cannot normalise a single galaxy."""
+    """Batches in an epoch; a last batch of one galaxy is left out (BatchNorm needs two)."""
     return n // batch + (n % batch > 1)
 
 
 def _fits_on_gpu(n_bytes: int, device: torch.device, share: float = 0.25) -> bool:
-    """Whether preloaded images should live on the GPU: under ``share`` of its free memory
-    (the rest is for the model, its activations and the optimizer)."""
+    """Whether preloaded images should live on the GPU: under ``share`` of its free memory."""
     return device.type == "cuda" and n_bytes < share * torch.cuda.mem_get_info(device)[0]
 
 
@@ -550,10 +534,12 @@ def train(
         elif pin:  # page-locked memory lets host->GPU copies overlap with compute
             imgs_tr_t, imgs_va_t = imgs_tr_t.pin_memory(), imgs_va_t.pin_memory()
     else:
-        missing = _missing_files(train_df)
-        train_df, counts_tr = _drop_or_raise(train_df, counts_tr, missing, config, report)
-        missing = _missing_files(val_df)
-        val_df, counts_va = _drop_or_raise(val_df, counts_va, missing, config, report)
+        train_df, counts_tr = _drop_or_raise(
+            train_df, counts_tr, _missing_files(train_df), config, report
+        )
+        val_df, counts_va = _drop_or_raise(
+            val_df, counts_va, _missing_files(val_df), config, report
+        )
         first = train_df.iloc[:500]
         pairs = zip(first["file_loc"], _crops(first, config), strict=True)
         sample = np.stack([read_image(p, config.image_size, c) for p, c in pairs])
@@ -596,9 +582,8 @@ def train(
     scheduler = _make_scheduler(optimizer, config, steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_on and amp_dtype == torch.float16)
 
-    # One shuffled permutation per epoch shared by all ranks, dealt out round-robin, so the
-    # ranks' k-th batches together are the single process's k-th batch. (The two paths have
-    # always seeded it differently; kept so that earlier runs repeat exactly.)
+    # One permutation per epoch dealt out round-robin to the ranks (the two paths' seeds
+    # differ, kept so that earlier runs repeat exactly).
     dataset = range(len(train_df))
     if not preload:
         dataset = _StreamingDataset(
@@ -667,9 +652,8 @@ def train(
     history = History(data=report)
     best_state, bad_epochs = None, 0
     loss_sum, n_seen, t0, bar = 0.0, 0, 0.0, None
-    # Reading a loss (.item()) makes Python wait until the device has finished that step. On a
-    # GPU each step is booked one step late, so the GPU always has the next step queued and
-    # never idles while Python prepares a batch; on a CPU, where nothing is queued, at once.
+    # .item() waits for the device: on a GPU each loss is booked one step late so that the
+    # next step is always queued.
     lag = _booking_lag(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed image size: pick the fastest kernels once
@@ -781,8 +765,7 @@ def train(
 
 
 def _init_from_checkpoint(model: GalaxyModel, config: TrainConfig, schema):
-    """Copy a checkpoint's weights into ``model``; return its input normalisation (so the
-    weights see the inputs they were trained on)."""
+    """Copy a checkpoint's weights into ``model``; return its input normalisation."""
     source, meta = load_checkpoint(
         config.init_checkpoint, schema=schema, image_size=config.image_size
     )
@@ -797,8 +780,7 @@ def _init_from_checkpoint(model: GalaxyModel, config: TrainConfig, schema):
 
 
 def _init_head_bias(model: GalaxyModel, counts: np.ndarray, schema, total: float = 20.0):
-    """Start the head at the training set's mean vote fractions (total concentration ``total``
-    per question), so the first steps learn from the images, not the average answer."""
+    """Start the head at the training set's mean vote fractions (``total`` per question)."""
     from .evaluation import mean_fraction_baseline
 
     conc = np.clip(total * mean_fraction_baseline(counts, schema), 1.05, 100.0)
