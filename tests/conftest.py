@@ -19,11 +19,14 @@ by the papermill course runner when its metrics are first looked up, once. Set
 
 from __future__ import annotations
 
+import collections
 import functools
 import os
+import queue
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -94,6 +97,34 @@ def pytest_collection_finish(session):
         (_output() / "metrics" / f"{stem}.json").unlink(missing_ok=True)
 
 
+def _read_outputs_while_waiting(kernel) -> None:
+    """nbval reads a cell's outputs only after the cell's reply; a cell that sends thousands of
+    messages (widgets, progress bars: notebook 05's simulated labelling) overflows ZMQ's queue
+    meanwhile and loses its last outputs ("Timeout of 5 seconds exceeded waiting for output").
+    Read them while waiting, and hand them to nbval in order."""
+    if getattr(kernel, "outputs_read_while_waiting", None) is not None:
+        return
+    read = kernel.outputs_read_while_waiting = collections.deque()
+    get_message = kernel.get_message
+
+    def get(stream, timeout=None):
+        if stream == "iopub" and read:
+            return read.popleft()
+        if stream != "shell":
+            return get_message(stream, timeout=timeout)
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+        while True:
+            while kernel.kc.iopub_channel.msg_ready():
+                read.append(kernel.kc.get_iopub_msg(timeout=0))
+            try:
+                return get_message("shell", timeout=0.05)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise
+
+    kernel.get_message = get
+
+
 class NotebookCells:
     """Hooks for nbval's notebook cells. A conftest's item hooks reach only the items below its
     folder, so pytest_configure registers these as a plugin that reaches notebooks/ too."""
@@ -113,12 +144,15 @@ class NotebookCells:
         saved = os.environ.get(course.OUTPUT_ENV)
         os.environ[course.OUTPUT_ENV] = str(_output())
         try:
-            return (yield)
+            result = yield
         finally:
             if saved is None:
                 os.environ.pop(course.OUTPUT_ENV, None)
             else:
                 os.environ[course.OUTPUT_ENV] = saved
+        if getattr(item.parent, "kernel", None) is not None:
+            _read_outputs_while_waiting(item.parent.kernel)
+        return result
 
     @staticmethod
     @pytest.hookimpl(wrapper=True)

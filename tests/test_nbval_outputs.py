@@ -10,6 +10,7 @@ notebooks) or a helper changed a result it should not have.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -82,3 +83,31 @@ def test_nbval_passes_a_sanitized_match_and_fails_a_changed_output(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     result = _nbval(tmp_path, CHANGED)
     assert result.returncode == 1 and "Cell outputs differ" in result.stdout, result.stdout
+
+
+@pytest.mark.slow
+def test_session_kernels_get_the_output_folder_and_lose_no_output_to_a_widget_flood(tmp_path):
+    """tests/conftest.py's hooks: the kernel's $GALAXY_COURSE_OUTPUT, and the outputs of a cell
+    that sends thousands of widget messages (nbval alone times out on this one)."""
+    setup = new_code_cell(
+        "import os\nimport ipywidgets as w\nfrom IPython.display import display\n"
+        "from tqdm.auto import tqdm\nimage = w.Image(value=b'')\ndisplay(image)"
+    )
+    flood = new_code_cell(
+        "# NBVAL_CHECK_OUTPUT\nfor i in tqdm(range(3000)):\n    image.value = os.urandom(20000)\n"
+        "print(os.environ['GALAXY_COURSE_OUTPUT'])",
+        outputs=[new_output("stream", text="../course_output\n")],
+    )
+    for count, cell in enumerate((setup, flood), start=1):
+        cell.execution_count = count
+    nbformat.write(new_notebook(cells=[setup, flood]), tmp_path / "01_flood.ipynb")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"]
+        + [str(tmp_path / "01_flood.ipynb"), str(Path(__file__).with_name("conftest.py"))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "GALAXY_COURSE_OUTPUT"},
+    )
+    assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout[-3000:]
