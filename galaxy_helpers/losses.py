@@ -23,7 +23,6 @@ __all__ = [
     "question_matrix",
     "dirichlet_multinomial_log_prob",
     "dirichlet_multinomial_loss",
-    "DirichletMultinomialLoss",
     "numpy_log_prob",
     "toy_loss_table",
     "plot_toy_loss",
@@ -47,14 +46,12 @@ def question_matrix(schema_or_slices, dtype=torch.float64, device=None) -> torch
 
     Parameters
     ----------
-    schema_or_slices : Schema or list of (start, stop)
-        The schema (its ``answer_slices`` are used) or the slices themselves.
+    schema_or_slices : a Schema (its ``answer_slices``) or a list of (start, stop).
     dtype, device : torch dtype and device of the result.
 
     Returns
     -------
-    torch.Tensor
-        ``M`` such that ``counts @ M`` gives the total votes of each question.
+    torch.Tensor ``M`` such that ``counts @ M`` gives the total votes of each question.
     """
     slices = _answer_slices(schema_or_slices)
     n_answers = slices[-1][1]
@@ -71,19 +68,14 @@ def dirichlet_multinomial_log_prob(
 
     Parameters
     ----------
-    counts : tensor or array (B, n_answers)
-        Vote counts (non-negative integers; floats are accepted), columns in the order of
-        ``schema.answer_columns``.
-    concentrations : tensor (B, n_answers)
-        Positive Dirichlet concentrations (the model output).
-    schema_or_slices : Schema or list of (start, stop)
-        Which columns belong to which question.
+    counts : tensor or array (B, n_answers) of vote counts, in ``schema.answer_columns`` order.
+    concentrations : tensor (B, n_answers) of positive Dirichlet concentrations.
+    schema_or_slices : Schema or list of (start, stop): which columns form each question.
 
     Returns
     -------
-    torch.Tensor
-        ``(B, n_questions)`` log-probabilities, exactly 0 for questions with no votes.
-        Computed in float64 (float32 on MPS) for stability with large counts.
+    torch.Tensor (B, n_questions), exactly 0 for questions with no votes; float64 (float32 on
+    MPS) for stability with large counts.
     """
     concentrations = torch.as_tensor(concentrations)
     # float64 keeps lgamma differences exact for counts in the thousands, at negligible cost
@@ -126,14 +118,11 @@ def dirichlet_multinomial_loss(
     Parameters
     ----------
     counts, concentrations, schema_or_slices : see :func:`dirichlet_multinomial_log_prob`.
-    reduction : {"mean", "sum", "none"}
-        ``"mean"`` (default) averages the per-galaxy loss over the batch, ``"sum"`` adds it,
-        ``"none"`` returns the ``(B,)`` per-galaxy losses.
+    reduction : ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (per-galaxy, ``(B,)``).
 
     Returns
     -------
-    torch.Tensor
-        Scalar (or ``(B,)``) loss in float32.
+    torch.Tensor: scalar (or ``(B,)``) loss in float32.
 
     Examples
     --------
@@ -152,25 +141,6 @@ def dirichlet_multinomial_loss(
     return out.float()
 
 
-class DirichletMultinomialLoss(torch.nn.Module):
-    """``nn.Module`` wrapper: ``loss_fn(concentrations, counts)`` like other torch losses.
-
-    Parameters
-    ----------
-    schema : Schema
-        Decision tree whose ``answer_slices`` group the columns into questions.
-    reduction : {"mean", "sum", "none"}
-    """
-
-    def __init__(self, schema, reduction: str = "mean"):
-        super().__init__()
-        self.slices = _answer_slices(schema)
-        self.reduction = reduction
-
-    def forward(self, concentrations: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        return dirichlet_multinomial_loss(counts, concentrations, self.slices, self.reduction)
-
-
 def numpy_log_prob(counts: np.ndarray, concentrations: np.ndarray, schema_or_slices) -> np.ndarray:
     """Numpy convenience for notebooks: ``(B, n_questions)`` log-probabilities."""
     with torch.no_grad():
@@ -187,16 +157,13 @@ def toy_loss_table(votes, predictions: dict):
 
     Parameters
     ----------
-    votes : sequence of int
-        Vote counts of one question, e.g. ``[7, 3, 0]`` (7 smooth, 3 featured, 0 artifact).
-    predictions : dict
-        ``{label: concentrations}``, each a sequence as long as ``votes``.
+    votes : vote counts of one question, e.g. ``[7, 3, 0]``.
+    predictions : ``{label: concentrations}``, each as long as ``votes``.
 
     Returns
     -------
-    pandas.DataFrame
-        One row per prediction: its concentrations, the implied vote fractions
-        (``a_i / sum a``), the total concentration (confidence) and the loss ``-log p``.
+    DataFrame, one row per prediction: concentrations, implied fractions, total concentration
+    and the loss ``-log p``.
     """
     import pandas as pd
 
@@ -220,25 +187,20 @@ def toy_loss_table(votes, predictions: dict):
 
 
 def loss_by_question(catalogue, concentrations=None, schema=None, labels=None):
-    """Each galaxy's loss, question by question: where the votes of a mixed catalogue count.
+    """Each galaxy's loss, question by question (0 where a question was not asked).
 
-    A galaxy contributes to a question's loss only when volunteers answered it (N > 0); an
-    unasked question adds exactly 0. So a real Galaxy Zoo 2 galaxy with votes on three
-    questions and a synthetic galaxy with votes on the whole tree train one network together,
-    the way Zoobot mixes catalogues of several surveys.
+    So catalogues with votes on different questions (Galaxy Zoo 2, synthetic) train together.
 
     Parameters
     ----------
-    catalogue : pandas.DataFrame with one vote-count column per answer of ``schema``.
-    concentrations : ``(N, n_answers)`` predicted concentrations; default all 2.0 (an
-        untrained, undecided model), enough to see which questions count.
+    catalogue : DataFrame with one vote-count column per answer of ``schema``.
+    concentrations : ``(N, n_answers)``; default all 2.0 (an untrained, undecided model).
     schema : the decision tree (default DECaLS DR5).
     labels : one row label per galaxy (default ``id_str``).
 
     Returns
     -------
-    pandas.DataFrame: one row per galaxy, one column per question (``-log p``; 0 where
-    unasked), plus ``questions asked`` and ``total``.
+    DataFrame: one column per question (``-log p``), ``questions asked`` and ``total``.
     """
     import pandas as pd
 
@@ -259,21 +221,14 @@ def loss_by_question(catalogue, concentrations=None, schema=None, labels=None):
 
 
 def plot_toy_loss(votes, totals=(3.0, 10.0, 30.0, 100.0), ax=None):
-    """Loss of a two-answer question against the predicted fraction of the first answer,
-    for several total concentrations (how sure the model is).
-
-    The minimum sits at the volunteers' fraction; a confident model (large total) is
-    rewarded near it and punished hard away from it. Returns the matplotlib Figure.
-    """
+    """Loss of a two-answer question against the predicted fraction of the first answer, for
+    several total concentrations; returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     votes = np.asarray(votes, dtype=np.float64)
     if votes.shape != (2,):
         raise ValueError("plot_toy_loss shows a two-answer question: pass votes like [7, 3]")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(6, 3.5)) if ax is None else (ax.figure, ax)
     p = np.linspace(0.01, 0.99, 197)
     for total in totals:
         conc = np.column_stack([p * total, (1 - p) * total])

@@ -1,25 +1,14 @@
-"""Pretrained Zoobot encoders (Hugging Face hub or local files) in the course's model wrapper.
+"""Pretrained Zoobot encoders (Hugging Face hub or local files) as encoder-only GalaxyModels.
 
-Zoobot publishes encoders trained on Galaxy Zoo votes as timm models on the Hugging Face hub
-(``hf_hub:mwalmsley/zoobot-encoder-convnext_nano`` and others; see
-``data_manifests/zoobot_encoders.toml``). :func:`load_pretrained_encoder` returns one as an
-encoder-only ``models.GalaxyModel`` (``schema=None``), so everything that takes our
-checkpoints takes it too. It looks for a local folder in the hub's layout (``config.json`` +
-``model.safetensors`` or ``pytorch_model.bin``), a local ``.safetensors`` file, or, for a hub
-name, a copy in the mirror (``<GALAXY_DATA_MIRROR>/zoobot_encoders/<repo>/``) or the cache
-(``<cache_dir>/models/<repo>/``), then the hub itself through timm when online. Weights are
-never unpickled; the sha256 of a local weights file is recorded in the metadata.
+:func:`load_pretrained_encoder` looks for a local folder in the hub's layout, a local
+``.safetensors`` file, or, for a hub name (``data_manifests/zoobot_encoders.toml``), a copy in
+the mirror or the cache, then the hub through timm when online. Weights are never unpickled.
 
-Preprocessing: Zoobot's own inference view. Zoobot 2.9.0 predicts through a
-``CatalogDataModule`` whose inference transform is ``get_galaxy_transform(minimal_view_config())``
-(galaxy-datasets 0.0.25, ``galaxy_datasets/transforms.py``): for greyscale models PIL's
-``convert("L")`` (luma, not the mean of the colours); ``RandomAffine(scale=(1.2, 1.2))`` (a
-fixed zoom keeping the central 1/1.2 of the frame, bilinear); ``Resize(224)`` +
-``CenterCrop(224)``; pixels / 255 with no mean/std normalisation (the ImageNet statistics in the
-hub's ``config.json`` are timm defaults Zoobot never applies). :func:`zoobot_preprocessing`
-records that view (``image_size=224``, ``mean=std=None``, ``framing={"crop": 1/1.2,
-"resample": "zoobot"}``, ``greyscale="luma"`` for 1 channel; luma after resizing moves pixels
-by at most 2/255); ``tests/test_zoobot_parity.py`` compares the pixels with Zoobot's code.
+Preprocessing is Zoobot 2.9.0's inference view (galaxy-datasets 0.0.25
+``get_galaxy_transform(minimal_view_config())``): ``RandomAffine(scale=(1.2, 1.2))`` (central
+1/1.2 of the frame, bilinear), ``Resize(224)`` + ``CenterCrop(224)``, pixels / 255 with no
+mean/std (the hub's ImageNet statistics are timm defaults Zoobot never applies), and PIL's
+luma ``convert("L")`` for greyscale; ``tests/test_zoobot_parity.py`` compares the pixels.
 """
 
 from __future__ import annotations
@@ -35,7 +24,6 @@ __all__ = [
     "PretrainedError",
     "PretrainedUnavailableError",
     "load_pretrained_encoder",
-    "hub_models",
     "local_model_dir",
     "zoobot_preprocessing",
     "ZOOBOT_IMAGE_SIZE",
@@ -59,19 +47,6 @@ class PretrainedUnavailableError(FileNotFoundError):
     """A hub model that is neither on disk nor downloadable; says how to provide it."""
 
 
-def hub_models() -> list[dict]:
-    """The Zoobot encoders listed in ``data_manifests/zoobot_encoders.toml``.
-
-    Returns
-    -------
-    list of dict
-        One dict per encoder: ``hub_id``, ``url``, ``architecture``, ``channels``.
-    """
-    from .data import load_manifest
-
-    return list(load_manifest("zoobot_encoders").raw["models"])
-
-
 def _repo_name(hub_id: str) -> str:
     return hub_id.removeprefix("hf_hub:").split("/", 1)[-1]
 
@@ -81,10 +56,8 @@ def local_model_dir(hub_id: str, cache_dir: str | os.PathLike | None = None) -> 
 
     Parameters
     ----------
-    hub_id : str
-        ``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"`` (or without the prefix).
-    cache_dir : path-like, optional
-        Cache root; default :func:`galaxy_helpers.core.cache_dir`.
+    hub_id : ``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"`` (or without the prefix).
+    cache_dir : cache root; default :func:`galaxy_helpers.core.cache_dir`.
 
     Returns
     -------
@@ -101,19 +74,13 @@ def _is_hub_folder(path: Path) -> bool:
 def zoobot_preprocessing(channels: int = 3) -> dict[str, Any]:
     """The metadata entries that make our loaders feed an encoder as Zoobot does.
 
-    See the module docstring for the Zoobot source each entry reproduces.
-
     Parameters
     ----------
-    channels : int
-        1 adds ``greyscale="luma"`` (Zoobot's greyscale conversion).
+    channels : 1 adds ``greyscale="luma"`` (Zoobot's greyscale conversion).
 
     Returns
     -------
-    dict
-        ``image_size`` (224), ``mean``/``std`` (None: pixels / 255, no normalisation),
-        ``framing`` (``{"crop": 1/1.2, "resample": "zoobot"}``), ``preprocessing``
-        (``"zoobot"``) and, for ``channels=1``, ``greyscale``.
+    dict: ``preprocessing``, ``image_size`` (224), ``mean``/``std`` (None), ``framing``.
 
     Examples
     --------
@@ -133,8 +100,7 @@ def zoobot_preprocessing(channels: int = 3) -> dict[str, Any]:
 
 
 def _wrap(encoder, architecture: str, channels: int, source: str, preprocessing: str, weights=None):
-    """Put a timm encoder (``num_classes=0``) into an encoder-only GalaxyModel; ``weights``:
-    the local file it was read from (recorded with its sha256)."""
+    """A timm encoder in an encoder-only GalaxyModel (``weights``: its file, hashed)."""
     model = GalaxyModel(architecture, schema=None, channels=channels, pretrained=False)
     model.encoder = encoder
     model.representation_dim = int(encoder.num_features)
@@ -258,44 +224,26 @@ def load_pretrained_encoder(
 
     Parameters
     ----------
-    name_or_path : str or path-like
-        A hub name (``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"``), a local folder in
-        the hub's layout, or a local weights file (``.safetensors``; a course checkpoint
-        ``<path>.safetensors`` + ``<path>.json`` is accepted and its head dropped).
-    channels : int
-        3 for colour, 1 for greyscale input. Weights saved for the other number of channels
-        are adapted by timm (the first convolution is summed or repeated over channels).
-    architecture : str, optional
-        timm architecture of a bare weights file (folders and hub models say it themselves).
-    cache_dir : path-like, optional
-        Course cache root, searched for ``models/<repo>/`` copies of hub models.
-    mirror : path-like, optional
-        Mirror root (default ``GALAXY_DATA_MIRROR``), searched for
-        ``zoobot_encoders/<repo>/``.
-    offline : bool, optional
-        Never use the network (default: ``GALAXY_DATA_OFFLINE=1`` or ``HF_HUB_OFFLINE=1``).
-    preprocessing : ``"zoobot"`` or ``"timm"``
-        ``"zoobot"`` (default) records Zoobot's inference view (:func:`zoobot_preprocessing`:
-        224 px, central crop 1/1.2 resampled as Zoobot does, pixels in [0, 1] without
-        normalisation, Zoobot's greyscale); ``"timm"`` the model config's mean/std at any
-        size (``image_size=None``), for timm models that are not Zoobot's. Course
-        checkpoints keep the preprocessing they were trained with either way.
+    name_or_path : a hub name (``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"``), a folder
+        in the hub's layout, or a ``.safetensors`` file (a course checkpoint loses its head).
+    channels : 3 colour, 1 greyscale (timm adapts weights saved for the other number).
+    architecture : timm architecture of a bare weights file.
+    cache_dir : course cache root, searched for ``models/<repo>/``.
+    mirror : mirror root (default ``GALAXY_DATA_MIRROR``), searched for ``zoobot_encoders/<repo>/``.
+    offline : never use the network (default: ``GALAXY_DATA_OFFLINE`` or ``HF_HUB_OFFLINE``).
+    preprocessing : ``"zoobot"`` (:func:`zoobot_preprocessing`) or ``"timm"`` (the model
+        config's mean/std at any size); course checkpoints keep their own.
 
     Returns
     -------
-    models.GalaxyModel
-        ``schema=None``, in eval mode; ``model.encode(x)`` gives the pooled representation.
-        ``model.metadata`` holds ``architecture``, ``channels``, ``image_size``,
-        ``mean``/``std``, ``framing`` and ``greyscale`` (what ``images.load_images`` and
-        ``images.to_tensor`` need), ``preprocessing``, ``source`` and, for local files,
-        ``weights_sha256``.
+    models.GalaxyModel with ``schema=None``, in eval mode; ``model.metadata`` holds what
+    ``images.load_images`` / ``to_tensor`` need, ``preprocessing``, ``source`` and, for local
+    files, ``weights_sha256``.
 
     Raises
     ------
-    PretrainedUnavailableError
-        A hub model that is not on disk and cannot be downloaded; says how to provide it.
-    PretrainedError
-        Weights that do not fit the architecture, or a bare file without ``architecture``.
+    PretrainedUnavailableError: a hub model neither on disk nor downloadable.
+    PretrainedError: weights that do not fit, or a bare file without ``architecture``.
 
     Examples
     --------

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from galaxy_helpers import models, pretrained
+from galaxy_helpers.data import load_manifest
 
 ARCH = "test_convnext"  # timm's 0.2 M-parameter ConvNeXt; any timm architecture works the same way
 
@@ -173,7 +174,7 @@ def test_missing_path_and_incomplete_folder_are_explained(tmp_path):
 
 
 def test_manifest_lists_the_default_encoder():
-    ids = [m["hub_id"] for m in pretrained.hub_models()]
+    ids = [m["hub_id"] for m in load_manifest("zoobot_encoders").raw["models"]]
     default = pretrained.load_pretrained_encoder.__defaults__[0]
     assert default in ids
 
