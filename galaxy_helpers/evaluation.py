@@ -1,10 +1,7 @@
 """How good is a model trained on votes? Numbers and figures for learners.
 
-* per question: predicted vs volunteer vote fractions (scatter) and their mean absolute
-  error, next to a baseline that always predicts the training set's mean fractions;
-* accuracy on *confident* galaxies (where most volunteers agreed, ``schema.confident_answer``);
-* a calibration view: when the model predicts 70%, do about 70% of volunteers agree?
-* the galaxies the model gets most wrong, shown as images.
+Per question: vote-fraction error next to a mean-fraction baseline, accuracy on confident
+galaxies; calibration of the predicted fractions; the galaxies the model gets most wrong.
 
 Examples
 --------
@@ -39,10 +36,8 @@ __all__ = [
 
 
 def mean_fraction_baseline(counts: np.ndarray, schema) -> np.ndarray:
-    """Mean vote fraction of every answer over the galaxies asked each question, ``(n_answers,)``.
-
-    The simplest possible "model": predict these same fractions for every galaxy.
-    """
+    """Mean vote fraction of every answer over the galaxies asked each question, ``(n_answers,)``
+    (the simplest "model": predict these fractions for every galaxy)."""
     schema = schema_mod.get_schema(schema)
     fractions = schema_mod.vote_fractions(counts, schema)
     asked = schema_mod.was_asked(counts, schema)
@@ -62,14 +57,11 @@ class EvaluationResult:
 
     Attributes
     ----------
-    schema : the decision tree.
-    catalogue : the evaluated rows (canonical column names, index reset).
-    counts : volunteer vote counts ``(N, n_answers)``.
-    fractions : volunteer vote fractions ``(N, n_answers)``.
-    predicted : predicted vote fractions (Dirichlet mean) ``(N, n_answers)``.
-    predicted_std : their Dirichlet standard deviation.
+    schema, catalogue : the decision tree and the evaluated rows (canonical columns).
+    counts, fractions : volunteer vote counts and fractions ``(N, n_answers)``.
+    predicted, predicted_std : Dirichlet mean and standard deviation ``(N, n_answers)``.
     baseline : mean training-set fractions ``(n_answers,)``.
-    asked : ``(N, n_questions)`` bool, question answered by at least ``min_votes`` volunteers.
+    asked : ``(N, n_questions)``, question answered by at least ``min_votes`` volunteers.
     per_question : DataFrame, one row per question (see :func:`evaluate`).
     """
 
@@ -101,10 +93,8 @@ class EvaluationResult:
         return out
 
     def summary(self) -> dict:
-        """The headline numbers: ``vote_fraction_mae`` and ``vote_fraction_mae_mean_baseline``
-        (mean over every asked galaxy-question pair), ``mae_reduction`` (1 - ratio) and
-        ``accuracy_confident`` ({question: accuracy}, questions with confident galaxies only).
-        """
+        """The headline numbers: MAE of model and baseline over asked galaxy-question pairs,
+        ``mae_reduction`` and ``accuracy_confident`` (questions with confident galaxies)."""
         mae = float(np.nanmean(self.errors()))
         base = float(np.nanmean(self.baseline_errors()))
         pq = self.per_question
@@ -255,19 +245,14 @@ def evaluate_concentrations(
     )
 
 
-# --------------------------------------------------------------------------------------------
-# Figures
-# --------------------------------------------------------------------------------------------
+# --- figures ---------------------------------------------------------------------------------
 def _short(name: str) -> str:
     return name.removesuffix("-dr5").removesuffix("-gz2")
 
 
 def plot_predicted_vs_volunteer(result: EvaluationResult, ncols: int = 5, size: float = 2.4):
-    """One panel per question: predicted vs volunteer fraction for each answer (colours).
-
-    Points on the diagonal are perfect; the panel title gives the model's and the baseline's
-    mean absolute error.
-    """
+    """One panel per question: predicted vs volunteer fraction of each answer, titled with the
+    model's and the baseline's mean absolute error; returns the Figure."""
     import matplotlib.pyplot as plt
 
     schema = result.schema
@@ -309,8 +294,8 @@ def plot_predicted_vs_volunteer(result: EvaluationResult, ncols: int = 5, size: 
 
 
 def calibration_table(result: EvaluationResult, n_bins: int = 10) -> pd.DataFrame:
-    """Reliability table pooled over all answers of asked questions: per bin of predicted
-    fraction, the mean predicted and mean volunteer fraction and the number of points."""
+    """Per bin of predicted fraction (all asked answers pooled): mean predicted and volunteer
+    fraction and the number of points."""
     pred, vol = [], []
     for q, (start, stop) in enumerate(result.schema.answer_slices):
         m = result.asked[:, q]
@@ -332,9 +317,8 @@ def calibration_table(result: EvaluationResult, n_bins: int = 10) -> pd.DataFram
 
 
 def plot_calibration(result: EvaluationResult, n_bins: int = 10):
-    """Calibration: (left) mean volunteer against predicted fraction, in bins, all answers
-    pooled; (right) per question, how often the volunteer fraction falls within the predicted
-    1- and 2-sigma ranges (Gaussian 68% / 95% marked). Returns the matplotlib Figure."""
+    """Reliability (binned, answers pooled) and, per question, the share of volunteer
+    fractions within the predicted 1 and 2 sigma; returns the matplotlib Figure."""
     import matplotlib.pyplot as plt
 
     table = calibration_table(result, n_bins)
@@ -393,7 +377,7 @@ def most_wrong(result: EvaluationResult, n: int = 16, question: str | None = Non
         score = errors[:, q]
     else:
         q = 0
-        score = np.nanmean(np.where(np.isnan(errors), np.nan, errors), axis=1)
+        score = np.nanmean(errors, axis=1)
     score = np.where(np.isnan(score), -np.inf, score)
     order = np.argsort(-score)[:n]
     order = order[np.isfinite(score[order])]
@@ -421,8 +405,7 @@ def most_wrong(result: EvaluationResult, n: int = 16, question: str | None = Non
 def show_most_wrong(
     result: EvaluationResult, n: int = 16, question: str | None = None, ncols: int = 8
 ):
-    """The galaxies the model gets most wrong, as an image grid titled
-    ``volunteers: answer fraction / model: answer fraction``."""
+    """The galaxies the model gets most wrong, as an image grid (volunteers' and model's answer)."""
     from .plotting import galaxy_grid
 
     table = most_wrong(result, n, question)
@@ -456,10 +439,7 @@ def plot_history(history, ax=None):
     """
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-    else:
-        fig = ax.figure
+    fig, ax = plt.subplots(figsize=(6, 3.5)) if ax is None else (ax.figure, ax)
     if history.step_loss and history.epoch:
         steps = np.arange(1, len(history.step_loss) + 1) / (
             len(history.step_loss) / len(history.epoch)

@@ -1,13 +1,9 @@
 """A CNN that answers every Galaxy Zoo question at once, and its checkpoints.
 
-``GalaxyModel`` = any timm encoder (chosen by name) + a Dirichlet head with one concentration
-per answer in (1, 101), as in Walmsley et al. (2022). The pooled encoder output (the layer
-before the head) is the *representation* that notebooks 03 to 06 reuse.
-
-Checkpoints are two files: ``<path>.safetensors`` (weights only, no code, so loading never
-unpickles anything) and ``<path>.json`` (everything needed to rebuild and use the model:
-architecture, schema, image size, channels, normalisation, data, seed, metrics).
-``checkpoints.load_model`` loads any model by name; this module reads and writes the files.
+``GalaxyModel`` = any timm encoder + a Dirichlet head (one concentration per answer in
+(1, 101), Walmsley et al. 2022); the pooled encoder output is the representation notebooks
+03 to 06 reuse. A checkpoint is ``<path>.safetensors`` (weights, never unpickled) plus
+``<path>.json`` (all that rebuilds and feeds the model); ``checkpoints.load_model`` loads by name.
 """
 
 from __future__ import annotations
@@ -54,12 +50,8 @@ class CheckpointError(ValueError):
 
 
 class DirichletHead(nn.Module):
-    """Linear layer -> one Dirichlet concentration per answer, in (1, 101).
-
-    ``sigmoid(x) * 100 + 1`` as in Zoobot: concentrations below 1 would let the model put
-    all its mass on the corners of the simplex; above ~100 the Dirichlet is so sharp that
-    the few volunteer votes per galaxy cannot justify it.
-    """
+    """Linear layer -> one Dirichlet concentration per answer, ``sigmoid(x) * 100 + 1`` as in
+    Zoobot (below 1 the mass goes to the simplex corners; a few votes cannot justify > 100)."""
 
     def __init__(self, in_features: int, n_answers: int, dropout: float = 0.0):
         super().__init__()
@@ -88,18 +80,11 @@ class GalaxyModel(nn.Module):
 
     Parameters
     ----------
-    architecture : str
-        Any timm model name (``"convnext_atto"``, ``"convnext_nano"``, ``"efficientnet_b0"``,
-        ``"resnet18"``, or ``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"`` when online).
-    schema : Schema, str or None
-        Decision tree whose answers the head predicts. ``None`` builds an encoder-only model
-        (``forward`` then returns the representation).
-    channels : int
-        3 for colour, 1 for greyscale (colours averaged, as in the paper).
-    pretrained : bool
-        Load timm's pretrained weights (needs the network; ImageNet weights expect 3 channels).
-    dropout : float
-        Dropout before the head.
+    architecture : any timm model name (``"convnext_atto"``, ``"resnet18"``, ``"hf_hub:..."``).
+    schema : decision tree the head answers; ``None``: encoder only (forward = representation).
+    channels : 3 colour, 1 greyscale (colours averaged, as in the paper).
+    pretrained : load timm's pretrained weights (needs the network).
+    dropout : dropout before the head.
 
     Examples
     --------
@@ -143,19 +128,15 @@ class GalaxyModel(nn.Module):
         return self.encoder(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Dirichlet concentrations ``(B, n_answers)`` in (1, 101); the representation if
-        the model has no head."""
+        """Dirichlet concentrations ``(B, n_answers)``; the representation if there is no head."""
         z = self.encode(x)
         return self.head(z) if self.head is not None else z
 
 
 # --- predictions --------------------------------------------------------------------------
 def predict_fractions(concentrations, schema: Schema | str = DECALS_DR5):
-    """Expected vote fractions and their uncertainty from Dirichlet concentrations.
-
-    For each question with concentrations ``a_i`` (``A = sum a``) the Dirichlet mean of
-    answer ``i`` is ``a_i / A`` and its standard deviation
-    ``sqrt(a_i (A - a_i) / (A^2 (A + 1)))``: high total concentration = confident model.
+    """Expected vote fractions ``a_i / A`` and their Dirichlet standard deviations
+    ``sqrt(a_i (A - a_i) / (A^2 (A + 1)))`` per question (``A = sum a``).
 
     Parameters
     ----------
@@ -191,8 +172,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 @torch.no_grad()
 def _run_in_batches(model, images, fn, batch_size, device, progress, desc, prep):
-    """``fn`` (part of ``model``) on uint8 images in batches, in eval mode, through
-    ``images.to_tensor(channels, mean, std, greyscale = prep)``; float32 numpy outputs."""
+    """``fn`` on uint8 images in batches, in eval mode, preprocessed by ``prep``; numpy out."""
     from .images import to_tensor
 
     channels, mean, std, greyscale = prep
@@ -247,8 +227,7 @@ def predict_concentrations(
     batch_size, device, progress : how to run it (default device: the model's).
     channels, mean, std, greyscale : preprocessing (``images.to_tensor``); default the
         model's metadata.
-    tta : average over each galaxy's 8 flips and quarter turns (its answers do not depend on
-        orientation), for 8x the time. Square images only.
+    tta : average over the 8 flips and quarter turns (8x the time; square images only).
 
     Returns
     -------
@@ -408,11 +387,8 @@ def write_checkpoint_files(
 ) -> dict:
     """Write weights and JSON so that they are replaced together; return the metadata written.
 
-    Both go to ``<name>.next`` files first (synced); the JSON records the weights' sha256; then
-    the weights are renamed into place, then the JSON. A crash before the first rename leaves the
-    old pair; one between the two renames leaves new weights beside ``<path>.json.next``, which
-    :func:`read_checkpoint_metadata` recognises by the hash and completes. Refuses NaN/inf weights.
-    Shared by :func:`save_checkpoint` and ``finetuning.FinetunedModel.save``.
+    Both go to synced ``.next`` files, the JSON holding the weights' sha256, then are renamed
+    weights first: :func:`read_checkpoint_metadata` completes a crash between the two renames.
     """
     from safetensors.torch import save_file
 
@@ -478,11 +454,8 @@ def check_metadata(meta: dict) -> list[str]:
 
 
 def read_checkpoint_metadata(path, error: type[Exception], what: str) -> tuple[Path, Path, dict]:
-    """``(weights_path, meta_path, metadata)`` of a safetensors + JSON pair.
-
-    Raises ``error`` naming the file when either is missing (``what`` says what the pair
-    should be) or the JSON does not parse. Shared by every loader, so all of them fail alike.
-    """
+    """``(weights_path, meta_path, metadata)`` of a safetensors + JSON pair; raises ``error``
+    naming the file when one is missing (``what``: what the pair should be) or is damaged."""
     weights_path, meta_path = checkpoint_paths(path)
     _finish_interrupted_save(weights_path, meta_path)
     for p in (weights_path, meta_path):
@@ -525,11 +498,8 @@ def _finish_interrupted_save(weights_path: Path, meta_path: Path) -> None:
 def load_weights(
     model: nn.Module, weights_path: Path, error: type[Exception], expected: str, hint: str
 ) -> None:
-    """Read safetensors weights into ``model``, refusing any that do not fit it exactly.
-
-    ``expected`` describes the model (\"a resnet10t with 34 answers\"), ``hint`` what to check.
-    Float16 files are cast back to the model's dtypes.
-    """
+    """Read safetensors weights into ``model`` (cast to its dtypes), refusing any that do not
+    fit; ``expected`` describes the model for the message, ``hint`` what to check."""
     from safetensors.torch import load_file
 
     try:
