@@ -1,8 +1,6 @@
-"""A finetuned model: its configuration, encoder and head, file format and training loop.
+"""A finetuned model: its configuration, encoder and head, file format and full training.
 
-``finetuning`` turns a catalogue's labels into one of these models (heads on representation
-tables, label checks, ``finetune``); this module holds the model itself: how it is configured,
-saved, loaded, used to predict and trained end to end (``train_full``, ``"full"`` mode).
+``finetuning`` turns a catalogue's labels into one of these (``finetune``).
 """
 
 from __future__ import annotations
@@ -23,14 +21,8 @@ from tqdm.auto import tqdm
 
 from . import core, models
 
-__all__ = [
-    "FinetuneError",
-    "FinetuneConfig",
-    "EncoderSource",
-    "Head",
-    "FinetunedModel",
-    "train_full",
-]
+__all__ = ["FinetuneError", "FinetuneConfig", "EncoderSource", "Head", "FinetunedModel"]
+__all__ += ["train_full"]
 
 FORMAT = "galaxy_helpers.FinetunedModel/1"
 
@@ -50,20 +42,14 @@ class FinetuneConfig:
     architecture : expected encoder architecture; another is refused (``None``: any).
     pretrained : timm names only: ImageNet weights (needs the network once), else random.
     image_size, channels, mean, std : preprocessing; ``None`` takes the checkpoint's.
-    val_fraction : labelled share held out for early stopping (stratified).
-    balance : ``"weights"`` (inverse class frequency), ``"sampler"`` (full mode: classes drawn
-        equally often) or ``"none"``.
-    head_solver : ``"lbfgs"`` (scikit-learn's ``LogisticRegression``, ``Ridge`` for
-        regression, solved to convergence) or ``"adam"`` (early stopping, then ``refit``).
-    head_l2 : L2 penalty, ``C = 1 / head_l2``; 100 was the best of 1, 10, 100 on the course
-        sky (fewer labels than features). ``None``: cross-validated over ``head_l2_grid``.
-    feature_clip : clip standardised features to +- this: a feature that barely varies among a
-        few dozen labels gives other galaxies huge values (3 raised the top-24 rings 2% -> 30%).
+    val_fraction : labelled share held out (stratified) for early stopping.
+    balance : ``"weights"`` (inverse class frequency), ``"sampler"`` (full mode) or ``"none"``.
+    head_solver : ``"lbfgs"`` (scikit-learn, to convergence) or ``"adam"`` (early stopping).
+    head_l2 : L2 penalty (``C = 1 / head_l2``); ``None``: cross-validated on ``head_l2_grid``.
+    feature_clip : clip standardised features to +- this (rare features blow up otherwise).
     head_lr, head_max_steps, head_patience, refit : the Adam head.
-    encoder_lr, layer_decay : full mode: the last block's rate; each earlier block gets
-        ``layer_decay`` times the next one's.
-    full_head_lr, weight_decay, max_epochs, patience, batch_size, min_steps, augment : full
-        mode (AdamW; an epoch is at least ``min_steps`` batches; flips and quarter turns).
+    encoder_lr, layer_decay : full mode: last block's rate, times ``layer_decay`` per block down.
+    full_head_lr, weight_decay, max_epochs, patience, batch_size, min_steps, augment : full mode.
     linear_probe_first : full mode starts from the head-only fit.
     freeze_batchnorm : keep BatchNorm statistics (few labels would corrupt them).
     seed, device, progress : random seed; ``None`` picks ``core.device()``; progress bars.
@@ -103,12 +89,8 @@ class FinetuneConfig:
     progress: bool = True
 
     def __post_init__(self):
-        choices = {
-            "mode": ("head", "full"),
-            "task": ("classification", "regression"),
-            "balance": ("weights", "sampler", "none"),
-            "head_solver": ("lbfgs", "adam"),
-        }
+        choices = {"mode": ("head", "full"), "task": ("classification", "regression")}
+        choices.update(balance=("weights", "sampler", "none"), head_solver=("lbfgs", "adam"))
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise FinetuneError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -127,10 +109,6 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         return core.json_safe(self)
-
-
-def _device(cfg: FinetuneConfig) -> torch.device:
-    return torch.device(core.device(cfg.device))
 
 
 @dataclass
@@ -160,17 +138,12 @@ class EncoderSource:
         """uint8 images of ``file_loc`` at this encoder's size and framing (times ``crop``)."""
         from .images import catalogue_crops, load_images, model_resample
 
-        return load_images(
-            catalogue["file_loc"].tolist(),
-            int(self.image_size),
-            progress=progress,
-            crop=catalogue_crops(catalogue, self.metadata),
-            resample=model_resample(self.metadata),
-        )
+        crop, resample = catalogue_crops(catalogue, self.metadata), model_resample(self.metadata)
+        files, size = catalogue["file_loc"].tolist(), int(self.image_size)
+        return load_images(files, size, progress=progress, crop=crop, resample=resample)
 
     def features(self, catalogue=None, images=None, progress: bool = False, ids=None):
-        """The representation ``(N, D)`` of uint8 images, or of a catalogue from its cached
-        table (only the galaxies ``ids``, in that order, when given)."""
+        """Features ``(N, D)`` of uint8 images, or of a catalogue's cached table (rows ``ids``)."""
         from .representations import embed_images, extract_representations
 
         if images is not None:
@@ -182,8 +155,7 @@ class EncoderSource:
 
 
 class Head(nn.Module):
-    """Standardise features (clipped to +- ``clip``), then one linear layer. ``clip`` is kept
-    in the model's metadata, not in its weights."""
+    """Standardise features (clipped to +- ``clip``, kept in metadata), then one linear layer."""
 
     def __init__(self, in_features: int, n_outputs: int, clip: float | None = None):
         super().__init__()
@@ -201,12 +173,8 @@ class Head(nn.Module):
 
 
 class FinetunedModel(nn.Module):
-    """A pretrained encoder with a new head for one label column.
-
-    Make one with ``finetuning.finetune``, read one back with :meth:`load`. ``metadata`` holds
-    the architecture, preprocessing, task, label_column, classes, mode, config,
-    encoder_source and metrics.
-    """
+    """A pretrained encoder with a new head for one label column (``finetuning.finetune``);
+    ``metadata`` holds preprocessing, task, label_column, classes, config and metrics."""
 
     def __init__(self, encoder: nn.Module, head: Head, metadata: dict):
         super().__init__()
@@ -238,13 +206,10 @@ class FinetunedModel(nn.Module):
     def _preprocess(self, batch_uint8: np.ndarray, device) -> torch.Tensor:
         from .images import to_tensor
 
-        m = self.metadata
+        m, x = self.metadata, torch.as_tensor(np.asarray(batch_uint8)).to(device)
+        grey = m.get("greyscale") or "mean"
         return to_tensor(
-            torch.as_tensor(np.asarray(batch_uint8)).to(device),
-            channels=int(m["channels"]),
-            mean=m.get("mean"),
-            std=m.get("std"),
-            greyscale=m.get("greyscale") or "mean",
+            x, channels=int(m["channels"]), mean=m.get("mean"), std=m.get("std"), greyscale=grey
         )
 
     @torch.no_grad()
@@ -269,8 +234,7 @@ class FinetunedModel(nn.Module):
     def predict(
         self, catalogue: pd.DataFrame, batch_size: int = 256, progress: bool = True
     ) -> pd.DataFrame:
-        """A table of ``id_str``, ``probability_<class>`` per class and ``prediction`` (the
-        most probable class; regression: the value) for a catalogue's ``file_loc``."""
+        """``id_str``, ``probability_<class>`` per class and ``prediction`` for ``file_loc``."""
         require_columns(catalogue)
         imgs = EncoderSource(self, self.metadata).read(catalogue, progress=progress)
         out = self.predict_images(imgs, batch_size=batch_size, progress=progress)
@@ -286,24 +250,18 @@ class FinetunedModel(nn.Module):
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``<path>.safetensors`` and ``<path>.json`` together; returns the weights path."""
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
-        models.write_checkpoint_files(
-            state, {**self.metadata, "format": FORMAT}, path, FinetuneError
-        )
+        meta = {**self.metadata, "format": FORMAT}
+        models.write_checkpoint_files(state, meta, path, FinetuneError)
         return models.checkpoint_paths(path)[0]
 
     @classmethod
     def load(cls, path: str | os.PathLike, device=None) -> FinetunedModel:
-        """Rebuild a finetuned model from ``<path>.safetensors`` + ``<path>.json`` (timm builds
-        the architecture by name, nothing is unpickled); :class:`FinetuneError` when a file is
-        missing, is not a finetuned model, or its weights do not fit."""
+        """Rebuild a saved model (timm builds the architecture; nothing is unpickled)."""
         import timm
 
-        weights, meta_path, meta = models.read_checkpoint_metadata(
-            path,
-            FinetuneError,
-            "a finetuned model is a .safetensors weights file plus a .json metadata file with "
-            "the same name (FinetunedModel.save writes both)",
-        )
+        hint = "a finetuned model is a .safetensors weights file plus a .json metadata file with "
+        hint += "the same name (FinetunedModel.save writes both)"
+        weights, meta_path, meta = models.read_checkpoint_metadata(path, FinetuneError, hint)
         if meta.get("format") != FORMAT:
             raise FinetuneError(
                 f"{meta_path}: format {meta.get('format')!r} is not a finetuned model "
@@ -311,9 +269,7 @@ class FinetunedModel(nn.Module):
             )
         arch = meta["architecture"]
         try:
-            encoder = timm.create_model(
-                arch, pretrained=False, num_classes=0, in_chans=int(meta["channels"])
-            )
+            encoder = timm.create_model(arch, num_classes=0, in_chans=int(meta["channels"]))
         except Exception as err:
             raise FinetuneError(
                 f"{meta_path}: cannot build architecture {arch!r} with timm ({err})"
@@ -321,15 +277,11 @@ class FinetunedModel(nn.Module):
         n_out = len(meta["classes"]) if meta["task"] == "classification" else 1
         clip = meta.get("config", {}).get("feature_clip")  # absent in older files: no clipping
         model = cls(encoder, Head(int(encoder.num_features), n_out, clip), meta)
+        hint = "The checkpoint is of another architecture, or the JSON belongs to another run."
         models.load_weights(
-            model,
-            weights,
-            FinetuneError,
-            f"a {arch!r} with {n_out} output(s)",
-            "The checkpoint is of another architecture, or the JSON belongs to another run.",
+            model, weights, FinetuneError, f"a {arch!r} with {n_out} output(s)", hint
         )
-        model.eval()
-        return model.to(device) if device is not None else model
+        return model.eval() if device is None else model.eval().to(device)
 
 
 def require_columns(catalogue: pd.DataFrame) -> None:
@@ -368,14 +320,13 @@ def _head_loss(task, logits, y, weights):
 
 
 class _Best:
-    """Early stopping: the lowest validation loss so far, its step and the weights then."""
+    """Early stopping: the lowest loss so far, its step and the weights then."""
 
     def __init__(self, module: nn.Module, loss: float = math.inf):
         self.loss, self.step, self.since = loss, 0, 0
         self.state = copy.deepcopy(module.state_dict())
 
     def update(self, loss: float, step: int, module: nn.Module) -> int:
-        """Record a step's loss; returns the number of steps since the best."""
         if loss < self.loss - 1e-6:
             self.loss, self.step, self.since = loss, step, 0
             self.state = copy.deepcopy(module.state_dict())
@@ -393,8 +344,7 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     out = x.clone()
     for r in (1, 2, 3):
         sel = (k == r).to(x.device)
-        if sel.any():
-            out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
+        out[sel] = torch.rot90(x[sel], r, dims=(-2, -1))
     return out
 
 
@@ -403,12 +353,9 @@ def _param_groups(model: FinetunedModel, cfg: FinetuneConfig) -> list[dict]:
     if cfg.layer_decay < 1.0 and hasattr(enc, "group_matcher"):
         from timm.optim import param_groups_layer_decay
 
-        groups = [
-            {**g, "lr": cfg.encoder_lr * g.pop("lr_scale", 1.0)}
-            for g in param_groups_layer_decay(
-                enc, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay
-            )
-        ]
+        wd, decay = cfg.weight_decay, cfg.layer_decay
+        groups = param_groups_layer_decay(enc, weight_decay=wd, layer_decay=decay)
+        groups = [{**g, "lr": cfg.encoder_lr * g.pop("lr_scale", 1.0)} for g in groups]
     else:
         params = [p for p in enc.parameters() if p.requires_grad]
         groups = [{"params": params, "lr": cfg.encoder_lr, "weight_decay": cfg.weight_decay}]
@@ -427,11 +374,17 @@ def train_full(
 ) -> dict:
     """Train encoder and head together (in place), early stopping on the validation loss.
 
-    ``images``/``y``: uint8 ``(N, H, W, 3)`` and class indices (or standardised numbers); no
-    validation set runs ``max_epochs``; ``ids`` name a batch's galaxies if its loss turns NaN.
-    Returns ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
+    Parameters
+    ----------
+    images, y : uint8 ``(N, H, W, 3)`` and class indices (regression: standardised numbers).
+    images_val, y_val : the validation set (``None``: run ``max_epochs``).
+    ids : the galaxies' names, for the error when a batch's loss turns NaN.
+
+    Returns
+    -------
+    dict with ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
     """
-    device = _device(cfg)
+    device = core.device(cfg.device)
     model.to(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -505,9 +458,5 @@ def train_full(
     if has_val:
         model.load_state_dict(best.state)
     model.eval()
-    return {
-        "epochs": len(history),
-        "best_epoch": int(best.step) if has_val else len(history),
-        "val_loss": float(best.loss) if has_val else None,
-        "history": history,
-    }
+    best_epoch, loss = (int(best.step), float(best.loss)) if has_val else (len(history), None)
+    return {"epochs": len(history), "best_epoch": best_epoch, "val_loss": loss, "history": history}

@@ -1,10 +1,8 @@
-"""Finetune a pretrained encoder to a new task with few labels (notebook 06).
+"""Finetune a pretrained encoder to a new task with few labels (notebook 06; paper section 5).
 
-The paper's third tool (Walmsley et al. 2022, section 5). ``"head"`` mode freezes the encoder
-and fits scikit-learn's L2 logistic (ridge) regression on its standardised, clipped
-representation table; ``"full"`` mode starts from that head and trains everything, earlier
-blocks more slowly. The model itself is in ``finetuned``, the label-budget experiment in
-``label_budget``.
+``"head"`` mode fits an L2 logistic (ridge) regression on the frozen encoder's standardised,
+clipped features; ``"full"`` mode starts from that head and trains everything. The model is in
+``finetuned``, the label-budget experiment in ``label_budget``.
 
 >>> model = finetune("course", catalogue, "ring")  # doctest: +SKIP
 >>> model.predict(new_catalogue)  # id_str, probability_<class>..., prediction  # doctest: +SKIP
@@ -13,7 +11,6 @@ blocks more slowly. The model itself is in ``finetuned``, the label-budget exper
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -22,9 +19,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import models
+from . import core, models
 from .checkpoints import NAMED_CHECKPOINTS, load_model
 from .finetuned import (
     EncoderSource,
@@ -34,28 +34,15 @@ from .finetuned import (
     Head,
     _Best,
     _class_weights,
-    _device,
     _head_loss,
     is_finetuned,
     require_columns,
     train_full,
 )
 
-__all__ = [
-    "FinetuneError",
-    "FinetuneConfig",
-    "EncoderSource",
-    "FinetunedModel",
-    "Head",
-    "load_encoder",
-    "finetune",
-    "labelled_rows",
-    "population_mask",
-    "balanced_sample",
-    "choose_l2",
-    "fit_head",
-    "train_full",
-]
+__all__ = ["FinetuneError", "FinetuneConfig", "EncoderSource", "FinetunedModel", "Head"]
+__all__ += ["load_encoder", "finetune", "labelled_rows", "population_mask", "balanced_sample"]
+__all__ += ["choose_l2", "fit_head", "train_full"]
 
 
 def load_encoder(
@@ -65,10 +52,8 @@ def load_encoder(
 
     Parameters
     ----------
-    source : anything ``checkpoints.load_model`` accepts (``"course"``, a path, ``"timm:<name>"``,
-        ``"hf_hub:<repo>"``, a model...), an :class:`EncoderSource`, a :class:`FinetunedModel`.
-    config : preprocessing overrides, ``pretrained`` (timm names), ``architecture`` (refused
-        when the encoder is of another).
+    source : what ``checkpoints.load_model`` takes, an EncoderSource or a FinetunedModel.
+    config : preprocessing overrides, ``pretrained`` and the expected ``architecture``.
     offline : never touch the network (hub and ImageNet weights must be on disk).
 
     Returns
@@ -76,9 +61,8 @@ def load_encoder(
     EncoderSource
     """
     cfg = config or FinetuneConfig()
-    overrides = {
-        k: getattr(cfg, k) for k in ("image_size", "channels", "mean", "std") if getattr(cfg, k)
-    }
+    keys = ("image_size", "channels", "mean", "std")
+    overrides = {k: getattr(cfg, k) for k in keys if getattr(cfg, k)}
     if isinstance(source, EncoderSource):
         source = (source.model, source.metadata)
     elif isinstance(source, str | os.PathLike) and is_finetuned(source):
@@ -115,8 +99,7 @@ def load_encoder(
     return EncoderSource(model, meta)
 
 
-def _arch(name: str) -> str:
-    # "convnext_atto.d2_in1k" and "convnext_atto" are the same architecture.
+def _arch(name: str) -> str:  # "convnext_atto.d2_in1k" is a "convnext_atto"
     return str(name).removeprefix("timm:").split(".")[0]
 
 
@@ -131,12 +114,10 @@ def labelled_rows(
 
     Parameters
     ----------
-    catalogue : ``id_str``, ``file_loc`` and (unless ``labels`` is given) ``label_column``;
-        rows whose label is missing are unlabelled.
+    catalogue : ``id_str``, ``file_loc`` and ``label_column`` (missing label: unlabelled).
     labels : labels kept apart: DataFrame (``id_str``, ``label_column``), Series or dict by id.
     task : ``"classification"`` (two classes or more) or ``"regression"`` (finite numbers).
-    classes : the stated classes; ``None``: inferred, refusing what looks stray (text beside
-        numbers, ``"nan"``, a fraction, a class of one galaxy among many).
+    classes : the stated classes; ``None``: inferred, refusing values that look stray.
     """
     require_columns(catalogue)
     if len(catalogue) == 0:
@@ -152,8 +133,7 @@ def labelled_rows(
         )
     if labels is not None:
         if not isinstance(labels, pd.DataFrame):
-            series = pd.Series(labels)
-            labels = pd.DataFrame({"id_str": series.index, label_column: series.to_numpy()})
+            labels = pd.Series(labels).rename_axis("id_str").rename(label_column).reset_index()
         if "id_str" not in labels.columns or label_column not in labels.columns:
             raise FinetuneError(
                 f"labels must have columns 'id_str' and {label_column!r}; got {list(labels.columns)}"
@@ -222,10 +202,8 @@ def _check_classes(rows: pd.DataFrame, column: str, classes: Sequence | None) ->
                 "(unlabelled), or state the classes they belong to."
             )
         return
-    hint = (
-        "Fix the value, set it to NaN (unlabelled), or pass classes=[...] to state the classes "
-        "(then every other value is an error)."
-    )
+    hint = "Fix the value, set it to NaN (unlabelled), or pass classes=[...] to state the classes "
+    hint += "(then every other value is an error)."
     text = values.map(lambda v: isinstance(v, str)).to_numpy()
     if text.any() and not text.all():
         odd = np.flatnonzero(text if text.sum() < len(text) / 2 else ~text)
@@ -287,11 +265,8 @@ def balanced_sample(
     seed: int = 0,
     exclude_ids: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """``n`` labelled galaxies, ``n // n_classes`` of each class, shuffled (index kept).
-
-    ``population`` restricts the draw (see :func:`population_mask`); ``exclude_ids`` are never
-    drawn (e.g. a test set).
-    """
+    """``n`` labelled galaxies, ``n // n_classes`` of each class, shuffled (index kept), drawn
+    from ``population`` (:func:`population_mask`) and never from ``exclude_ids``."""
     mask = population_mask(catalogue, population) & catalogue[label_column].notna().to_numpy()
     mask &= ~catalogue["id_str"].astype(str).isin(set(map(str, exclude_ids))).to_numpy()
     pool = catalogue[mask]
@@ -323,11 +298,8 @@ def _encode_classes(values: pd.Series, stated: Sequence | None = None) -> tuple[
 def _stratified_split(
     y: np.ndarray, val_fraction: float, rng: np.random.Generator, classification: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val); every class with >= 2 members gets >= 1 validation galaxy.
-
-    Not ``train_test_split(stratify=y)``: that refuses a class of one galaxy and may leave a
-    class of two or three out of validation, which decides early stopping with a few labels.
-    """
+    """Indices (train, val); every class with >= 2 members gets >= 1 validation galaxy (which
+    ``train_test_split(stratify=y)`` does not promise)."""
     n = len(y)
     if val_fraction <= 0 or n < 3:
         return np.arange(n), np.zeros(0, dtype=np.int64)
@@ -345,7 +317,7 @@ def _stratified_split(
 
 
 class _ClippedScaler(StandardScaler):
-    """``StandardScaler`` whose output is clipped to +- ``clip``, as :class:`Head` does."""
+    """``StandardScaler`` as :class:`Head` does it: clipped to +- ``clip``."""
 
     def __init__(self, clip: float | None = None):
         super().__init__()
@@ -360,11 +332,7 @@ class _ClippedScaler(StandardScaler):
 
 
 def _head_pipeline(cfg: FinetuneConfig, l2: float):
-    """Clipped standardisation + L2 logistic (ridge) regression, minimising
-    ``weighted mean loss + l2 / (2 N) ||W||^2`` (unpenalised intercept)."""
-    from sklearn.linear_model import LogisticRegression, Ridge
-    from sklearn.pipeline import make_pipeline
-
+    """Clipped standardisation + L2 logistic (ridge) regression, ``C = 1 / l2``."""
     if cfg.task == "regression":  # the mean squared error carries no 1/2: alpha = l2 / 2
         fit = Ridge(alpha=l2 / 2)
     else:
@@ -383,10 +351,8 @@ def _new_head(mean, scale, weight, bias, clip) -> Head:
 
 
 def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> Head:
-    """The L-BFGS linear probe (``cfg.head_l2`` a number) as a :class:`Head`."""
     pipe = _head_pipeline(cfg, cfg.head_l2).fit(np.asarray(X, dtype=np.float64), y)
-    scaler, fit = pipe[0], pipe[-1]
-    w, b = np.atleast_2d(fit.coef_), np.atleast_1d(fit.intercept_)
+    scaler, w, b = pipe[0], pipe[-1].coef_, pipe[-1].intercept_
     if n_out == 2:  # a binary logistic w as two softmax logits: sigmoid(z) = softmax(-z/2, z/2)
         w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
     return _new_head(scaler.mean_, scaler.spread(), w, b, cfg.feature_clip)
@@ -395,15 +361,9 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
 def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> tuple[float, dict]:
     """Pick the head's L2 penalty from ``cfg.head_l2_grid`` by stratified cross-validation.
 
-    Balanced accuracy over ``min(5, smallest class)`` folds (regression: mean squared error
-    over 5 folds), standardising within each fold; ties go to the stronger penalty.
-
-    Returns
-    -------
-    (l2, scores) with the mean score of every candidate.
+    Balanced accuracy over ``min(5, smallest class)`` folds (regression: mean squared error),
+    ties to the stronger penalty. Returns ``(l2, {candidate: mean score})``.
     """
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
-
     grid = sorted(float(v) for v in cfg.head_l2_grid)
     if len(grid) == 1:
         return grid[0], {}
@@ -434,25 +394,23 @@ def _fit_head_steps(
     X_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
 ) -> tuple[Head, int, list[float]]:
-    """Full-batch Adam with an L2 penalty; with a validation set, stop after ``head_patience``
-    steps without improvement and return the best head and its step."""
+    """Full-batch Adam with an L2 penalty; early stopping on a validation set, if given."""
     torch.manual_seed(cfg.seed)
     _check_finite(X)
-    classification = cfg.task == "classification"
-    target = torch.long if classification else torch.float32
+    weighted = cfg.task == "classification" and cfg.balance != "none"
+    target = torch.long if cfg.task == "classification" else torch.float32
     Xt, yt = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=target)
     scaler = _ClippedScaler().fit(np.asarray(X, dtype=np.float64))
     zeros = np.zeros((n_out, X.shape[1]))
     head = _new_head(scaler.mean_, scaler.spread(), zeros, zeros[:, 0], cfg.feature_clip)
-    weights = _class_weights(y, n_out) if classification and cfg.balance != "none" else None
+    weights = _class_weights(y, n_out) if weighted else None
     opt = torch.optim.Adam(head.parameters(), lr=cfg.head_lr)
-    has_val = X_val is not None and len(X_val) > 0
-    if has_val:  # the untrained head (equal probabilities) is a candidate too
+    best, history = None, []
+    if X_val is not None and len(X_val):  # the untrained head (equal probabilities) counts too
         Xv, yv = torch.as_tensor(X_val, dtype=torch.float32), torch.as_tensor(y_val, dtype=target)
-        wv = _class_weights(y_val, n_out) if weights is not None else None
+        wv = _class_weights(y_val, n_out) if weighted else None
         with torch.no_grad():
             best = _Best(head, float(_head_loss(cfg.task, head(Xv), yv, wv)))
-    history = []
     for step in range(1, steps + 1):
         opt.zero_grad()
         out = head(Xt)
@@ -467,16 +425,16 @@ def _fit_head_steps(
         loss = loss + 0.5 * (cfg.head_l2 or 1.0) / len(Xt) * head.linear.weight.pow(2).sum()
         loss.backward()
         opt.step()
-        if not has_val:
+        if best is None:
             continue
         with torch.no_grad():
             history.append(float(_head_loss(cfg.task, head(Xv), yv, wv)))
         if best.update(history[-1], step, head) >= cfg.head_patience:
             break
-    if has_val:
-        head.load_state_dict(best.state)
-        return head, best.step, history
-    return head, steps, history
+    if best is None:
+        return head, steps, history
+    head.load_state_dict(best.state)
+    return head, best.step, history
 
 
 def _check_finite(X) -> None:
@@ -489,15 +447,12 @@ def _check_finite(X) -> None:
 
 
 def _lbfgs_config(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig):
-    """Check the features, and fill ``head_l2 = None`` with the cross-validated choice."""
     _check_finite(X)
-    if cfg.head_l2 is None:
-        return dataclasses.replace(cfg, head_l2=choose_l2(X, y, n_out, cfg)[0])
-    return cfg
+    return cfg if cfg.head_l2 is not None else cfg.replace(head_l2=choose_l2(X, y, n_out, cfg)[0])
 
 
 def _start_head(feats, y, tr, va, n_out: int, cfg: FinetuneConfig) -> Head:
-    """The head full finetuning starts from: the linear probe of the training split, or new."""
+    """The head full finetuning starts from: the training split's linear probe, or new."""
     if not cfg.linear_probe_first:
         torch.manual_seed(cfg.seed)
         return Head(feats.shape[1], n_out, cfg.feature_clip)
@@ -522,12 +477,10 @@ def fit_head(
     """
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
-    adam = cfg.head_solver == "adam"
-    if adam:
-        head, best_step, hist = _fit_head_steps(
-            X[tr], y[tr], n_out, cfg, cfg.head_max_steps, X[va], y[va]
-        )
-        info = {"steps": int(best_step), "n_train": int(len(tr)), "n_val": int(len(va))}
+    if cfg.head_solver == "adam":
+        steps = cfg.head_max_steps
+        head, steps, hist = _fit_head_steps(X[tr], y[tr], n_out, cfg, steps, X[va], y[va])
+        info = {"steps": int(steps), "n_train": int(len(tr)), "n_val": int(len(va))}
         info["val_loss"] = float(min(hist)) if hist else None
     else:
         cfg = _lbfgs_config(X, y, n_out, cfg)
@@ -539,29 +492,22 @@ def fit_head(
                 w = _class_weights(y[va], n_out) if cfg.task == "classification" else None
                 info["val_loss"] = float(_head_loss(cfg.task, out, torch.as_tensor(y[va]), w))
     if cfg.refit and len(va):
-        if adam:
-            head = _fit_head_steps(X, y, n_out, cfg, best_step)[0]
+        if cfg.head_solver == "adam":
+            head = _fit_head_steps(X, y, n_out, cfg, steps)[0]
         else:
             head = _fit_head_lbfgs(X, y, n_out, cfg)
         info["refit_on"] = int(len(y))
     return head, info
 
 
-def _new_model(src: EncoderSource, n_out: int, meta: dict, head: Head, encoder=None):
-    base = {
-        "architecture": src.architecture,
-        "image_size": int(src.image_size),
-        "channels": int(src.channels),
-        "mean": src.mean,
-        "std": src.std,
-        "encoder_source": src.description,
-        "representation_dim": int((encoder or src.encoder).num_features),
-    }
-    if src.greyscale != "mean":
-        base["greyscale"] = src.greyscale
-    if src.framing:
-        base["framing"] = src.framing
-    return FinetunedModel(encoder or src.encoder, head, {**base, **meta})
+def _new_model(src: EncoderSource, meta: dict, head: Head, encoder=None) -> FinetunedModel:
+    encoder = encoder or src.encoder
+    base = {"architecture": src.architecture, "image_size": int(src.image_size)}
+    base.update(channels=int(src.channels), mean=src.mean, std=src.std)
+    base.update(encoder_source=src.description, representation_dim=int(encoder.num_features))
+    optional = {"greyscale": src.greyscale != "mean" and src.greyscale, "framing": src.framing}
+    base.update({k: v for k, v in optional.items() if v})
+    return FinetunedModel(encoder, head, {**base, **meta})
 
 
 def finetune(
@@ -615,7 +561,7 @@ def finetune(
         )
     if cfg.mode == "full" and images is None:
         images = src.read(rows, progress=cfg.progress)
-    src.model.to(_device(cfg))
+    src.model.to(core.device(cfg.device))
     feats = src.features(rows, images, progress=cfg.progress)
     meta = dict(task=cfg.task, label_column=label_column, classes=classes, mode=cfg.mode)
     meta.update(config=cfg.to_dict(), target_mean=target_mean, target_std=target_std)
@@ -623,10 +569,10 @@ def finetune(
     rng = np.random.default_rng(cfg.seed)
     if cfg.mode == "head":
         head, metrics = fit_head(feats, y, n_out, cfg, rng)
-        model = _new_model(src, n_out, meta, head)
+        model = _new_model(src, meta, head)
     else:
         tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
-        model = _new_model(src, n_out, meta, _start_head(feats, y, tr, va, n_out, cfg))
+        model = _new_model(src, meta, _start_head(feats, y, tr, va, n_out, cfg))
         ids = rows["id_str"].to_numpy()[tr]
         info = train_full(model, images[tr], y[tr], images[va], y[va], cfg, ids=ids)
         metrics = {k: info[k] for k in ("epochs", "best_epoch", "val_loss")}

@@ -1,8 +1,6 @@
-"""The paper's label-budget experiment (Walmsley et al. 2022, fig. 11; notebook 06).
-
-Balanced accuracy on a balanced test set against the number of labels, for a pretrained encoder
-(new head, or finetuned), other encoders (head only) and the same architecture from scratch.
-Every run is cached under ``core.cache_dir("finetuning", "label_budget")``.
+"""The paper's label-budget experiment (Walmsley et al. 2022, fig. 11; notebook 06): balanced
+accuracy against the number of labels for a pretrained encoder (new head, or finetuned), other
+encoders (head only) and the same architecture from scratch. Runs are cached.
 
 >>> result = label_budget_experiment("course", catalogue, "ring")  # doctest: +SKIP
 >>> result.table()                                                 # doctest: +SKIP
@@ -25,13 +23,9 @@ from tqdm.auto import tqdm
 from . import core
 from . import finetuning as ft
 from .finetuning import EncoderSource, FinetuneConfig, FinetuneError
+from .representations import model_hash
 
-__all__ = [
-    "METHODS",
-    "PAPER_RING_ACCURACY",
-    "LabelBudgetResult",
-    "label_budget_experiment",
-]
+__all__ = ["METHODS", "PAPER_RING_ACCURACY", "LabelBudgetResult", "label_budget_experiment"]
 
 #: Methods that need nothing but the checkpoint.
 METHODS = ("pretrained_head", "pretrained_full", "scratch")
@@ -74,38 +68,30 @@ class LabelBudgetResult:
         """``{method: {"30": balanced accuracy, ...}}``, the mean (or ``"std"``) over repeats."""
         out: dict[str, dict[str, float]] = {}
         for row in self.summary().itertuples():
-            out.setdefault(row.method, {})[str(int(row.budget))] = round(
-                float(getattr(row, stat)), 4
-            )
+            value = round(float(getattr(row, stat)), 4)
+            out.setdefault(row.method, {})[str(int(row.budget))] = value
         return out
 
     def report(self, name: str) -> dict[str, Any]:
         """The experiment's entries of a notebook's metrics file, ``name`` the positive class
         (``"ring"``: population_rings, ring_balanced_accuracy, ring_balanced_accuracy_std)."""
         d = self.description
-        return {
-            "population_size": d["population_size"],
-            f"population_{name}s": d["class_counts"][str(d["classes"][-1])],
-            "test_per_class": d["test_per_class"],
-            "repeats": d["repeats"],
-            "budgets": d["budgets"],
-            f"{name}_balanced_accuracy": self.metrics(),
-            f"{name}_balanced_accuracy_std": self.metrics("std"),
-        }
+        out = {"population_size": d["population_size"]}
+        out[f"population_{name}s"] = d["class_counts"][str(d["classes"][-1])]
+        out.update({k: d[k] for k in ("test_per_class", "repeats", "budgets")})
+        out[f"{name}_balanced_accuracy"] = self.metrics()
+        out[f"{name}_balanced_accuracy_std"] = self.metrics("std")
+        return out
 
     def plot(self, ax=None, paper: bool = True, title: str | None = None):
-        """The learning curve: balanced accuracy against the labels (log axis), mean +- std.
-
-        ``paper`` adds the paper's real-ring results (x = 2 x unique training rings) as faint
-        dashed lines, for orientation only (other data, other test set). Returns the figure.
-        """
+        """The learning curve (mean +- std, log axis) and, with ``paper``, the paper's real-ring
+        results (x = 2 x unique training rings) faint, for orientation. Returns the figure."""
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.4, 4.2)) if ax is None else (ax.figure, ax)
         others = iter(["tab:purple", "tab:orange", "tab:brown", "tab:olive"])
         for method, part in self.summary().groupby("method", sort=False):
             label, colour, marker = METHOD_STYLE.get(method, (method, next(others, "k"), "D"))
-            part = part.sort_values("budget")
             style = {"label": label, "color": colour, "marker": marker, "capsize": 3, "lw": 1.8}
             ax.errorbar(part["budget"], part["mean"], yerr=part["std"].fillna(0), **style)
         if paper:
@@ -115,10 +101,8 @@ class LabelBudgetResult:
                 style = {"ls": "--", "lw": 1, "alpha": 0.5, "color": colour}
                 ax.plot(list(shown), list(shown.values()), label=f"paper (real): {name}", **style)
         ax.axhline(0.5, color="grey", lw=1, ls=":", label="chance")
-        ax.set_xscale("log")
-        ax.set_xlabel("labelled galaxies (half of each class)")
+        ax.set(xscale="log", xlabel="labelled galaxies (half of each class)", ylim=(0.4, 1.0))
         ax.set_ylabel("balanced accuracy (balanced test set)")
-        ax.set_ylim(0.4, 1.0)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7, loc="upper left")  # the curves live below 0.85 and right of 10
         if title:
@@ -147,14 +131,9 @@ def _training_sets(y, pool, budgets: Sequence[int], repeat: int, seed: int) -> d
 
 
 def _method_configs(base: FinetuneConfig, full, scratch) -> dict[str, FinetuneConfig]:
-    scratch = scratch or base.replace(
-        mode="full",
-        encoder_lr=1e-3,
-        full_head_lr=1e-3,
-        layer_decay=1.0,
-        linear_probe_first=False,
-        freeze_batchnorm=False,  # random BatchNorm statistics must be learned
-    )
+    # one rate, no layer decay; random BatchNorm statistics must be learned
+    fresh = dict(encoder_lr=1e-3, full_head_lr=1e-3, layer_decay=1.0, freeze_batchnorm=False)
+    scratch = scratch or base.replace(mode="full", linear_probe_first=False, **fresh)
     return {
         "pretrained_head": base.replace(mode="head", progress=False),
         "pretrained_full": (full or base).replace(mode="full", progress=False),
@@ -202,10 +181,8 @@ def label_budget_experiment(
     methods : any of :data:`METHODS` plus the names of ``other_encoders``.
     test_per_class : test galaxies per class.
     population : who takes part (``finetuning.population_mask``), e.g. a query string.
-    config, full_config, scratch_config : the base ``FinetuneConfig`` and those methods'
-        (default: ``config`` in full mode; scratch with one rate of 1e-3, no layer decay).
-    other_encoders : ``{method: source}`` finetuned head-only, e.g.
-        ``{"imagenet_head": "timm:convnext_atto"}``; those that cannot load are ``skipped``.
+    config, full_config, scratch_config : the base ``FinetuneConfig`` and those methods'.
+    other_encoders : ``{method: source}``, head only; those that cannot load are ``skipped``.
     seed : seed of the test split and the draws.
     cache : reuse runs cached by weights, data, population, configuration, budget and repeat.
     progress, allow_downloads : progress bar; let ``other_encoders`` download weights.
@@ -245,21 +222,16 @@ def label_budget_experiment(
     t_load = time.perf_counter()
     src = ft.load_encoder(checkpoint, cfg)
     sources, skipped = {"pretrained_head": src}, {}
+    other_cfg = cfg.replace(image_size=src.image_size, mean=None, std=None)
     for name in (m for m in methods if m not in METHODS):
         try:
-            sources[name] = ft.load_encoder(
-                other_encoders[name],
-                cfg.replace(image_size=src.image_size, mean=None, std=None),
-                offline=not allow_downloads,
-            )
+            sources[name] = ft.load_encoder(other_encoders[name], other_cfg, not allow_downloads)
         except FinetuneError as err:
             skipped[name] = str(err)
-    device = ft._device(cfg)
+    device = core.device(cfg.device)
     feats = {n: _table_features(s, catalogue, rows, progress, device) for n, s in sources.items()}
     images = src.read(rows, progress=progress) if {*methods} & {*METHODS[1:]} else None
     load_s = time.perf_counter() - t_load
-
-    from .representations import model_hash
 
     data = [rows[c].astype(str).tolist() for c in ("id_str", "file_loc", label_column)]
     enc_keys = {name: model_hash(s.model, s.metadata) for name, s in sources.items()}
@@ -313,7 +285,7 @@ def label_budget_experiment(
 
 
 def _table_features(src: EncoderSource, catalogue, rows, progress, device) -> np.ndarray:
-    """The rows' features from the whole catalogue's representation table (notebook 03's)."""
+    """The rows' features from the whole catalogue's representation table."""
     src.model.to(device)
     whole = catalogue if catalogue["id_str"].is_unique else rows
     return src.features(whole, progress=progress, ids=rows["id_str"].astype(str))
@@ -327,10 +299,8 @@ def _cached_run(path) -> dict | None:
 
 
 def _scores(y_true, pred) -> dict:
-    return {
-        "balanced_accuracy": float(balanced_accuracy_score(y_true, pred)),
-        "accuracy": float((pred == y_true).mean()),
-    }
+    balanced, accuracy = balanced_accuracy_score(y_true, pred), (pred == y_true).mean()
+    return {"balanced_accuracy": float(balanced), "accuracy": float(accuracy)}
 
 
 def _run_head(feats, y, train_idx, test, n_classes, cfg) -> dict:
@@ -355,7 +325,7 @@ def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) 
         description = f"randomly initialised {src.architecture}"
     head = ft._start_head(feats[train_idx], ytr, tr, va, n_classes, cfg)
     meta = {"task": "classification", "classes": classes, "label_column": "?"}
-    model = ft._new_model(src, n_classes, {**meta, "encoder_source": description}, head, encoder)
+    model = ft._new_model(src, {**meta, "encoder_source": description}, head, encoder)
     imgs = images[train_idx]
     info = ft.train_full(model, imgs[tr], ytr[tr], imgs[va], ytr[va], cfg)
     pred = model.predict_images(images[test], batch_size=256).argmax(axis=1)
