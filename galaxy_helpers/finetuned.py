@@ -251,6 +251,7 @@ class FinetunedModel(nn.Module):
         """Write ``<path>.safetensors`` and ``<path>.json`` together; returns the weights path."""
         state = {k: v.detach().cpu().contiguous().clone() for k, v in self.state_dict().items()}
         meta = {**self.metadata, "format": FORMAT}
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
         models.write_checkpoint_files(state, meta, path, FinetuneError)
         return models.checkpoint_paths(path)[0]
 

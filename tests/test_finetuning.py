@@ -87,6 +87,8 @@ def test_head_mode_learns_rings_and_predicts_a_table(rings, checkpoint):
 def test_save_and_load_give_identical_predictions(rings, checkpoint, tmp_path):
     model = ft.finetune(checkpoint, rings.iloc[:30], "ring", progress=False)
     path = model.save(tmp_path / "ring_model")
+    # a folder that does not exist yet is made (notebook 06 saves into a fresh output folder)
+    assert model.save(tmp_path / "new" / "folder" / "m").exists()
     assert path.suffix == ".safetensors" and (tmp_path / "ring_model.json").exists()
     meta = json.loads((tmp_path / "ring_model.json").read_text())
     assert meta["architecture"] == "convnext_atto" and meta["classes"] == [0, 1]
