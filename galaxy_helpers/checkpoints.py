@@ -47,31 +47,21 @@ def load_model(
 
     Parameters
     ----------
-    spec : str, path, GalaxyModel or (model, metadata)
-        ``"course"`` (committed, synthetic and real galaxies), ``"synthetic"`` (its first,
-        synthetic-only stage), ``"quick"`` (notebook 02's model, trained once then cached), a
-        checkpoint path (``.safetensors`` + ``.json``, with or without suffix), ``"timm:NAME"``
-        (an encoder-only model; the prefix may be left out), ``"hf_hub:OWNER/REPO"`` or
-        ``"zoobot:OWNER/REPO"`` or a local hub folder (``pretrained.load_pretrained_encoder``),
-        a model whose ``.metadata`` holds its preprocessing, or a ``(model, metadata)`` pair.
-    metadata : dict, optional
-        Entries that replace or complete the model's own (``image_size``, ``mean``...).
-    progress : bool
-        Progress bars while the quick model trains.
-    offline : bool
-        Never touch the network: hub encoders and timm's ImageNet weights must be on disk.
-    channels : int, optional
-        Input channels of a timm or hub encoder (default 3); a checkpoint of another number
-        of channels is refused.
-    pretrained : bool
-        ``timm:`` specs only: timm's ImageNet weights instead of random ones.
+    spec : ``"course"``, ``"synthetic"`` (its synthetic-only first stage), ``"quick"``
+        (notebook 02's, cached), a checkpoint path, ``"timm:NAME"`` (encoder only; prefix
+        optional), ``"hf_hub:OWNER/REPO"``, ``"zoobot:OWNER/REPO"`` or a hub folder
+        (``pretrained.load_pretrained_encoder``), a model with ``.metadata``, or a
+        ``(model, metadata)`` pair.
+    metadata : entries that replace or complete the model's own (``image_size``, ``mean``...).
+    progress : progress bars while the quick model trains.
+    offline : never touch the network (hub encoders, timm's ImageNet weights).
+    channels : input channels of a timm or hub encoder (default 3); checkpoints must match.
+    pretrained : ``timm:`` specs only: timm's ImageNet weights instead of random ones.
 
     Returns
     -------
-    (model, metadata)
-        ``metadata`` always has ``architecture``, ``image_size``, ``channels``, ``mean``,
-        ``std``, ``greyscale``, ``framing`` (None where absent) and ``description`` (where the
-        model came from, for messages and tables).
+    (model, metadata): ``metadata`` always has ``architecture``, ``image_size``, ``channels``,
+    ``mean``, ``std``, ``greyscale``, ``framing`` (None where absent) and ``description``.
 
     Examples
     --------

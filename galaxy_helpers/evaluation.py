@@ -78,8 +78,7 @@ class EvaluationResult:
     baseline_source: str = "baseline catalogue"
 
     def errors(self) -> np.ndarray:
-        """``(N, n_questions)`` mean |predicted - volunteer| over each question's answers
-        (NaN where the question was not asked)."""
+        """``(N, n_questions)`` mean |predicted - volunteer| per question (NaN where unasked)."""
         return self._errors(self.predicted)
 
     def baseline_errors(self) -> np.ndarray:
@@ -133,23 +132,19 @@ def evaluate(
     Parameters
     ----------
     model : trained GalaxyModel (its ``metadata`` gives image size and normalisation).
-    catalogue : galaxies to evaluate (catalogue contract; usually the test split).
-    baseline_catalogue : galaxies whose mean fractions form the baseline (usually the
-        training split). Default: the evaluated galaxies themselves (flattering the baseline).
+    catalogue : galaxies to evaluate (usually the test split).
+    baseline_catalogue : whose mean fractions form the baseline (usually the training split;
+        default the evaluated galaxies, flattering the baseline).
     schema : decision tree (default: the model's).
-    images : uint8 ``(N, S, S, 3)`` already loaded for ``catalogue`` (else read from
-        ``file_loc`` at the model's image size and framing, ``images.catalogue_crops``).
-    min_votes : a question counts towards the fraction error for a galaxy when at least this
-        many volunteers answered it (fractions from 1-2 votes are mostly noise).
-    confident_min_votes, confident_min_fraction : what makes a volunteer answer "confident"
-        (see ``schema.confident_answer``).
-    tta : average the predictions over each galaxy's 8 flips and quarter turns
-        (``models.predict_concentrations(tta=True)``; 8x the prediction time).
+    images : uint8 ``(N, S, S, 3)`` for ``catalogue`` (default: read at the model's framing).
+    min_votes : votes a question needs to count towards a galaxy's fraction error.
+    confident_min_votes, confident_min_fraction : see ``schema.confident_answer``.
+    tta : average over the 8 flips and quarter turns (8x the prediction time).
 
     Returns
     -------
-    EvaluationResult; its ``per_question`` DataFrame has columns ``question``, ``n_asked``,
-    ``mae``, ``baseline_mae``, ``n_confident``, ``accuracy_confident``.
+    EvaluationResult (``per_question``: ``question``, ``n_asked``, ``mae``, ``baseline_mae``,
+    ``n_confident``, ``accuracy_confident``).
     """
     from .images import catalogue_crops, load_images
 
@@ -188,8 +183,8 @@ def evaluate_concentrations(
     confident_min_votes: int = 10,
     confident_min_fraction: float = 0.8,
 ) -> EvaluationResult:
-    """:func:`evaluate` for predictions already made: ``concentrations`` ``(N, n_answers)``
-    for the rows of ``catalogue`` (same order). Parameters as in :func:`evaluate`."""
+    """:func:`evaluate` for ``concentrations`` ``(N, n_answers)`` already predicted for the rows
+    of ``catalogue``; parameters as in :func:`evaluate`."""
     schema = schema_mod.get_schema(schema)
     df = schema_mod.canonical_columns(catalogue, schema).reset_index(drop=True)
     counts = schema_mod.vote_counts(df, schema)
@@ -435,7 +430,7 @@ def plot_history(history, ax=None):
 
     Returns
     -------
-    matplotlib Figure.
+    matplotlib Figure
     """
     import matplotlib.pyplot as plt
 

@@ -166,17 +166,14 @@ def predict_fractions(concentrations, schema: Schema | str = DECALS_DR5):
     return mean, std
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters(), torch.zeros(0)).device
-
-
 @torch.no_grad()
 def _run_in_batches(model, images, fn, batch_size, device, progress, desc, prep):
     """``fn`` on uint8 images in batches, in eval mode, preprocessed by ``prep``; numpy out."""
     from .images import to_tensor
 
     channels, mean, std, greyscale = prep
-    device = torch.device(device) if device is not None else _model_device(model)
+    if device is None:
+        device = next(model.parameters(), torch.zeros(0)).device
     was_training = model.training
     model.eval()
     outputs = []
@@ -225,8 +222,7 @@ def predict_concentrations(
     model : GalaxyModel with a head.
     images : uint8 ``(N, H, W, 3)``.
     batch_size, device, progress : how to run it (default device: the model's).
-    channels, mean, std, greyscale : preprocessing (``images.to_tensor``); default the
-        model's metadata.
+    channels, mean, std, greyscale : ``images.to_tensor`` arguments (default: the metadata).
     tta : average over the 8 flips and quarter turns (8x the time; square images only).
 
     Returns
@@ -315,9 +311,9 @@ def save_checkpoint(
     ----------
     model : GalaxyModel (a DistributedDataParallel wrapper is unwrapped).
     path : destination without suffix (a ``.safetensors`` suffix is accepted).
-    metadata : extra entries (image_size, mean, std, seed, data, metrics...). Architecture,
-        schema, answer_columns and channels are filled in from the model.
-    half : store weights as float16 (half the size; loaded back as float32).
+    metadata : extra entries (image_size, mean, std, data, metrics...); the model's own
+        architecture, schema and channels are filled in.
+    half : store weights as float16 (loaded back as float32).
 
     Returns
     -------
@@ -530,8 +526,7 @@ def load_checkpoint(
     Parameters
     ----------
     path : checkpoint path with or without suffix.
-    schema : if given, refuse a checkpoint trained on a different decision tree.
-    image_size : if given, refuse a checkpoint trained at a different image size.
+    schema, image_size : if given, refuse a checkpoint trained on another tree or size.
     device : where to put the model (default CPU).
 
     Returns
@@ -540,7 +535,7 @@ def load_checkpoint(
 
     Raises
     ------
-    CheckpointError with what is wrong and what to do.
+    CheckpointError saying what is wrong and what to do.
     """
     raw = Path(path)
     if raw.suffix in (".pt", ".pth", ".ckpt", ".pkl"):

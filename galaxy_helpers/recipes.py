@@ -1,10 +1,9 @@
 """Ready-made training runs: the cached quick model, the committed checkpoints, the command line.
 
-:func:`train_or_load` trains once, then loads from the cache (:func:`quick_model`, notebook
-02's model, is such a run). ``weights/synthetic_resnet10t`` (stage 1) is trained on a large
-synthetic sky only; ``weights/course_resnet10t`` (stage 2, the course checkpoint) continues it
-on a fresh sky mixed with real Galaxy Zoo 2 galaxies (DEVELOPERS.md has the history of both
-recipes). ``checkpoints.load_model("course")`` / ``("synthetic")`` load them.
+:func:`train_or_load` trains once, then loads from the cache (:func:`quick_model` is notebook
+02's). ``weights/synthetic_resnet10t`` (stage 1, synthetic sky only) and
+``weights/course_resnet10t`` (stage 2: a fresh sky plus real Galaxy Zoo 2 galaxies) are built
+from the recipes below (history in DEVELOPERS.md).
 
 Command line (also under ``torchrun --nproc_per_node N -m galaxy_helpers.recipes ...``)::
 
@@ -113,15 +112,14 @@ def train_or_load(
 ):
     """:func:`train`, or load an identical earlier run from ``core.cache_dir("models")``.
 
-    The key hashes the config (minus runtime-only fields), the decision tree and the catalogue's
-    ids, files, split and counts (``data_description`` is only a label, not part of the key).
+    The key hashes the config (minus runtime-only fields), the tree and the catalogue's ids,
+    files, split and counts.
 
     Parameters
     ----------
     catalogue, config, schema, data_description : as :func:`train`.
     cache : look in and write to the cache.
-    refresh : always train, then replace the cached run (notebook 02 does, so that it really
-        trains and notebooks 03 to 06 find its model).
+    refresh : always train, then replace the cached run (as notebook 02 does).
 
     Returns
     -------
@@ -173,15 +171,14 @@ def quick_model(progress: bool = True):
 
 
 def _train_and_save(catalogue, config, path, recipe, data_description, test, progress):
-    """Train, evaluate on ``test`` (``{name: (rows, baseline rows)}``), and write a float16
-    checkpoint; each epoch is kept in ``<path>_partial`` meanwhile."""
+    """Train, evaluate on ``test`` ({name: (rows, baseline rows)}), write a float16 checkpoint
+    (each epoch goes to ``<path>_partial`` meanwhile, so an interrupted run leaves one)."""
     from .evaluation import evaluate
 
     t0 = time.perf_counter()
     partial = path.with_name(path.name + "_partial")
 
     def save_partial(model, history):
-        # An interrupted run on a shared machine still leaves an honestly labelled checkpoint.
         extra = {"partial": True, "epochs": len(history.epoch), "recipe": recipe}
         extra["history"] = history.as_frame().to_dict(orient="list")
         save_checkpoint(model, partial, extra, half=True)
@@ -231,10 +228,8 @@ def course_training_catalogue(recipe: dict | None = None, progress: bool = True)
 
     Returns
     -------
-    (catalogue, tests, description)
-        The mixed catalogue (``split`` train/val; real rows carry their survey's ``crop``),
-        ``{name: (test rows, baseline rows)}`` for the synthetic test split and the held-out
-        Galaxy Zoo 2 galaxies, and a description for the checkpoint.
+    (catalogue, tests, description): the mixed catalogue (``split`` train/val, per-row
+    ``crop``), ``{name: (test rows, baseline rows)}`` and the checkpoint's ``data`` entry.
     """
     from . import data, synthetic
 
@@ -265,10 +260,7 @@ def course_training_catalogue(recipe: dict | None = None, progress: bool = True)
 def build_course_checkpoint(
     out: str | os.PathLike | None = None, progress: bool = True, recipe: dict | None = None
 ):
-    """Train the course checkpoint from its recipe and write it (float16 weights + JSON).
-
-    Stage 2 starts from the committed stage-1 checkpoint (:func:`synthetic_checkpoint_path`);
-    when that file is missing, stage 1 is rebuilt first from its own recipe.
+    """Stage 2: continue the stage-1 checkpoint (rebuilt first when missing) on the course mix.
 
     Returns
     -------
@@ -363,10 +355,7 @@ def _train_command(args, rank0: bool) -> None:
 
 @contextlib.contextmanager
 def _distributed():
-    """Join the process group torchrun describes (``WORLD_SIZE`` > 1) for the block.
-
-    Yields whether this process is rank 0 (the one that prints and writes).
-    """
+    """Join torchrun's process group (``WORLD_SIZE`` > 1) for the block; yields is-rank-0."""
     import torch.distributed as dist
 
     started = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()

@@ -52,37 +52,29 @@ class TrainConfig:
 
     Parameters
     ----------
-    architecture : timm model name (``resnet10t`` quick profile; on a GPU ``"convnext_nano"``
-        or ``"efficientnet_b0"`` at 224 px).
-    image_size : pixels (64 quick profile; 224 full profile).
-    channels : 3 colour, 1 greyscale.
+    architecture, image_size, channels : timm model name, pixels, 3 colour or 1 greyscale.
     pretrained : start from timm's ImageNet weights (needs the network).
     batch_size : total batch over all processes (split across ranks under torchrun).
-    epochs : maximum epochs.
+    epochs, patience : maximum epochs; epochs without a better validation loss before stopping.
     lr, weight_decay : AdamW settings; ``lr`` is the peak for the one-cycle schedule.
     schedule : ``"constant"``, ``"onecycle"`` or ``"cosine"``.
-    patience : early stopping: epochs without a better validation loss before stopping.
-    augment : ``"lossless"``: random flips and quarter turns (no resampling); ``True``: also
-        small rotations, off-centre zoom and shifts as in the paper (they blur a little: for
-        long runs that would otherwise memorise their galaxies); ``False``: none.
-    max_rotation_deg, zoom, max_shift : augmentation strength (shift as a fraction of the
-        image half-width, e.g. 0.06 = 2 px at 64 px).
+    augment : ``"lossless"``: random flips and quarter turns; ``True``: also small rotations,
+        off-centre zoom and shifts (they blur a little); ``False``: none.
+    max_rotation_deg, zoom, max_shift : augmentation strength (shift: share of the half-width).
     val_fraction : validation share when the catalogue has no ``split`` column.
     seed : model initialisation, data order and augmentation.
-    device : ``None`` = ``core.device()`` (cuda, mps, else cpu).
+    device : ``None`` = ``core.device()``.
     amp : mixed precision: ``"auto"`` = on for CUDA only; True also uses bfloat16 on CPU.
     preload : read all images into memory once (None = when they fit in ``preload_max_gb``).
     num_workers : DataLoader workers when streaming from disk.
-    skip_bad_images : drop unreadable images (and report them) instead of stopping.
+    skip_bad_images : drop unreadable images (listed in the history) instead of stopping.
     max_steps_per_epoch : cap on optimizer steps per epoch (tests, quick looks).
+    dropout : dropout before the head.
+    framing_crop : centre fraction of every frame, stored in the checkpoint's ``framing``; a
+        catalogue's per-row ``crop`` applies on top (``images.catalogue_crops``).
+    init_checkpoint : a checkpoint whose weights and normalisation start the run.
     init_head_from_data : start the head's biases at the training set's mean vote fractions.
     channels_last : NHWC memory layout (faster convolutions on CPU and on GPUs with AMP).
-    dropout : dropout before the head.
-    framing_crop : the centre fraction of every frame the model sees, recorded in the
-        checkpoint (``framing``) so every loader applies it; a catalogue's per-row ``crop``
-        column applies on top (``images.catalogue_crops``), so surveys can train together.
-    init_checkpoint : a checkpoint whose weights (and input normalisation) start the run:
-        continued training, e.g. on a new survey.
     progress : show tqdm bars.
     """
 
@@ -194,13 +186,11 @@ def prepare_catalogue(catalogue: pd.DataFrame, schema, config: TrainConfig):
 
     Returns
     -------
-    (train_df, val_df, counts_train, counts_val)
-        Vote counts are int arrays in ``schema.answer_columns`` order.
+    (train_df, val_df, counts_train, counts_val), counts in ``schema.answer_columns`` order.
 
     Raises
     ------
-    CatalogueError naming the missing columns, the rows with NaN/negative/non-integer
-    counts, or the missing image files.
+    CatalogueError naming the missing columns or the rows with bad counts.
     """
     schema = schema_mod.get_schema(schema)
     if not isinstance(catalogue, pd.DataFrame):
@@ -353,9 +343,7 @@ def _collate_skip_none(items):
 
 # --- augmentation: one affine transform per galaxy, applied to the whole batch at once -------
 def augmentation_params(n: int, config: TrainConfig, seed: int, epoch: int) -> np.ndarray:
-    """Random transforms for ``n`` galaxies, drawn per galaxy index and epoch.
-
-    A galaxy gets the same transform whichever process (under torchrun) or batch it lands in.
+    """Random transforms for ``n`` galaxies, per galaxy index and epoch (so the same on any rank).
 
     Returns
     -------
@@ -373,10 +361,7 @@ def augmentation_params(n: int, config: TrainConfig, seed: int, epoch: int) -> n
 
 
 def augment_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Flip, rotate, zoom and shift every image of ``x`` in one pass.
-
-    Galaxies have no preferred orientation or handedness, so flips and rotations keep the
-    labels; edges are filled by reflection (sky-like background, no black corners).
+    """Flip, rotate, zoom and shift every image of ``x`` in one pass (edges by reflection).
 
     Parameters
     ----------
@@ -480,24 +465,20 @@ def train(
 
     Parameters
     ----------
-    catalogue : DataFrame following the catalogue contract (``id_str``, ``file_loc``, one
-        vote-count column per answer; optional ``split`` with ``train``/``val`` rows).
+    catalogue : DataFrame in the catalogue contract (optional ``split`` of ``train``/``val``).
     config : TrainConfig (default: the quick CPU profile).
     schema : decision tree (``DECALS_DR5`` default, ``GZ2``, or your own Schema).
     data_description : stored in the checkpoint metadata as ``data`` (e.g. the sky config).
-    on_epoch_end : optional ``callable(model, history)`` run on rank 0 after each epoch's
-        validation (e.g. to save a checkpoint of long runs as they go).
+    on_epoch_end : optional ``callable(model, history)`` run on rank 0 after each epoch.
 
     Returns
     -------
-    (model, history)
-        The model (best validation epoch, on CPU, eval mode) with ``model.metadata`` ready for
-        :func:`models.save_checkpoint`; ``history`` a :class:`History`.
+    (model, history): the best epoch's model (CPU, eval mode, ``metadata`` ready for
+    :func:`models.save_checkpoint`) and a :class:`History`.
 
     Raises
     ------
-    CatalogueError for missing columns, bad counts or unreadable images (unless
-    ``config.skip_bad_images``).
+    CatalogueError for bad columns, counts or unreadable images (unless ``skip_bad_images``).
     """
     config = config or TrainConfig()
     schema = schema_mod.get_schema(schema)
