@@ -129,16 +129,11 @@ def dirichlet_multinomial_loss(
     >>> from galaxy_helpers.schema import DECALS_DR5
     >>> loss = dirichlet_multinomial_loss(counts, model(images), DECALS_DR5)  # doctest: +SKIP
     """
-    per_galaxy = -dirichlet_multinomial_log_prob(counts, concentrations, schema_or_slices).sum(1)
-    if reduction == "mean":
-        out = per_galaxy.mean()
-    elif reduction == "sum":
-        out = per_galaxy.sum()
-    elif reduction == "none":
-        out = per_galaxy
-    else:
+    reduce = {"mean": torch.mean, "sum": torch.sum, "none": torch.as_tensor}
+    if reduction not in reduce:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    return out.float()
+    per_galaxy = -dirichlet_multinomial_log_prob(counts, concentrations, schema_or_slices).sum(1)
+    return reduce[reduction](per_galaxy).float()
 
 
 def numpy_log_prob(counts: np.ndarray, concentrations: np.ndarray, schema_or_slices) -> np.ndarray:
