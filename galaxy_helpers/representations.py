@@ -1,9 +1,6 @@
-"""Representations: what the trained encoder "sees" in each galaxy (notebook 03).
-
-:func:`extract_representations` gives the table every later tool starts from (``id_str`` +
-``feat_000 ...``, cached as parquet); :class:`RepresentationPCA` compresses it; also the two
-baselines (:func:`pixel_features`, :func:`random_weights_model`) and notebook 03's figures.
-"""
+"""What the trained encoder "sees" (notebook 03): :func:`extract_representations` gives the
+table every later tool starts from, :class:`RepresentationPCA` compresses it; also the two
+baselines (:func:`pixel_features`, :func:`random_weights_model`) and notebook 03's figures."""
 
 from __future__ import annotations
 
@@ -40,13 +37,8 @@ _OPTIONAL_PREPROCESSING_KEYS = ("framing", "greyscale")  # hashed only when set
 def feature_matrix(features, ids=None, *, what: str = "representation table", dtype=np.float32):
     """Split a representation table (``id_str`` + numeric columns) or an array (N, D, with
     optional ``ids``) into checked ids, a ``dtype`` matrix and column names (``dim_0 ...``).
-
-    Raises
-    ------
-    ValueError
-        Empty input, non-numeric or NaN/infinite values (naming rows and columns), duplicate
-        ids, or not one id per row; ``what`` names the input in the message.
-    """
+    A ValueError (``what`` names the input) for empty input, non-numeric or NaN/infinite values
+    (naming rows and columns), duplicate ids, or not one id per row."""
     if isinstance(features, pd.DataFrame):
         df = features
         if "id_str" in df.columns:
@@ -245,22 +237,15 @@ def extract_representations(
 
     Parameters
     ----------
-    model_or_checkpoint : anything ``checkpoints.load_model`` takes (``metadata`` completes a
-        bare model's preprocessing).
-    catalogue : pandas.DataFrame with ``id_str`` and ``file_loc`` (optional ``crop``).
-    cache : bool
-        Read/write ``<cache_dir>/representations/<model and catalogue hash>.parquet``.
-    device : torch device, optional
-        Default: where the model's weights are.
+    model_or_checkpoint : anything ``checkpoints.load_model`` takes (``metadata`` completes it)
+    catalogue : pandas.DataFrame with ``id_str`` and ``file_loc`` (optional ``crop``)
+    cache : read/write ``<cache_dir>/representations/<model and catalogue hash>.parquet``
+    device : torch device, default where the model's weights are
 
     Returns
     -------
     pandas.DataFrame
         ``id_str`` then ``feat_000 ... feat_<D-1>`` (float32), in catalogue order.
-
-    Examples
-    --------
-    >>> table = extract_representations("course", catalogue)  # doctest: +SKIP
     """
     model, meta = _model(model_or_checkpoint, metadata)
     catalogue = _check_catalogue(catalogue)
@@ -339,14 +324,10 @@ class RepresentationPCA(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components : int
-        Components kept (10 for similarity search, 40 for anomalies).
-    incremental : bool or None
-        ``IncrementalPCA`` (``batch_size`` rows a step); ``None``: above ``incremental_above``.
-    random_state : int
-        Seed of the randomised solver.
-    dtype : numpy dtype
-        The arithmetic's precision (anomaly search uses float64).
+    n_components : components kept (10 for similarity search, 40 for anomalies)
+    incremental : ``IncrementalPCA`` (``batch_size`` rows a step); None: above incremental_above
+    random_state : seed of the randomised solver
+    dtype : the arithmetic's precision (anomaly search uses float64)
 
     Attributes
     ----------
@@ -445,9 +426,8 @@ class RepresentationPCA(TransformerMixin, BaseEstimator):
 
 def fit_pca(features, n_components: int = 10, incremental: bool | None = None, **kwargs):
     """A fitted :class:`RepresentationPCA` (see there for the keyword arguments)."""
-    return RepresentationPCA(n_components=n_components, incremental=incremental, **kwargs).fit(
-        features
-    )
+    pca = RepresentationPCA(n_components=n_components, incremental=incremental, **kwargs)
+    return pca.fit(features)
 
 
 def plot_explained_variance(pca: RepresentationPCA, ax=None, title: str | None = None):
@@ -483,21 +463,13 @@ def morphology_map(
     crops=None,
 ):
     """Galaxy thumbnails at their positions in a 2-D projection, as the paper's map: each of
-    ``n_cells x n_cells`` cells shows the galaxy closest to its centre.
+    ``n_cells x n_cells`` cells shows the galaxy closest to its centre. Returns a Figure.
 
     Parameters
     ----------
-    pca_2d : pandas.DataFrame or array-like
-        (N, >= 2); the first two feature columns are used.
-    images : uint8 array (N, H, W, 3) or N file paths
-        Only the shown files are read, at ``image_size`` and framed by ``crops`` (one per row).
-    clip_percentile : float
-        The map spans the [p, 100 - p] percentiles of each axis, so outliers do not squeeze
-        everything else into a corner.
-
-    Returns
-    -------
-    matplotlib Figure
+    pca_2d : table or array (N, >= 2); the first two feature columns are used
+    images : uint8 array (N, H, W, 3) or N file paths (read at ``image_size``, framed by ``crops``)
+    clip_percentile : the map spans the [p, 100 - p] percentiles, so outliers squeeze nothing
     """
     import matplotlib.pyplot as plt
 

@@ -38,17 +38,13 @@ class SearchWidget:
 
     Parameters
     ----------
-    index : SimilarityIndex
-        Fitted on the galaxies of ``catalogue`` (``id_str``, ``file_loc``, optional ``tag_``).
-    model, metadata, pca : optional
-        The encoder, its metadata and the index's PCA: needed only to search from an upload.
-    k, seed, thumb_px, image_size : int
-        Neighbours shown, seed of a tag's random galaxy, thumbnail width, reading size.
+    index : SimilarityIndex fitted on ``catalogue`` (``id_str``, ``file_loc``, optional ``tag_``)
+    model, metadata, pca : the encoder, its metadata and the index's PCA (only for uploads)
+    k, seed, thumb_px, image_size : neighbours, seed of a tag's random galaxy, thumb width, size
 
     Attributes
     ----------
-    query_id, results, history
-        The current query (id or uploaded file name), its neighbours, every query so far.
+    query_id, results, history : the query (id or uploaded file name), its neighbours, all so far
     tag, id_box, search_button, another_button, upload, k_slider, status, neighbour_buttons
         The ipywidgets controls (one "search from here" button per neighbour).
     """
@@ -74,8 +70,7 @@ class SearchWidget:
         self.index = index
         self.catalogue = catalogue.set_index(catalogue["id_str"].astype(str), drop=False)
         self.model, self.metadata, self.pca = model, metadata, pca
-        self.thumb_px = int(thumb_px)
-        self.image_size = image_size
+        self.thumb_px, self.image_size = int(thumb_px), image_size
         self._rng = np.random.default_rng(seed)
         self._thumbs: dict[str, bytes] = {}
         self.query_id = self.query_tag = self.results = None

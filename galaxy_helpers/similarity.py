@@ -1,7 +1,5 @@
-"""Similarity search on galaxy representations (notebook 04): from one tagged galaxy find the
-closest ones, with no new training. :class:`SimilarityIndex` is an exact nearest-neighbour index;
-:func:`build_index` fits it on a PCA of notebook 03's table; :func:`compare_with_baselines`
-measures it against raw pixels and random weights."""
+"""Similarity search (notebook 04): :class:`SimilarityIndex`, an exact nearest-neighbour index,
+fitted by :func:`build_index` on a PCA of notebook 03's table; baselines and figures."""
 
 from __future__ import annotations
 
@@ -44,15 +42,11 @@ class SimilarityIndex:
     chunk_size : int
         Rows compared at once by the NumPy backend.
     backend : {"auto", "numpy", "kdtree", "faiss"}
-        How candidates are found; all give identical results (final ranking in float64, ties
-        by catalogue order). ``"auto"``: a k-d tree up to 24 dimensions, else FAISS, else NumPy.
+        All give identical results; ``"auto"``: a k-d tree up to 24 dims, else FAISS, else NumPy.
 
     Attributes
     ----------
-    ids_ : numpy.ndarray of str
-        The fitted galaxy ids, in catalogue order.
-    backend_ : str
-        The backend used.
+    ids_, backend_ : the fitted galaxy ids (catalogue order) and the backend used
 
     Examples
     --------
@@ -157,7 +151,7 @@ class SimilarityIndex:
         query : str, sequence of str, or array-like
             A galaxy id, a list of ids, or vectors (D,) / (M, D) in the fitted space.
         k : int
-            Neighbours per query (a query galaxy is left out of its own with ``exclude_self``).
+            Neighbours per query (``exclude_self``: a query galaxy is not its own neighbour).
 
         Returns
         -------
@@ -300,18 +294,10 @@ def build_index(
     backend: str = "auto",
     scale_features: bool = True,
 ):
-    """Fit a :class:`SimilarityIndex` on ``n_components`` PCA components (``None``: all
-    features), as the paper searches PCA-10.
-
-    ``scale_features`` standardises each dimension first, so rare features such as rings are
-    not left to components a 10-d search drops (course checkpoint, mean precision@10: 0.56
-    scaled, 0.49 not). ``metric``, ``backend``: see :class:`SimilarityIndex`.
-
-    Returns
-    -------
-    (SimilarityIndex, RepresentationPCA or None)
-        The index and its PCA (to place new images in the same space).
-    """
+    """``(index, pca)``: a :class:`SimilarityIndex` on ``n_components`` PCA components (``None``:
+    all features, pca None), as the paper searches PCA-10. ``scale_features`` standardises each
+    dimension first, so rare features such as rings are not left to components a 10-d search
+    drops (course checkpoint, mean precision@10: 0.56 scaled, 0.49 not)."""
     pca = None
     if n_components is not None:
         pca = RepresentationPCA(n_components, scale_features=scale_features).fit(features)
@@ -357,14 +343,9 @@ def precision_at_k_by_tag(
 ) -> pd.DataFrame:
     """Precision@k per tag: the share of each tagged galaxy's k neighbours carrying its tag.
 
-    ``tags``: ``"ring"`` or ``"tag_ring"`` (default every ``tag_`` column); ``chance`` is the
-    tag's share of the other galaxies; tags with under ``min_members`` galaxies are left out.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per tag: ``tag``, ``n_members``, ``precision_at_k``, ``chance``.
-    """
+    ``tags``: ``"ring"`` or ``"tag_ring"`` (default every ``tag_`` column); tags with under
+    ``min_members`` galaxies are left out. Returns one row per tag: ``tag``, ``n_members``,
+    ``precision_at_k``, ``chance`` (the tag's share of the other galaxies)."""
     index._check_fitted()
     if "id_str" not in catalogue.columns:
         raise ValueError("catalogue needs an 'id_str' column to match the index")
@@ -396,24 +377,12 @@ def compare_with_baselines(
     progress: bool = True,
     scale_features: bool = True,
 ) -> pd.DataFrame:
-    """Precision@k of the representation, of raw pixels (``pixel_pca``, at ``pixel_size``) and
-    of random weights (``random_weights``, ``seed``; the architecture of ``model`` or
-    ``metadata``), with the same components, metric and k.
-
-    Parameters
-    ----------
-    representations : pandas.DataFrame
-        The trained encoder's representation table.
-    catalogue : pandas.DataFrame
-        ``id_str``, ``file_loc`` and ``tag_`` columns of those galaxies.
-    tags, k, n_components, metric, scale_features, min_members
-        As :func:`precision_at_k_by_tag` and :func:`build_index`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``tag``, ``n_members``, ``chance`` and one precision column per method.
-    """
+    """Precision@k of the representation table, of raw pixels (``pixel_pca``, at
+    ``pixel_size``) and of random weights (``random_weights``, ``seed``; the architecture of
+    ``model`` or ``metadata``) with the same components, metric and k (as
+    :func:`precision_at_k_by_tag` and :func:`build_index`); ``catalogue`` needs ``id_str``,
+    ``file_loc`` and ``tag_`` columns. Returns ``tag``, ``n_members``, ``chance`` and one
+    precision column per method."""
     if metadata is None:
         from galaxy_helpers.checkpoints import load_model
 
@@ -448,11 +417,9 @@ def summarise_comparison(table: pd.DataFrame) -> pd.DataFrame:
             "summarise_comparison needs the table of compare_with_baselines (a 'representation' "
             f"column and at least one tag); got columns {list(table.columns)}"
         )
-    rows = {}
+    rows, ours = {}, table["representation"]
     for m in methods:
-        wins = (
-            np.nan if m == "representation" else float((table["representation"] > table[m]).mean())
-        )
+        wins = np.nan if m == "representation" else float((ours > table[m]).mean())
         rows[m] = {"mean_precision": float(table[m].mean()), "representation_wins": wins}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("method")
 

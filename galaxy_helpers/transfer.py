@@ -49,17 +49,11 @@ def encoder_features(
     cache: dict | None = None,
     progress: bool = False,
 ) -> np.ndarray:
-    """One representation row per catalogue galaxy (float32 ``(N, D)``), for any encoder.
-
-    Parameters
-    ----------
-    encoder : anything ``checkpoints.load_model`` takes, ``"random"`` (``reference``'s
-        architecture with random weights) or ``"pixels"`` (``pixel_size``-px block means of
-        ``reference``'s input).
-    catalogue : pandas.DataFrame with ``file_loc`` (and ``crop`` for a survey's framing).
-    reference : what ``"random"`` and ``"pixels"`` copy (default ``"course"``).
-    cache : dict reused between calls, so raw pixels are decoded once per size and framing.
-    """
+    """One representation row per catalogue galaxy (float32 ``(N, D)``) of ``encoder``:
+    anything ``checkpoints.load_model`` takes, ``"random"`` (``reference``'s architecture with
+    random weights) or ``"pixels"`` (``pixel_size``-px block means of ``reference``'s input;
+    default reference ``"course"``). ``catalogue`` needs ``file_loc`` (and ``crop`` for a
+    survey's framing); ``cache``, a dict reused between calls, decodes pixels once per size."""
     from .checkpoints import load_model
 
     if isinstance(encoder, str) and encoder in ("random", "pixels"):

@@ -115,11 +115,9 @@ class AstronomalyScorer(BaseEstimator):
 
     Parameters
     ----------
-    anomaly_scorer : estimator giving S, default :class:`IsolationForestScorer`.
-    alpha, min_score, max_score : float
-        Trust in Û (1, as the paper), its ε (0.1) and the highest user score (5).
-    n_estimators, random_state : int
-        Trees in the random-forest regressor; seed for both forests.
+    anomaly_scorer : estimator giving S, default :class:`IsolationForestScorer`
+    alpha, min_score, max_score : trust in Û (1, as the paper), its ε (0.1), top user score (5)
+    n_estimators, random_state : trees in the random-forest regressor; seed for both forests
 
     Examples
     --------
@@ -227,17 +225,12 @@ class ActiveLearner(BaseEstimator):
 
     Parameters
     ----------
-    n_components : int
-        PCA components (40 in the paper; capped at the number of features).
-    xi : float
-        Expected-improvement margin (``tradeoff=0.5`` in the paper's code).
-    first_batch : {"random", "isolation_forest"}
-        The first batch, before any label: random (the paper) or the isolation forest's top.
-    warm_start : bool
-        Start each hyper-parameter search from the previous optimum (faster, but it can stay
-        in the white-noise optimum of all-0 labels).
-    random_state : int or None
-        Seed for PCA's solver, the first batch and the GP optimiser.
+    n_components : PCA components (40 in the paper; capped at the number of features)
+    xi : expected-improvement margin (``tradeoff=0.5`` in the paper's code)
+    first_batch : "random" (the paper) or "isolation_forest" (its top) before any label
+    warm_start : start each hyper-parameter search from the previous optimum (faster, but it
+        can stay in the white-noise optimum of all-0 labels)
+    random_state : seed for PCA's solver, the first batch and the GP optimiser
 
     Attributes
     ----------
@@ -284,8 +277,7 @@ class ActiveLearner(BaseEstimator):
         """Retrain the GP on new scores ``y`` (N,) for the same galaxies (the widget's step)."""
         _check_fitted(self, "embedding_")
         self.y_ = _as_scores(y, len(self.embedding_))
-        labelled = np.flatnonzero(~np.isnan(self.y_))
-        self.labelled_ = labelled
+        self.labelled_ = labelled = np.flatnonzero(~np.isnan(self.y_))
         self._mean = self._std = None
         if len(labelled) == 0:
             self.gp_ = None
@@ -313,8 +305,7 @@ class ActiveLearner(BaseEstimator):
         train_sq = (train**2).sum(1)
         l_inv = solve_triangular(gp.L_, np.eye(len(train)), lower=True, check_finite=False)
         l_inv32 = l_inv.T.astype(np.float32)
-        means = np.empty(len(Z))
-        stds = np.empty(len(Z))
+        means, stds = np.empty(len(Z)), np.empty(len(Z))
         z_sq = (Z**2).sum(1)
         # one BLAS thread: measured faster than two on the shared 2-core machine
         with threadpool_limits(limits=1, user_api="blas"):

@@ -226,13 +226,8 @@ def run_simulation(
     + repeat`` and loops: choose ``batch`` galaxies, reveal their ``researcher_scores``,
     retrain, measure, up to ``n_labels``. Rankings: ``labelled_first`` (labelled galaxies by
     their label, the paper's headline) and ``predicted`` (the prediction alone). Scores >=
-    ``threshold`` are interesting; ``top_n`` are the N of precision@N.
-
-    Returns
-    -------
-    pandas.DataFrame
-        One row per (repeat, n_labels, ranking): :func:`ranking_metrics`,
-        ``n_interesting_labelled``.
+    ``threshold`` are interesting; ``top_n`` are the N of precision@N. Returns a DataFrame, one
+    row per (repeat, n_labels, ranking): :func:`ranking_metrics`, ``n_interesting_labelled``.
     """
     from tqdm.auto import tqdm
 
@@ -337,12 +332,7 @@ def compare_methods(
 ) -> SearchComparison:
     """The paper's GP search and Astronomaly's (``baseline_repeats`` repeats, on
     :func:`pca_embedding`) on the same galaxies; other arguments as :func:`run_simulation`.
-
-    Returns
-    -------
-    SearchComparison
-        ``{PAPER: table, ASTRONOMALY: table}`` with ``.table()``, ``.metrics()``, ``.headline()``.
-    """
+    Returns a :class:`SearchComparison` ``{PAPER: table, ASTRONOMALY: table}``."""
     embedding = pca_embedding(X, n_components=n_components, random_state=seed)
     common = dict(n_labels=n_labels, batch=batch, seed=seed, top_n=top_n, progress=progress)
     gp = ActiveLearner(n_components=n_components, first_batch=first_batch)
