@@ -1,9 +1,6 @@
-"""Bring your own catalogue: load a CSV or parquet of galaxies and check it thoroughly.
-
-:func:`load_catalogue` reads a catalogue (``DEVELOPERS.md``: ``id_str``, ``file_loc``, vote
-counts or labels), resolves relative image paths and runs :func:`validate_catalogue`, which
-names every problem (bad ids, images, votes, labels) with its row, id, column or file, and what
-to do; odd images that ``images.read_image`` converts are warnings.
+"""Bring your own catalogue (CSV, parquet or DataFrame; ``DEVELOPERS.md``): :func:`load_catalogue`
+resolves image paths and :func:`validate_catalogue` names every problem with its row, id, column
+or file, and what to do.
 
 >>> from galaxy_helpers.catalogue import load_catalogue
 >>> cat = load_catalogue("my_galaxies.csv", label_columns=["ring"])   # doctest: +SKIP
@@ -44,18 +41,9 @@ class CatalogueError(ValueError):
 
 @dataclass
 class CatalogueReport:
-    """Everything :func:`validate_catalogue` found.
-
-    Attributes
-    ----------
-    problems : pandas.DataFrame
-        One row per problem: ``row`` (0-based; -1 for the whole catalogue), ``id_str``,
-        ``column``, ``file``, ``problem``, ``action`` (what to do), ``severity``.
-    n_rows : int
-        Rows checked.
-    source : str
-        Where the catalogue came from (file name or ``"DataFrame"``).
-    """
+    """Everything :func:`validate_catalogue` found in ``n_rows`` rows of ``source`` (a file name
+    or ``"DataFrame"``): ``problems`` has one row per problem, with ``row`` (0-based; -1 for the
+    whole catalogue), ``id_str``, ``column``, ``file``, ``problem``, ``action``, ``severity``."""
 
     problems: pd.DataFrame
     n_rows: int
@@ -244,13 +232,10 @@ def validate_catalogue(
         empty = ids.isna() | (ids.astype(str).str.strip() == "")
         for row in np.flatnonzero(empty.to_numpy()):
             add(row, "missing id", "give every row a unique id_str", column="id_str")
-        first: dict[str, int] = {}
+        first = pd.Series(range(len(ids))).groupby(ids.astype(str).to_numpy()).transform("min")
         action = "keep one row per galaxy (drop_duplicates('id_str')) or make ids unique"
-        for row in np.flatnonzero((ids.duplicated(keep=False) & ~empty).to_numpy()):
-            seen = first.setdefault(str(ids.iloc[row]), row)
-            if seen != row:
-                where = f"id_str (first seen in row {seen})"
-                add(row, "duplicate id_str", action, column=where)
+        for row in np.flatnonzero((ids.duplicated() & ~empty).to_numpy()):
+            add(row, "duplicate id_str", action, column=f"id_str (first seen in row {first[row]})")
 
     if "file_loc" in df.columns:
         locs = df["file_loc"]

@@ -1,9 +1,6 @@
-"""Real data: verified downloads (pooch), an offline mirror, and ready catalogues.
-
-:func:`fetch` puts a dataset's files (:mod:`galaxy_helpers.manifests`) into
-``<core.cache_dir()>/data/<dataset>/`` from a mirror (``$GALAXY_DATA_MIRROR``, laid out
-``<mirror>/<dataset>/<path>``) or the pinned URL (a cut download resumes), each checked by pooch
-before it gets its final name; :func:`load_dataset` returns the catalogue.
+"""Real data: :func:`fetch` puts a dataset's files into ``<core.cache_dir()>/data/<dataset>/``
+from a mirror (``$GALAXY_DATA_MIRROR/<dataset>/<path>``) or the pinned URL, verified by pooch;
+:func:`load_dataset` returns the catalogue.
 
 >>> from galaxy_helpers import data
 >>> rings = data.load_dataset("gz_decals_rings")          # doctest: +SKIP
@@ -262,8 +259,7 @@ def download_file(
 ) -> Path:
     """Download one manifest file from its URL to ``final``, verified and atomically.
 
-    A cut download keeps its :func:`partial_path` file and the next attempt (in this call or a
-    later run) asks only for the rest (HTTP ``Range``); a size or checksum mismatch deletes it.
+    A cut download keeps its :func:`partial_path` file; the next attempt asks for the rest only.
 
     Parameters
     ----------
@@ -381,11 +377,9 @@ def _write_stamp(folder: Path, manifest: Manifest, files: dict) -> None:
 
 
 def _file_state(path: Path) -> list[int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns]
+    with contextlib.suppress(OSError):
+        return [(st := path.stat()).st_size, st.st_mtime_ns]
+    return None
 
 
 def _mismatch(entry: FileEntry, path: Path) -> str | None:
@@ -502,10 +496,9 @@ def fetch(
             except DataUnavailableError as err:
                 raise DataUnavailableError(f"{manifest.name}: {err} {how}") from err
 
+    bar = tqdm(manifest.files, manifest.name, unit="file", disable=not progress, leave=False)
     try:
-        for entry in tqdm(
-            manifest.files, manifest.name, unit="file", disable=not progress, leave=False
-        ):
+        for entry in bar:
             get(entry)
         for entry in manifest.files:
             if entry.extract_to:

@@ -1,11 +1,6 @@
-"""Reading galaxy images of any kind into one uint8 layout, and batches into tensors.
-
-Every image that reaches a model passes through :func:`read_image` (any file -> square uint8
-``(H, W, 3)``) and :func:`to_tensor` (uint8 batch -> float tensor). Files with more pixels than
-PIL's ``Image.MAX_IMAGE_PIXELS`` or a side under ``MIN_IMAGE_SIDE`` raise an
-:class:`ImageReadError` naming the file. 16/32-bit greyscale is scaled on the fixed full scale
-``SIXTEEN_BIT_FULL_SCALE`` (never by each image's maximum, so one hot pixel cannot darken a
-galaxy), float images on [0, 1]; values beyond are clipped.
+"""Galaxy images of any kind -> square uint8 ``(H, W, 3)`` (:func:`read_image`) -> float tensors
+(:func:`to_tensor`). 16/32-bit greyscale is scaled on the fixed ``SIXTEEN_BIT_FULL_SCALE`` (never
+by each image's maximum, so one hot pixel cannot darken a galaxy), float images on [0, 1].
 """
 
 from __future__ import annotations
@@ -18,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 __all__ = [
     "ImageReadError", "MIN_IMAGE_SIDE", "SIXTEEN_BIT_FULL_SCALE", "FITS_SUFFIXES",
@@ -257,26 +253,22 @@ def load_images(
     def work(i):
         out[i] = read_image(paths[i], size, crops[i], resample)
 
-    from tqdm.auto import tqdm
-
     with ThreadPoolExecutor(max_workers=threads) as pool:
         results = pool.map(work, range(len(paths)))
         quiet = not progress or len(paths) <= 500
-        for _ in tqdm(results, desc="Reading images", total=len(paths), disable=quiet):
-            pass
+        list(tqdm(results, desc="Reading images", total=len(paths), disable=quiet))
     return out
 
 
 def model_crop(metadata: dict | None) -> float:
     """The centre crop a model applies to every input: ``metadata["framing"]["crop"]`` (1.0)."""
-    framing = (metadata or {}).get("framing") or {}
-    return check_crop(framing.get("crop", 1.0), "the model's framing crop")
+    crop = ((metadata or {}).get("framing") or {}).get("crop", 1.0)
+    return check_crop(crop, "the model's framing crop")
 
 
 def model_resample(metadata: dict | None) -> str:
     """A model's :func:`read_image` resampling: ``metadata["framing"]["resample"]`` (lanczos)."""
-    framing = (metadata or {}).get("framing") or {}
-    return _check_resample(framing.get("resample", "lanczos"))
+    return _check_resample(((metadata or {}).get("framing") or {}).get("resample", "lanczos"))
 
 
 def catalogue_crops(catalogue, metadata: dict | None = None) -> np.ndarray:

@@ -1,8 +1,5 @@
-"""Manifests: one TOML file per dataset or model in ``data_manifests/`` (citation, licence,
-pinned URL, size and checksum of every file, and how its table maps onto the catalogue contract
-of ``DEVELOPERS.md``), checked, and turned into catalogues. :mod:`galaxy_helpers.data` fetches
-the files and re-exports this module's public names.
-"""
+"""Manifests: one TOML file per dataset or model in ``data_manifests/`` (citation, licence, pinned
+files, and how its table maps onto the catalogue contract), checked and turned into catalogues."""
 
 from __future__ import annotations
 
@@ -93,9 +90,8 @@ def manifest_dir() -> Path:
     """The folder holding the manifests: ``$GALAXY_DATA_MANIFESTS``, else ``data_manifests/``
     next to the package (a source checkout or an editable install)."""
     env = os.environ.get(MANIFESTS_ENV, "").strip()
-    folder = (
-        Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "data_manifests"
-    )
+    default = Path(__file__).resolve().parents[1] / "data_manifests"
+    folder = Path(env).expanduser() if env else default
     if not folder.is_dir():
         raise ManifestError(
             f"manifest folder {folder} not found. Install the course from its source checkout "
@@ -247,14 +243,10 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
             seen.add(path)
             at = f"{where} ({path})"
             url, size, builder = item.get("url"), item.get("size"), item.get("builder")
+            rebased = base + quote(path) if base is not None and isinstance(path, str) else url
             if group == "files" and not re.fullmatch(r"https://[^\s]+", str(url)):
                 problems.append(f"{at}: url must be an https:// URL, got {url!r}")
-            elif (
-                group == "files"
-                and base is not None
-                and isinstance(path, str)
-                and url != base + quote(path)
-            ):
+            elif group == "files" and url != rebased:
                 problems.append(f"{at}: url {url} is not base_url + quoted path")
             elif group != "files" and builder not in BUILDERS:
                 problems.append(f"{at}: builder {builder!r} is not one of {sorted(BUILDERS)}")
@@ -270,11 +262,9 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
                 problems += _check_relative(item["extract_to"], f"{where} extract_to")
     catalogue = raw.get("catalogue")
     if m.kind == "dataset" and isinstance(catalogue, dict):
-        problems += [
-            f"{src} [catalogue]: missing required key {key!r}"
-            for key in ("file", "id_str", "file_loc")
-            if key not in catalogue
-        ]
+        for key in ("file", "id_str", "file_loc"):
+            if key not in catalogue:
+                problems.append(f"{src} [catalogue]: missing required key {key!r}")
         files = catalogue.get("file", [])
         for file in files if isinstance(files, list) else [files]:
             if file not in seen:

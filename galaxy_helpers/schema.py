@@ -4,8 +4,6 @@ A *schema* lists a tree's questions, their answers, and which answer leads to wh
 Catalogues hold one vote-count column per answer, ``<question>_<answer>``; unasked questions
 hold 0 votes, never NaN, so they contribute nothing to the loss.
 
-Examples
---------
 >>> from galaxy_helpers.schema import DECALS_DR5
 >>> DECALS_DR5.n_questions, DECALS_DR5.n_answers
 (10, 34)
@@ -37,15 +35,9 @@ class UnknownQuestionError(KeyError, ValueError):
 
 @dataclass(frozen=True)
 class Question:
-    """One question of a decision tree.
-
-    Parameters
-    ----------
-    name, answers : str, tuple of str
-        Question and answer names as used in column names (``"bar-dr5"``, ``("strong", ...)``).
-    requires : tuple of (question, answer) pairs
-        The question is asked when *any* of these answers was given. Empty: always asked.
-    """
+    """One question of a decision tree: ``name`` and ``answers`` as in column names
+    (``"bar-dr5"``, ``("strong", ...)``); asked when *any* of the ``requires`` (question, answer)
+    pairs was answered so (empty: always asked)."""
 
     name: str
     answers: tuple[str, ...]
@@ -59,15 +51,8 @@ class Question:
 
 @dataclass(frozen=True)
 class Schema:
-    """A decision tree: questions in an order where every question follows its parents.
-
-    Parameters
-    ----------
-    name, questions : str, tuple of Question
-        Short name (``"decals_dr5"``) and the questions, parents first.
-    suffix : str
-        Release suffix of the question names (``"-dr5"``); column names without it are aliases.
-    """
+    """A decision tree: a short ``name`` (``"decals_dr5"``), its ``questions`` (parents first) and
+    the release ``suffix`` of their names (``"-dr5"``; column names without it are aliases)."""
 
     name: str
     questions: tuple[Question, ...]
@@ -140,17 +125,6 @@ class Schema:
             )
         return [c for c in self.questions if (q.name, answer) in c.requires]
 
-    def column_aliases(self) -> dict[str, str]:
-        """Map every accepted spelling of a column to its canonical name."""
-        aliases = {}
-        for q in self.questions:
-            bare = q.name.removesuffix(self.suffix)
-            for a in q.answers:
-                canonical = f"{q.name}_{a}"
-                aliases[canonical] = canonical
-                aliases[f"{bare}_{a}"] = canonical
-        return aliases
-
 
 def _q(name, answers, *requires):
     return Question(name, tuple(answers), tuple(requires))
@@ -210,7 +184,12 @@ def canonical_columns(df: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> pd
 
     Raises ValueError if both spellings of one column are present with different values.
     """
-    aliases = get_schema(schema).column_aliases()
+    schema = get_schema(schema)
+    aliases = {
+        f"{q.name.removesuffix(schema.suffix)}_{a}": f"{q.name}_{a}"
+        for q in schema.questions
+        for a in q.answers
+    }
     rename = {}
     for col in df.columns:
         target = aliases.get(col, col)
@@ -237,7 +216,6 @@ def vote_counts(data: pd.DataFrame | np.ndarray, schema: str | Schema = DECALS_D
     data : pandas.DataFrame or numpy.ndarray
         Vote-count columns (either spelling), or an array already in answer order.
     schema : str or Schema
-        The decision tree.
 
     Raises
     ------
