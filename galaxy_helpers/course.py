@@ -1,15 +1,11 @@
 """Notebook bookkeeping: every notebook starts a run and ends by writing its metrics file.
 
-A notebook starts with ``run = course.start_notebook("NN_short_name", output_dir=output_dir)``
-and ends with ``run.write_metrics({...})``, which writes
-``<output_dir>/metrics/<NN_short_name>.json`` with ``runtime_s`` added. ``$GALAXY_COURSE_OUTPUT``
-(set by the course runner and the test suite for their kernels) replaces ``output_dir``, so a
-notebook run with its own defaults (as nbval runs it) writes where the run asked. The command
-line is the course tools' (:mod:`galaxy_helpers.notebooks`):
+``run = course.start_notebook("NN_short_name", output_dir=output_dir)`` starts it and
+``run.write_metrics({...})`` writes ``<output_dir>/metrics/<NN_short_name>.json`` with
+``runtime_s`` added; ``$GALAXY_COURSE_OUTPUT`` (set by the course runner and the test suite)
+replaces ``output_dir``. Command line (:mod:`galaxy_helpers.notebooks`):
 ``python -m galaxy_helpers.course run --output course_output [--only 01 02]``.
 
-Examples
---------
 >>> from galaxy_helpers import course
 >>> run = course.start_notebook("01_meet_the_galaxies", output_dir="/tmp/course_output")
 >>> path = run.write_metrics({"n_galaxies": 2000, "headline": {"galaxies": 2000}}, show=False)
@@ -62,16 +58,12 @@ class NotebookRun:
 
         Parameters
         ----------
-        metrics : mapping
-            Numbers the notebook's issue names. The optional key ``headline``
-            (``{label: number}``) feeds the course summary table.
-        show : bool
-            Print the written JSON (the last output a reader sees in the notebook).
+        metrics : the notebook's numbers; optional ``headline`` ``{label: number}`` (summary table).
+        show : print the written JSON (the last output a reader sees in the notebook).
 
         Returns
         -------
-        pathlib.Path
-            The metrics file.
+        pathlib.Path, the metrics file.
         """
         if not isinstance(metrics, Mapping):
             raise TypeError(
@@ -99,17 +91,13 @@ def start_notebook(name: str, output_dir: str | os.PathLike = "../course_output"
 
     Parameters
     ----------
-    name : str
-        The notebook's file stem, e.g. ``"01_meet_the_galaxies"``.
-    output_dir : str or path
-        Course output folder (relative to the notebook's folder when run from Jupyter);
-        ``$GALAXY_COURSE_OUTPUT`` replaces it when set. Metrics go to
-        ``<output_dir>/metrics/<name>.json``; later cells write under ``run.output_dir``.
+    name : the notebook's file stem, e.g. ``"01_meet_the_galaxies"``.
+    output_dir : course output folder (relative to the notebook's folder); ``$GALAXY_COURSE_OUTPUT``
+        replaces it when set. Later cells write under ``run.output_dir``.
 
     Returns
     -------
-    NotebookRun
-        Call ``run.write_metrics({...})`` in the notebook's last cell.
+    NotebookRun; call ``run.write_metrics({...})`` in the notebook's last cell.
     """
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
         raise ValueError(
@@ -130,13 +118,11 @@ def load_metrics(output_dir: str | os.PathLike) -> dict[str, dict]:
 
     Parameters
     ----------
-    output_dir : str or path
-        The course output folder (holds ``metrics/``).
+    output_dir : the course output folder (holds ``metrics/``).
 
     Returns
     -------
-    dict
-        ``{notebook stem: metrics dict}``.
+    dict, ``{notebook stem: metrics dict}``.
     """
     folder = Path(output_dir) / "metrics"
     return {p.stem: read_json(p, what="metrics file") for p in sorted(folder.glob("*.json"))}

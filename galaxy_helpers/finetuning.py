@@ -298,8 +298,7 @@ def _encode_classes(values: pd.Series, stated: Sequence | None = None) -> tuple[
 def _stratified_split(
     y: np.ndarray, val_fraction: float, rng: np.random.Generator, classification: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, val); every class with >= 2 members gets >= 1 validation galaxy (which
-    ``train_test_split(stratify=y)`` does not promise)."""
+    """Indices (train, val); unlike ``train_test_split``, each class of >= 2 gets a val galaxy."""
     n = len(y)
     if val_fraction <= 0 or n < 3:
         return np.arange(n), np.zeros(0, dtype=np.int64)
@@ -359,11 +358,9 @@ def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfi
 
 
 def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> tuple[float, dict]:
-    """Pick the head's L2 penalty from ``cfg.head_l2_grid`` by stratified cross-validation.
-
-    Balanced accuracy over ``min(5, smallest class)`` folds (regression: mean squared error),
-    ties to the stronger penalty. Returns ``(l2, {candidate: mean score})``.
-    """
+    """Pick the head's L2 penalty from ``cfg.head_l2_grid`` by stratified cross-validation
+    (balanced accuracy over ``min(5, smallest class)`` folds; regression: mean squared error),
+    ties to the stronger penalty. Returns ``(l2, {candidate: mean score})``."""
     grid = sorted(float(v) for v in cfg.head_l2_grid)
     if len(grid) == 1:
         return grid[0], {}
@@ -386,13 +383,7 @@ def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> 
 
 
 def _fit_head_steps(
-    X: np.ndarray,
-    y: np.ndarray,
-    n_out: int,
-    cfg: FinetuneConfig,
-    steps: int,
-    X_val: np.ndarray | None = None,
-    y_val: np.ndarray | None = None,
+    X, y, n_out: int, cfg: FinetuneConfig, steps: int, X_val=None, y_val=None
 ) -> tuple[Head, int, list[float]]:
     """Full-batch Adam with an L2 penalty; early stopping on a validation set, if given."""
     torch.manual_seed(cfg.seed)

@@ -313,7 +313,6 @@ def _run_head(feats, y, train_idx, test, n_classes, cfg) -> dict:
 def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) -> dict:
     import timm
 
-    n_classes = len(classes)
     ytr = y[train_idx]
     tr, va = ft._stratified_split(ytr, cfg.val_fraction, np.random.default_rng(cfg.seed), True)
     if pretrained:
@@ -323,7 +322,7 @@ def _run_full(src, feats, images, y, train_idx, test, classes, cfg, pretrained) 
         arch = ft._arch(src.architecture)
         encoder = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=src.channels)
         description = f"randomly initialised {src.architecture}"
-    head = ft._start_head(feats[train_idx], ytr, tr, va, n_classes, cfg)
+    head = ft._start_head(feats[train_idx], ytr, tr, va, len(classes), cfg)
     meta = {"task": "classification", "classes": classes, "label_column": "?"}
     model = ft._new_model(src, {**meta, "encoder_source": description}, head, encoder)
     imgs = images[train_idx]
