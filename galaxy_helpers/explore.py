@@ -1,7 +1,8 @@
 """Behind notebook 01 (meet the galaxies): the decision tree as a picture, and what votes look like.
 
-Every function takes a catalogue in the course's contract (vote counts in either spelling;
-synthetic skies add ``truth_*`` and ``tag_*``) and returns a table, a number or a figure.
+Every function takes a ``catalogue`` in the course's contract (vote counts in either spelling;
+synthetic skies add ``truth_*``, which the truth figures need, and ``tag_*``) and its ``schema``
+(the decision tree, a Schema or its name), and returns a table, a number or a figure.
 """
 
 from __future__ import annotations
@@ -72,11 +73,7 @@ def _tree_depths(schema: Schema) -> dict[str, int]:
 
 
 def tree_table(schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
-    """The decision tree as a table, one row per question.
-
-    Parameters
-    ----------
-    schema : Schema or name.
+    """The decision tree (a Schema or its name) as a table, one row per question.
 
     Returns
     -------
@@ -108,7 +105,6 @@ def draw_decision_tree(
 
     Parameters
     ----------
-    schema : Schema or name.
     catalogue : optional; each box then says for what share of galaxies its question was asked.
     figsize : (width, height) in inches.
 
@@ -134,7 +130,6 @@ def draw_decision_tree(
         x = 0.02 + d * (0.96 - box_w) / max(n_levels - 1, 1)
         for i, name in enumerate(names):
             pos[name] = (x, 1 - (i + 1) / (len(names) + 1))
-
     fig, ax = plt.subplots(figsize=figsize)
     ax.set(xlim=(0, 1), ylim=(0, 1))
     ax.axis("off")
@@ -155,9 +150,7 @@ def draw_decision_tree(
             note = f"asked for {asked_share[qi]:.0%} of galaxies"
         if note:
             ax.text(x + box_w - 0.004, bottom + 0.008, note, **note_style)
-
     arrow = {"arrowstyle": "-|>", "color": "0.35", "lw": 1.2, "shrinkA": 2, "shrinkB": 2}
-    arrow["connectionstyle"] = "arc3,rad=0.0"
     label_style = {"fontsize": 7.5, "ha": "center", "va": "center", "color": "0.15"}
     label_style["bbox"] = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "0.7"}
     for q in schema.questions:
@@ -186,14 +179,12 @@ def question_summary(
 
     Parameters
     ----------
-    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
     min_votes : a question counts as asked for a galaxy with at least this many votes.
 
     Returns
     -------
-    DataFrame indexed by question: ``asked_of``, ``share_asked``, ``mean_votes`` (zeros
-    included), ``mean_votes_when_asked`` and ``share_of_volunteers`` (its votes over the
-    volunteers who saw the galaxy: how far down the tree they get).
+    DataFrame indexed by question: ``asked_of``, ``share_asked``, ``mean_votes``,
+    ``mean_votes_when_asked`` and ``share_of_volunteers`` (how far down the tree they get).
     """
     schema = get_schema(schema)
     totals = total_votes(vote_counts(catalogue, schema), schema).astype(float)
@@ -218,11 +209,6 @@ def galaxy_votes(
     catalogue: pd.DataFrame, index: int, schema: str | Schema = DECALS_DR5
 ) -> pd.DataFrame:
     """The votes of one galaxy (row position ``index``), one row per answer.
-
-    Parameters
-    ----------
-    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
-    index : row position.
 
     Returns
     -------
@@ -256,17 +242,14 @@ def unasked_example(
 ) -> int:
     """Row of a clear galaxy that many volunteers saw but nobody was asked ``question`` about.
 
-    Preferred: unanimous on the first question, then most volunteers, brightest, first row.
-
     Parameters
     ----------
-    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
     question : question name (either spelling).
     min_volunteers : the galaxy was classified by at least this many volunteers.
 
     Returns
     -------
-    int, a row position.
+    int, a row position (unanimous on question 1 first, then most volunteers, brightest).
     """
     schema = get_schema(schema)
     qi = schema.question_index(schema.question(question).name)
@@ -281,10 +264,8 @@ def unasked_example(
         )
     a, b = schema.answer_slices[0]
     unanimous = counts[rows, a:b].max(axis=1) == volunteers[rows]
-    if "truth_magnitude" in catalogue.columns:
-        brightness = -catalogue["truth_magnitude"].to_numpy(float)[rows]
-    else:
-        brightness = np.zeros(len(rows))
+    magnitude = catalogue.get("truth_magnitude", pd.Series(0.0, index=catalogue.index))
+    brightness = -magnitude.to_numpy(float)[rows]
     # lexsort: the last key is the primary one; -arange prefers the first row on ties
     order = np.lexsort((-np.arange(len(rows)), brightness, volunteers[rows], unanimous))
     return int(rows[order[-1]])
@@ -292,10 +273,6 @@ def unasked_example(
 
 def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5):
     """Volunteers per galaxy (histogram) and, per question, the share of galaxies asked it.
-
-    Parameters
-    ----------
-    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
 
     Returns
     -------
@@ -314,7 +291,6 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
     left.text(30.5, left.get_ylim()[1] * 0.9, share30, color="tab:red", fontsize=9)
     left.set(xlabel="volunteers who classified the galaxy", ylabel="galaxies")
     left.set_title(f"Volunteers per galaxy (median {np.median(volunteers):.0f})")
-
     y = np.arange(len(summary))
     right.barh(y, summary["share_asked"], color="tab:green", alpha=0.8, label="asked (>= 1 vote)")
     clicks = {"color": "tab:orange", "alpha": 0.8, "height": 0.4}
@@ -329,8 +305,7 @@ def plot_vote_distribution(catalogue: pd.DataFrame, schema: str | Schema = DECAL
 
 
 def _fractions_by_truth(catalogue: pd.DataFrame, question: str, schema: Schema) -> pd.DataFrame:
-    """Mean vote fraction of each answer (columns) among the galaxies asked, by true answer
-    (rows), plus ``n_galaxies``; a perfect crowd gives the identity matrix."""
+    """Mean vote fraction per answer (columns) of the galaxies asked, by true answer (rows)."""
     _require_truth(catalogue, "plot_fractions_by_truth")
     q = schema.question(question)
     counts = vote_counts(catalogue, schema)
@@ -354,12 +329,7 @@ def plot_fractions_by_truth(
     questions: Sequence[str] = DEFAULT_TRUTH_QUESTIONS,
     schema: str | Schema = DECALS_DR5,
 ):
-    """Heat maps, one per question: the mean vote fraction of each answer, by true answer.
-
-    Parameters
-    ----------
-    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
-    questions : question names.
+    """Heat maps, one per question name: the mean vote fraction of each answer, by true answer.
 
     Returns
     -------
@@ -372,9 +342,8 @@ def plot_fractions_by_truth(
         raise ValueError("plot_fractions_by_truth needs at least one question")
     tables = [_fractions_by_truth(catalogue, q, schema) for q in questions]
     widths = [max(len(t.columns) - 1, 2) for t in tables]
-    fig, axes = plt.subplots(
-        1, len(tables), figsize=(sum(widths) * 1.25 + 1.5, 3.6), width_ratios=widths, squeeze=False
-    )
+    size = (sum(widths) * 1.25 + 1.5, 3.6)
+    fig, axes = plt.subplots(1, len(tables), figsize=size, width_ratios=widths, squeeze=False)
     for ax, table, question in zip(axes[0], tables, questions, strict=True):
         values = table.drop(columns="n_galaxies").to_numpy(float)
         ax.imshow(values, vmin=0, vmax=1, cmap="Blues")
@@ -398,7 +367,6 @@ def plot_faint_drift(catalogue: pd.DataFrame, n_bins: int = 8, schema: str | Sch
 
     Parameters
     ----------
-    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
     n_bins : magnitude bins (equal numbers of galaxies).
 
     Returns
@@ -444,8 +412,6 @@ def confident_vs_truth(
 
     Parameters
     ----------
-    catalogue, schema : a synthetic catalogue (``truth_*`` columns) and its tree.
-    question : question name.
     min_votes, min_fraction : as in :func:`galaxy_helpers.schema.confident_answer`.
 
     Returns
@@ -470,10 +436,6 @@ def confident_vs_truth(
 
 def load_real_examples(name: str = "gz_decals_examples") -> pd.DataFrame | None:
     """A real Galaxy Zoo dataset from the cache or mirror (never downloads), else None and how.
-
-    Parameters
-    ----------
-    name : dataset manifest name.
 
     Returns
     -------
@@ -522,7 +484,6 @@ def real_beside_synthetic(
 
     Parameters
     ----------
-    catalogue : a synthetic catalogue (``truth_*`` columns).
     examples : ``data.load_dataset("gz_decals_examples")``.
     columns : canonical DR5 answer columns; default every answer with a real example.
     per_side : galaxies on each side.
@@ -559,23 +520,14 @@ def real_beside_synthetic(
         names = [f"synthetic, {fractions[i, col]:.2f}" for i in picks]
         files = catalogue["file_loc"].to_numpy()[picks]
         _side(images, titles, files, names, per_side, image_size, "(no synthetic example)")
-    return galaxy_grid(
-        np.stack(images),
-        titles=titles,
-        ncols=2 * per_side,
-        size=1.5,
-        ax_titles_fontsize=7,
-        suptitle="Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right)\n"
-        "synthetic titles: the volunteers' vote fraction for the answer",
-    )
+    suptitle = "Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right)\n"
+    suptitle += "synthetic titles: the volunteers' vote fraction for the answer"
+    grid = {"ncols": 2 * per_side, "size": 1.5, "ax_titles_fontsize": 7}
+    return galaxy_grid(np.stack(images), titles=titles, suptitle=suptitle, **grid)
 
 
 def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
     """Galaxies carrying each ``tag_<name>`` column.
-
-    Parameters
-    ----------
-    catalogue : DataFrame.
 
     Returns
     -------
@@ -591,15 +543,10 @@ def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
 def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> dict:
     """The numbers notebook 01 records: size, tags and how many volunteers there were.
 
-    Parameters
-    ----------
-    catalogue, schema : a catalogue (vote counts in either spelling) and its tree.
-
     Returns
     -------
     dict: ``n_galaxies``, ``tag_counts``, ``mean_votes_per_galaxy``, ``median_votes_per_galaxy``,
-    ``fraction_ge_30_votes`` (volunteers), ``mean_total_votes_per_galaxy`` (clicks over all
-    questions) and ``share_asked`` per question.
+    ``fraction_ge_30_votes``, ``mean_total_votes_per_galaxy`` (clicks) and ``share_asked``.
     """
     schema = get_schema(schema)
     volunteers = _volunteers(catalogue, schema)

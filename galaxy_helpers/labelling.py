@@ -1,18 +1,11 @@
 """Score galaxies 0 to 5 in a notebook without ever losing a label (notebook 05).
 
 :class:`LabelSession` keeps the labels in an append-only JSON-lines file (a header, then one
-``label``, ``undo`` or ``catalogue`` record per line); :class:`LabellingWidget` is a thin
-ipywidgets layer over a session and an active learner (``anomaly.ActiveLearner``).
-
-Guarantees (README "Reliability"): a label is fsynced before ``label()`` returns and history is
-never rewritten, so reopening the file resumes exactly; every append holds an exclusive
-``fcntl.flock`` and first replays what other sessions appended, so two tabs interleave whole
-records and an undo names the record it takes back; a last line cut off by a crash is moved to
-``<file>.crash-cut`` with a warning; a corrupt or foreign file, another user's file and a
-catalogue that lost labelled galaxies raise errors naming the file, line or galaxies.
+``label``, ``undo`` or ``catalogue`` record per line), fsynced before ``label()`` returns and
+appended under ``fcntl.flock`` after replaying other tabs' records (README "Reliability");
+:class:`LabellingWidget` is an ipywidgets layer over a session and ``anomaly.ActiveLearner``.
 
 >>> session = LabelSession("labels.jsonl", user="ada", catalogue=catalogue)  # doctest: +SKIP
->>> session.label("J1234", 4)                                                # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -115,15 +108,13 @@ class LabelSession:
     user : who is labelling, written with every record.
     catalogue : DataFrame with ``id_str``, optional; only its galaxies can be labelled.
     on_catalogue_change : ``"error"`` (default) raises :class:`CatalogueChangedError` when
-        labelled galaxies left ``catalogue``; ``"keep"`` continues without them (they stay in
-        the file, listed in ``missing_ids``).
+        labelled galaxies left ``catalogue``; ``"keep"`` keeps them aside in ``missing_ids``.
     allow_other_users : let ``user`` add to a file another user started.
 
     Attributes
     ----------
     labels : dict id_str -> score, the current labels in the order first given.
     records : list of LabelRecord, the whole history (undos included).
-    missing_ids : labelled ids not in ``catalogue`` (with ``"keep"``).
     """
 
     def __init__(
@@ -306,9 +297,7 @@ class LabelSession:
                 self._stack.append(rid)
         else:
             target_line = obj.get("undoes_line")
-            target = obj.get("undoes")
-            if target is None:  # version 1: the line number is all we have
-                target = f"line{target_line}"
+            target = obj.get("undoes") or f"line{target_line}"  # version 1 names only the line
             label = self._by_rid.get(str(target))
             if (
                 label is None
@@ -403,7 +392,6 @@ class LabelSession:
 
         Parameters
         ----------
-        id_str : the galaxy.
         score : whole number 0 to 5.
 
         Returns
@@ -455,18 +443,15 @@ class LabelSession:
 class LabellingWidget:
     """Score galaxies with buttons while a Gaussian process learns what interests you.
 
-    Each galaxy of the learner's batch has buttons 0..5; "Retrain and show next batch" refits on
-    every label, "Undo last" takes one back. Keys (in the shortcut box): ``0``-``5`` score the
-    framed galaxy, ``u`` undoes, ``n`` retrains. CSS classes for browser tests:
-    ``galaxy-score-<n>``, ``galaxy-card``, ``galaxy-retrain``, ``galaxy-undo``, ``galaxy-keys``.
+    Buttons 0..5 per galaxy, "Retrain and show next batch", "Undo last"; keys in the shortcut
+    box: ``0``-``5`` score the framed galaxy, ``u`` undoes, ``n`` retrains. CSS classes for
+    browser tests: ``galaxy-`` + ``score-<n>``, ``card``, ``retrain``, ``undo`` or ``keys``.
 
     Parameters
     ----------
-    session : LabelSession.
     catalogue : DataFrame with ``id_str`` and ``file_loc``, in the row order of ``features``.
     features : ``(N, D)`` representation of every catalogue galaxy.
-    learner : ``fit`` / ``update`` / ``predict`` / ``next_batch``; default
-        ``anomaly.ActiveLearner()``.
+    learner : ``fit`` / ``update`` / ``predict`` / ``next_batch``; default ``ActiveLearner()``.
     batch_size : galaxies per batch (10 in the paper).
     image_size : pixels per thumbnail.
     top_n : galaxies in the "current top" gallery.
@@ -511,7 +496,6 @@ class LabellingWidget:
         self.batch: list[int] = []
         self.buttons: dict[str, list] = {}
         self.cursor = self.n_retrains = 0
-
         self.progress = W.HTML()
         columns = f"repeat(5, {self.image_size + 40}px)"
         self.grid = W.GridBox(layout=W.Layout(grid_template_columns=columns))

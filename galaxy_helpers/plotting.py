@@ -46,13 +46,10 @@ def galaxy_grid(
 
     from .images import read_image
 
-    if isinstance(images, np.ndarray) and images.ndim == 4:
-        items = list(images)
-    else:
-        items = [
-            read_image(x, image_size) if isinstance(x, (str, os.PathLike)) else np.asarray(x)
-            for x in images
-        ]
+    items = [
+        read_image(x, image_size) if isinstance(x, (str, os.PathLike)) else np.asarray(x)
+        for x in images
+    ]
     n = len(items)
     if n == 0:
         raise ValueError("galaxy_grid needs at least one image.")
@@ -107,18 +104,14 @@ def ranked_grid(
     images : catalogue (``file_loc``; ``id_str`` for ``exclude_ids``), paths or uint8 array.
     scores : one score per galaxy or a catalogue column (None with ``order``); NaN never shown.
     k : how many galaxies to show.
-    pick : ``"top"`` (highest first), ``"bottom"`` (lowest first) or ``"spread"`` (``k``
-        evenly spaced along the ranking, lowest first).
-    order : positions best first (e.g. ``anomaly.ranking``) instead of sorting ``scores``;
-        ``"bottom"`` reads it backwards.
-    titles : a format string (fields ``score``, ``rank`` and, for a catalogue, its columns)
-        or one title per galaxy; default ``"{score:.2f}"`` (none without scores).
+    pick : ``"top"``, ``"bottom"`` or ``"spread"`` (``k`` evenly spaced, lowest first).
+    order : positions best first (e.g. ``anomaly.ranking``); ``"bottom"`` reads it backwards.
+    titles : format string (``score``, ``rank``, columns; default ``"{score:.2f}"``) or a list.
     highlight : framed galaxies: a catalogue column or one flag per galaxy.
     exclude_ids : ``id_str`` values not to show (e.g. the galaxies a model was trained on).
     kind : ``np.argsort``'s sort kind for tied scores (``"stable"``: catalogue order).
     ncols : images per row.
-    suptitle : figure title, formatted with ``n`` (galaxies shown) and ``framed`` (the
-        fraction of them highlighted); write ``{{``/``}}`` for literal braces.
+    suptitle : figure title, formatted with ``n`` (shown) and ``framed`` (share highlighted).
     **grid_options : passed to :func:`galaxy_grid` (``size``, ``image_size``, ...).
 
     Returns
@@ -163,7 +156,6 @@ def ranked_grid(
         shown = order[np.linspace(0, len(order) - 1, min(k, len(order))).astype(int)]
     else:
         shown = order[:k]
-
     if titles is None and scores is not None:
         titles = "{score:.2f}"
     labels = None
@@ -187,12 +179,9 @@ def ranked_grid(
         flags = flags.fillna(0).astype(bool).to_numpy()[shown].tolist()
     framed = float(np.mean(flags)) if flags else float("nan")
     pictures = table["file_loc"].to_numpy() if table is not None else images
+    picked = pictures[shown] if isinstance(pictures, np.ndarray) else [pictures[i] for i in shown]
+    title = suptitle.format(n=len(shown), framed=framed) if suptitle else None
     fig = galaxy_grid(
-        pictures[shown] if isinstance(pictures, np.ndarray) else [pictures[i] for i in shown],
-        titles=labels,
-        ncols=ncols,
-        highlight=flags,
-        suptitle=suptitle.format(n=len(shown), framed=framed) if suptitle else None,
-        **grid_options,
+        picked, titles=labels, ncols=ncols, highlight=flags, suptitle=title, **grid_options
     )
     return fig, shown

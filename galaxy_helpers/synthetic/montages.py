@@ -66,12 +66,10 @@ def montage_by_answer(
 ):
     """Figure: ``per_answer`` galaxies whose truth is each answer of the DECaLS DR5 tree.
 
-    Among a random shortlist of each answer's galaxies, those with the highest vote fraction.
-
     Parameters
     ----------
     catalogue : a synthetic catalogue (needs ``truth_*`` columns and vote counts).
-    per_answer : galaxies per answer.
+    per_answer : galaxies per answer (of a random shortlist, those with the highest fraction).
     seed : which examples are drawn.
     answers_per_row : answers side by side in one row of the figure.
     render_size : re-render the chosen galaxies at this size instead of reading their files.

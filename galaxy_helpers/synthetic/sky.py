@@ -63,8 +63,7 @@ def make_sky(
     Parameters
     ----------
     config : a :class:`SkyConfig` (default ``SkyConfig()``: 5,000 galaxies, 64 px, seed 1).
-    cache_dir : root of caches (default ``core.cache_dir()``); the sky is written atomically
-        to :func:`sky_dir` (``images/``, ``catalogue.parquet``, ``config.json``).
+    cache_dir : root of caches (default ``core.cache_dir()``); the sky goes to :func:`sky_dir`.
     progress : show a progress bar while rendering.
     workers : rendering processes (default: 2 for big skies, else 1); the result is the same.
     **overrides : SkyConfig fields, e.g. ``make_sky(n_galaxies=500, image_size=224)``.
@@ -115,7 +114,6 @@ def _build(config: SkyConfig, final: Path, tmp: Path, progress: bool, workers) -
     with tqdm(total=n, desc=desc, unit="img", disable=not progress) as bar, pool as executor:
         for done in (executor.map if executor else map)(_render_chunk, jobs):
             bar.update(done)
-
     files = [str(final / "images" / f"{i}.png") for i in ids]
     cat = pd.DataFrame({"id_str": ids, "file_loc": files})
     votes = pd.DataFrame(counts, columns=DECALS_DR5.answer_columns)
