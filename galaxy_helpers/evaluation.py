@@ -1,10 +1,6 @@
-"""How good is a model trained on votes? Numbers and figures for learners.
+"""How good is a model trained on votes: per-question error against a mean-fraction baseline,
+accuracy on confident galaxies, calibration, and the galaxies it gets most wrong.
 
-Per question: vote-fraction error next to a mean-fraction baseline, accuracy on confident
-galaxies; calibration of the predicted fractions; the galaxies the model gets most wrong.
-
-Examples
---------
 >>> result = evaluate(model, sky[sky.split == "test"], baseline_catalogue=sky[sky.split == "train"])
 >>> result.per_question            # one row per question
 >>> result.summary()               # the numbers notebook 02 records
@@ -427,10 +423,6 @@ def plot_history(history, ax=None):
     ----------
     history : ``training.History`` of a run.
     ax : matplotlib Axes to draw in (default: a new figure).
-
-    Returns
-    -------
-    matplotlib Figure
     """
     import matplotlib.pyplot as plt
 

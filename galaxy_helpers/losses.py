@@ -1,17 +1,13 @@
-"""The Dirichlet-Multinomial loss: learning from raw Galaxy Zoo vote counts.
+"""The Dirichlet-Multinomial loss on raw Galaxy Zoo vote counts (Walmsley et al. 2022).
 
-Galaxy Zoo does not give one label per galaxy: it gives, for every question of a decision
-tree, how many volunteers chose each answer. Walmsley et al. (2022) train on those counts
-directly. For each question the network predicts Dirichlet concentrations ``a_1..a_m``; the
-probability of the observed counts ``k_1..k_m`` (``N = sum k``, ``A = sum a``) is the
-Dirichlet-Multinomial::
+Per question the network predicts Dirichlet concentrations ``a_1..a_m``; the probability of
+the counts ``k_1..k_m`` (``N = sum k``, ``A = sum a``) is::
 
     log p(k | a) = lgamma(N+1) + lgamma(A) - lgamma(N+A)
                    - sum_i [ lgamma(k_i+1) + lgamma(a_i) - lgamma(k_i+a_i) ]
 
-The loss is ``-log p`` summed over the questions of the schema and averaged over the batch.
-A question nobody was asked (``N = 0``) contributes exactly 0, which is how the tree's
-unasked questions are handled without any masking in the data.
+The loss is ``-log p`` summed over questions, averaged over the batch; an unasked question
+(``N = 0``) contributes exactly 0, so the data needs no masking.
 """
 
 from __future__ import annotations
@@ -74,8 +70,7 @@ def dirichlet_multinomial_log_prob(
 
     Returns
     -------
-    torch.Tensor (B, n_questions), exactly 0 for questions with no votes; float64 (float32 on
-    MPS) for stability with large counts.
+    torch.Tensor (B, n_questions), 0 where a question has no votes; float64 (float32 on MPS).
     """
     concentrations = torch.as_tensor(concentrations)
     # float64 keeps lgamma differences exact for counts in the thousands, at negligible cost
@@ -157,8 +152,7 @@ def toy_loss_table(votes, predictions: dict):
 
     Returns
     -------
-    DataFrame, one row per prediction: concentrations, implied fractions, total concentration
-    and the loss ``-log p``.
+    DataFrame, one row per prediction: concentrations, fractions, total and ``-log p``.
     """
     import pandas as pd
 
@@ -183,8 +177,6 @@ def toy_loss_table(votes, predictions: dict):
 
 def loss_by_question(catalogue, concentrations=None, schema=None, labels=None):
     """Each galaxy's loss, question by question (0 where a question was not asked).
-
-    So catalogues with votes on different questions (Galaxy Zoo 2, synthetic) train together.
 
     Parameters
     ----------
@@ -216,8 +208,7 @@ def loss_by_question(catalogue, concentrations=None, schema=None, labels=None):
 
 
 def plot_toy_loss(votes, totals=(3.0, 10.0, 30.0, 100.0), ax=None):
-    """Loss of a two-answer question against the predicted fraction of the first answer, for
-    several total concentrations; returns the matplotlib Figure."""
+    """Loss of a two-answer question against its predicted first fraction; returns a Figure."""
     import matplotlib.pyplot as plt
 
     votes = np.asarray(votes, dtype=np.float64)

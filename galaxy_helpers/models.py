@@ -50,8 +50,7 @@ class CheckpointError(ValueError):
 
 
 class DirichletHead(nn.Module):
-    """Linear layer -> one Dirichlet concentration per answer, ``sigmoid(x) * 100 + 1`` as in
-    Zoobot (below 1 the mass goes to the simplex corners; a few votes cannot justify > 100)."""
+    """Linear -> one concentration per answer, ``sigmoid(x) * 100 + 1`` as in Zoobot."""
 
     def __init__(self, in_features: int, n_answers: int, dropout: float = 0.0):
         super().__init__()
@@ -257,7 +256,7 @@ def encode_images(model: GalaxyModel, images, batch_size=64, device=None, progre
 
     Returns
     -------
-    ndarray ``(N, representation_dim)``
+    ndarray ``(N, representation_dim)``.
     """
     prep = _preprocessing(model, **prep)
     return _run_in_batches(
@@ -311,8 +310,7 @@ def save_checkpoint(
     ----------
     model : GalaxyModel (a DistributedDataParallel wrapper is unwrapped).
     path : destination without suffix (a ``.safetensors`` suffix is accepted).
-    metadata : extra entries (image_size, mean, std, data, metrics...); the model's own
-        architecture, schema and channels are filled in.
+    metadata : extra entries (image_size, mean, std, data, metrics...) beside the model's own.
     half : store weights as float16 (loaded back as float32).
 
     Returns
@@ -450,8 +448,7 @@ def check_metadata(meta: dict) -> list[str]:
 
 
 def read_checkpoint_metadata(path, error: type[Exception], what: str) -> tuple[Path, Path, dict]:
-    """``(weights_path, meta_path, metadata)`` of a safetensors + JSON pair; raises ``error``
-    naming the file when one is missing (``what``: what the pair should be) or is damaged."""
+    """``(weights_path, meta_path, metadata)``; ``error`` names a missing or damaged file."""
     weights_path, meta_path = checkpoint_paths(path)
     _finish_interrupted_save(weights_path, meta_path)
     for p in (weights_path, meta_path):
@@ -494,8 +491,7 @@ def _finish_interrupted_save(weights_path: Path, meta_path: Path) -> None:
 def load_weights(
     model: nn.Module, weights_path: Path, error: type[Exception], expected: str, hint: str
 ) -> None:
-    """Read safetensors weights into ``model`` (cast to its dtypes), refusing any that do not
-    fit; ``expected`` describes the model for the message, ``hint`` what to check."""
+    """Read safetensors weights into ``model`` (its dtypes), refusing any that do not fit."""
     from safetensors.torch import load_file
 
     try:

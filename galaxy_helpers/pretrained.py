@@ -58,10 +58,6 @@ def local_model_dir(hub_id: str, cache_dir: str | os.PathLike | None = None) -> 
     ----------
     hub_id : ``"hf_hub:mwalmsley/zoobot-encoder-convnext_nano"`` (or without the prefix).
     cache_dir : cache root; default :func:`galaxy_helpers.core.cache_dir`.
-
-    Returns
-    -------
-    Path
     """
     root = Path(cache_dir) / "models" if cache_dir is not None else core.cache_dir("models")
     return root / _repo_name(hub_id)
@@ -231,14 +227,12 @@ def load_pretrained_encoder(
     cache_dir : course cache root, searched for ``models/<repo>/``.
     mirror : mirror root (default ``GALAXY_DATA_MIRROR``), searched for ``zoobot_encoders/<repo>/``.
     offline : never use the network (default: ``GALAXY_DATA_OFFLINE`` or ``HF_HUB_OFFLINE``).
-    preprocessing : ``"zoobot"`` (:func:`zoobot_preprocessing`) or ``"timm"`` (the model
-        config's mean/std at any size); course checkpoints keep their own.
+    preprocessing : ``"zoobot"`` (:func:`zoobot_preprocessing`) or ``"timm"`` (its mean/std).
 
     Returns
     -------
-    models.GalaxyModel with ``schema=None``, in eval mode; ``model.metadata`` holds what
-    ``images.load_images`` / ``to_tensor`` need, ``preprocessing``, ``source`` and, for local
-    files, ``weights_sha256``.
+    models.GalaxyModel with ``schema=None``, in eval mode; ``metadata`` holds what the image
+    loaders need, ``preprocessing``, ``source`` and (local files) ``weights_sha256``.
 
     Raises
     ------

@@ -110,10 +110,7 @@ def train_or_load(
     cache: bool = True,
     refresh: bool = False,
 ):
-    """:func:`train`, or load an identical earlier run from ``core.cache_dir("models")``.
-
-    The key hashes the config (minus runtime-only fields), the tree and the catalogue's ids,
-    files, split and counts.
+    """:func:`train`, or load an identical earlier run (same config, tree and catalogue).
 
     Parameters
     ----------

@@ -1,9 +1,7 @@
 """Train a GalaxyModel on raw vote counts for every question, from one CPU to many GPUs.
 
-One readable loop: batch-wise augmentation, the Dirichlet-Multinomial loss, validation and
-early stopping each epoch, mixed precision on a GPU, DistributedDataParallel under torchrun.
-Small catalogues are preloaded as uint8; big ones stream from disk through a ``DataLoader``.
-Ready-made runs and the command line are in :mod:`galaxy_helpers.recipes`.
+One loop: batch augmentation, Dirichlet-Multinomial loss, early stopping, AMP on a GPU, DDP
+under torchrun; small catalogues are preloaded, big ones stream. Runs: :mod:`.recipes`.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ import dataclasses
 import math
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -58,8 +57,7 @@ class TrainConfig:
     epochs, patience : maximum epochs; epochs without a better validation loss before stopping.
     lr, weight_decay : AdamW settings; ``lr`` is the peak for the one-cycle schedule.
     schedule : ``"constant"``, ``"onecycle"`` or ``"cosine"``.
-    augment : ``"lossless"``: random flips and quarter turns; ``True``: also small rotations,
-        off-centre zoom and shifts (they blur a little); ``False``: none.
+    augment : ``"lossless"``: flips and quarter turns; ``True``: also rotation, zoom, shift.
     max_rotation_deg, zoom, max_shift : augmentation strength (shift: share of the half-width).
     val_fraction : validation share when the catalogue has no ``split`` column.
     seed : model initialisation, data order and augmentation.
@@ -70,8 +68,7 @@ class TrainConfig:
     skip_bad_images : drop unreadable images (listed in the history) instead of stopping.
     max_steps_per_epoch : cap on optimizer steps per epoch (tests, quick looks).
     dropout : dropout before the head.
-    framing_crop : centre fraction of every frame, stored in the checkpoint's ``framing``; a
-        catalogue's per-row ``crop`` applies on top (``images.catalogue_crops``).
+    framing_crop : centre fraction of every frame (times a catalogue's per-row ``crop``).
     init_checkpoint : a checkpoint whose weights and normalisation start the run.
     init_head_from_data : start the head's biases at the training set's mean vote fractions.
     channels_last : NHWC memory layout (faster convolutions on CPU and on GPUs with AMP).
@@ -221,8 +218,6 @@ def prepare_catalogue(catalogue: pd.DataFrame, schema, config: TrainConfig):
         raise CatalogueError(str(err)) from err
     inconsistent = schema_mod.parent_child_problems(counts, schema, limit=3)
     if inconsistent:
-        import warnings
-
         shown = "; ".join(
             f"row {r} (id_str {df['id_str'].iloc[r]}): {q} has {n} votes, its parents {p}"
             for r, q, n, p in inconsistent
@@ -367,10 +362,6 @@ def augment_batch(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     ----------
     x : float tensor (B, C, H, W).
     params : (B, 5) from :func:`augmentation_params` (flip, angle, zoom, shift x, shift y).
-
-    Returns
-    -------
-    tensor (B, C, H, W)
     """
     p = params.to(device=x.device, dtype=torch.float32)
     flip = 1.0 - 2.0 * p[:, 0]  # -1 mirrors x
