@@ -53,15 +53,14 @@ def _require_truth(catalogue: pd.DataFrame, what: str) -> None:
 
 
 def _wrap_answers(answers: Sequence[str], width: int) -> list[str]:
-    lines, line = [], ""
-    for answer in answers:
-        piece = answer if not line else f"{line}, {answer}"
-        if line and len(piece) > width:
-            lines.append(line + ",")
-            line = answer
+    lines = [answers[0]]
+    for answer in answers[1:]:
+        if len(f"{lines[-1]}, {answer}") > width:
+            lines[-1] += ","
+            lines.append(answer)
         else:
-            line = piece
-    return [*lines, line]
+            lines[-1] += f", {answer}"
+    return lines
 
 
 def _tree_depths(schema: Schema) -> dict[str, int]:
@@ -158,8 +157,7 @@ def draw_decision_tree(
         for parent, answer in q.requires:  # one arrow per parent, naming every answer
             by_parent.setdefault(parent, []).append(answer)
         for parent, answers in by_parent.items():
-            px, py = pos[parent]
-            (sx, sy), (ex, ey) = (px + box_w, py), pos[q.name]
+            (sx, sy), (ex, ey) = (pos[parent][0] + box_w, pos[parent][1]), pos[q.name]
             ax.annotate("", xy=(ex, ey), xytext=(sx, sy), arrowprops=arrow)
             label = " or ".join(answers)
             ax.text(sx + 0.55 * (ex - sx), sy + 0.55 * (ey - sy), label, **label_style)
@@ -533,11 +531,8 @@ def tag_counts(catalogue: pd.DataFrame) -> dict[str, int]:
     -------
     dict ``{tag: count}`` in column order (empty without tag columns).
     """
-    return {
-        col.removeprefix("tag_"): int(catalogue[col].astype(bool).sum())
-        for col in catalogue.columns
-        if col.startswith("tag_")
-    }
+    tags = [c for c in catalogue.columns if c.startswith("tag_")]
+    return {c.removeprefix("tag_"): int(catalogue[c].astype(bool).sum()) for c in tags}
 
 
 def sky_metrics(catalogue: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> dict:

@@ -263,10 +263,8 @@ class LabelSession:
     def _check_header(self, obj: dict, line: str):
         if obj.get("format") != FORMAT:
             self._fail(1, f"is not a galaxy_helpers label file header: {line[:80]!r}")
-        if obj.get("version") not in READABLE_VERSIONS:
-            self._fail(
-                1, f"has label-file version {obj.get('version')!r}; expected {READABLE_VERSIONS}"
-            )
+        if (version := obj.get("version")) not in READABLE_VERSIONS:
+            self._fail(1, f"has label-file version {version!r}; expected {READABLE_VERSIONS}")
         owner = str(obj.get("user", "")).strip()
         if owner and owner != self.user and not self.allow_other_users:
             raise LabelFileError(

@@ -59,10 +59,9 @@ def galaxy_grid(
         raise ValueError(f"Got {n} images but {len(highlight)} highlight flags.")
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    extra = 0.25 if titles is not None else 0.0
     # Inches kept free for the title (one line each), so it never overlaps the first row.
     title_inches = 0.3 * (suptitle.count("\n") + 1) + 0.1 if suptitle else 0.0
-    height = nrows * (size + extra) + title_inches
+    height = nrows * (size + (0.25 if titles is not None else 0.0)) + title_inches
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, height), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set(xticks=[], yticks=[])
