@@ -188,14 +188,10 @@ def evaluate_concentrations(
         raise ValueError(f"got {len(concentrations)} predictions for {len(df)} catalogue rows")
     predicted, predicted_std = predict_fractions(concentrations, schema)
     fractions = schema_mod.vote_fractions(counts, schema)
-    if baseline_catalogue is not None:
-        baseline = mean_fraction_baseline(
-            schema_mod.vote_counts(baseline_catalogue, schema), schema
-        )
-        source = "baseline catalogue"
-    else:
-        baseline = mean_fraction_baseline(counts, schema)
-        source = "evaluated galaxies (optimistic for the baseline)"
+    own = baseline_catalogue is None
+    baseline_counts = counts if own else schema_mod.vote_counts(baseline_catalogue, schema)
+    baseline = mean_fraction_baseline(baseline_counts, schema)
+    source = "evaluated galaxies (optimistic for the baseline)" if own else "baseline catalogue"
     asked = schema_mod.was_asked(counts, schema, min_votes=min_votes)
 
     rows = []

@@ -69,24 +69,15 @@ SYNTHETIC_CHECKPOINT_RECIPE = {
     },
 }
 
-# Stage 2, the course checkpoint: continue stage 1 on a fresh synthetic sky mixed with the
-# 4,000 "train" galaxies of gz2_kaggle_subset (their Q1/Q2/Q7 votes only; every 10th is
-# validation; the "test" split never enters). Real rows keep their survey framing (crop 0.5).
+# Stage 2, the course checkpoint: continue stage 1 (same settings but epochs, lr and seed) on a
+# fresh synthetic sky mixed with the 4,000 "train" galaxies of gz2_kaggle_subset (their Q1/Q2/Q7
+# votes only; every 10th is validation; the "test" split never enters). Real rows keep their
+# survey framing (crop 0.5).
 COURSE_CHECKPOINT_RECIPE = {
     "stage1": SYNTHETIC_CHECKPOINT_RECIPE,
     "sky": {"n_galaxies": 40000, "image_size": 64, "seed": 1001},
     "real": {"dataset": "gz2_kaggle_subset", "split": "train", "val_every": 10},
-    "train": {
-        "architecture": "resnet10t",
-        "epochs": 6,
-        "batch_size": 64,
-        "lr": 1e-3,
-        "schedule": "onecycle",
-        "patience": 5,
-        "seed": 2000,
-        "augment": "lossless",
-        "amp": True,
-    },
+    "train": {**SYNTHETIC_CHECKPOINT_RECIPE["train"], "epochs": 6, "lr": 1e-3, "seed": 2000},
 }
 
 
