@@ -1,7 +1,5 @@
-"""A finetuned model: its configuration, encoder and head, file format and full training.
-
-``finetuning`` turns a catalogue's labels into one of these (``finetune``).
-"""
+"""A finetuned model (``finetuning.finetune`` makes one): configuration, encoder and head,
+file format and full training."""
 
 from __future__ import annotations
 

@@ -266,20 +266,12 @@ def label_budget_experiment(
                 core.write_json(path, rec)
             rec["cached"] = False
         records.append(rec)
-    description = {
-        "label_column": label_column,
-        "classes": classes,
-        "population_size": int(len(rows)),
-        "class_counts": {str(c): int(n) for c, n in zip(classes, counts, strict=True)},
-        "test_per_class": int(test_per_class),
-        "budgets": [int(b) for b in usable],
-        "budgets_dropped": sorted(int(b) for b in set(budgets) - set(usable)),
-        "repeats": int(repeats),
-        "encoder": src.description,
-        "architecture": src.architecture,
-        "image_size": src.image_size,
-        "load_and_encode_seconds": round(load_s, 2),
-    }
+    description = dict(label_column=label_column, classes=classes, population_size=len(rows))
+    description["class_counts"] = {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
+    description.update(test_per_class=int(test_per_class), budgets=[int(b) for b in usable])
+    description["budgets_dropped"] = sorted(int(b) for b in set(budgets) - set(usable))
+    description.update(repeats=int(repeats), encoder=src.description, architecture=src.architecture)
+    description.update(image_size=src.image_size, load_and_encode_seconds=round(load_s, 2))
     runs = pd.DataFrame.from_records(records)
     return LabelBudgetResult(runs, test_list, skipped, description)
 
