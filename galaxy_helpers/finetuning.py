@@ -1,8 +1,7 @@
 """Finetune a pretrained encoder to a new task with few labels (notebook 06; paper section 5).
 
-``"head"`` mode fits an L2 logistic (ridge) regression on the frozen encoder's standardised,
-clipped features; ``"full"`` mode starts from that head and trains everything. The model is in
-``finetuned``, the label-budget experiment in ``label_budget``.
+``"head"`` fits an L2 logistic (ridge) regression on the frozen encoder's standardised, clipped
+features; ``"full"`` starts from that head and trains everything (model: ``finetuned``).
 
 >>> model = finetune("course", catalogue, "ring")  # doctest: +SKIP
 >>> model.predict(new_catalogue)  # id_str, probability_<class>..., prediction  # doctest: +SKIP
