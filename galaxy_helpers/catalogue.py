@@ -29,6 +29,8 @@ __all__ = [
 _PROBLEM_COLUMNS = ["row", "id_str", "column", "file", "problem", "action", "severity"]
 _ID_GUESSES = ("id_str", "iauname", "id", "objid", "dr8_id", "name", "galaxy_id")
 _FILE_GUESSES = ("file_loc", "local_png_loc", "filename", "file", "path", "image", "png_loc")
+_NAN_ACTION = "use 0 for questions nobody was asked, never NaN"
+_VOTE_ACTION = "vote counts are whole numbers >= 0; fix the value or drop the row"
 
 
 class CatalogueError(ValueError):
@@ -56,16 +58,13 @@ class CatalogueReport:
 
     @property
     def errors(self) -> pd.DataFrame:
-        """The error rows of :attr:`problems`."""
         return self.problems[self.problems["severity"] == "error"]
 
     @property
     def warnings(self) -> pd.DataFrame:
-        """The warning rows of :attr:`problems`."""
         return self.problems[self.problems["severity"] == "warning"]
 
     def raise_if_errors(self) -> None:
-        """Raise :class:`CatalogueError` when there is any error."""
         if not self.ok:
             raise CatalogueError(self)
 
@@ -232,7 +231,7 @@ def validate_catalogue(
         empty = ids.isna() | (ids.astype(str).str.strip() == "")
         for row in np.flatnonzero(empty.to_numpy()):
             add(row, "missing id", "give every row a unique id_str", column="id_str")
-        first = pd.Series(range(len(ids))).groupby(ids.astype(str).to_numpy()).transform("min")
+        first = pd.Series(range(len(ids))).groupby(ids.map(str).to_numpy()).transform("min")
         action = "keep one row per galaxy (drop_duplicates('id_str')) or make ids unique"
         for row in np.flatnonzero((ids.duplicated() & ~empty).to_numpy()):
             add(row, "duplicate id_str", action, column=f"id_str (first seen in row {first[row]})")
@@ -273,11 +272,7 @@ def validate_catalogue(
             add(-1, problem, action, column=", ".join(missing))
         for column in [c for c in schema.answer_columns if c not in missing]:
             for problem, positions in _bad_values(votes[column]).items():
-                action = (
-                    "use 0 for questions nobody was asked, never NaN"
-                    if "NaN" in problem
-                    else "vote counts are whole numbers >= 0; fix the value or drop the row"
-                )
+                action = _NAN_ACTION if "NaN" in problem else _VOTE_ACTION
                 for row in positions:
                     add(row, problem, action, column=column)
         try:
@@ -294,8 +289,7 @@ def validate_catalogue(
 
     for column in label_columns or []:
         if column not in df.columns:
-            problem = f"missing label column {column!r}"
-            add(-1, problem, "add it or fix the name", column=column)
+            add(-1, f"missing label column {column!r}", "add it or fix the name", column=column)
             continue
         values = df[column]
         for row in np.flatnonzero(values.isna().to_numpy()):
@@ -334,14 +328,12 @@ def load_catalogue(
     ----------
     path_or_df : path-like or pandas.DataFrame
         ``.csv`` or ``.parquet`` file, or a DataFrame.
-    schema, label_columns
+    schema, label_columns, check_images, progress
         As in :func:`validate_catalogue`; vote columns are renamed to the canonical spelling.
     image_root : path-like, optional
         Folder of relative ``file_loc`` paths; default the file's folder (or the working one).
     id_column, file_column : str
         The id and image-path columns, renamed to ``id_str`` and ``file_loc``.
-    check_images, progress
-        As in :func:`validate_catalogue`.
 
     Returns
     -------
@@ -393,8 +385,7 @@ def open_catalogue(source, schema=None, label_columns=None, **kwargs) -> pd.Data
     Parameters
     ----------
     source : str, path-like or pandas.DataFrame
-        A dataset name (:func:`galaxy_helpers.data.load_dataset`), else a CSV/parquet path or
-        DataFrame (:func:`load_catalogue`).
+        A dataset name (:func:`data.load_dataset`), else a file or DataFrame (:func:`load_catalogue`).
     schema, label_columns, **kwargs
         Passed to the loader (``schema``, ``label_columns``: files and DataFrames only).
 

@@ -80,7 +80,6 @@ class MirrorWarning(UserWarning):
     """The mirror folder given (``mirror=`` or ``GALAXY_DATA_MIRROR``) does not exist."""
 
 
-# --- verified files through pooch: mirror copies, built files, resumable downloads, archives
 def partial_path(final: Path, entry: FileEntry) -> Path:
     """The resumable ``.part`` file of ``entry`` next to ``final``, tagged by its checksum."""
     algorithm, expected = entry.checksum
@@ -335,7 +334,6 @@ def safe_extract(archive: str | os.PathLike, target: str | os.PathLike) -> Path:
     return target
 
 
-# --- fetch ------------------------------------------------------------------------------------
 def dataset_dir(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Folder a dataset is fetched into: ``<cache_dir>/data/<name>``."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else core.cache_dir()
@@ -428,8 +426,7 @@ def fetch(
     name : str or Manifest
         Manifest name, e.g. ``"gz_decals_rings"``.
     cache_dir, mirror : path-like, optional
-        Cache root (default :func:`galaxy_helpers.core.cache_dir`); mirror root (default
-        ``$GALAXY_DATA_MIRROR``).
+        Cache root (default :func:`core.cache_dir`); mirror root (default ``$GALAXY_DATA_MIRROR``).
     progress, offline : bool
         Show progress bars; never use the network (default: ``GALAXY_DATA_OFFLINE=1``).
     retries : int
@@ -587,10 +584,8 @@ def dataset_available(
     stamp = _read_stamp(folder, manifest)
     mirror_root, _ = _mirror_root(mirror)
     for entry in manifest.files:
-        state = _file_state(folder / entry.path)
-        cached = state is not None and stamp.get(entry.path) == state
-        mirrored = mirror_root is not None and (mirror_root / manifest.name / entry.path).is_file()
-        if not (cached or mirrored):
+        cached = stamp.get(entry.path, "not cached") == _file_state(folder / entry.path)
+        if not (cached or mirror_root and (mirror_root / manifest.name / entry.path).is_file()):
             return False
     return True
 

@@ -42,10 +42,9 @@ def _fits_to_array(path: Path) -> np.ndarray:
         data = next((h.data for h in hdul if getattr(h, "data", None) is not None), None)
     if data is None:
         raise ImageReadError(f"{path}: no image data in any FITS extension.")
-    data = np.asarray(data, dtype=np.float32)
+    data = np.nan_to_num(np.asarray(data, dtype=np.float32))
     if data.ndim == 3 and data.shape[0] in (1, 3):  # bands first
         data = np.moveaxis(data, 0, -1)
-    data = np.nan_to_num(data)
     lo, hi = np.percentile(data, [1, 99.5])
     scaled = np.arcsinh(np.clip((data - lo) / max(hi - lo, 1e-12), 0, None) * 10) / np.arcsinh(10)
     return (np.clip(scaled, 0, 1) * 255).astype(np.uint8)
@@ -112,8 +111,8 @@ def bomb_problem(err: Exception) -> tuple[str, str]:
     return f"image too large ({err})", _TOO_LARGE_ACTION.format(found[1] if found else "max_pixels")
 
 
-def _refuse_size(path: Path, width: int, height: int) -> None:
-    if (found := size_problem(width, height)) is not None:
+def _refuse(path: Path, found: tuple[str, str] | None) -> None:
+    if found is not None:
         raise ImageReadError(f"{path}: {found[0]}. What to do: {found[1]}.")
 
 
@@ -202,20 +201,19 @@ def read_image(
     else:
         try:
             with Image.open(path) as img:
-                _refuse_size(path, *img.size)  # before decoding: a bomb is never expanded
+                _refuse(path, size_problem(*img.size))  # before decoding: a bomb is never expanded
                 img.load()
                 arr = _to_rgb_uint8(img)
         except ImageReadError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-            problem, action = bomb_problem(err)
-            raise ImageReadError(f"{path}: {problem}. What to do: {action}.") from err
+            _refuse(path, bomb_problem(err))
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise ImageReadError(
                 f"{path}: cannot read image ({err}). The file may be truncated or not an image; "
                 "re-download it or remove its row from the catalogue."
             ) from err
-    _refuse_size(path, arr.shape[1], arr.shape[0])
+    _refuse(path, size_problem(arr.shape[1], arr.shape[0]))
     if resample == "zoobot":
         return np.ascontiguousarray(_zoobot_resize(_centre_crop_square(arr), size, crop))
     arr = _centre_crop_square(arr, crop)
@@ -232,11 +230,8 @@ def load_images(
     crop: float | Sequence[float] = 1.0,
     resample: str = "lanczos",
 ) -> np.ndarray:
-    """Read many images (in threads) into one uint8 array ``(N, size, size, 3)``.
-
-    ``crop`` and ``resample`` are :func:`read_image`'s, ``crop`` one value or one per path
-    (:func:`catalogue_crops`).
-    """
+    """Read many images (in threads) into one uint8 array ``(N, size, size, 3)``; ``crop`` (one
+    value, or one per path: :func:`catalogue_crops`) and ``resample`` as in :func:`read_image`."""
     paths = list(paths)
     resample = _check_resample(resample)
     if np.ndim(crop) == 0:
@@ -248,12 +243,11 @@ def load_images(
         for value in np.unique(crops):
             check_crop(value)
     out = np.empty((len(paths), int(size), int(size), 3), dtype=np.uint8)
-    threads = num_threads or min(8, (os.cpu_count() or 1) * 2)
 
     def work(i):
         out[i] = read_image(paths[i], size, crops[i], resample)
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(num_threads or min(8, (os.cpu_count() or 1) * 2)) as pool:
         results = pool.map(work, range(len(paths)))
         quiet = not progress or len(paths) <= 500
         list(tqdm(results, desc="Reading images", total=len(paths), disable=quiet))
@@ -287,10 +281,9 @@ def catalogue_crops(catalogue, metadata: dict | None = None) -> np.ndarray:
     numpy.ndarray
         One float per row, each in (0, 1].
     """
-    n = len(catalogue)
     base = model_crop(metadata)
     if "crop" not in getattr(catalogue, "columns", ()):
-        return np.full(n, base, dtype=np.float64)
+        return np.full(len(catalogue), base, dtype=np.float64)
     values = np.asarray(catalogue["crop"], dtype=np.float64)
     if (bad := np.flatnonzero(~((values > 0) & (values <= 1)))).size:
         row = int(bad[0])

@@ -35,7 +35,6 @@ class ManifestError(DataError, ValueError):
     """A manifest is missing or malformed; the message names the file and the key."""
 
 
-# --- manifests ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FileEntry:
     """One file of a manifest: its ``path`` below the dataset folder (and in a mirror), pinned
@@ -78,7 +77,6 @@ class Manifest:
 
     @property
     def all_files(self) -> tuple[FileEntry, ...]:
-        """Downloaded and derived files together."""
         return self.files + self.derived_files
 
     def citation(self) -> str:
@@ -285,7 +283,6 @@ def validate_manifest(manifest: str | os.PathLike | Manifest) -> list[str]:
     return problems
 
 
-# --- derived files ------------------------------------------------------------------------
 _EXAMPLE_NAME = re.compile(r"decals-(\d+)_([ax])-(\d+)_(\d+)\.jpg")
 
 
@@ -313,7 +310,6 @@ BUILDERS: dict[str, Callable[[Manifest, Path], bytes]] = {
 }
 
 
-# --- catalogues -----------------------------------------------------------------------------
 def _tag_from_expression(df: pd.DataFrame, expression: str, where: str) -> pd.Series:
     match = re.fullmatch(r"\s*([\w\-]+)\s*==\s*(\S+)\s*", expression)
     if match is None or match.group(1) not in df.columns:
@@ -360,10 +356,8 @@ def _votes_from_fractions(raw: pd.DataFrame, spec: dict, where: str) -> pd.DataF
     out: dict[str, np.ndarray] = {}
     for question, qspec in spec["questions"].items():
         answers = qspec["answers"]
-        fractions = np.stack(
-            [_fraction_column(raw, column, where).to_numpy() for column in answers.values()],
-            axis=1,
-        )
+        columns = [_fraction_column(raw, column, where).to_numpy() for column in answers.values()]
+        fractions = np.stack(columns, axis=1)
         parent = qspec.get("parent")
         if parent is None:
             totals = np.full(len(raw), volunteers, dtype=np.int64)

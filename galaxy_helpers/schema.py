@@ -177,7 +177,6 @@ def get_schema(schema: str | Schema) -> Schema:
     return SCHEMAS[key]
 
 
-# --- catalogues ------------------------------------------------------------------------
 def canonical_columns(df: pd.DataFrame, schema: str | Schema = DECALS_DR5) -> pd.DataFrame:
     """A new frame with the volunteer-release spelling of vote columns
     (``smooth-or-featured_smooth``) renamed to the schema's (``smooth-or-featured-dr5_smooth``).
@@ -284,8 +283,7 @@ def parent_child_problems(
         child = counts[:, a:b].sum(axis=1)
         for row in np.flatnonzero(child > parents):
             out.append((int(row), q.name, int(child[row]), int(parents[row])))
-    out.sort()
-    return out[:limit] if limit is not None else out
+    return sorted(out)[:limit]
 
 
 def total_votes(counts: np.ndarray, schema: str | Schema = DECALS_DR5) -> np.ndarray:
@@ -303,8 +301,7 @@ def vote_fractions(
     A question nobody was asked gets fractions of 0 (not NaN).
     """
     schema = get_schema(schema)
-    if isinstance(counts, pd.DataFrame):
-        counts = vote_counts(counts, schema)
+    counts = vote_counts(counts, schema) if isinstance(counts, pd.DataFrame) else counts
     counts = np.asarray(counts, dtype=float)
     out = np.zeros_like(counts)
     for a, b in schema.answer_slices:
@@ -344,8 +341,7 @@ def confident_answer(
         Answer names (object dtype), ``""`` where not confident.
     """
     schema = get_schema(schema)
-    if isinstance(counts, pd.DataFrame):
-        counts = vote_counts(counts, schema)
+    counts = vote_counts(counts, schema) if isinstance(counts, pd.DataFrame) else counts
     if not 0 < min_fraction <= 1:
         raise ValueError(f"min_fraction must be in (0, 1]; got {min_fraction}.")
     q = schema.question(question)
