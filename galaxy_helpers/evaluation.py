@@ -263,8 +263,7 @@ def plot_predicted_vs_volunteer(result: EvaluationResult, ncols: int = 5, size: 
                 rasterized=True,
             )
         ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set(xlim=(0, 1), ylim=(0, 1))
         row = pq.loc[question.name]
         ax.set_title(
             f"{_short(question.name)}\nMAE {row.mae:.3f} (baseline {row.baseline_mae:.3f})",
@@ -315,8 +314,7 @@ def plot_calibration(result: EvaluationResult, n_bins: int = 10):
     for row in table.itertuples():
         ax1.annotate(str(row.n), (row.predicted, row.volunteer), fontsize=6,
                      textcoords="offset points", xytext=(3, -8))  # fmt: skip
-    ax1.set_xlabel("predicted vote fraction (binned)")
-    ax1.set_ylabel("mean volunteer vote fraction")
+    ax1.set(xlabel="predicted vote fraction (binned)", ylabel="mean volunteer vote fraction")
     ax1.set_title("Reliability, all answers pooled", fontsize=9)
     ax1.legend(frameon=False, fontsize=8)
 
@@ -338,8 +336,7 @@ def plot_calibration(result: EvaluationResult, n_bins: int = 10):
     ax2.axvline(0.68, color="C0", ls=":", lw=1)
     ax2.axvline(0.95, color="C1", ls=":", lw=1)
     ax2.set_yticks(y, names, fontsize=7)
-    ax2.set_xlim(0, 1)
-    ax2.set_xlabel("share of volunteer fractions inside the predicted range")
+    ax2.set(xlim=(0, 1), xlabel="share of volunteer fractions inside the predicted range")
     ax2.set_title("Are the predicted uncertainties honest?", fontsize=9)
     ax2.legend(frameon=False, fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -359,12 +356,8 @@ def most_wrong(result: EvaluationResult, n: int = 16, question: str | None = Non
     question), the volunteers' and the model's leading answer and fractions.
     """
     errors = result.errors()
-    if question is not None:
-        q = result.schema.question_index(question)
-        score = errors[:, q]
-    else:
-        q = 0
-        score = np.nanmean(errors, axis=1)
+    q = 0 if question is None else result.schema.question_index(question)
+    score = np.nanmean(errors, axis=1) if question is None else errors[:, q]
     score = np.where(np.isnan(score), -np.inf, score)
     order = np.argsort(-score)[:n]
     order = order[np.isfinite(score[order])]
@@ -432,8 +425,7 @@ def plot_history(history, ax=None):
     ax.plot(history.epoch, history.val_loss, "s-", color="C1", label="validation")
     if history.best_epoch:
         ax.axvline(history.best_epoch, color="grey", ls=":", lw=1, label="best epoch")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("Dirichlet-Multinomial loss\n(summed over questions)")
+    ax.set(xlabel="epoch", ylabel="Dirichlet-Multinomial loss\n(summed over questions)")
     ax.legend(frameon=False, fontsize=8)
     if history.step_loss:
         lo = min(min(history.val_loss), min(history.step_loss))

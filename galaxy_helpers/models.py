@@ -155,8 +155,7 @@ def predict_fractions(concentrations, schema: Schema | str = DECALS_DR5):
             f"concentrations must be (N, {schema.n_answers}) for schema {schema.name!r}, "
             f"got {a.shape}"
         )
-    mean = np.empty_like(a)
-    std = np.empty_like(a)
+    mean, std = np.empty_like(a), np.empty_like(a)
     for start, stop in schema.answer_slices:
         q = a[:, start:stop]
         total = q.sum(axis=1, keepdims=True)
@@ -337,10 +336,9 @@ def save_checkpoint(
     )
     for key in ("image_size", "mean", "std"):
         meta.setdefault(key, None)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous()
-        for k, v in state.items()
+        k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in model.state_dict().items()
     }
     problems = check_metadata(meta)
     if problems:

@@ -115,14 +115,9 @@ def _wrap(encoder, architecture: str, channels: int, source: str, preprocessing:
         if channels == 1 and mean is not None and len(mean) == 3:
             # Colour statistics applied to the average of the colours (to_tensor, channels=1).
             mean, std = [sum(mean) / 3], [sum(std) / 3]
-        meta.update(
-            {
-                "preprocessing": "timm",
-                "image_size": None,  # the encoder takes any size; see pretrained_input_size
-                "mean": list(mean) if mean is not None else None,
-                "std": list(std) if std is not None else None,
-            }
-        )
+        meta.update(preprocessing="timm", image_size=None)  # any size: pretrained_input_size
+        meta["mean"] = list(mean) if mean is not None else None
+        meta["std"] = list(std) if std is not None else None
     meta["source"] = source
     if weights is not None:
         meta.update(weights_file=str(weights), weights_sha256=file_sha256(weights))
