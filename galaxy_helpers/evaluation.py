@@ -193,7 +193,6 @@ def evaluate_concentrations(
     baseline = mean_fraction_baseline(baseline_counts, schema)
     source = "evaluated galaxies (optimistic for the baseline)" if own else "baseline catalogue"
     asked = schema_mod.was_asked(counts, schema, min_votes=min_votes)
-
     rows = []
     for q, question in enumerate(schema.questions):
         start, stop = schema.answer_slices[q]

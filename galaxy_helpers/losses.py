@@ -13,7 +13,10 @@ The loss is ``-log p`` summed over questions, averaged over the batch; an unaske
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
+
+from . import schema as schema_mod
 
 __all__ = [
     "question_matrix",
@@ -154,8 +157,6 @@ def toy_loss_table(votes, predictions: dict):
     -------
     DataFrame, one row per prediction: concentrations, fractions, total and ``-log p``.
     """
-    import pandas as pd
-
     votes = np.asarray(votes, dtype=np.float64)
     rows = []
     for label, conc in predictions.items():
@@ -189,10 +190,6 @@ def loss_by_question(catalogue, concentrations=None, schema=None, labels=None):
     -------
     DataFrame: one column per question (``-log p``), ``questions asked`` and ``total``.
     """
-    import pandas as pd
-
-    from . import schema as schema_mod
-
     tree = schema_mod.get_schema(schema or schema_mod.DECALS_DR5)
     counts = schema_mod.vote_counts(catalogue, tree)
     conc = np.full(counts.shape, 2.0) if concentrations is None else np.asarray(concentrations)

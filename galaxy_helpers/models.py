@@ -340,8 +340,7 @@ def save_checkpoint(
         k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    problems = check_metadata(meta)
-    if problems:
+    if problems := check_metadata(meta):
         raise CheckpointError(
             f"{meta_path}: not saved, the metadata is wrong: " + "; ".join(problems) + "."
         )
@@ -545,8 +544,7 @@ def load_checkpoint(
     for key in ("architecture", "channels", "answer_columns"):
         if key not in meta:
             raise CheckpointError(f"{meta_path}: metadata has no {key!r} entry")
-    problems = check_metadata(meta)
-    if problems:
+    if problems := check_metadata(meta):
         raise CheckpointError(
             f"{meta_path}: " + "; ".join(problems) + ". Fix the JSON, or save the model again."
         )

@@ -1,8 +1,7 @@
 """Pretrained Zoobot encoders (Hugging Face hub or local files) as encoder-only GalaxyModels.
 
-:func:`load_pretrained_encoder` looks for a local folder in the hub's layout, a local
-``.safetensors`` file, or, for a hub name (``data_manifests/zoobot_encoders.toml``), a copy in
-the mirror or the cache, then the hub through timm when online. Weights are never unpickled.
+Sources: a folder in the hub's layout, a ``.safetensors`` file, or a hub name
+(``data_manifests/zoobot_encoders.toml``) found in the mirror, the cache or online. Never unpickled.
 
 Preprocessing is Zoobot 2.9.0's inference view (galaxy-datasets 0.0.25
 ``get_galaxy_transform(minimal_view_config())``): ``RandomAffine(scale=(1.2, 1.2))`` (central
@@ -196,10 +195,8 @@ def _from_file(
 
 
 def _offline() -> bool:
-    flags = (
-        os.environ.get(k, "").strip().lower() for k in ("GALAXY_DATA_OFFLINE", "HF_HUB_OFFLINE")
-    )
-    return any(f in {"1", "true", "yes"} for f in flags)
+    names = ("GALAXY_DATA_OFFLINE", "HF_HUB_OFFLINE")
+    return any(os.environ.get(k, "").strip().lower() in {"1", "true", "yes"} for k in names)
 
 
 def load_pretrained_encoder(

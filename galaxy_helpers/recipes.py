@@ -1,9 +1,8 @@
 """Ready-made training runs: the cached quick model, the committed checkpoints, the command line.
 
-:func:`train_or_load` trains once, then loads from the cache (:func:`quick_model` is notebook
-02's). ``weights/synthetic_resnet10t`` (stage 1, synthetic sky only) and
-``weights/course_resnet10t`` (stage 2: a fresh sky plus real Galaxy Zoo 2 galaxies) are built
-from the recipes below (history in DEVELOPERS.md).
+:func:`train_or_load` trains once, then loads from the cache (:func:`quick_model`: notebook 02).
+The committed ``weights/synthetic_resnet10t`` (stage 1) and ``weights/course_resnet10t`` (stage 2:
+plus real Galaxy Zoo 2 galaxies) are built from the recipes below.
 
 Command line (also under ``torchrun --nproc_per_node N -m galaxy_helpers.recipes ...``)::
 

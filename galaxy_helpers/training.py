@@ -257,10 +257,11 @@ def _bad_image(df: pd.DataFrame, i: int, error: str) -> dict:
     return {"row": int(row), "id_str": str(df.at[row, "id_str"]), "file": file, "error": error}
 
 
-def _missing_files(df: pd.DataFrame) -> list[dict]:
+def _drop_missing(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport):
     exists = df["file_loc"].map(lambda p: isinstance(p, (str, os.PathLike)) and os.path.isfile(p))
     missing = np.flatnonzero(~exists.to_numpy())
-    return [_bad_image(df, i, f"{df['file_loc'].iloc[i]}: file not found") for i in missing]
+    bad = [_bad_image(df, i, f"{df['file_loc'].iloc[i]}: file not found") for i in missing]
+    return _drop_or_raise(df, counts, bad, config, report)
 
 
 def _drop_or_raise(df, counts, bad, config, report):
@@ -283,7 +284,7 @@ def _drop_or_raise(df, counts, bad, config, report):
 
 def _load_all(df: pd.DataFrame, counts, config: TrainConfig, report: DataReport):
     """uint8 images (N, S, S, 3) of a split, dropping/raising on unreadable files."""
-    df, counts = _drop_or_raise(df, counts, _missing_files(df), config, report)
+    df, counts = _drop_missing(df, counts, config, report)
     out = np.empty((len(df), config.image_size, config.image_size, 3), dtype=np.uint8)
     paths, crops, failed = df["file_loc"].tolist(), _crops(df, config), {}
 
@@ -506,12 +507,8 @@ def train(
         elif pin:  # page-locked memory lets host->GPU copies overlap with compute
             imgs_tr_t, imgs_va_t = imgs_tr_t.pin_memory(), imgs_va_t.pin_memory()
     else:
-        train_df, counts_tr = _drop_or_raise(
-            train_df, counts_tr, _missing_files(train_df), config, report
-        )
-        val_df, counts_va = _drop_or_raise(
-            val_df, counts_va, _missing_files(val_df), config, report
-        )
+        train_df, counts_tr = _drop_missing(train_df, counts_tr, config, report)
+        val_df, counts_va = _drop_missing(val_df, counts_va, config, report)
         first = train_df.iloc[:500]
         pairs = zip(first["file_loc"], _crops(first, config), strict=True)
         sample = np.stack([read_image(p, config.image_size, c) for p, c in pairs])
@@ -654,10 +651,7 @@ def train(
             from tqdm.auto import tqdm
 
             bar = tqdm(
-                total=steps_per_epoch,
-                desc=f"Epoch {epoch + 1}/{config.epochs}",
-                unit="batch",
-                leave=True,
+                total=steps_per_epoch, desc=f"Epoch {epoch + 1}/{config.epochs}", unit="batch"
             )
         pending = []  # (loss, batch size) of steps queued but not yet booked
         for images_u8, counts, idx in batches(epoch):
