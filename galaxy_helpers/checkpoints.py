@@ -47,11 +47,10 @@ def load_model(
 
     Parameters
     ----------
-    spec : ``"course"``, ``"synthetic"`` (its synthetic-only first stage), ``"quick"``
-        (notebook 02's, cached), a checkpoint path, ``"timm:NAME"`` (encoder only; prefix
-        optional), ``"hf_hub:OWNER/REPO"``, ``"zoobot:OWNER/REPO"`` or a hub folder
-        (``pretrained.load_pretrained_encoder``), a model with ``.metadata``, or a
-        ``(model, metadata)`` pair.
+    spec : ``"course"``, ``"synthetic"`` (stage 1), ``"quick"`` (notebook 02's, cached), a
+        checkpoint path, ``"timm:NAME"`` (encoder only; prefix optional), ``"hf_hub:OWNER/REPO"``,
+        ``"zoobot:OWNER/REPO"`` or a hub folder (``pretrained.load_pretrained_encoder``), a model
+        with ``.metadata``, or a ``(model, metadata)`` pair.
     metadata : entries that replace or complete the model's own (``image_size``, ``mean``...).
     progress : progress bars while the quick model trains.
     offline : never touch the network (hub encoders, timm's ImageNet weights).

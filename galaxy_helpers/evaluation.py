@@ -279,8 +279,7 @@ def plot_predicted_vs_volunteer(result: EvaluationResult, ncols: int = 5, size: 
 
 
 def calibration_table(result: EvaluationResult, n_bins: int = 10) -> pd.DataFrame:
-    """Per bin of predicted fraction (all asked answers pooled): mean predicted and volunteer
-    fraction and the number of points."""
+    """Per bin of predicted fraction (asked answers pooled): mean predicted, volunteer, and n."""
     pred, vol = [], []
     for q, (start, stop) in enumerate(result.schema.answer_slices):
         m = result.asked[:, q]
@@ -316,7 +315,6 @@ def plot_calibration(result: EvaluationResult, n_bins: int = 10):
     ax1.set(xlabel="predicted vote fraction (binned)", ylabel="mean volunteer vote fraction")
     ax1.set_title("Reliability, all answers pooled", fontsize=9)
     ax1.legend(frameon=False, fontsize=8)
-
     names, within1, within2 = [], [], []
     for q, question in enumerate(result.schema.questions):
         start, stop = result.schema.answer_slices[q]
@@ -351,8 +349,7 @@ def most_wrong(result: EvaluationResult, n: int = 16, question: str | None = Non
 
     Returns
     -------
-    DataFrame with ``id_str``, ``file_loc``, ``error`` and, for ``question`` (or the first
-    question), the volunteers' and the model's leading answer and fractions.
+    DataFrame: ``id_str``, ``file_loc``, ``error``, leading answers of ``question`` (or the first).
     """
     errors = result.errors()
     q = 0 if question is None else result.schema.question_index(question)

@@ -3,11 +3,10 @@
 Sources: a folder in the hub's layout, a ``.safetensors`` file, or a hub name
 (``data_manifests/zoobot_encoders.toml``) found in the mirror, the cache or online. Never unpickled.
 
-Preprocessing is Zoobot 2.9.0's inference view (galaxy-datasets 0.0.25
-``get_galaxy_transform(minimal_view_config())``): ``RandomAffine(scale=(1.2, 1.2))`` (central
-1/1.2 of the frame, bilinear), ``Resize(224)`` + ``CenterCrop(224)``, pixels / 255 with no
-mean/std (the hub's ImageNet statistics are timm defaults Zoobot never applies), and PIL's
-luma ``convert("L")`` for greyscale; ``tests/test_zoobot_parity.py`` compares the pixels.
+Preprocessing is Zoobot 2.9.0's inference view (``ZOOBOT_ZOOM``): ``RandomAffine(scale=(1.2,
+1.2))`` (central 1/1.2, bilinear), ``Resize(224)`` + ``CenterCrop(224)``, pixels / 255 with no
+mean/std (the hub's ImageNet statistics are timm defaults Zoobot never applies), PIL's luma
+``convert("L")`` for greyscale; ``tests/test_zoobot_parity.py`` compares the pixels.
 """
 
 from __future__ import annotations

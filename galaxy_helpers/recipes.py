@@ -158,8 +158,7 @@ def quick_model(progress: bool = True):
 
 
 def _train_and_save(catalogue, config, path, recipe, data_description, test, progress):
-    """Train, evaluate on ``test`` ({name: (rows, baseline rows)}), write a float16 checkpoint
-    (each epoch goes to ``<path>_partial`` meanwhile, so an interrupted run leaves one)."""
+    """Train, evaluate on ``test``, write a float16 checkpoint (``<path>_partial`` each epoch)."""
     from .evaluation import evaluate
 
     t0 = time.perf_counter()

@@ -465,8 +465,7 @@ def train(
 
     Returns
     -------
-    (model, history): the best epoch's model (CPU, eval mode, ``metadata`` ready for
-    :func:`models.save_checkpoint`) and a :class:`History`.
+    (model, history): the best epoch's model (CPU, eval mode, ``metadata`` set) and a History.
 
     Raises
     ------
