@@ -1,11 +1,9 @@
 """The course runner and the command line of the course tools.
 
-One papermill runner executes the numbered notebooks in order, each from its own folder with
-``$GALAXY_COURSE_OUTPUT`` naming the output folder (``course.start_notebook`` writes there):
-``run`` keeps executed copies in the output folder, ``regenerate`` writes them back into the
-committed notebooks (stripped, header stamped, navigation rewritten). The other commands are
-the notebook tools of :mod:`galaxy_helpers.tooling`. ``python -m galaxy_helpers.course ...``
-is the same command line::
+Papermill runs the numbered notebooks in order, each from its own folder, ``$GALAXY_COURSE_OUTPUT``
+naming the output folder: ``run`` keeps executed copies there, ``regenerate`` writes them back
+into the committed notebooks (stripped, stamped, navigation rewritten). The other commands are
+:mod:`galaxy_helpers.tooling`'s; ``python -m galaxy_helpers.course ...`` is the same::
 
     python -m galaxy_helpers.notebooks run --output course_output [--only 01 02] [-p NAME=VALUE]
     python -m galaxy_helpers.notebooks regenerate [--only 01 02] [--no-stamp]
@@ -43,8 +41,7 @@ from .tooling import (
     write_notebook,
 )
 
-#: Read by ``course.start_notebook`` (``course.OUTPUT_ENV``; course imports this module, not
-#: the other way round): the folder a kernel of the run writes to.
+#: The folder a kernel of the run writes to (``course.OUTPUT_ENV``, read by start_notebook).
 OUTPUT_ENV = "GALAXY_COURSE_OUTPUT"
 #: File the runner writes when it is done, so a finished run can be reused (tests/conftest.py).
 RUN_RECORD = "course_run.json"
@@ -105,8 +102,7 @@ def _format_number(value: Any) -> str:
 
 
 def summary_markdown(results: Sequence[NotebookResult], total_s: float | None = None) -> str:
-    """Markdown table of each notebook's status, runtime and headline numbers (and ``total_s``,
-    the run's wall time, under it when given)."""
+    """Markdown table: each notebook's status, runtime, headline numbers; wall ``total_s`` below."""
     lines = ["| notebook | status | runtime (s) | headline numbers |", "|---|---|---|---|"]
     for r in results:
         runtime = (r.metrics or {}).get("runtime_s", r.wall_s)
@@ -115,11 +111,10 @@ def summary_markdown(results: Sequence[NotebookResult], total_s: float | None = 
         status = "FAILED" if not r.ok else "ok" if r.metrics is not None else "no metrics"
         lines.append(f"| {r.notebook} | {status} | {float(runtime):.1f} | {numbers} |")
     if total_s is not None:
-        lines += [
-            "",
-            f"Total wall time: {total_s:.0f} s ({total_s / 60:.1f} min) for {len(results)} "
-            "notebook(s), including kernel start-up.",
-        ]
+        lines.append(
+            f"\nTotal wall time: {total_s:.0f} s ({total_s / 60:.1f} min) for {len(results)} "
+            "notebook(s), including kernel start-up."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -145,26 +140,18 @@ def run_course(
 
     Parameters
     ----------
-    output : str or path
-        Course output folder (created).
-    only : iterable of str, optional
-        Run only these notebooks (numbers such as ``"01"`` or file stems).
-    profile : {"quick"}
-        Every notebook's defaults; bigger runs are asked for with ``parameters``.
-    parameters : mapping, optional
-        Values injected into the notebooks whose parameters cell sets that name (e.g.
+    output : course output folder (created).
+    only : run only these notebooks (numbers such as ``"01"`` or file stems).
+    profile : ``"quick"``, every notebook's defaults; bigger runs are asked for with ``parameters``.
+    parameters : injected into the notebooks whose parameters cell sets that name (e.g.
         ``{"device": "cuda"}``); ``output_dir`` is injected where it is set.
-    notebooks_dir : str or path, optional
-        Default :func:`~galaxy_helpers.tooling.default_notebook_dir`.
-    keep_going : bool
-        Run the remaining notebooks after a failure instead of stopping.
-    kernel_name, timeout_s, verbose
-        Jupyter kernel (default: each notebook's own), per-cell timeout, print progress.
-    in_place, stamp, contents
-        ``in_place`` writes each notebook that ran back over the committed one (stripped, its
-        header stamped when ``stamp``) and rewrites the navigation (course-map link
-        ``contents``); nothing is injected, and ``<output>/labels/`` must be empty so that no
-        notebook carries on from an earlier run's labels.
+    notebooks_dir : default :func:`~galaxy_helpers.tooling.default_notebook_dir`.
+    keep_going : run the remaining notebooks after a failure instead of stopping.
+    kernel_name, timeout_s, verbose : Jupyter kernel (default: each notebook's own), per-cell
+        timeout, print progress.
+    in_place, stamp, contents : write each notebook that ran back over the committed one
+        (stripped, header stamped when ``stamp``) and rewrite the navigation (course-map link
+        ``contents``); nothing is injected, and ``<output>/labels/`` must be empty.
 
     Returns
     -------
@@ -172,8 +159,7 @@ def run_course(
 
     Raises
     ------
-    CourseRunError
-        When a notebook fails, naming the notebook, the cell and the error.
+    CourseRunError, naming the notebook, the cell and the error, when a notebook fails.
     """
     import papermill as pm
 
@@ -277,12 +263,9 @@ def regenerate(
     stamp: bool = True,
     timeout_s: int | None = 1200,
 ) -> dict[str, float]:
-    """Execute notebooks in place (quick profile), then strip, stamp and rewrite navigation.
-
-    :func:`run_course` with ``in_place=True``, into the notebooks' own default output folder
-    (``course_output/`` beside ``notebooks/``); a notebook that fails is left unchanged.
-    Returns ``{stem: wall seconds}`` of the notebooks executed.
-    """
+    """Execute notebooks in place (quick profile), then strip, stamp and rewrite navigation:
+    :func:`run_course` with ``in_place=True`` into ``course_output/`` beside ``notebooks/``; a
+    notebook that fails is left unchanged. Returns ``{stem: wall seconds}`` of those executed."""
     folder = Path(notebook_dir) if notebook_dir is not None else default_notebook_dir()
     output = folder.resolve().parent / "course_output"
     results = run_course(
@@ -382,9 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             for path in write_navigation(args.notebook_dir, args.contents):
                 print(f"navigation written to {path}")
             return 0
-        checks = {"strip": ("strip",), "nav": ("nav",), "check-structure": ("structure",)}.get(
-            args.command, ("strip", "nav", "structure")
-        )
+        named = {"strip": "strip", "nav": "nav", "check-structure": "structure"}
+        checks = (named[args.command],) if args.command in named else ("strip", "nav", "structure")
         report = check_notebooks(
             getattr(args, "paths", None), args.notebook_dir, checks, args.contents
         )

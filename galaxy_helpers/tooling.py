@@ -1,8 +1,7 @@
 """Tools that keep the committed notebooks tidy: strip, navigation, layout checks, header stamp.
 
-The notebooks are committed *with* the outputs of a quick-profile run, so that a reader sees
-every figure without running anything. The command line, and the runner that regenerates the
-notebooks, are in :mod:`galaxy_helpers.notebooks`.
+The notebooks are committed *with* a quick-profile run's outputs (a reader sees every figure
+without running anything); the command line and the runner are in :mod:`galaxy_helpers.notebooks`.
 
 >>> from galaxy_helpers import tooling
 >>> report = tooling.check_notebooks(checks=("nav",))  # {} when every navigation cell is current
@@ -24,8 +23,7 @@ import nbformat
 
 from .core import write_text
 
-#: Keys nbstripout strips by default, then ours: papermill bookkeeping, editor view state and
-#: the interpreter version (machine-specific).
+#: nbstripout's default keys, then papermill bookkeeping, view state and the Python version.
 STRIP_KEYS = (
     *("metadata.signature", "metadata.widgets", "cell.metadata.collapsed"),
     *("cell.metadata.ExecuteTime", "cell.metadata.execution", "cell.metadata.heading_collapsed"),
@@ -34,11 +32,7 @@ STRIP_KEYS = (
     *("metadata.language_info.version", "cell.metadata.papermill", "cell.metadata.trusted"),
 )
 #: The kernelspec every committed notebook carries (any other name is machine-specific).
-CANONICAL_KERNELSPEC = {
-    "display_name": "Python 3 (ipykernel)",
-    "language": "python",
-    "name": "python3",
-}
+CANONICAL_KERNELSPEC = dict(display_name="Python 3 (ipykernel)", language="python", name="python3")
 #: A widget view's output: it points at a random model id, meaningless once widget state is gone.
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 PAPERMILL_ERROR_TAG = "papermill-error-cell-tag"
@@ -72,10 +66,8 @@ def numbered_notebooks(
 
     Parameters
     ----------
-    notebook_dir : str or Path, optional
-        Default :func:`default_notebook_dir`.
-    only : iterable of str, optional
-        Keep the notebooks whose number (``"01"``, ``"1"``), stem or file name is listed.
+    notebook_dir : default :func:`default_notebook_dir`.
+    only : keep the notebooks whose number (``"01"``, ``"1"``), stem or file name is listed.
 
     Returns
     -------
@@ -135,13 +127,11 @@ def _join(text) -> str:
 def clean_outputs(outputs: list) -> tuple[list, list[str]]:
     """Drop progress bars and widget model ids (they change from run to run) from outputs.
 
-    nbstripout keeps outputs as they are; the test suite cleans nbval's fresh outputs the same
-    way before they meet the stored ones.
+    The test suite cleans nbval's fresh outputs the same way before they meet the stored ones.
 
     Returns
     -------
-    (list, list of str)
-        The kept outputs (the given list is not modified) and what was removed.
+    (kept outputs, what was removed); the given list is not modified.
     """
     kept, removed = [], []
     for output in outputs:
@@ -172,10 +162,8 @@ def clean_outputs(outputs: list) -> tuple[list, list[str]]:
 def strip_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """A copy of a notebook without volatile metadata; outputs and execution counts are kept.
 
-    nbstripout (``--keep-output --keep-count --keep-id``, :data:`STRIP_KEYS`) removes widget
-    state, timing, papermill bookkeeping and view state and drops papermill's error-marker
-    cells; then the kernelspec is normalised, empty tag lists go and the outputs are cleaned
-    by :func:`clean_outputs`. Idempotent.
+    nbstripout (``--keep-output --keep-count --keep-id``, :data:`STRIP_KEYS`, no papermill
+    error-marker cells), then a canonical kernelspec, no empty tag lists, :func:`clean_outputs`.
     """
     from nbstripout import strip_output
 
@@ -214,9 +202,7 @@ def volatile_items(nb: nbformat.NotebookNode) -> list[str]:
     E.g. ``"cell 4 (code, 'x = 1'): metadata.execution"``.
     """
     clean = strip_notebook(nb)
-    problems = [
-        f"notebook {key}" for key in _changed_keys(nb.metadata, clean.metadata, "metadata.")
-    ]
+    problems = [f"notebook {k}" for k in _changed_keys(nb.metadata, clean.metadata, "metadata.")]
     kept = iter(clean.cells)
     for index, cell in enumerate(nb.cells):
         label = _cell_label(index, cell)
@@ -240,11 +226,7 @@ def _title(nb: nbformat.NotebookNode, path: str | Path) -> str:
     return f"{number}. {rest.replace('_', ' ').capitalize()}"
 
 
-def _navigation_markdown(
-    previous: tuple[str, str] | None,
-    following: tuple[str, str] | None,
-    contents: str = DEFAULT_CONTENTS,
-) -> str:
+def _navigation_markdown(previous, following, contents: str = DEFAULT_CONTENTS) -> str:
     """``<- previous | Course map | next ->``; previous/following are (title, file name)."""
     parts = [f"[&larr; {html.escape(previous[0], quote=False)}]({previous[1]})"] if previous else []
     parts.append(f"[Course map]({contents})")
@@ -280,10 +262,8 @@ def _navigation_sources(paths: list[Path], contents: str = DEFAULT_CONTENTS) -> 
     """``{path: navigation markdown}`` for the notebooks of an ordered course."""
     titles = [(_title(read_notebook(p), p), p.name) for p in paths]
     before, after = [None, *titles[:-1]], [*titles[1:], None]
-    return {
-        p: _navigation_markdown(b, a, contents)
-        for p, b, a in zip(paths, before, after, strict=False)
-    }
+    pairs = zip(paths, before, after, strict=False)  # no notebooks: before == after == [None]
+    return {p: _navigation_markdown(b, a, contents) for p, b, a in pairs}
 
 
 def _navigation_problems(nb: nbformat.NotebookNode, source: str) -> list[str]:
@@ -298,9 +278,8 @@ def _navigation_problems(nb: nbformat.NotebookNode, source: str) -> list[str]:
         problems.append(f"first navigation cell is cell {nav[0][0]}, expected cell {top_at}")
     if nav[1][0] != len(nb.cells) - 1:
         problems.append(f"last navigation cell is cell {nav[1][0]}, not the last cell")
-    problems += [
-        f"cell {i}: navigation links are out of date" for i, c in nav if c.source != source
-    ]
+    stale = [i for i, c in nav if c.source != source]
+    problems += [f"cell {i}: navigation links are out of date" for i in stale]
     expected = [c.source for c in _with_navigation(nb, source).cells]
     if not problems and expected != [c.source for c in nb.cells]:
         problems.append("navigation cells differ from what `nav` writes")
@@ -336,11 +315,9 @@ def _bullets_after(text: str, label: str) -> int | None:
 def header_problems(source: str) -> list[str]:
     """What the header's markdown lacks (DEVELOPERS.md "Notebooks" item 1); empty when none."""
     text = source.lower()
-    problems = (
-        []
-        if re.search(r"^# \S", source, re.MULTILINE)
-        else ["no title (a line starting with '# ')"]
-    )
+    problems = []
+    if not re.search(r"^# \S", source, re.MULTILINE):
+        problems.append("no title (a line starting with '# ')")
     goals = _bullets_after(source, "learning goals")
     if goals is None:
         problems.append("no 'Learning goals' list")
@@ -379,14 +356,12 @@ def structure_problems(nb: nbformat.NotebookNode, path: str | Path) -> list[str]
 
     Parameters
     ----------
-    nb : nbformat.NotebookNode
-    path : str or Path
-        The notebook's file (its stem is the name ``start_notebook`` must use).
+    nb : the notebook.
+    path : its file (the stem is the name ``start_notebook`` must use).
 
     Returns
     -------
-    list of str
-        One message per problem, naming the cell; empty when all is well.
+    list of str, one message per problem naming the cell; empty when all is well.
     """
     stem = Path(path).stem
     problems = []
@@ -464,17 +439,13 @@ def check_notebooks(
 
     Parameters
     ----------
-    paths : list of Path, optional
-        Notebooks for the strip and structure checks; default all numbered ones.
-    notebook_dir : str or Path, optional
-        The course folder (navigation always looks at the whole course).
-    checks, contents
-        Which checks; the course-map link expected in the navigation.
+    paths : notebooks for the strip and structure checks; default all numbered ones.
+    notebook_dir : the course folder (navigation always looks at the whole course).
+    checks, contents : which checks; the course-map link expected in the navigation.
 
     Returns
     -------
-    dict
-        ``{notebook path: ["[check] problem", ...]}``; empty when all pass.
+    dict, ``{notebook path: ["[check] problem", ...]}``; empty when all pass.
     """
     course = numbered_notebooks(notebook_dir)
     nav = _navigation_sources(course, contents) if "nav" in checks else {}
@@ -512,12 +483,9 @@ def stamp_header(
 
     Parameters
     ----------
-    nb : nbformat.NotebookNode
-        Unchanged when it has no header or no such line.
-    runtime_s : float, optional
-        Measured quick-profile runtime to state.
-    today : datetime.date, optional
-        Defaults to today (UTC).
+    nb : returned unchanged when it has no header or no such line.
+    runtime_s : measured quick-profile runtime to state.
+    today : defaults to today (UTC).
     """
     nb = copy.deepcopy(nb)
     index = _header_index(nb)
@@ -531,13 +499,8 @@ def stamp_header(
         if "last verified" in line.lower() and ":" in line:
             label = line.partition(":")[0]
             closing = "**" if label.lstrip().startswith("**") and not label.endswith("**") else ""
-            end = i + 1
-            while (
-                end < len(lines)
-                and lines[end].strip()
-                and not lines[end].lstrip().startswith(("**", "#", "-", "*"))
-            ):
-                end += 1
+            ends = [not s.strip() or s.lstrip().startswith(("**", "#", "-", "*")) for s in lines]
+            end = next((j for j in range(i + 1, len(lines)) if ends[j]), len(lines))
             lines[i:end] = [f"{label}:{closing} {value}"]
             break
     nb.cells[index].source = "\n".join(lines)
