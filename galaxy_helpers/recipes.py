@@ -192,9 +192,7 @@ def build_synthetic_checkpoint(
 ):
     """Stage 1: train on a large synthetic sky only (about 1 h 50 min on a 2-core CPU).
 
-    Returns
-    -------
-    (model, history)
+    Returns ``(model, history)``; the checkpoint goes to ``out`` (default: the committed ``weights/synthetic_<arch>``).
     """
     from . import synthetic
 
@@ -248,9 +246,7 @@ def build_course_checkpoint(
 ):
     """Stage 2: continue the stage-1 checkpoint (rebuilt first when missing) on the course mix.
 
-    Returns
-    -------
-    (model, history)
+    Returns ``(model, history)`` like :func:`build_synthetic_checkpoint`.
     """
     recipe = recipe or COURSE_CHECKPOINT_RECIPE
     stage1 = synthetic_checkpoint_path(recipe["train"]["architecture"])
