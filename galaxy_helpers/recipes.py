@@ -192,7 +192,8 @@ def build_synthetic_checkpoint(
 ):
     """Stage 1: train on a large synthetic sky only (about 1 h 50 min on a 2-core CPU).
 
-    Returns ``(model, history)``; the checkpoint goes to ``out`` (default: the committed ``weights/synthetic_<arch>``).
+    Returns ``(model, history)``; the checkpoint goes to ``out`` (default: the committed
+    ``weights/synthetic_<arch>``).
     """
     from . import synthetic
 
