@@ -9,7 +9,7 @@ session, so each notebook's metrics land there; ``course_metrics`` then returns
 ``tests/test_nbNN_<stem>.py``::
 
     def test_something(course_metrics):
-        assert course_metrics["01_meet_the_galaxies"]["runtime_s"] < 60
+        assert course_metrics["01_meet_the_galaxies"]["n_galaxies"] > 0
 
 A notebook that nbval does not run in this session (``pytest tests/test_nb02_*.py``) is run
 by the papermill course runner when its metrics are first looked up, once. Set

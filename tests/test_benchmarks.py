@@ -89,3 +89,17 @@ def test_real_transfer_benchmark_measures_every_table_row(tmp_path, monkeypatch)
         assert label in text
         assert 0 <= rows[0][key] <= 1, key  # the trained model fills every row
     assert "gz2_test_mae_reduction" not in rows[1]  # raw pixels predict no votes
+
+
+def test_course_benchmark_reports_each_notebook_against_its_budget(tmp_path, capsys):
+    bench = _load(BENCH.with_name("bench_course.py"))
+    (tmp_path / "metrics").mkdir()
+    for stem, runtime in [("01_meet_the_galaxies", 20.0), ("02_train_on_votes", 95.0)]:
+        (tmp_path / "metrics" / f"{stem}.json").write_text(json.dumps({"runtime_s": runtime}))
+    assert bench.main(["--output", str(tmp_path)]) == 1  # 02 is over its 90 s budget
+    result = json.loads(capsys.readouterr().out)
+    row = result["notebooks"]["02_train_on_votes"]
+    assert row == {"runtime_s": 95.0, "budget_s": 90, "within_budget": False, "over_01": 4.75}
+    assert result["notebooks"]["01_meet_the_galaxies"]["within_budget"] is True
+    assert result["total_s"] == 115.0 and result["all_within_budget"] is False
+    assert bench.main(["--output", str(tmp_path / "empty")]) == 2
