@@ -11,9 +11,10 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import core
 from .anomaly import ActiveLearner, run_simulation
 from .images import catalogue_crops, load_images
-from .representations import extract_representations, random_weights_model
+from .representations import catalogue_hash, extract_representations, random_weights_model
 from .similarity import build_index, precision_at_k_by_tag
 
 __all__ = ["GZ2_INTERESTING_ODD", "odd_researcher_scores", "encoder_features", "tag_precision"]
@@ -41,6 +42,31 @@ def _read(catalogue: pd.DataFrame, size: int, crops, cache: dict | None, progres
     return cache[key]
 
 
+def _pixel_features(catalogue, meta: dict, pixel_size: int, cache, progress: bool) -> np.ndarray:
+    """Raw-pixel baseline rows, kept on disk beside the representation tables (the same
+    catalogue hash) so that notebooks 04-06 decode each survey's images once, not three times."""
+    size = int(meta["image_size"])
+    crops = catalogue_crops(catalogue, meta)
+    key = core.content_key("pixels", 1, size, pixel_size, crops, catalogue_hash(catalogue))
+    path = core.cache_dir("representations") / f"pixels_{key}.npy"
+    if path.exists():
+        try:
+            return np.load(path)
+        except Exception:  # a corrupt cache file is rebuilt, never trusted
+            path.unlink(missing_ok=True)
+    arr = _read(catalogue, size, crops, cache, progress).astype(np.float32) / 255.0
+    if size % pixel_size == 0:  # block means of the model's own input: one decode
+        f = size // pixel_size
+        arr = arr.reshape(len(arr), pixel_size, f, pixel_size, f, 3).mean(axis=(2, 4))
+    else:
+        arr = _read(catalogue, pixel_size, crops, cache, progress) / 255.0
+    arr = arr.astype(np.float32).reshape(len(arr), -1)
+    with core.atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, arr)
+    return arr
+
+
 def encoder_features(
     encoder,
     catalogue: pd.DataFrame,
@@ -59,15 +85,7 @@ def encoder_features(
     if isinstance(encoder, str) and encoder in ("random", "pixels"):
         _, meta = load_model(reference if reference is not None else "course", progress=progress)
         if encoder == "pixels":
-            size = int(meta["image_size"])
-            crops = catalogue_crops(catalogue, meta)
-            arr = _read(catalogue, size, crops, cache, progress).astype(np.float32) / 255.0
-            if size % pixel_size == 0:  # block means of the model's own input: one decode
-                f = size // pixel_size
-                arr = arr.reshape(len(arr), pixel_size, f, pixel_size, f, 3).mean(axis=(2, 4))
-            else:
-                arr = _read(catalogue, pixel_size, crops, cache, progress) / 255.0
-            return arr.astype(np.float32).reshape(len(arr), -1)
+            return _pixel_features(catalogue, meta, pixel_size, cache, progress)
         model, meta = random_weights_model(meta, seed=0)
     else:
         model, meta = load_model(encoder, progress=progress)
