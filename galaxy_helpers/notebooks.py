@@ -118,6 +118,33 @@ def summary_markdown(results: Sequence[NotebookResult], total_s: float | None = 
     return "\n".join(lines) + "\n"
 
 
+def time_breakdown(executed: str | os.PathLike, wall_s: float) -> dict:
+    """Where one executed notebook's time went: ``kernel`` (start-up, parameters and papermill's
+    own work: the wall time no cell accounts for) and ``sections``, seconds per ``## heading``
+    (the cells below it), largest first; from papermill's per-cell durations."""
+    sections: dict[str, float] = {}
+    title = "before the first section"
+    for cell in read_notebook(executed).cells:
+        if cell.cell_type == "markdown":
+            heading = next((ln for ln in cell.source.splitlines() if ln.startswith("## ")), None)
+            title = heading[3:].strip() if heading else title
+        elif cell.cell_type == "code":
+            seconds = cell.metadata.get("papermill", {}).get("duration") or 0.0
+            sections[title] = sections.get(title, 0.0) + float(seconds)
+    ordered = dict(sorted(((k, round(v, 2)) for k, v in sections.items()), key=lambda kv: -kv[1]))
+    kernel = max(0.0, float(wall_s) - sum(sections.values()))
+    return {"wall_s": round(float(wall_s), 2), "kernel_s": round(kernel, 2), "sections": ordered}
+
+
+def breakdown_markdown(breakdowns: Mapping[str, dict], top: int = 3) -> str:
+    """The course run's time by notebook: kernel start-up and its ``top`` largest sections."""
+    lines = ["| notebook | wall (s) | kernel (s) | largest sections (s) |", "|---|---|---|---|"]
+    for name, b in breakdowns.items():
+        largest = "; ".join(f"{k}: {v:.1f}" for k, v in list(b["sections"].items())[:top])
+        lines.append(f"| {name} | {b['wall_s']:.1f} | {b['kernel_s']:.1f} | {largest} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_course(
     output: str | os.PathLike = "course_output",
     only: Iterable[str] | None = None,
@@ -208,14 +235,21 @@ def run_course(
         write_navigation(paths[0].parent, contents)
 
     summary = summary_markdown(results, total)
-    write_text(out / "summary.md", "# Course run summary\n\n" + summary)
+    breakdowns = {
+        r.notebook: time_breakdown(r.executed_path, r.wall_s)
+        for r in results
+        if r.executed_path.exists()
+    }
+    where = "\n## Where the time goes\n\n" + breakdown_markdown(breakdowns)
+    write_text(out / "summary.md", "# Course run summary\n\n" + summary + where)
     failed = {r.notebook: r.error for r in results if not r.ok}
     record = {"finished": True, "ok": not failed, "profile": profile, "parameters": extra}
     record |= {"notebooks": [r.notebook for r in results], "requested": [p.stem for p in paths]}
     record |= {"errors": failed, "wall_s": {r.notebook: round(r.wall_s, 2) for r in results}}
+    record |= {"time_breakdown": breakdowns}
     write_json(out / RUN_RECORD, record | {"total_s": round(total, 2)})
     if verbose:
-        print(f"\n{summary}[course] executed copies, metrics/ and summary.md are in {out}")
+        print(f"\n{summary}{where}\n[course] executed copies, metrics/ and summary.md are in {out}")
     if failed:
         raise CourseRunError("\n".join(failed.values()))
     return results
