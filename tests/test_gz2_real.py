@@ -161,3 +161,30 @@ def test_unasked_questions_add_nothing_to_a_mixed_catalogues_loss(gz2):
     assert (table["smooth-or-featured"] > 0).all()
     summed = table.iloc[:, 1:-1].sum(axis=1).to_numpy()  # each rounded to 0.01
     assert table["total"].to_numpy() == pytest.approx(summed, abs=0.06)
+
+
+def test_raw_pixel_rows_are_decoded_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    paths = [
+        images.save_image(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), tmp_path / f"{i}.png")
+        for i in range(3)
+    ]
+    cat = pd.DataFrame({"id_str": ["a", "b", "c"], "file_loc": [str(p) for p in paths]})
+    meta = {"image_size": 64, "channels": 3, "framing": {"crop": 1.0}}
+    monkeypatch.setattr("galaxy_helpers.checkpoints.load_model", lambda *a, **k: (None, meta))
+    first = transfer.encoder_features("pixels", cat)
+    assert first.shape == (3, 32 * 32 * 3) and first.dtype == np.float32
+    block = images.read_image(paths[1]).astype(np.float32) / 255
+    expected = block.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).reshape(-1)
+    assert np.allclose(first[1], expected, atol=1e-6)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(transfer, "load_images", no_decoding)
+    assert np.array_equal(transfer.encoder_features("pixels", cat), first)
+    # another framing is another key: decoded again
+    meta["framing"] = {"crop": 0.5}
+    with pytest.raises(AssertionError, match="decoded again"):
+        transfer.encoder_features("pixels", cat)
