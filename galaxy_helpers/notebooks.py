@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+from . import quotes
 from .core import read_json, write_json, write_text
 from .tooling import (
     DEFAULT_CONTENTS,
@@ -311,7 +312,46 @@ def regenerate(
         stamp=stamp,
         contents=contents,
     )
+    metrics = {
+        p.stem: read_json(p, what="metrics file") for p in (output / "metrics").glob("*.json")
+    }
+    fill_quoted_numbers(folder, metrics)
     return {r.notebook: r.wall_s for r in results}
+
+
+def fill_quoted_numbers(notebook_dir: str | Path, metrics: Mapping[str, Mapping]) -> list[Path]:
+    """Rewrite every marked number (:mod:`galaxy_helpers.quotes`) in the numbered notebooks'
+    markdown and in the README beside them from ``metrics``; returns the files that changed."""
+    folder = Path(notebook_dir)
+    changed = []
+    for path in numbered_notebooks(folder):
+        nb = read_notebook(path)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown":
+                cell.source = quotes.fill(cell.source, metrics)
+        if write_notebook(nb, path):
+            changed.append(path)
+    readme = folder.resolve().parent / "README.md"
+    if readme.exists():
+        text = readme.read_text()
+        if (new := quotes.fill(text, metrics)) != text:
+            write_text(readme, new)
+            changed.append(readme)
+    return changed
+
+
+def quoted_number_problems(notebook_dir: str | Path, metrics: Mapping[str, Mapping]) -> list[str]:
+    """Every marked number in the notebooks' markdown and the README that ``metrics`` contradict."""
+    folder = Path(notebook_dir)
+    out = []
+    for path in numbered_notebooks(folder):
+        for i, cell in enumerate(read_notebook(path).cells):
+            if cell.cell_type == "markdown":
+                out += quotes.problems(cell.source, metrics, f"{path.name} cell {i + 1} ")
+    readme = folder.resolve().parent / "README.md"
+    if readme.exists():
+        out += quotes.problems(readme.read_text(), metrics, "README.md ")
+    return out
 
 
 _HOW_TO_FIX = {

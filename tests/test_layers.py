@@ -22,6 +22,7 @@ FLOORS = {
     "plotting": 1,
     "losses": 1,
     "models": 2,
+    "quotes": 1,
     "data": 2,
     "manifests": 2,
     "pretrained": 3,
