@@ -59,7 +59,7 @@ class NotebookRun:
         Parameters
         ----------
         metrics : the notebook's numbers; optional ``headline`` ``{label: number}`` (summary table).
-        show : print the written JSON (the last output a reader sees in the notebook).
+        show : print where the file went and its headline numbers (the whole file is on disk).
 
         Returns
         -------
@@ -81,9 +81,16 @@ class NotebookRun:
         text = json.dumps(record, indent=2, allow_nan=False) + "\n"
         write_text(self.metrics_path, text)
         if show:
-            print(f"Metrics written to {self.metrics_path}")
-            print(text, end="")
+            print(f"Metrics written to {self.shown(self.metrics_path)}")
+            for label, value in record.get("headline", {}).items():
+                print(f"  {label}: {value}")
         return self.metrics_path
+
+    def shown(self, path: str | os.PathLike) -> str:
+        """``path`` as the notebook's reader should see it: relative to the notebook's folder
+        when it lies in the project beside it (``../course_output/...``), else in full."""
+        target, here = Path(path).resolve(), Path.cwd().resolve()
+        return os.path.relpath(target, here) if target.is_relative_to(here.parent) else str(target)
 
 
 def start_notebook(name: str, output_dir: str | os.PathLike = "../course_output") -> NotebookRun:

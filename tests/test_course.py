@@ -76,7 +76,10 @@ def test_write_metrics_adds_runtime_and_is_valid_json(tmp_path, capsys):
     assert data["n_galaxies"] == 2000
     assert data["headline"] == {"galaxies": 2000}
     assert 2.0 <= data["runtime_s"] < 60
-    assert "01_demo.json" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # where the file went and its headline, not the whole file
+    assert "01_demo.json" in printed and "galaxies: 2000" in printed
+    assert "n_galaxies" not in printed and "runtime_s" not in printed
     # no temporary files are left behind by the atomic write
     assert sorted(p.name for p in path.parent.iterdir()) == ["01_demo.json"]
 
@@ -211,3 +214,13 @@ def test_course_metrics_fixture_fails_with_the_notebook_cell_error():
         metrics["02_b"]
     with pytest.raises(pytest.fail.Exception, match="no metrics file for notebook 03_c"):
         metrics["03_c"]
+
+
+def test_paths_are_shown_relative_to_the_notebook_inside_the_project(tmp_path, monkeypatch):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    run = course.start_notebook("05_demo", output_dir="../course_output")
+    labels = run.output_dir / "labels" / "05_labels.jsonl"
+    assert run.shown(labels) == str(Path("..") / "course_output" / "labels" / "05_labels.jsonl")
+    elsewhere = tmp_path.parent / "elsewhere.jsonl"
+    assert run.shown(elsewhere) == str(elsewhere.resolve())
