@@ -15,6 +15,7 @@ from galaxy_helpers.evaluation import (
     most_wrong,
     plot_calibration,
     plot_predicted_vs_volunteer,
+    predictive_coverage,
     show_most_wrong,
 )
 from galaxy_helpers.schema import DECALS_DR5, vote_counts, vote_fractions
@@ -135,3 +136,27 @@ def test_evaluate_runs_a_model_on_catalogue_images(toy):
     model.metadata = {}
     with pytest.raises(ValueError, match="image_size"):
         evaluate(model, toy, progress=False)
+
+
+def _calibration_toy(scale: float, n: int = 3000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    tree = DECALS_DR5
+    alpha = np.array([4.0, 2.0, 1.0])
+    start, stop = tree.answer_slices[0]
+    counts = np.zeros((n, tree.n_answers), dtype=int)
+    for i in range(n):  # the Dirichlet-Multinomial the model claims, 3 to 12 votes each
+        counts[i, start:stop] = rng.multinomial(rng.integers(3, 13), rng.dirichlet(alpha))
+    cat = pd.DataFrame(counts, columns=tree.answer_columns).assign(
+        id_str=[str(i) for i in range(n)]
+    )
+    conc = np.ones((n, tree.n_answers))
+    conc[:, start:stop] = alpha * scale  # scale > 1: same means, falsely sure
+    return evaluate_concentrations(conc, cat)
+
+
+def test_predictive_coverage_is_68_and_95_for_a_calibrated_model_with_few_votes():
+    honest = predictive_coverage(_calibration_toy(1.0)).set_index("question")
+    row = honest.loc["smooth-or-featured-dr5"]
+    assert abs(row["within_68"] - 0.68) < 0.02 and abs(row["within_95"] - 0.95) < 0.01
+    sure = predictive_coverage(_calibration_toy(30.0)).set_index("question")
+    assert sure.loc["smooth-or-featured-dr5", "within_68"] < row["within_68"] - 0.05
