@@ -59,11 +59,24 @@ def galaxy_grid(
         raise ValueError(f"Got {n} images but {len(highlight)} highlight flags.")
     ncols = max(1, min(ncols, n))
     nrows = math.ceil(n / ncols)
-    # Inches kept free for the title (one line each), so it never overlaps the first row.
+    # Every cell is placed in inches: a square image and, above it, a band for its title, so a
+    # row's titles never sit under the row above (tight_layout cannot promise that for images of
+    # fixed aspect); the figure title gets a band of its own.
     title_inches = 0.3 * (suptitle.count("\n") + 1) + 0.1 if suptitle else 0.0
-    height = nrows * (size + (0.25 if titles is not None else 0.0)) + title_inches
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, height), squeeze=False)
-    for i, ax in enumerate(axes.flat):
+    lines = max((str(t).count("\n") + 1 for t in titles), default=1) if titles is not None else 0
+    band = (0.017 * ax_titles_fontsize * lines + 0.08) if lines else 0.0
+    pad = 0.06 * size
+    width, height = ncols * size, nrows * (size + band) + title_inches
+    fig = plt.figure(figsize=(width, height))
+    axes = []
+    for i in range(nrows * ncols):
+        row, col = divmod(i, ncols)
+        top = height - title_inches - row * (size + band) - band
+        box = (col * size + pad, top - size + pad, size - 2 * pad, size - 2 * pad)
+        axes.append(
+            fig.add_axes((box[0] / width, box[1] / height, box[2] / width, box[3] / height))
+        )
+    for i, ax in enumerate(axes):
         ax.set(xticks=[], yticks=[])
         if i >= n:
             ax.axis("off")
@@ -76,8 +89,7 @@ def galaxy_grid(
         if flagged:
             ax.spines[:].set(edgecolor="tab:orange", linewidth=3)
     if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - title_inches / height))
+        fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / height, va="top")
     return fig
 
 

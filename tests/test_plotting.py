@@ -100,3 +100,18 @@ def test_ranked_grid_follows_a_given_order_like_notebook_05(catalogue):
     plt.close(fig)
     with pytest.raises(ValueError, match="scores or an order"):
         ranked_grid(catalogue, None)
+
+
+@pytest.mark.parametrize("titles", [["score 5"] * 12, ["vol featured 0.80\ncnn smooth 0.62"] * 12])
+def test_no_title_sits_on_an_image_of_the_row_above(titles):
+    imgs = np.zeros((12, 16, 16, 3), dtype=np.uint8)
+    fig = galaxy_grid(imgs, titles=titles, ncols=6, suptitle="a title")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    images = [ax.get_window_extent(renderer) for ax in fig.axes]
+    for ax in fig.axes:
+        title = ax.title.get_window_extent(renderer)
+        assert not any(title.overlaps(box) for box in images), ax.title.get_text()
+    suptitle = fig._suptitle.get_window_extent(renderer)
+    assert not any(suptitle.overlaps(box) for box in images)
+    assert not any(suptitle.overlaps(ax.title.get_window_extent(renderer)) for ax in fig.axes)
