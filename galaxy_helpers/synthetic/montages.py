@@ -45,9 +45,7 @@ def _montage(catalogue, rows, per, render_size, suptitle, **grid):
         images += [_galaxy_image(catalogue, row, render_size) for row in pick]
         images += [np.zeros((8, 8, 3), np.uint8) for _ in range(per - len(pick))]
         titles += list(names) + ["(none)"] * (per - len(pick))
-    fig = galaxy_grid(images, titles=titles, suptitle=suptitle, **grid)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # room for the suptitle
-    return fig
+    return galaxy_grid(images, titles=titles, suptitle=suptitle, **grid)  # it keeps title room
 
 
 def _check(per: int, name: str, render_size: int | None) -> None:
