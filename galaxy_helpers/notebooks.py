@@ -241,7 +241,7 @@ def run_course(
         for r in results
         if r.executed_path.exists()
     }
-    where = "\n## Where the time goes\n\n" + breakdown_markdown(breakdowns)
+    where = "\n### Where the time goes\n\n" + breakdown_markdown(breakdowns)
     write_text(out / "summary.md", "# Course run summary\n\n" + summary + where)
     failed = {r.notebook: r.error for r in results if not r.ok}
     record = {"finished": True, "ok": not failed, "profile": profile, "parameters": extra}

@@ -123,7 +123,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim(NB02, "confident accuracy, smooth-or-featured", _acc("smooth-or-featured-dr5"), 0.90),
     Claim(NB02, "confident accuracy, edge-on", _acc("disk-edge-on-dr5"), 0.90),
     Claim(NB02, "vote-fraction error below the mean baseline, 8 views", lambda m: m["mae_reduction"], 0.30),
-    Claim(NB02, "vote-fraction error below the mean baseline, one view", lambda m: m["mae_reduction_single_view"], 0.27),
+    Claim(NB02, "vote-fraction error below the mean baseline, one view", lambda m: m["mae_reduction_single_view"], 0.30),
     Claim(NB02, "8 views better than one", lambda m: m["mae_reduction"] - m["mae_reduction_single_view"], 0.0, strict=True),
     # 03: the representation groups galaxies of a kind
     Claim(NB03, "PCA-10 keeps half the variance", lambda m: m["explained_variance_10"], 0.5),
