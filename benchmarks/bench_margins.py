@@ -33,6 +33,7 @@ import sys
 import time
 from datetime import date
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -49,23 +50,19 @@ def run_folder(work: Path, threads: int, seed: int) -> Path:
     return work / f"threads{threads}_seed{seed}"
 
 
-def run_one(work: Path, threads: int, seed: int, only, fresh_cache: bool = False) -> dict:
-    """Run the course for one (threads, seed), unless a finished run is already there."""
-    from galaxy_helpers import course, notebooks
+def run_one(work: Path, threads: int, seed: int, only, fresh_cache: bool = False) -> None:
+    """Run the course for one (threads, seed), unless a finished run of ``only`` is there."""
+    from galaxy_helpers import notebooks
 
     folder = run_folder(work, threads, seed)
     record = folder / "course_run.json"
-    wanted = {n for n in only}
     if record.exists():
         done = json.loads(record.read_text())
-        if done.get("ok") and wanted <= {n[:2] for n in done.get("notebooks", [])}:
-            return course.load_metrics(folder)
-    parameters = {"seed": seed, "sky_seed": seed + 1, "sky": {"seed": seed + 1}}
-    names = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "GALAXY_HELPERS_CACHE")
-    old = {k: os.environ.get(k) for k in names}
-    os.environ.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        if done.get("ok") and set(only) <= {n[:2] for n in done.get("notebooks", [])}:
+            return
+    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if fresh_cache:  # nothing computed at another thread count is reused
-        os.environ["GALAXY_HELPERS_CACHE"] = str(work / f"cache_threads{threads}")
+        env["GALAXY_HELPERS_CACHE"] = str(work / f"cache_threads{threads}")
         if not os.environ.get("GALAXY_DATA_MIRROR"):
             print(
                 "[margins] warning: a fresh cache holds no real data and GALAXY_DATA_MIRROR is "
@@ -73,14 +70,11 @@ def run_one(work: Path, threads: int, seed: int, only, fresh_cache: bool = False
                 "it to the mirror folder)",
                 flush=True,
             )
+    parameters = {"seed": seed, "sky_seed": seed + 1, "sky": {"seed": seed + 1}}
     t0 = time.perf_counter()
-    try:
+    with mock.patch.dict(os.environ, env):  # the kernels inherit it
         notebooks.run_course(folder, only=list(only), parameters=parameters, verbose=False)
-    finally:
-        for k, v in old.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
     print(f"[margins] threads={threads} seed={seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return course.load_metrics(folder)
 
 
 def collect(work: Path) -> dict[tuple[int, int], dict]:

@@ -4,21 +4,18 @@ README's GPU table reads from its JSON."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 
 import pytest
+from _bench_results import load_benchmark
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu_profile.py"
 
 
 def _load(path: Path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark(path.stem)
 
 
 def _run_profile(tmp_path, monkeypatch, *args: str) -> tuple[int, dict, Path]:

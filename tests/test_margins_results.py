@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
+from _bench_results import REPO, latest_result, load_benchmark
 from science_claims import CLAIMS
-
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
 
 
 def _bench():
-    path = REPO / "benchmarks" / "bench_margins.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_margins")
 
 
 def _latest() -> tuple[Path, dict]:
-    runs = sorted(RESULTS.glob("margins_*.json"))
-    assert runs, "no benchmarks/results/margins_*.json: run benchmarks/bench_margins.py"
-    return runs[-1], json.loads(runs[-1].read_text())
+    run = latest_result("margins_*.json")
+    return run, json.loads(run.read_text())
 
 
 def test_the_markdown_is_rendered_from_the_json():

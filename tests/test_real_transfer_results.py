@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+from _bench_results import REPO, latest_result, load_benchmark
 
 
 def _bench():
-    path = REPO / "benchmarks" / "bench_real_transfer.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("bench_real_transfer")
 
 
 def _latest() -> tuple[Path, Path]:
-    runs = sorted(RESULTS.glob("real_transfer_*.json"))
-    assert runs, "no benchmarks/results/real_transfer_*.json"
-    return runs[-1], runs[-1].with_suffix(".md")
+    run = latest_result("real_transfer_*.json")
+    return run, run.with_suffix(".md")
 
 
 def test_the_markdown_table_is_rendered_from_the_json():
