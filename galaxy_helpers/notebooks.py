@@ -225,10 +225,8 @@ def run_course(
                 given = {"output_dir": str(out), **given}
             results.append(_run_one(pm, path, out, given, kernel_name, timeout_s, verbose))
             if results[-1].ok and in_place:
-                nb = read_notebook(results[-1].executed_path)
-                runtime = nb.metadata.get("papermill", {}).get("duration") or results[-1].wall_s
-                nb = strip_notebook(nb)
-                write_notebook(stamp_header(nb, runtime_s=runtime) if stamp else nb, path)
+                nb = strip_notebook(read_notebook(results[-1].executed_path))
+                write_notebook(stamp_header(nb) if stamp else nb, path)
             if not results[-1].ok and not keep_going:
                 break
     total = time.perf_counter() - t_course
@@ -319,9 +317,13 @@ def regenerate(
     return {r.notebook: r.wall_s for r in results}
 
 
+#: Documents beside ``notebooks/`` whose marked numbers the course run fills and checks.
+QUOTING_DOCS = ("README.md", "WORKSHOP.md")
+
+
 def fill_quoted_numbers(notebook_dir: str | Path, metrics: Mapping[str, Mapping]) -> list[Path]:
     """Rewrite every marked number (:mod:`galaxy_helpers.quotes`) in the numbered notebooks'
-    markdown and in the README beside them from ``metrics``; returns the files that changed."""
+    markdown and in the documents beside them (:data:`QUOTING_DOCS`) from ``metrics``; returns the files that changed."""
     folder = Path(notebook_dir)
     changed = []
     for path in numbered_notebooks(folder):
@@ -331,26 +333,29 @@ def fill_quoted_numbers(notebook_dir: str | Path, metrics: Mapping[str, Mapping]
                 cell.source = quotes.fill(cell.source, metrics)
         if write_notebook(nb, path):
             changed.append(path)
-    readme = folder.resolve().parent / "README.md"
-    if readme.exists():
-        text = readme.read_text()
-        if (new := quotes.fill(text, metrics)) != text:
-            write_text(readme, new)
-            changed.append(readme)
+    for doc in QUOTING_DOCS:
+        path = folder.resolve().parent / doc
+        if path.exists() and (new := quotes.fill(text := path.read_text(), metrics)) != text:
+            write_text(path, new)
+            changed.append(path)
     return changed
 
 
-def quoted_number_problems(notebook_dir: str | Path, metrics: Mapping[str, Mapping]) -> list[str]:
-    """Every marked number in the notebooks' markdown and the README that ``metrics`` contradict."""
+def quoted_number_problems(
+    notebook_dir: str | Path, metrics: Mapping[str, Mapping], timings: bool = True
+) -> list[str]:
+    """Every marked number in the notebooks' markdown and the README that ``metrics`` contradict
+    (``timings=False``: except quoted timings, see :func:`galaxy_helpers.quotes.is_timing`)."""
     folder = Path(notebook_dir)
     out = []
     for path in numbered_notebooks(folder):
         for i, cell in enumerate(read_notebook(path).cells):
             if cell.cell_type == "markdown":
-                out += quotes.problems(cell.source, metrics, f"{path.name} cell {i + 1} ")
-    readme = folder.resolve().parent / "README.md"
-    if readme.exists():
-        out += quotes.problems(readme.read_text(), metrics, "README.md ")
+                where = f"{path.name} cell {i + 1} "
+                out += quotes.problems(cell.source, metrics, where, timings)
+    for doc in QUOTING_DOCS:
+        if (path := folder.resolve().parent / doc).exists():
+            out += quotes.problems(path.read_text(), metrics, f"{doc} ", timings)
     return out
 
 

@@ -10,10 +10,14 @@ after it, naming where the number comes from::
 ``NN:`` names the notebook (its metrics file), dots walk into nested entries (a last ``.mean``
 averages a ``{name: number}`` entry), and two paths may be joined by `` - `` (a difference) or
 `` / `` (a ratio). The number keeps its own style: its
-decimals, a thousands comma, ``%`` (the value times 100) and a trailing ``x``.
+decimals, a thousands comma, ``%`` (the value times 100), a trailing ``x`` or `` s``.
 :func:`fill` rewrites every marked number from a course run's metrics (``make notebooks`` does
 it after the run), :func:`problems` lists the ones that disagree (the test suite runs it), so a
 quoted number can never drift from what the code computed.
+
+Timings (a path ending in ``runtime_s``, see :data:`TIMINGS`) are filled the same way, but no
+two runs take the same seconds: ``problems(..., timings=False)`` skips them, and the test suite
+checks them against the committed course-run record of the run that filled them instead.
 """
 
 from __future__ import annotations
@@ -21,11 +25,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-__all__ = ["QUOTE", "value_of", "render", "fill", "problems"]
+__all__ = ["QUOTE", "TIMINGS", "is_timing", "value_of", "render", "fill", "problems"]
 
 #: A quoted number and its marker: ``0.77<!-- m:06:key.sub -->``, ``30.6%<!-- m:... -->``.
-QUOTE = re.compile(r"(?P<number>-?\d[\d,]*(?:\.\d+)?)(?P<suffix>%|x)?<!-- m:(?P<expr>[^<>]+?) -->")
+QUOTE = re.compile(
+    r"(?P<number>-?\d[\d,]*(?:\.\d+)?)(?P<suffix>%|x| s)?<!-- m:(?P<expr>[^<>]+?) -->"
+)
 _OPERATORS = (" - ", " / ")
+#: Metric keys that are timings of the run that wrote them (never reproduced exactly).
+TIMINGS = ("runtime_s",)
+
+
+def is_timing(expr: str) -> bool:
+    """Whether a marker's expression quotes a timing (:data:`TIMINGS`)."""
+    return any(expr.strip().endswith(key) for key in TIMINGS)
 
 
 def _lookup(path: str, metrics: Mapping[str, Mapping]) -> float:
@@ -73,10 +86,15 @@ def fill(text: str, metrics: Mapping[str, Mapping]) -> str:
     return QUOTE.sub(new, text)
 
 
-def problems(text: str, metrics: Mapping[str, Mapping], where: str = "") -> list[str]:
-    """One line per marked number that disagrees with ``metrics`` (or names no metric)."""
+def problems(
+    text: str, metrics: Mapping[str, Mapping], where: str = "", timings: bool = True
+) -> list[str]:
+    """One line per marked number that disagrees with ``metrics`` (or names no metric);
+    ``timings=False`` skips quoted timings (:func:`is_timing`)."""
     out = []
     for match in QUOTE.finditer(text):
+        if not timings and is_timing(match["expr"]):
+            continue
         line = text.count("\n", 0, match.start()) + 1
         try:
             expected = render(value_of(match["expr"], metrics), match["number"], match["suffix"])

@@ -13,7 +13,6 @@ import copy
 import datetime as _dt
 import html
 import importlib.metadata
-import os
 import platform
 import re
 from collections.abc import Iterable, Mapping
@@ -331,6 +330,11 @@ def header_problems(source: str) -> list[str]:
         problems.append("no expected 'runtime' paragraph")
     elif not any("cpu" in p and "gpu" in p for p in runtime):
         problems.append("the runtime paragraph must give both a laptop CPU and a GPU time")
+    elif not any(re.search(r"\d s<!-- m:\d\d:runtime_s -->", p) for p in runtime):
+        problems.append(
+            "the runtime paragraph must quote the course run's seconds as a metric marker "
+            "('73 s<!-- m:02:runtime_s -->', filled by `make notebooks`), not a typed number"
+        )
     if "data used" not in text:
         problems.append("no 'Data used'")
     verified = [p for p in paragraphs if "last verified" in p.lower()]
@@ -473,18 +477,17 @@ def _package_versions(names: tuple[str, ...] = STAMP_PACKAGES) -> str:
     return ", ".join(parts)
 
 
-def stamp_header(
-    nb: nbformat.NotebookNode, runtime_s: float | None = None, today: _dt.date | None = None
-) -> nbformat.NotebookNode:
-    """A copy whose header's "Last verified" line states the date, versions and runtime.
+def stamp_header(nb: nbformat.NotebookNode, today: _dt.date | None = None) -> nbformat.NotebookNode:
+    """A copy whose header's "Last verified" line states the date and package versions.
 
     The line keeps its label (up to the first ``:``) and becomes ``YYYY-MM-DD with Python x,
-    numpy y, ...; quick profile ran in N s on a K-core CPU`` (wrapped continuation lines go).
+    numpy y, ...`` (wrapped continuation lines go). The notebook's runtime is not stamped here:
+    the header quotes it once, as a metric marker (``73 s<!-- m:02:runtime_s -->``, see
+    :mod:`galaxy_helpers.quotes`) that the same regeneration run fills.
 
     Parameters
     ----------
     nb : returned unchanged when it has no header or no such line.
-    runtime_s : measured quick-profile runtime to state.
     today : defaults to today (UTC).
     """
     nb = copy.deepcopy(nb)
@@ -492,8 +495,6 @@ def stamp_header(
     if index is None:
         return nb
     value = f"{(today or _dt.datetime.now(_dt.UTC).date()).isoformat()} with {_package_versions()}"
-    if runtime_s is not None:
-        value += f"; quick profile ran in {runtime_s:.0f} s on a {os.cpu_count()}-core CPU"
     lines = nb.cells[index].source.splitlines()
     for i, line in enumerate(lines):
         if "last verified" in line.lower() and ":" in line:

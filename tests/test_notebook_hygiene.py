@@ -28,7 +28,7 @@ HEADER = """# 07. Try the tools
 
 **Prerequisites:** notebook 01.
 
-**Expected runtime:** about 5 s on a laptop CPU (quick profile); about 5 s on a GPU.
+**Runtime:** 5 s<!-- m:07:runtime_s --> on a laptop CPU (quick profile); about 5 s on a GPU.
 
 **Data used:** none.
 
@@ -38,8 +38,9 @@ HEADER = """# 07. Try the tools
 
 def _good_notebook(stem: str = "07_try_the_tools") -> nbformat.NotebookNode:
     """A notebook that keeps every contract; tests break one thing at a time."""
+    header = HEADER.replace("m:07:", f"m:{stem[:2]}:")
     cells = [
-        new_markdown_cell(HEADER, metadata={"tags": ["header"]}),
+        new_markdown_cell(header, metadata={"tags": ["header"]}),
         new_markdown_cell("## 1. Set up"),
         new_code_cell(
             'output_dir = "../course_output"\nseed = 0', metadata={"tags": ["parameters"]}
@@ -361,19 +362,24 @@ def test_unreadable_notebook_gets_a_clear_error(tmp_path, capsys):
 
 
 def test_stamp_header_updates_the_last_verified_line_only():
-    nb = nbt.stamp_header(_good_notebook(), runtime_s=41.6, today=dt.date(2027, 3, 4))
+    nb = nbt.stamp_header(_good_notebook(), today=dt.date(2027, 3, 4))
     header = nb.cells[0].source
     line = next(line for line in header.splitlines() if "Last verified" in line)
     assert line.startswith("**Last verified:** 2027-03-04 with Python ")
-    assert "quick profile ran in 42 s" in line
+    assert " s " not in line  # the runtime is quoted once, in the runtime paragraph
     assert nbt.header_problems(header) == []
     assert header.replace(line, "") == HEADER.rstrip("\n").replace(HEADER.splitlines()[-1], "")
 
 
+def test_a_typed_runtime_is_a_header_problem():
+    typed = HEADER.replace("5 s<!-- m:07:runtime_s -->", "about 5 s")
+    assert any("metric marker" in p for p in nbt.header_problems(typed))
+
+
 def test_header_paragraphs_may_wrap_and_stamp_replaces_the_whole_verified_paragraph():
     wrapped = HEADER.replace(
-        "about 5 s on a laptop CPU (quick profile); about 5 s on a GPU.",
-        "about 5 s on a laptop CPU (quick profile),\nabout 5 s on a GPU machine.",
+        "5 s<!-- m:07:runtime_s --> on a laptop CPU (quick profile); about 5 s on a GPU.",
+        "5 s<!-- m:07:runtime_s --> on a laptop CPU (quick profile),\nabout 5 s on a GPU machine.",
     ).replace(
         "**Last verified:** 2026-01-01 with Python 3.11.9, numpy 2.1.0",
         "**Last verified:** 2026-01-01 with numpy and torch (stamped by\n`regenerate`)\n\n**Next:** more",
