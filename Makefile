@@ -16,6 +16,8 @@ COURSE_ARGS ?=
 PYTEST_ARGS ?=
 # make notebooks NOTEBOOKS_ARGS="--only 02 05" regenerates only some notebooks
 NOTEBOOKS_ARGS ?=
+# Where make screenshots writes widget_search.png and widget_anomaly.png
+SCREENSHOTS ?= notebooks/images
 
 # Local mirror of the real data, used by the data tests when it exists.
 ifneq ($(wildcard ../shared/data),)
@@ -25,7 +27,7 @@ ifdef GALAXY_DATA_MIRROR
 export GALAXY_DATA_MIRROR
 endif
 
-.PHONY: help env course test lint format notebooks notebooks-check clean
+.PHONY: help env course test lint format notebooks notebooks-check screenshots clean
 
 help:
 	@echo "make course  - set up .venv and run the whole course into $(OUTPUT)/"
@@ -36,6 +38,8 @@ help:
 	@echo "make notebooks       - re-execute every notebook in place (quick profile), strip"
 	@echo "                       volatile metadata, stamp headers, rewrite navigation; commit it"
 	@echo "make notebooks-check - the read-only notebook checks the test suite runs"
+	@echo "make screenshots     - the real-browser widget tests (notebooks 04, 05), which also"
+	@echo "                       write widget_search.png, widget_anomaly.png to $(SCREENSHOTS)/"
 
 env: $(STAMP)
 
@@ -66,6 +70,15 @@ notebooks: env
 
 notebooks-check: env
 	$(BIN)/python -m galaxy_helpers.notebooks check
+
+# The two widget tests of tests/test_browser.py in JupyterLab + headless Chromium; the
+# screenshots of the widgets they click go to $(SCREENSHOTS)/ as well (commit them). Fails,
+# saying why, where the browser tests would skip (no /usr/bin/chromium: apt-get install chromium).
+screenshots: env
+	@$(BIN)/python -c "import sys; sys.path.insert(0, 'tests'); from browser import lab; \
+		sys.exit(lab.missing_requirements())"
+	GALAXY_WIDGET_SCREENSHOTS=$(abspath $(SCREENSHOTS)) $(BIN)/python -m pytest \
+		tests/test_browser.py -k "anomaly_widget or search_widget" $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(OUTPUT) .pytest_cache .ruff_cache build *.egg-info

@@ -5,6 +5,11 @@ The controls only call :class:`SearchWidget`'s methods, so it is tested headless
     w.tag.value = "ring"                 # a random #ring galaxy becomes the query
     w.neighbour_buttons[0].click()       # search again from its nearest neighbour
     w.results                            # the current neighbours (query, rank, id_str, distance)
+
+In the page, the widget carries stable CSS classes for browser tests and styling:
+``galaxy-search`` (the whole widget), ``galaxy-search-status`` (the "Query <id>" line),
+``galaxy-search-query`` (the query's tile) and ``galaxy-neighbour-button`` on every "search
+from here" button, whose tooltip names its galaxy: ``"search from <id_str>"``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import pandas as pd
 from galaxy_helpers.images import read_image
 from galaxy_helpers.similarity import SimilarityIndex, tag_members
 
-__all__ = ["SearchWidget", "png_bytes"]
+__all__ = ["NEIGHBOUR_BUTTON_CLASS", "SearchWidget", "png_bytes"]
+
+NEIGHBOUR_BUTTON_CLASS = "galaxy-neighbour-button"  # every "search from here" button
 
 
 def png_bytes(image: np.ndarray) -> bytes:
@@ -83,15 +90,20 @@ class SearchWidget:
             (f"#{name} ({len(m)})", name) for name, m in self._tag_members.items() if m
         ]
         self.tag = widgets.Dropdown(options=options, value="", description="Tag")
-        self.another_button = widgets.Button(description="Another of this tag", icon="random")
+        # width "auto": the default button width cuts these two labels short
+        self.another_button = widgets.Button(
+            description="Another of this tag", icon="random", layout=widgets.Layout(width="auto")
+        )
         self.id_box = widgets.Text(placeholder="a galaxy id", description="Galaxy id")
         self.search_button = widgets.Button(description="Search", button_style="primary")
-        self.upload = widgets.FileUpload(accept="image/*", description="Upload image")
+        self.upload = widgets.FileUpload(
+            accept="image/*", description="Upload image", layout=widgets.Layout(width="auto")
+        )
         self.upload.disabled = model is None
         self.k_slider = widgets.IntSlider(value=int(k), min=1, max=32, description="Neighbours")
-        self.status = widgets.HTML()
-        self.query_box = widgets.Box()
-        columns = f"repeat(auto-fill, {self.thumb_px + 24}px)"
+        self.status = widgets.HTML().add_class("galaxy-search-status")
+        self.query_box = widgets.Box().add_class("galaxy-search-query")
+        columns = f"repeat(auto-fill, {self.thumb_px + 40}px)"  # room for "search from here"
         self.grid = widgets.GridBox(layout=widgets.Layout(grid_template_columns=columns))
 
         self.tag.observe(lambda c: self.search_tag(c["new"]), names="value")
@@ -111,7 +123,7 @@ class SearchWidget:
                 widgets.HTML("<b>Nearest neighbours</b> (click one to search from it)"),
                 self.grid,
             ]
-        )
+        ).add_class("galaxy-search")
 
     @property
     def k(self) -> int:
@@ -207,8 +219,10 @@ class SearchWidget:
         self.query_box.children = [self._tile(query_name, f"{query_name} {tags}", thumb, True)]
         tiles, buttons = [], []
         for gid, dist in zip(found["id_str"], found["distance"], strict=True):
-            width = widgets.Layout(width=f"{self.thumb_px + 12}px")
-            button = widgets.Button(description="search from here", layout=width)
+            width = widgets.Layout(width=f"{self.thumb_px + 30}px", padding="0px 4px")
+            button = widgets.Button(
+                description="search from here", tooltip=f"search from {gid}", layout=width
+            ).add_class(NEIGHBOUR_BUTTON_CLASS)
             button.on_click(lambda _, g=gid: self._from_neighbour(g))
             buttons.append(button)
             caption = f"{gid}<br>d={dist:.3f}{f' #{tag}' if gid in members else ''}"

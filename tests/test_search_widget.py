@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from galaxy_helpers.images import save_image
-from galaxy_helpers.search_widget import SearchWidget
+from galaxy_helpers.search_widget import NEIGHBOUR_BUTTON_CLASS, SearchWidget
 from galaxy_helpers.similarity import SimilarityIndex
 
 
@@ -61,6 +61,23 @@ def test_type_an_id_then_click_a_neighbour(setup):
     assert w.history == ["g20", expected[2]]
     w.k_slider.value = 7
     assert len(w.results) == 7 and w.query_id == expected[2]
+
+
+def test_page_classes_and_tooltips_name_each_neighbour(setup):
+    """What the browser test (tests/test_browser.py) finds in the page."""
+    index, cat, _ = setup
+    w = SearchWidget(index, cat, k=4)
+    w.search_id("g20")
+    assert "galaxy-search" in w.widget._dom_classes
+    assert "galaxy-search-status" in w.status._dom_classes
+    assert "galaxy-search-query" in w.query_box._dom_classes
+    ids = w.results["id_str"].tolist()
+    assert [b.tooltip for b in w.neighbour_buttons] == [f"search from {g}" for g in ids]
+    assert all(NEIGHBOUR_BUTTON_CLASS in b._dom_classes for b in w.neighbour_buttons)
+    w.neighbour_buttons[1].click()  # the new neighbours' buttons name the new neighbours
+    assert "Query <b>" + ids[1] + "</b>" in w.status.value
+    new_ids = w.results["id_str"].tolist()
+    assert [b.tooltip for b in w.neighbour_buttons] == [f"search from {g}" for g in new_ids]
 
 
 def test_unknown_or_empty_id_shows_a_message(setup):
