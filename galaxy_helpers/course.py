@@ -27,7 +27,7 @@ from typing import Any
 from .core import cache_dir, device, json_safe, read_json, write_text
 
 __all__ = ["OUTPUT_ENV", "NotebookRun", "cache_dir", "device", "json_safe", "load_metrics"]
-__all__ += ["start_notebook"]
+__all__ += ["start_notebook", "check_environment"]
 
 #: Environment variable naming the course output folder; it wins over ``output_dir``.
 OUTPUT_ENV = "GALAXY_COURSE_OUTPUT"
@@ -139,3 +139,62 @@ if __name__ == "__main__":  # the course tools' command line (run, regenerate, n
     from galaxy_helpers.notebooks import main
 
     sys.exit(main())
+
+
+#: Real datasets the course's real-galaxy sections read (each is skipped, with a message, when
+#: absent).
+COURSE_DATASETS = ("gz_decals_examples", "gz_decals_rings", "gz2_kaggle_subset")
+
+
+def check_environment(min_free_gb: float = 2.0):
+    """One row per thing the course needs (a workshop's first cell): ``check``, ``found``, ``ok``
+    and, where not ok, ``what to do``. Nothing is downloaded; real datasets are only looked up
+    in the cache and the mirror (``$GALAXY_DATA_MIRROR``)."""
+    import importlib.metadata
+    import platform
+    import shutil
+
+    import pandas as pd
+    import torch
+
+    from . import checkpoints, data, training
+
+    rows = []
+
+    def add(check, found, ok, fix=""):
+        rows.append(
+            {"check": check, "found": found, "ok": bool(ok), "what to do": "" if ok else fix}
+        )
+
+    py = sys.version_info
+    add("Python", platform.python_version(), py >= (3, 10), "install Python 3.10 or newer")
+    for name in ("torch", "timm", "scikit-learn", "ipywidgets", "matplotlib"):
+        try:
+            add(name, importlib.metadata.version(name), True)
+        except importlib.metadata.PackageNotFoundError:
+            add(name, "missing", False, "run `make env` (README, 'Set up')")
+    cores = os.cpu_count() or 1
+    add("CPU cores / torch threads", f"{cores} / {torch.get_num_threads()}", True)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU is enough)"
+    add("GPU", gpu, True)
+    bf16 = training.cpu_has_native_bfloat16()
+    add("CPU bfloat16 (faster quick training)", "yes" if bf16 else "no: float32", True)
+    try:
+        _, meta = checkpoints.load_model("course", progress=False)
+        add("course checkpoint", f"{meta['architecture']} at {meta['image_size']} px", True)
+    except Exception as err:  # report, never raise: this is a check
+        add("course checkpoint", f"cannot load: {err}", False, "reinstall: `make env`")
+    for name in COURSE_DATASETS:
+        here = data.dataset_available(name)
+        found = "available" if here else "not here (its sections are skipped)"
+        add(f"dataset {name}", found, True)
+    folder = cache_dir()
+    free = shutil.disk_usage(folder).free / 1e9
+    shown = str(folder).replace(str(Path.home()), "~", 1)
+    add(
+        "cache folder",
+        f"{shown} ({free:.0f} GB free)",
+        free >= min_free_gb,
+        f"free {min_free_gb:g} GB or set GALAXY_HELPERS_CACHE to a roomier folder",
+    )
+    return pd.DataFrame(rows).set_index("check")

@@ -17,9 +17,11 @@ from .images import read_image
 from .plotting import galaxy_grid
 from .schema import (
     DECALS_DR5,
+    DECALS_DR5_SHORT_NAMES,
     Schema,
     confident_answer,
     get_schema,
+    select_questions,
     total_votes,
     vote_counts,
     vote_fractions,
@@ -477,13 +479,16 @@ def real_beside_synthetic(
     per_side: int = 2,
     image_size: int = 96,
     seed: int = 0,
+    questions=None,
 ):
     """One row per answer: real Galaxy Zoo DECaLS examples beside synthetic galaxies of that truth.
 
     Parameters
     ----------
     examples : ``data.load_dataset("gz_decals_examples")``.
-    columns : canonical DR5 answer columns; default every answer with a real example.
+    columns : canonical DR5 answer columns; default every answer with a real example (of
+        ``questions``, names of DR5 questions, when given: ``schema.DECALS_DR5_PARTS`` splits
+        the tree into three figures a notebook page can hold).
     per_side : galaxies on each side.
     image_size : display size in pixels.
     seed : which synthetic and real galaxies are picked.
@@ -498,6 +503,9 @@ def real_beside_synthetic(
         raise ValueError(f"per_side must be at least 1; got {per_side}")
     if columns is None:
         columns = [c for c in schema.answer_columns if len(_real_examples_for(examples, c))]
+        if questions is not None:
+            names = {q.name for q in select_questions(schema, questions)}
+            columns = [c for c in columns if c.rsplit("_", 1)[0] in names]
     if unknown := [c for c in columns if c not in schema.answer_columns]:
         raise ValueError(f"unknown DR5 answer column(s) {unknown}; see schema.DECALS_DR5")
     rng = np.random.default_rng(seed)
@@ -507,7 +515,8 @@ def real_beside_synthetic(
         question, answer = column.rsplit("_", 1)
         real = _real_examples_for(examples, column)["file_loc"]
         real = real.iloc[rng.permutation(len(real))[:per_side]].tolist()
-        names = [f"real: {_bare(question, schema)} {answer}"] + ["real"] * (len(real) - 1)
+        short = DECALS_DR5_SHORT_NAMES.get(question, _bare(question, schema))
+        names = [f"real: {short}: {answer}"] + ["real"] * (len(real) - 1)
         _side(images, titles, real, names, per_side, image_size, "(no real example)")
         col = schema.answer_columns.index(column)
         picks = np.flatnonzero(truth_matches_answer(catalogue, question, answer))
@@ -518,9 +527,9 @@ def real_beside_synthetic(
         names = [f"synthetic, {fractions[i, col]:.2f}" for i in picks]
         files = catalogue["file_loc"].to_numpy()[picks]
         _side(images, titles, files, names, per_side, image_size, "(no synthetic example)")
-    suptitle = "Real Galaxy Zoo DECaLS examples (left) beside synthetic galaxies (right)\n"
-    suptitle += "synthetic titles: the volunteers' vote fraction for the answer"
-    grid = {"ncols": 2 * per_side, "size": 1.5, "ax_titles_fontsize": 7}
+    suptitle = "Real DECaLS examples (left), synthetic (right)\n"
+    suptitle += "synthetic titles: the volunteers' vote fraction"
+    grid = {"ncols": 2 * per_side, "size": 1.25, "ax_titles_fontsize": 7}
     return galaxy_grid(np.stack(images), titles=titles, suptitle=suptitle, **grid)
 
 

@@ -366,6 +366,78 @@ _HOW_TO_FIX = {
 }
 
 
+_SOLUTION = re.compile(r"<details><summary>Solution</summary>.*?```python\n(.*?)```", re.S)
+#: A section whose heading holds this marks exercises that retrain (skipped unless asked for).
+LONG_EXERCISES = "longer exercises"
+
+
+def with_solutions(nb, include_long: bool = False):
+    """A copy of ``nb`` with each folded solution's Python code as a code cell (tags ``solution``
+    and ``raises-exception``, so the run goes on past a failing one) right after its exercise;
+    solutions under a "Longer exercises" heading only with ``include_long``."""
+    import copy
+
+    import nbformat
+
+    out, long_section = copy.deepcopy(nb), False
+    cells = []
+    for cell in out.cells:
+        cells.append(cell)
+        if cell.cell_type != "markdown":
+            continue
+        if cell.source.startswith("## "):
+            long_section = LONG_EXERCISES in cell.source.splitlines()[0].lower()
+        if long_section and not include_long:
+            continue
+        for i, code in enumerate(_SOLUTION.findall(cell.source)):
+            title = re.search(r"\*\*(Exercise[^*]*)\*\*", cell.source)
+            new = nbformat.v4.new_code_cell(code.rstrip())
+            new.metadata["tags"] = ["solution", "raises-exception"]
+            new.metadata["exercise"] = (title.group(1) if title else "exercise") + f" [{i + 1}]"
+            cells.append(new)
+    out.cells = cells
+    return out
+
+
+def check_solutions(
+    output: str | Path,
+    only: list[str] | None = None,
+    notebook_dir: str | Path | None = None,
+    include_long: bool = False,
+) -> dict[str, list[str]]:
+    """Run the numbered notebooks with every exercise's solution as a cell after its exercise
+    (:func:`with_solutions`) into ``output``; returns ``{notebook: [failure, ...]}`` naming each
+    exercise whose solution raised (empty lists: all ran)."""
+    import tempfile
+
+    folder = Path(notebook_dir) if notebook_dir is not None else default_notebook_dir()
+    out = Path(output).expanduser().resolve()
+    failures: dict[str, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="solutions_") as tmp:
+        for path in numbered_notebooks(folder, only):
+            write_notebook(with_solutions(read_notebook(path), include_long), Path(tmp) / path.name)
+        try:
+            run_course(out, only, notebooks_dir=tmp, keep_going=True)
+        except CourseRunError:
+            pass  # a failing solution fails the papermill run: each one is named below
+        results = [
+            NotebookResult(p.stem, out / "executed" / p.name, 0.0, None, None)
+            for p in numbered_notebooks(tmp, only)
+        ]
+    for r in results:
+        failures[r.notebook] = []
+        if not r.executed_path.exists():
+            failures[r.notebook].append("the notebook did not run (see the course run's output)")
+            continue
+        for i, cell in enumerate(read_notebook(r.executed_path).cells):
+            for o in cell.get("outputs", []):
+                if o.get("output_type") == "error":
+                    solution = "solution" in cell.metadata.get("tags", [])
+                    what = cell.metadata.get("exercise") if solution else f"cell {i + 1} (lesson)"
+                    failures[r.notebook].append(f"{what}: {o.get('ename')}: {o.get('evalue')}")
+    return failures
+
+
 def _parameter(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"parameter {text!r} must look like name=value")
@@ -417,6 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     for p in (p_strip, p_struct):
         p.add_argument("paths", nargs="*", type=Path)
     add("check", "strip --check, nav --check and check-structure together")
+    p_sol = add("check-solutions", "run the notebooks with every exercise's solution executed")
+    p_sol.add_argument("--output", default="course_output/solutions", help="output folder")
+    p_sol.add_argument("--only", nargs="+", help="notebook numbers or stems")
+    p_sol.add_argument("--all", action="store_true", help="also the longer (retraining) ones")
     args = parser.parse_args(argv)
 
     try:
@@ -435,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
             wall = regenerate(args.notebook_dir, args.only, args.contents, not args.no_stamp)
             print(f"Regenerated {len(wall)} notebooks in {sum(wall.values()):.0f} s.")
             return 0
+        if args.command == "check-solutions":
+            failed = check_solutions(args.output, args.only, args.notebook_dir, args.all)
+            for name, items in failed.items():
+                print(f"{name}: " + ("ok" if not items else "\n  - " + "\n  - ".join(items)))
+            return 1 if any(failed.values()) else 0
         if args.command == "strip" and not args.check:
             for path in args.paths or numbered_notebooks(args.notebook_dir):
                 if write_notebook(strip_notebook(read_notebook(path)), path):

@@ -22,7 +22,8 @@ import pandas as pd
 __all__ = [
     "Question", "UnknownQuestionError", "Schema", "DECALS_DR5", "GZ2", "SCHEMAS", "get_schema",
     "canonical_columns", "vote_counts", "vote_fractions", "total_votes", "parent_child_problems",
-    "MAX_VOTES", "was_asked", "confident_answer",
+    "MAX_VOTES", "was_asked", "confident_answer", "DECALS_DR5_PARTS",
+    "select_questions", "DECALS_DR5_SHORT_NAMES",
 ]  # fmt: skip
 
 
@@ -146,6 +147,23 @@ DECALS_DR5 = Schema("decals_dr5", (
        ("smooth-or-featured-dr5", "smooth"), ("smooth-or-featured-dr5", "featured-or-disk")),
 ), suffix="-dr5")
 
+#: The DR5 tree in three parts of 10 to 13 answers, for figures of one row per answer that would
+#: be too tall in one piece: what every galaxy is asked first (and smooth or edge-on galaxies
+#: next), the face-on disk's questions, and the details below them.
+DECALS_DR5_PARTS = (
+    ("smooth-or-featured-dr5", "disk-edge-on-dr5", "how-rounded-dr5", "edge-on-bulge-dr5"),
+    ("has-spiral-arms-dr5", "bar-dr5", "bulge-size-dr5"),
+    ("spiral-winding-dr5", "spiral-arm-count-dr5", "merging-dr5"),
+)
+
+#: Short names of the DR5 questions for figure titles.
+DECALS_DR5_SHORT_NAMES = {
+    "smooth-or-featured-dr5": "smooth/feat", "disk-edge-on-dr5": "edge-on",
+    "has-spiral-arms-dr5": "spiral", "bar-dr5": "bar", "bulge-size-dr5": "bulge",
+    "how-rounded-dr5": "rounded", "edge-on-bulge-dr5": "edge bulge",
+    "spiral-winding-dr5": "winding", "spiral-arm-count-dr5": "arms", "merging-dr5": "merging",
+}  # fmt: skip
+
 # Galaxy Zoo 2 (Willett et al. 2013), for loading GZ2 catalogues.
 GZ2 = Schema("gz2", (
     _q("smooth-or-featured-gz2", ["smooth", "featured-or-disk", "artifact"]),
@@ -163,6 +181,19 @@ GZ2 = Schema("gz2", (
 # fmt: on
 
 SCHEMAS = {"decals_dr5": DECALS_DR5, "gz2": GZ2}
+
+
+def select_questions(schema: str | Schema, names=None) -> list[Question]:
+    """The questions of ``schema`` named in ``names`` (one name or several; all when None), in
+    the tree's order; a name the tree lacks is an error that lists the tree's questions."""
+    schema = get_schema(schema)
+    if names is None:
+        return list(schema.questions)
+    names = [names] if isinstance(names, str) else list(names)
+    known = [q.name for q in schema.questions]
+    if unknown := [n for n in names if n not in known]:
+        raise ValueError(f"unknown {schema.name} question(s) {unknown}; the tree's: {known}")
+    return [q for q in schema.questions if q.name in names]
 
 
 def get_schema(schema: str | Schema) -> Schema:

@@ -224,3 +224,13 @@ def test_paths_are_shown_relative_to_the_notebook_inside_the_project(tmp_path, m
     assert run.shown(labels) == str(Path("..") / "course_output" / "labels" / "05_labels.jsonl")
     elsewhere = tmp_path.parent / "elsewhere.jsonl"
     assert run.shown(elsewhere) == str(elsewhere.resolve())
+
+
+def test_check_environment_reports_every_need_and_says_what_to_do():
+    table = course.check_environment()
+    assert {"Python", "torch", "course checkpoint", "cache folder"} <= set(table.index)
+    assert table["ok"].all(), table[~table["ok"]]
+    assert any(i.startswith("dataset ") for i in table.index)
+    strict = course.check_environment(min_free_gb=1e9)  # no disk has an exabyte free
+    assert not strict.loc["cache folder", "ok"]
+    assert "GALAXY_HELPERS_CACHE" in strict.loc["cache folder", "what to do"]

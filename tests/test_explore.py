@@ -197,7 +197,7 @@ def test_real_beside_synthetic_places_real_left_and_synthetic_right(sky, tmp_pat
     )
     titles = [ax.get_title() for ax in fig.axes]
     assert len(titles) == 8
-    assert titles[0].startswith("real: smooth-or-featured smooth")
+    assert titles[0].startswith("real: smooth/feat: smooth")
     assert titles[2].startswith("synthetic")
     assert titles[4] == titles[5] == "(no real example)"
     plt.close(fig)
@@ -205,10 +205,18 @@ def test_real_beside_synthetic_places_real_left_and_synthetic_right(sky, tmp_pat
     fig = explore.real_beside_synthetic(sky, examples, per_side=1)
     titles = [ax.get_title() for ax in fig.axes]
     assert [t for t in titles if t.startswith("real")] == [
-        "real: smooth-or-featured smooth",
-        "real: how-rounded round",
+        "real: smooth/feat: smooth",
+        "real: rounded: round",
     ]
     plt.close(fig)
+    # one part of the tree: only its questions' answers
+    fig = explore.real_beside_synthetic(sky, examples, per_side=1, questions=["how-rounded-dr5"])
+    assert [t for t in (ax.get_title() for ax in fig.axes) if t.startswith("real")] == [
+        "real: rounded: round"
+    ]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="how-round-dr5"):
+        explore.real_beside_synthetic(sky, examples, questions=["how-round-dr5"])
     with pytest.raises(ValueError, match="bar-dr5_maybe"):
         explore.real_beside_synthetic(sky, examples, ["bar-dr5_maybe"])
     with pytest.raises(ValueError, match="dr5_answers"):

@@ -425,3 +425,15 @@ def test_regenerate_executes_strips_and_navigates(tmp_path):
     assert str(dt.datetime.now(dt.UTC).date()) in regenerated.cells[0].source
     assert not nbt.check_notebooks(notebook_dir=folder, checks=("nav",))
     assert nbt.read_notebook(paths[0]).cells[7].outputs == []  # not run with --only 02
+
+
+def test_with_solutions_puts_each_solution_after_its_exercise_and_skips_long_ones():
+    sol = "**Exercise 1 (x).** Do it.\n\n<details><summary>Solution</summary>\n\n```python\nprint(2)\n```\n\nText.\n</details>"
+    long = "## 3. Longer exercises: retrain\n\n" + sol.replace("print(2)", "print(3)")
+    nb = new_notebook(cells=[new_markdown_cell(sol), new_code_cell("1"), new_markdown_cell(long)])
+    out = notebooks.with_solutions(nb)
+    assert [c.cell_type for c in out.cells] == ["markdown", "code", "code", "markdown"]
+    assert out.cells[1].source == "print(2)" and "solution" in out.cells[1].metadata["tags"]
+    assert out.cells[1].metadata["exercise"].startswith("Exercise 1 (x)")
+    assert [c.source for c in notebooks.with_solutions(nb, include_long=True).cells][-1] == "print(3)"
+    assert len(nb.cells) == 3  # the original is untouched

@@ -374,3 +374,21 @@ def test_cache_key_follows_the_generator_source(monkeypatch):
     key = SkyConfig().key()
     monkeypatch.setattr(truth, "_GENERATOR_FILES", ("truth.py", "render.py"))
     assert SkyConfig().key() != key
+
+
+def test_montage_by_answer_shows_one_part_of_the_tree(small_sky):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from galaxy_helpers import schema
+
+    cat, _ = small_sky
+    part = schema.DECALS_DR5_PARTS[1]
+    n_answers = sum(len(q.answers) for q in schema.select_questions("decals_dr5", part))
+    fig = synthetic.montage_by_answer(cat, per_answer=1, questions=part, answers_per_row=2)
+    assert len(fig.axes) == n_answers and n_answers < DECALS_DR5.n_answers
+    with pytest.raises(ValueError, match="bar-dr6"):
+        synthetic.montage_by_answer(cat, per_answer=1, questions=["bar-dr6"])
+    plt.close(fig)

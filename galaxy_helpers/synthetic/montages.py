@@ -8,14 +8,15 @@ import numpy as np
 import pandas as pd
 
 from ..plotting import galaxy_grid
-from ..schema import DECALS_DR5, canonical_columns, vote_fractions
+from ..schema import (
+    DECALS_DR5,
+    DECALS_DR5_SHORT_NAMES,
+    canonical_columns,
+    select_questions,
+    vote_fractions,
+)
 from .render import render_galaxy
 from .truth import TAGS, check_size, truth_matches_answer
-
-_SHORT = {"smooth-or-featured-dr5": "smooth/feat", "disk-edge-on-dr5": "edge-on"}
-_SHORT |= {"has-spiral-arms-dr5": "spiral", "bulge-size-dr5": "bulge", "how-rounded-dr5": "rounded"}
-_SHORT |= {"edge-on-bulge-dr5": "edge bulge", "spiral-winding-dr5": "winding"}
-_SHORT |= {"spiral-arm-count-dr5": "arms", "merging-dr5": "merging", "bar-dr5": "bar"}
 
 
 def _choose(mask: np.ndarray, k: int, rng: np.random.Generator, score: np.ndarray | None = None):
@@ -61,6 +62,7 @@ def montage_by_answer(
     seed: int = 0,
     answers_per_row: int = 2,
     render_size: int | None = None,
+    questions=None,
 ):
     """Figure: ``per_answer`` galaxies whose truth is each answer of the DECaLS DR5 tree.
 
@@ -71,6 +73,8 @@ def montage_by_answer(
     seed : which examples are drawn.
     answers_per_row : answers side by side in one row of the figure.
     render_size : re-render the chosen galaxies at this size instead of reading their files.
+    questions : names of the questions to show (default all; ``schema.DECALS_DR5_PARTS`` splits
+        the tree into three figures a notebook page can hold).
 
     Returns
     -------
@@ -78,20 +82,23 @@ def montage_by_answer(
     """
     catalogue = canonical_columns(catalogue, DECALS_DR5)
     _check(per_answer, "per_answer", render_size)
+    chosen = select_questions(DECALS_DR5, questions)
     rng = np.random.default_rng(seed)
     fractions = vote_fractions(catalogue, DECALS_DR5)
     rows = []
-    for q in DECALS_DR5.questions:
+    for q in chosen:
         for ans in q.answers:
             col = DECALS_DR5.answer_columns.index(f"{q.name}_{ans}")
             mask = truth_matches_answer(catalogue, q.name, ans)
             pick = _choose(mask, per_answer, rng, fractions[:, col])
             names = [f"{fractions[row, col]:.2f}" for row in pick]
             if names:
-                names[0] = f"{_SHORT[q.name]}: {ans} {names[0]}"
+                names[0] = f"{DECALS_DR5_SHORT_NAMES[q.name]}: {ans} {names[0]}"
             rows.append((pick, names))
     suptitle = "Synthetic galaxies by true answer (title: answer, volunteers' vote fraction)"
-    grid = {"ncols": per_answer * answers_per_row, "size": 1.1, "ax_titles_fontsize": 6}
+    if questions is not None:
+        suptitle += "\n" + ", ".join(DECALS_DR5_SHORT_NAMES[q.name] for q in chosen)
+    grid = {"ncols": per_answer * answers_per_row, "size": 1.3, "ax_titles_fontsize": 7}
     return _montage(catalogue, rows, per_answer, render_size, suptitle, **grid)
 
 
