@@ -6,7 +6,8 @@ nearly the speed of the model alone on tensors already in memory (target: at lea
 
 Both are timed in the same process, alternately, best of ``--repeats`` runs each, with the same
 model (convnext_atto, random weights: speed does not depend on training), image size and batch
-size. Images are galaxies of the synthetic sky (rendered once and cached).
+size. Images are the first ``--n`` galaxies of the synthetic sky (galaxy i is the same whatever
+the sky's size; rendered once and cached).
 
 Usage::
 
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--architecture", default="convnext_atto")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--target", type=float, default=0.8, help="from files / bare to reach")
     parser.add_argument("--json", help="also write the result to this file")
     args = parser.parse_args(argv)
 
@@ -37,7 +39,9 @@ def main(argv=None) -> int:
     from galaxy_helpers.images import load_images, to_tensor
     from galaxy_helpers.representations import extract_representations, random_weights_model
 
-    sky = synthetic.make_sky(progress=False).iloc[: args.n]
+    # Only the galaxies timed (a 5,000-galaxy default sky would cap --n and cost minutes to
+    # render where it is not cached).
+    sky = synthetic.make_sky(n_galaxies=args.n, progress=False)
     meta = {
         "architecture": args.architecture,
         "image_size": args.image_size,
@@ -77,16 +81,18 @@ def main(argv=None) -> int:
         "image_size": args.image_size,
         "architecture": args.architecture,
         "batch_size": args.batch_size,
+        "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
         "bare_forward_img_per_s": round(len(sky) / best["bare"], 1),
         "from_files_img_per_s": round(len(sky) / best["files"], 1),
         "ratio": round(best["bare"] / best["files"], 3),
+        "target_ratio": args.target,
         "all_times_s": {k: [round(t, 3) for t in v] for k, v in times.items()},
     }
     print(json.dumps(result, indent=1))
     print(
         f"extraction from files runs at {result['ratio']:.0%} of the bare forward pass "
-        f"(target >= 80%)"
+        f"(target >= {args.target:.0%})"
     )
     if args.json:
         with open(args.json, "w") as f:

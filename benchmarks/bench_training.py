@@ -30,7 +30,8 @@ import torch
 
 def bare_loop(architecture, image_size, batch_size, steps, device, warmup=2) -> float:
     """Images/s of forward + backward + AdamW on one in-memory random batch (with the mixed
-    precision our loop uses on this device: bfloat16 autocast on a GPU, none on a CPU)."""
+    precision our loop uses on this device: ``training._amp_settings``, i.e. bfloat16 autocast
+    on a GPU and on a CPU with native bfloat16, none on other CPUs)."""
     from galaxy_helpers.models import GalaxyModel
     from galaxy_helpers.training import TrainConfig, _amp_settings
 
@@ -87,12 +88,14 @@ def main(argv=None) -> int:
     p.add_argument("--n-galaxies", type=int, default=2000)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default=None)
+    p.add_argument("--target", type=float, default=0.8, help="ours / bare to reach")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     from galaxy_helpers import synthetic
     from galaxy_helpers.course import device as best_device
+    from galaxy_helpers.training import TrainConfig, _amp_settings
 
     device = torch.device(args.device or best_device())
     # A prefix of the course sky (galaxy i is the same whatever n_galaxies is).
@@ -111,12 +114,17 @@ def main(argv=None) -> int:
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "device": str(device),
+        "precision": str(_amp_settings(TrainConfig(), device)[1] or torch.float32).split(".")[-1],
+        "n_galaxies": args.n_galaxies,
+        "steps": args.steps,
+        "rounds": args.rounds,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "load_average_1min": os.getloadavg()[0],
         "bare_images_per_s": round(max(bare), 1),
         "ours_images_per_s": round(max(ours), 1),
         "ratio": round(max(ours) / max(bare), 3),
+        "target_ratio": args.target,
     }
     print(json.dumps(result, indent=2))
     if args.json:
