@@ -435,5 +435,7 @@ def test_with_solutions_puts_each_solution_after_its_exercise_and_skips_long_one
     assert [c.cell_type for c in out.cells] == ["markdown", "code", "code", "markdown"]
     assert out.cells[1].source == "print(2)" and "solution" in out.cells[1].metadata["tags"]
     assert out.cells[1].metadata["exercise"].startswith("Exercise 1 (x)")
-    assert [c.source for c in notebooks.with_solutions(nb, include_long=True).cells][-1] == "print(3)"
+    assert [c.source for c in notebooks.with_solutions(nb, include_long=True).cells][
+        -1
+    ] == "print(3)"
     assert len(nb.cells) == 3  # the original is untouched
