@@ -439,8 +439,11 @@ def _normalisation(images: np.ndarray, channels: int) -> tuple[list[float], list
 def _make_scheduler(optimizer, config: TrainConfig, steps_per_epoch: int):
     total = max(1, config.epochs * steps_per_epoch)
     if config.schedule == "onecycle":
+        if total < 4:  # no room for a warm-up and an annealing phase: a constant rate
+            return None
+        # OneCycleLR divides by (warm-up steps - 1): keep at least two warm-up steps
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=config.lr, total_steps=total, pct_start=0.25
+            optimizer, max_lr=config.lr, total_steps=total, pct_start=max(0.25, 2.0 / total)
         )
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

@@ -348,3 +348,18 @@ def test_rows_train_at_their_own_framing_and_the_model_records_its_own(toy):
     bad = toy.assign(crop=0.0)
     with pytest.raises(ValueError, match="crop"):
         train(bad, TrainConfig(epochs=1, **TINY))
+
+
+@pytest.mark.parametrize("total", range(1, 12))
+def test_the_onecycle_schedule_survives_any_number_of_steps(total):
+    import torch
+
+    from galaxy_helpers.training import TrainConfig, _make_scheduler
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    sched = _make_scheduler(opt, TrainConfig(epochs=1, schedule="onecycle"), total)
+    for _ in range(total):  # 4 steps divided by zero before (a 1-step warm-up)
+        opt.step()
+        if sched is not None:
+            sched.step()
+    assert all(torch.isfinite(torch.tensor(g["lr"])) for g in opt.param_groups)
