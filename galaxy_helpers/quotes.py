@@ -77,10 +77,15 @@ def render(value: float, like: str, suffix: str | None) -> str:
 
 
 def fill(text: str, metrics: Mapping[str, Mapping]) -> str:
-    """``text`` with every marked number rewritten from ``metrics``."""
+    """``text`` with every marked number rewritten from ``metrics`` (one that ``metrics`` cannot
+    give, e.g. of a notebook that did not run, is left as it is)."""
 
     def new(match: re.Match) -> str:
-        number = render(value_of(match["expr"], metrics), match["number"], match["suffix"])
+        try:
+            value = value_of(match["expr"], metrics)
+        except (KeyError, TypeError, ZeroDivisionError):
+            return match[0]  # not in these metrics (a notebook not run): :func:`problems` says so
+        number = render(value, match["number"], match["suffix"])
         return f"{number}{match['suffix'] or ''}<!-- m:{match['expr']} -->"
 
     return QUOTE.sub(new, text)

@@ -214,7 +214,8 @@ def _course(tmp_path: Path, stems=("01_first", "02_second", "03_third")) -> list
     paths = []
     for stem in stems:
         nb = _good_notebook(stem)
-        nb.cells[0].source = HEADER.replace("07. Try the tools", f"{stem[:2]}. Title of {stem}")
+        header = HEADER.replace("07. Try the tools", f"{stem[:2]}. Title of {stem}")
+        nb.cells[0].source = header.replace("m:07:", f"m:{stem[:2]}:")
         paths.append(_write(tmp_path, f"{stem}.ipynb", nb))
     return paths
 

@@ -37,6 +37,12 @@ def test_a_quoted_timing_keeps_its_unit_and_can_be_left_unchecked():
     assert quotes.problems("ran 80 s<!-- m:02:runtime_s -->", metrics, timings=False) == []
 
 
+def test_fill_leaves_a_quote_it_cannot_resolve_for_problems_to_report():
+    text = "ran 80 s<!-- m:09:runtime_s -->"
+    assert quotes.fill(text, {"02_train_on_votes": {"runtime_s": 1.0}}) == text
+    assert quotes.problems(text, {"02_train_on_votes": {"runtime_s": 1.0}})
+
+
 def test_a_wrong_or_unknown_quote_is_reported_with_its_line():
     text = "fine\nhead 0.75<!-- m:06:acc.head.30 -->\nlost 0.5<!-- m:06:acc.full.30 -->"
     found = quotes.problems(text, METRICS, "06.ipynb ")
