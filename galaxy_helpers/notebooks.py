@@ -323,7 +323,8 @@ QUOTING_DOCS = ("README.md", "WORKSHOP.md")
 
 def fill_quoted_numbers(notebook_dir: str | Path, metrics: Mapping[str, Mapping]) -> list[Path]:
     """Rewrite every marked number (:mod:`galaxy_helpers.quotes`) in the numbered notebooks'
-    markdown and in the documents beside them (:data:`QUOTING_DOCS`) from ``metrics``; returns the files that changed."""
+    markdown and in the documents beside them (:data:`QUOTING_DOCS`) from ``metrics``; returns
+    the files that changed."""
     folder = Path(notebook_dir)
     changed = []
     for path in numbered_notebooks(folder):
@@ -414,27 +415,24 @@ def check_solutions(
     out = Path(output).expanduser().resolve()
     failures: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="solutions_") as tmp:
-        for path in numbered_notebooks(folder, only):
+        paths = numbered_notebooks(folder, only)
+        for path in paths:
             write_notebook(with_solutions(read_notebook(path), include_long), Path(tmp) / path.name)
         try:
             run_course(out, only, notebooks_dir=tmp, keep_going=True)
         except CourseRunError:
             pass  # a failing solution fails the papermill run: each one is named below
-        results = [
-            NotebookResult(p.stem, out / "executed" / p.name, 0.0, None, None)
-            for p in numbered_notebooks(tmp, only)
-        ]
-    for r in results:
-        failures[r.notebook] = []
-        if not r.executed_path.exists():
-            failures[r.notebook].append("the notebook did not run (see the course run's output)")
+    for path in paths:
+        executed, found = out / "executed" / path.name, failures.setdefault(path.stem, [])
+        if not executed.exists():
+            found.append("the notebook did not run (see the course run's output)")
             continue
-        for i, cell in enumerate(read_notebook(r.executed_path).cells):
+        for i, cell in enumerate(read_notebook(executed).cells):
             for o in cell.get("outputs", []):
                 if o.get("output_type") == "error":
                     solution = "solution" in cell.metadata.get("tags", [])
                     what = cell.metadata.get("exercise") if solution else f"cell {i + 1} (lesson)"
-                    failures[r.notebook].append(f"{what}: {o.get('ename')}: {o.get('evalue')}")
+                    found.append(f"{what}: {o.get('ename')}: {o.get('evalue')}")
     return failures
 
 

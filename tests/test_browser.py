@@ -189,10 +189,7 @@ def test_anomaly_widget_label_reaches_the_label_file(tmp_path, course_metrics):
     with lab.JupyterLabServer(root) as server, lab.chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         try:
-            lab.open_notebook(page, server, ANOMALY_NOTEBOOK.name)
-            lab.run_all_cells(page, timeout_ms=1_200_000)
-            errors = lab.cell_errors(page)
-            assert not errors, "cells failed in JupyterLab:\n" + "\n---\n".join(errors)
+            _open_and_run_all(page, server, ANOMALY_NOTEBOOK.name)
             button = page.locator("button.galaxy-score-5").first
             button.wait_for(state="visible", timeout=60_000)
             button.scroll_into_view_if_needed()
@@ -227,6 +224,14 @@ def test_anomaly_widget_label_reaches_the_label_file(tmp_path, course_metrics):
 
 _SCORE_MARKED_JS = """title => [...document.querySelectorAll('button.galaxy-score-5')]
     .some(b => b.title === title && b.classList.contains('mod-success'))"""
+
+
+def _open_and_run_all(page, server, name: str) -> None:
+    """Open a notebook in JupyterLab, run all its cells and fail on any cell error."""
+    lab.open_notebook(page, server, name)
+    lab.run_all_cells(page, timeout_ms=1_200_000)
+    errors = lab.cell_errors(page)
+    assert not errors, "cells failed in JupyterLab:\n" + "\n---\n".join(errors)
 
 
 def _wait_for_page(page, js: str, arg, timeout_ms: int = 30_000) -> bool:
@@ -292,10 +297,7 @@ def test_search_widget_neighbour_click_searches_again_in_the_kernel(tmp_path, co
     with lab.JupyterLabServer(root) as server, lab.chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         try:
-            lab.open_notebook(page, server, SEARCH_NOTEBOOK.name)
-            lab.run_all_cells(page, timeout_ms=1_200_000)
-            errors = lab.cell_errors(page)
-            assert not errors, "cells failed in JupyterLab:\n" + "\n---\n".join(errors)
+            _open_and_run_all(page, server, SEARCH_NOTEBOOK.name)
             button = page.locator("button.galaxy-neighbour-button").first
             button.wait_for(state="visible", timeout=60_000)
             before = page.evaluate(_SEARCH_STATE_JS)

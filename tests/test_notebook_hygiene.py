@@ -440,3 +440,21 @@ def test_with_solutions_puts_each_solution_after_its_exercise_and_skips_long_one
         -1
     ] == "print(3)"
     assert len(nb.cells) == 3  # the original is untouched
+
+
+@pytest.mark.slow
+def test_check_solutions_names_the_exercise_whose_solution_fails(tmp_path):
+    """One tiny notebook through papermill: a working and a failing solution."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    (path,) = _course(folder, stems=("01_first",))
+    nb = nbt.read_notebook(path)
+    nb.cells[3].source = "from galaxy_helpers import course\n" + nb.cells[3].source
+    fold = "\n\n<details><summary>Solution</summary>\n\n```python\n{}\n```\n</details>"
+    nb.cells.insert(4, new_markdown_cell("**Exercise 1 (fine).** x" + fold.format("y = 2")))
+    nb.cells.insert(5, new_markdown_cell("**Exercise 2 (broken).** x" + fold.format("1 / 0")))
+    nbformat.write(nb, path)
+    failed = notebooks.check_solutions(tmp_path / "out", notebook_dir=folder)
+    assert list(failed) == ["01_first"]
+    assert [f.split(":")[0] for f in failed["01_first"]] == ["Exercise 2 (broken). [1]"]
+    assert "ZeroDivisionError" in failed["01_first"][0]
