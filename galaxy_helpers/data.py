@@ -534,7 +534,7 @@ def clean_stale_parts(
             for leftover in sorted(os.listdir(parent)):
                 path = parent / leftover
                 ours = leftover.endswith(".part") or _POOCH_TMP.fullmatch(leftover)
-                ours = ours or any(leftover.startswith(f".{n}.") for n in names)
+                ours = ours or _hidden_temp_of(leftover, names)
                 if ours and leftover not in names and path not in keep and _is_stale(path, now):
                     if path.is_dir() and not path.is_symlink():
                         shutil.rmtree(path, ignore_errors=True)
@@ -542,6 +542,20 @@ def clean_stale_parts(
                         path.unlink(missing_ok=True)
                     removed.append(path)
     return removed
+
+
+def _hidden_temp_of(leftover: str, names: set[str]) -> bool:
+    """Whether ``leftover`` is ``.<name>.<anything>`` for one of ``names`` (a set lookup per dot,
+    not a scan of every name: a dataset folder holds thousands)."""
+    if not leftover.startswith("."):
+        return False
+    rest = leftover[1:]
+    dot = rest.find(".")
+    while dot != -1:
+        if rest[:dot] in names:
+            return True
+        dot = rest.find(".", dot + 1)
+    return False
 
 
 def _is_stale(path: Path, now: float) -> bool:
