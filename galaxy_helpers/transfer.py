@@ -163,12 +163,23 @@ def linear_probe(
             train = np.concatenate(
                 [rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in classes]
             )
-            test = np.setdiff1d(np.arange(len(y)), train)
+            test = np.ones(len(y), dtype=bool)
+            test[train] = False
             clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
             clf.fit(X[train], y[train])
-            scores.append(balanced_accuracy_score(y[test], clf.predict(X[test])))
+            pred = classes[(_decision_function(clf, X) > 0).astype(int)]
+            scores.append(balanced_accuracy_score(y[test], pred[test]))
         out[int(budget)] = float(np.mean(scores))
     return out
+
+
+def _decision_function(clf, X: np.ndarray) -> np.ndarray:
+    """``clf.decision_function(X)`` of a fitted StandardScaler + binary LogisticRegression as one
+    matrix-vector product: the scaler folded into the weights, so a 5,000 x 3,072 pixel table is
+    neither copied nor standardised again for each of a probe's 60 fits."""
+    scaler, lr = clf[0], clf[-1]
+    w = lr.coef_[0] / scaler.scale_
+    return X @ w + (lr.intercept_[0] - scaler.mean_ @ w)
 
 
 #: The encoders every comparison measures in the same run, with the names tables show.

@@ -151,6 +151,18 @@ def test_linear_probe_separates_separable_classes_and_not_noise():
     assert abs(transfer.linear_probe(noise, y, budgets=(10,), repeats=20)[10] - 0.5) < 0.1
 
 
+def test_linear_probe_folds_the_scaler_into_one_product_exactly():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(3.0, [0.5, 2.0, 7.0], size=(200, 3))
+    y = (X[:, 0] + 0.1 * X[:, 2] + rng.normal(0, 0.3, 200) > 3.3).astype(int)
+    clf = make_pipeline(StandardScaler(), LogisticRegression()).fit(X[:40], y[:40])
+    np.testing.assert_allclose(transfer._decision_function(clf, X), clf.decision_function(X))
+
+
 def test_unasked_questions_add_nothing_to_a_mixed_catalogues_loss(gz2):
     from galaxy_helpers import losses
 
