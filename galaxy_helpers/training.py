@@ -417,10 +417,16 @@ def cpu_has_native_bfloat16() -> bool:
 
 
 def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None]:
-    """(enabled, dtype): float16 + GradScaler on older GPUs, bfloat16 where supported.
-    ``"auto"``: on for CUDA and for CPUs with native bfloat16 (:func:`cpu_has_native_bfloat16`)."""
-    on = bool(config.amp) and device.type in ("cuda", "cpu")
-    if config.amp == "auto":
+    return amp_settings(config.amp, device)
+
+
+def amp_settings(amp, device) -> tuple[bool, torch.dtype | None]:
+    """(enabled, dtype) of mixed precision ``amp`` (True, False or ``"auto"``) on ``device``:
+    float16 (+ GradScaler in training) on older GPUs, bfloat16 where supported. ``"auto"``: on
+    for CUDA and for CPUs with native bfloat16 (:func:`cpu_has_native_bfloat16`)."""
+    device = torch.device(device)
+    on = bool(amp) and device.type in ("cuda", "cpu")
+    if amp == "auto":
         on = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bfloat16())
     if not on:
         return False, None

@@ -12,6 +12,7 @@ import torch
 from galaxy_helpers import representations as rep
 from galaxy_helpers.images import load_images, save_image, to_tensor
 from galaxy_helpers.models import GalaxyModel
+from galaxy_helpers.training import cpu_has_native_bfloat16
 
 SIZE = 32
 
@@ -50,7 +51,9 @@ def bare_forward(model, catalogue):
 
 
 def test_extract_matches_bare_forward_and_keeps_order(model, catalogue, tmp_path):
-    table = rep.extract_representations(model, catalogue, batch_size=4, cache=False, progress=False)
+    table = rep.extract_representations(
+        model, catalogue, batch_size=4, cache=False, progress=False, amp=False
+    )
     assert table["id_str"].tolist() == catalogue["id_str"].tolist()
     assert list(table.columns[1:4]) == ["feat_000", "feat_001", "feat_002"]
     assert table.shape == (11, 1 + model.representation_dim)
@@ -58,10 +61,26 @@ def test_extract_matches_bare_forward_and_keeps_order(model, catalogue, tmp_path
         table.iloc[:, 1:].to_numpy(), bare_forward(model, catalogue), rtol=1e-4, atol=1e-5
     )
     # a single new image embedded on the fly gets the same vector
-    one = rep.embed_images([catalogue["file_loc"].iloc[3]], model)
+    one = rep.embed_images([catalogue["file_loc"].iloc[3]], model, amp=False)
     np.testing.assert_allclose(
         one[0], table.iloc[3, 1:].to_numpy(dtype=np.float32), rtol=1e-4, atol=1e-5
     )
+
+
+def test_bfloat16_extraction_is_close_to_float32_and_cached_apart(model, catalogue, tmp_path):
+    cache = tmp_path / "cache"
+    exact = rep.extract_representations(
+        model, catalogue, cache_dir=cache, progress=False, amp=False
+    )
+    fast = rep.extract_representations(model, catalogue, cache_dir=cache, progress=False, amp=True)
+    a, b = exact.iloc[:, 1:].to_numpy(), fast.iloc[:, 1:].to_numpy()
+    assert not np.array_equal(a, b)  # bfloat16 really ran
+    assert np.abs(a - b).mean() < 0.02 * np.abs(a).mean()
+    assert len(list((cache / "representations").glob("*.parquet"))) == 2
+    # "auto" is one of the two: the float32 table, or the bfloat16 one where this CPU has it
+    auto = rep.extract_representations(model, catalogue, cache_dir=cache, progress=False)
+    pd.testing.assert_frame_equal(auto, fast if cpu_has_native_bfloat16() else exact)
+    assert len(list((cache / "representations").glob("*.parquet"))) == 2
 
 
 def test_extract_is_cached_by_model_and_catalogue(model, catalogue, tmp_path, monkeypatch):
