@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +52,8 @@ class FinetuneConfig:
     linear_probe_first : full mode starts from the head-only fit.
     freeze_batchnorm : keep BatchNorm statistics (few labels would corrupt them).
     seed, device, progress : random seed; ``None`` picks ``core.device()``; progress bars.
+    amp : full mode's mixed precision, as ``TrainConfig.amp`` (``"auto"``: bfloat16 on GPUs and
+        on CPUs with native bfloat16, float32 elsewhere).
     """
 
     mode: str = "head"
@@ -85,6 +88,7 @@ class FinetuneConfig:
     seed: int = 0
     device: str | None = None
     progress: bool = True
+    amp: Any = "auto"
 
     def __post_init__(self):
         choices = {"mode": ("head", "full"), "task": ("classification", "regression")}
@@ -196,7 +200,10 @@ class FinetunedModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, n_classes)`` (classification) or values ``(B,)`` (regression)."""
-        out = self.head(self.encoder(x))
+        return self._outputs(self.encoder(x))
+
+    def _outputs(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.head(z)
         if self.task == "regression":
             return out[:, 0] * self.target_std + self.target_mean
         return out
@@ -212,18 +219,25 @@ class FinetunedModel(nn.Module):
 
     @torch.no_grad()
     def predict_images(
-        self, images: np.ndarray, batch_size: int = 256, progress: bool = False
+        self, images: np.ndarray, batch_size: int = 256, progress: bool = False, amp="auto"
     ) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)`` or values ``(N,)`` for uint8 images."""
+        """Class probabilities ``(N, n_classes)`` or values ``(N,)`` for uint8 images; ``amp``
+        as ``TrainConfig.amp`` (the encoder in bfloat16 where native, the head in float32)."""
+        from .training import amp_settings
+
         classify = self.task == "classification"
         was_training = self.training
         device = next(self.parameters(), torch.empty(0)).device
+        amp_on, amp_dtype = amp_settings(amp, device)
         self.eval()
         outs = [np.zeros((0, len(self.classes)) if classify else (0,), np.float32)]
         quiet = not progress or len(images) <= 4 * batch_size
         try:
             for s in tqdm(range(0, len(images), batch_size), "Predicting", disable=quiet):
-                out = self(self._preprocess(images[s : s + batch_size], device))
+                x = self._preprocess(images[s : s + batch_size], device)
+                with torch.no_grad(), torch.autocast(device.type, amp_dtype, enabled=amp_on):
+                    z = self.encoder(x)
+                out = self._outputs(z.float())
                 outs.append((torch.softmax(out, dim=1) if classify else out).float().cpu().numpy())
         finally:
             self.train(was_training)
@@ -383,8 +397,11 @@ def train_full(
     -------
     dict with ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
     """
+    from .training import amp_settings
+
     device = core.device(cfg.device)
     model.to(device)
+    amp_on, amp_dtype = amp_settings(cfg.amp, device)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     classification = cfg.task == "classification"
@@ -408,10 +425,14 @@ def train_full(
     bs = min(cfg.batch_size, n)
     steps = max(cfg.min_steps, math.ceil(n / bs))
 
+    def encode(x):  # the encoder in bfloat16 where native; the head and loss in float32
+        with torch.autocast(torch.device(device).type, amp_dtype, enabled=amp_on):
+            return model.encoder(x).float()
+
     def val_loss() -> float:
         model.eval()
         with torch.no_grad():
-            return float(_head_loss(cfg.task, model.head(model.encoder(x_val)), y_v, w_val))
+            return float(_head_loss(cfg.task, model.head(encode(x_val)), y_v, w_val))
 
     if has_val:  # the starting point (e.g. the linear probe) is a candidate too
         best = _Best(model, val_loss())
@@ -436,7 +457,7 @@ def train_full(
             xb = x_train[torch.as_tensor(idx)]
             if cfg.augment:
                 xb = _augment(xb, gen)
-            out = model.head(model.encoder(xb))
+            out = model.head(encode(xb))
             loss = _head_loss(cfg.task, out, y_train[torch.as_tensor(idx)], weights)
             if not torch.isfinite(loss):
                 names = [str(ids[i]) for i in idx[:8]] if ids is not None else idx[:8].tolist()
