@@ -241,6 +241,7 @@ def extract_representations(
     device=None,
     cache_dir: str | os.PathLike | None = None,
     amp="auto",
+    images=None,
 ) -> pd.DataFrame:
     """The representation table: pooled encoder output of every galaxy of a catalogue.
 
@@ -256,6 +257,9 @@ def extract_representations(
     amp : as ``TrainConfig.amp``: ``"auto"`` encodes in bfloat16 on GPUs and on CPUs with native
         bfloat16 (2x faster here; features within 0.5% of float32's), else float32. The
         precision is part of the cache key.
+    images : optional, the catalogue's pixels already read at the model's size, framing and
+        resampling (uint8 ``(N, size, size, 3)``), or a function returning them, called only when
+        the table is not in the cache: for callers that read the same images for several models.
 
     Returns
     -------
@@ -287,7 +291,17 @@ def extract_representations(
         chunk = slice(s, s + step)
         return load_images(paths[chunk], size, False, int(num_workers), crops[chunk], resample)
 
-    batches = _prefetched(load, range(0, len(paths), step), int(prefetch))
+    if images is None:
+        batches = _prefetched(load, range(0, len(paths), step), int(prefetch))
+    else:
+        arr = images() if callable(images) else images
+        if getattr(arr, "shape", None) != (len(paths), size, size, 3) or arr.dtype != np.uint8:
+            raise ValueError(
+                f"images must be uint8 ({len(paths)}, {size}, {size}, 3), one per catalogue row "
+                f"at the model's size; got {getattr(arr, 'dtype', type(arr).__name__)} "
+                f"{getattr(arr, 'shape', '')}"
+            )
+        batches = (arr[s : s + step] for s in range(0, len(paths), step))
     was_training = model.training
     model.eval()
     try:

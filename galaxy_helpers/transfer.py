@@ -13,7 +13,7 @@ from sklearn.preprocessing import StandardScaler
 
 from . import core
 from .anomaly import ActiveLearner, run_simulation
-from .images import catalogue_crops, load_images
+from .images import catalogue_crops, load_images, model_resample
 from .representations import catalogue_hash, extract_representations, random_weights_model
 from .similarity import build_index, precision_at_k_by_tag
 
@@ -33,12 +33,19 @@ def odd_researcher_scores(odd) -> np.ndarray:
     return np.rint(5 * odd).astype(int)
 
 
-def _read(catalogue: pd.DataFrame, size: int, crops, cache: dict | None, progress: bool):
-    key = (size, tuple(np.round(np.asarray(crops), 6)), tuple(catalogue["file_loc"]))
+def _read(
+    catalogue: pd.DataFrame,
+    size: int,
+    crops,
+    cache: dict | None,
+    progress: bool,
+    resample="lanczos",
+):
+    key = (size, resample, tuple(np.round(np.asarray(crops), 6)), tuple(catalogue["file_loc"]))
     cache = {} if cache is None else cache
     if key not in cache:
         paths = catalogue["file_loc"].astype(str).tolist()
-        cache[key] = load_images(paths, size, progress, crop=crops)
+        cache[key] = load_images(paths, size, progress, crop=crops, resample=resample)
     return cache[key]
 
 
@@ -89,7 +96,12 @@ def encoder_features(
         model, meta = random_weights_model(meta, seed=0)
     else:
         model, meta = load_model(encoder, progress=progress)
-    table = extract_representations((model, meta), catalogue, progress=progress)
+    size, crops = int(meta["image_size"]), catalogue_crops(catalogue, meta)
+
+    def pixels():  # decoded once per size and framing for every encoder sharing ``cache``
+        return _read(catalogue, size, crops, cache, progress, model_resample(meta))
+
+    table = extract_representations((model, meta), catalogue, progress=progress, images=pixels)
     return table.filter(like="feat_").to_numpy(dtype=np.float32)
 
 

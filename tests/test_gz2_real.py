@@ -175,6 +175,32 @@ def test_unasked_questions_add_nothing_to_a_mixed_catalogues_loss(gz2):
     assert table["total"].to_numpy() == pytest.approx(summed, abs=0.06)
 
 
+def test_a_comparison_decodes_each_image_once_for_all_three_encoders(tmp_path, monkeypatch):
+    from galaxy_helpers import representations
+
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(1)
+    paths = [
+        images.save_image(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8), tmp_path / f"{i}.png")
+        for i in range(4)
+    ]
+    cat = pd.DataFrame({"id_str": list("abcd"), "file_loc": [str(p) for p in paths]})
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(len(args[0]))
+        return images.load_images(*args, **kwargs)
+
+    monkeypatch.setattr(transfer, "load_images", counted)
+    monkeypatch.setattr(representations, "load_images", counted)
+    features = transfer._features_by_encoder(cat, "course")
+    assert calls == [4]  # one decode at the course checkpoint's size, shared by all three
+    assert set(features) == {"representation", "random weights", "raw pixels"}
+    monkeypatch.undo()
+    alone = representations.extract_representations("course", cat, cache=False, progress=False)
+    np.testing.assert_array_equal(features["representation"], alone.filter(like="feat_").to_numpy())
+
+
 def test_raw_pixel_rows_are_decoded_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(0)

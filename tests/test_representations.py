@@ -190,3 +190,14 @@ def test_pca_of_scaled_features_is_not_ruled_by_one_loud_channel():
     # the scaling learnt on the fit is applied to new rows too
     np.testing.assert_allclose(scaled.transform(x[:5]), scaled.transform(x)[:5], rtol=1e-5)
     assert np.isfinite(scaled.transform(x)).all()
+
+
+def test_pixels_given_to_extraction_are_used_and_checked(model, catalogue):
+    arr = load_images(catalogue["file_loc"].tolist(), SIZE, progress=False)
+    given = rep.extract_representations(
+        model, catalogue, cache=False, progress=False, images=lambda: arr
+    )
+    read = rep.extract_representations(model, catalogue, cache=False, progress=False)
+    pd.testing.assert_frame_equal(given, read)
+    with pytest.raises(ValueError, match=r"one per catalogue row"):
+        rep.extract_representations(model, catalogue, cache=False, images=arr[:3])
