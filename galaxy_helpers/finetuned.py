@@ -235,7 +235,7 @@ class FinetunedModel(nn.Module):
         try:
             for s in tqdm(range(0, len(images), batch_size), "Predicting", disable=quiet):
                 x = self._preprocess(images[s : s + batch_size], device)
-                with torch.no_grad(), torch.autocast(device.type, amp_dtype, enabled=amp_on):
+                with torch.autocast(device.type, amp_dtype, enabled=amp_on):
                     z = self.encoder(x)
                 out = self._outputs(z.float())
                 outs.append((torch.softmax(out, dim=1) if classify else out).float().cpu().numpy())
