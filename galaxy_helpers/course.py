@@ -179,7 +179,7 @@ def check_environment(min_free_gb: float = 2.0):
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none (CPU is enough)"
     add("GPU", gpu, True)
     bf16 = training.cpu_has_native_bfloat16()
-    add("CPU bfloat16 (faster quick training)", "yes" if bf16 else "no: float32", True)
+    add("CPU bfloat16 (faster training and encoding)", "yes" if bf16 else "no: float32", True)
     try:
         _, meta = checkpoints.load_model("course", progress=False)
         add("course checkpoint", f"{meta['architecture']} at {meta['image_size']} px", True)
