@@ -131,7 +131,7 @@ def _extraction(r: dict) -> tuple[str, str, str]:
         f"{r['from_files_img_per_s']:,.1f} img/s, {r['ratio']:.0%} of the bare forward pass "
         f"(target {r['target_ratio']:.0%}{below}); {_plural(r['n'], 'galaxy', 'galaxies')}, "
         f"batch {r['batch_size']}, {_plural(r['torch_threads'], 'torch thread')}, "
-        f"best of {r['repeats']}"
+        f"{r.get('precision', 'float32')}, best of {r['repeats']}"
     )
     base = f"bare forward pass on in-memory tensors: {r['bare_forward_img_per_s']:,.1f} img/s"
     return what, ours, base
