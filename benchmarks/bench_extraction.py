@@ -6,7 +6,8 @@ nearly the speed of the model alone on tensors already in memory (target: at lea
 
 Both are timed in the same process, alternately, best of ``--repeats`` runs each, with the same
 model (convnext_atto, random weights: speed does not depend on training), image size, batch
-size and precision (extraction's default: bfloat16 on CPUs with native bfloat16). Images are the first ``--n`` galaxies of the synthetic sky (galaxy i is the same whatever
+size and precision (extraction's default: bfloat16 on CPUs with native bfloat16). Images are
+the first ``--n`` galaxies of the synthetic sky (galaxy i is the same whatever
 the sky's size; rendered once and cached).
 
 Usage::
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
     from galaxy_helpers import synthetic
     from galaxy_helpers.images import load_images, to_tensor
     from galaxy_helpers.representations import extract_representations, random_weights_model
-    from galaxy_helpers.training import amp_settings
+    from galaxy_helpers.training import amp_precision, amp_settings
 
     # Only the galaxies timed (a 5,000-galaxy default sky would cap --n and cost minutes to
     # render where it is not cached).
@@ -87,7 +88,7 @@ def main(argv=None) -> int:
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "torch_threads": torch.get_num_threads(),
-        "precision": str(amp_dtype).removeprefix("torch.") if amp_on else "float32",
+        "precision": amp_precision("auto", "cpu"),
         "bare_forward_img_per_s": round(len(sky) / best["bare"], 1),
         "from_files_img_per_s": round(len(sky) / best["files"], 1),
         "ratio": round(best["bare"] / best["files"], 3),

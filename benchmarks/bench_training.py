@@ -95,7 +95,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     from galaxy_helpers import synthetic
     from galaxy_helpers.course import device as best_device
-    from galaxy_helpers.training import TrainConfig, _amp_settings
+    from galaxy_helpers.training import TrainConfig, amp_precision
 
     device = torch.device(args.device or best_device())
     # A prefix of the course sky (galaxy i is the same whatever n_galaxies is).
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
         "image_size": args.image_size,
         "batch_size": args.batch_size,
         "device": str(device),
-        "precision": str(_amp_settings(TrainConfig(), device)[1] or torch.float32).split(".")[-1],
+        "precision": amp_precision(TrainConfig().amp, device),
         "n_galaxies": args.n_galaxies,
         "steps": args.steps,
         "rounds": args.rounds,

@@ -463,8 +463,8 @@ def train_full(
                 names = [str(ids[i]) for i in idx[:8]] if ids is not None else idx[:8].tolist()
                 raise FinetuneError(
                     f"finetuning turned NaN at epoch {epoch}, step {s + 1}: the loss of the batch "
-                    f"holding galaxies {names} is {float(loss.detach())}. Nothing was saved. Check those "
-                    "galaxies' labels and images, or lower encoder_lr / head_lr."
+                    f"holding galaxies {names} is {float(loss.detach())}. Nothing was saved. "
+                    "Check those galaxies' labels and images, or lower encoder_lr / head_lr."
                 )
             opt.zero_grad()
             loss.backward()

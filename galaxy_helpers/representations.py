@@ -273,8 +273,9 @@ def extract_representations(
     path = None
     if cache:
         folder = Path(cache_dir) if cache_dir is not None else core.cache_dir()
-        _, amp_on, amp_dtype = _precision(model, device, amp)
-        precision = str(amp_dtype).removeprefix("torch.") if amp_on else "float32"
+        from galaxy_helpers.training import amp_precision
+
+        precision = amp_precision(amp, _precision(model, device, amp)[0])
         key = f"v{_CACHE_VERSION}_{model_hash(model, meta)}_{catalogue_hash(catalogue)}"
         key += "" if precision == "float32" else f"_{precision}"
         path = folder / "representations" / f"{key}.parquet"

@@ -420,6 +420,13 @@ def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torc
     return amp_settings(config.amp, device)
 
 
+def amp_precision(amp, device) -> str:
+    """The dtype name a pass with ``amp`` on ``device`` computes in: ``"bfloat16"``,
+    ``"float16"`` or ``"float32"`` (:func:`amp_settings`), for cache keys and benchmark records."""
+    on, dtype = amp_settings(amp, device)
+    return str(dtype).removeprefix("torch.") if on else "float32"
+
+
 def amp_settings(amp, device) -> tuple[bool, torch.dtype | None]:
     """(enabled, dtype) of mixed precision ``amp`` (True, False or ``"auto"``) on ``device``:
     float16 (+ GradScaler in training) on older GPUs, bfloat16 where supported. ``"auto"``: on
