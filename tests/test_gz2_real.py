@@ -175,16 +175,24 @@ def test_unasked_questions_add_nothing_to_a_mixed_catalogues_loss(gz2):
     assert table["total"].to_numpy() == pytest.approx(summed, abs=0.06)
 
 
+def _png_catalogue(folder, n: int, side: int, seed: int):
+    """``n`` random ``side``-px PNGs in ``folder`` and a catalogue of them (ids a, b, c, ...)."""
+    rng = np.random.default_rng(seed)
+    paths = [
+        images.save_image(
+            rng.integers(0, 255, (side, side, 3), dtype=np.uint8), folder / f"{i}.png"
+        )
+        for i in range(n)
+    ]
+    ids = [chr(ord("a") + i) for i in range(n)]
+    return pd.DataFrame({"id_str": ids, "file_loc": [str(p) for p in paths]}), paths
+
+
 def test_a_comparison_decodes_each_image_once_for_all_three_encoders(tmp_path, monkeypatch):
     from galaxy_helpers import representations
 
     monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(1)
-    paths = [
-        images.save_image(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8), tmp_path / f"{i}.png")
-        for i in range(4)
-    ]
-    cat = pd.DataFrame({"id_str": list("abcd"), "file_loc": [str(p) for p in paths]})
+    cat, _ = _png_catalogue(tmp_path, 4, 80, seed=1)
     calls = []
 
     def counted(*args, **kwargs):
@@ -203,12 +211,7 @@ def test_a_comparison_decodes_each_image_once_for_all_three_encoders(tmp_path, m
 
 def test_raw_pixel_rows_are_decoded_once_and_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    paths = [
-        images.save_image(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8), tmp_path / f"{i}.png")
-        for i in range(3)
-    ]
-    cat = pd.DataFrame({"id_str": ["a", "b", "c"], "file_loc": [str(p) for p in paths]})
+    cat, paths = _png_catalogue(tmp_path, 3, 64, seed=0)
     meta = {"image_size": 64, "channels": 3, "framing": {"crop": 1.0}}
     monkeypatch.setattr("galaxy_helpers.checkpoints.load_model", lambda *a, **k: (None, meta))
     first = transfer.encoder_features("pixels", cat)
