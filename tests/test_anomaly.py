@@ -269,6 +269,34 @@ def test_run_simulation_gp_beats_astronomaly_on_planted_cluster():
     assert 0 <= iso["average_precision"] < final["average_precision"].mean()
 
 
+def test_repeats_share_one_embedding_but_not_their_first_batch(monkeypatch):
+    """The PCA is fitted once per simulation (the paper fits it once on every galaxy); each
+    repeat still starts from its own random batch."""
+    X, truth, _ = planted(n=400, d=12, n_special=10)
+    fits = []
+    original = A.ActiveLearner.fit
+
+    def counting_fit(self, X, y=None, embedding_from=None):
+        fits.append(embedding_from is None)
+        return original(self, X, y, embedding_from=embedding_from)
+
+    monkeypatch.setattr(A.ActiveLearner, "fit", counting_fit)
+    res = A.run_simulation(
+        X, truth, A.ActiveLearner(n_components=8), n_labels=20, repeats=3, progress=False
+    )
+    assert fits == [True, False, False]  # one PCA, reused by repeats 1 and 2
+    first = res[res["n_labels"] == 10].groupby("repeat")["n_interesting_labelled"].first()
+    assert len(first) == 3
+    a = A.ActiveLearner(n_components=8, random_state=0).fit(X)
+    b = A.ActiveLearner(n_components=8, random_state=1).fit(X, embedding_from=a)
+    assert b.embedding_ is a.embedding_
+    assert not np.array_equal(a.next_batch(10), b.next_batch(10))
+    with pytest.raises(ValueError, match="same galaxies and components"):
+        A.ActiveLearner(n_components=6).fit(X, embedding_from=a)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        A.ActiveLearner(n_components=8).fit(X, embedding_from=A.ActiveLearner())
+
+
 def test_tables_and_figures_from_simulation_results():
     import matplotlib
 

@@ -251,23 +251,35 @@ class ActiveLearner(BaseEstimator):
         self.warm_start = warm_start
         self.random_state = random_state
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, embedding_from: ActiveLearner | None = None):
         """Fit the embedding on every galaxy of X, then the GP on the labelled rows of ``y``
-        (scores 0..5, NaN where unlabelled; None: no labels yet)."""
+        (scores 0..5, NaN where unlabelled; None: no labels yet). ``embedding_from``: a learner
+        already fitted on the same X with the same ``n_components`` whose embedding is reused
+        (the PCA is the slow part of a fit; repeats of one search share it)."""
         if self.first_batch not in ("random", "isolation_forest"):
             raise ValueError(
                 f"first_batch={self.first_batch!r}; choose 'random' or 'isolation_forest'"
             )
         X = _as_features(X)
         n_comp = min(self.n_components, X.shape[1], X.shape[0])
-        self.embedding_pca_ = RepresentationPCA(
-            n_comp,
-            incremental=False,
-            standardise=True,
-            random_state=self.random_state,
-            dtype=np.float64,
-        )
-        self.embedding_ = self.embedding_pca_.fit_transform(X)
+        if embedding_from is not None:
+            _check_fitted(embedding_from, "embedding_")
+            if embedding_from.embedding_.shape != (len(X), n_comp):
+                raise ValueError(
+                    f"embedding_from holds a {embedding_from.embedding_.shape} embedding; this "
+                    f"fit needs ({len(X)}, {n_comp}): fit it on the same galaxies and components"
+                )
+            self.embedding_pca_ = embedding_from.embedding_pca_
+            self.embedding_ = embedding_from.embedding_
+        else:
+            self.embedding_pca_ = RepresentationPCA(
+                n_comp,
+                incremental=False,
+                standardise=True,
+                random_state=self.random_state,
+                dtype=np.float64,
+            )
+            self.embedding_ = self.embedding_pca_.fit_transform(X)
         self.gp_ = None
         self._kernel = None
         self._rng = np.random.default_rng(self.random_state)

@@ -223,7 +223,8 @@ def run_simulation(
     """Let a simulated researcher answer every batch and measure the ranking as labels grow.
 
     Each repeat clones ``learner`` (default :class:`ActiveLearner`) with ``random_state = seed
-    + repeat`` and loops: choose ``batch`` galaxies, reveal their ``researcher_scores``,
+    + repeat`` (an ActiveLearner's PCA embedding is fitted once, in the first repeat, and
+    shared: repeats differ in their first batch and GP optimiser) and loops: choose ``batch`` galaxies, reveal their ``researcher_scores``,
     retrain, measure, up to ``n_labels``. Rankings: ``labelled_first`` (labelled galaxies by
     their label, the paper's headline) and ``predicted`` (the prediction alone). Scores >=
     ``threshold`` are interesting; ``top_n`` are the N of precision@N. Returns a DataFrame, one
@@ -235,11 +236,14 @@ def run_simulation(
     truth = _as_scores(researcher_scores, len(X))
     interesting = truth >= threshold
     base = ActiveLearner() if learner is None else learner
-    rows = []
+    rows, first = [], None
     for rep in tqdm(range(repeats), desc="repeats", disable=not progress):
         est = clone(base).set_params(random_state=seed + rep)
         y = np.full(len(X), np.nan)
-        est.fit(X, y)
+        if isinstance(est, ActiveLearner) and first is not None:
+            est.fit(X, y, embedding_from=first)  # one PCA for every repeat, as in the paper
+        else:
+            first = est.fit(X, y)
         labelled = 0
         while labelled < n_labels:
             idx = est.next_batch(
