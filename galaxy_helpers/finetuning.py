@@ -315,11 +315,19 @@ def _stratified_split(
 
 
 class _ClippedScaler(StandardScaler):
-    """``StandardScaler`` as :class:`Head` does it: clipped to +- ``clip``."""
+    """``StandardScaler`` as :class:`Head` does it: clipped to +- ``clip``. Given ``reference``
+    features (e.g. every unlabelled galaxy of the population), ``fit`` takes their mean and
+    variance instead of the few labelled rows'."""
 
-    def __init__(self, clip: float | None = None):
+    def __init__(self, clip: float | None = None, reference=None):
         super().__init__()
         self.clip = clip
+        self.reference = reference
+
+    def fit(self, X, y=None, sample_weight=None):
+        if self.reference is None:
+            return super().fit(X, y, sample_weight)
+        return super().fit(np.asarray(self.reference, dtype=np.float64))
 
     def transform(self, X):
         z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.spread()
@@ -329,14 +337,15 @@ class _ClippedScaler(StandardScaler):
         return np.maximum(np.sqrt(self.var_), 1e-6)
 
 
-def _head_pipeline(cfg: FinetuneConfig, l2: float):
-    """Clipped standardisation + L2 logistic (ridge) regression, ``C = 1 / l2``."""
+def _head_pipeline(cfg: FinetuneConfig, l2: float, reference=None):
+    """Clipped standardisation (on ``reference``'s statistics when given) + L2 logistic (ridge)
+    regression, ``C = 1 / l2``."""
     if cfg.task == "regression":  # the mean squared error carries no 1/2: alpha = l2 / 2
         fit = Ridge(alpha=l2 / 2)
     else:
         weights = None if cfg.balance == "none" else "balanced"
         fit = LogisticRegression(C=1 / l2, class_weight=weights, tol=1e-8, max_iter=1000)
-    return make_pipeline(_ClippedScaler(cfg.feature_clip), fit)
+    return make_pipeline(_ClippedScaler(cfg.feature_clip, reference), fit)
 
 
 def _new_head(mean, scale, weight, bias, clip) -> Head:
@@ -348,18 +357,23 @@ def _new_head(mean, scale, weight, bias, clip) -> Head:
     return head
 
 
-def _fit_head_lbfgs(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> Head:
-    pipe = _head_pipeline(cfg, cfg.head_l2).fit(np.asarray(X, dtype=np.float64), y)
+def _fit_head_lbfgs(
+    X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig, reference=None
+) -> Head:
+    pipe = _head_pipeline(cfg, cfg.head_l2, reference).fit(np.asarray(X, dtype=np.float64), y)
     scaler, w, b = pipe[0], pipe[-1].coef_, pipe[-1].intercept_
     if n_out == 2:  # a binary logistic w as two softmax logits: sigmoid(z) = softmax(-z/2, z/2)
         w, b = np.concatenate([-w, w]) / 2, np.concatenate([-b, b]) / 2
     return _new_head(scaler.mean_, scaler.spread(), w, b, cfg.feature_clip)
 
 
-def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> tuple[float, dict]:
+def choose_l2(
+    X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig, reference=None
+) -> tuple[float, dict]:
     """Pick the head's L2 penalty from ``cfg.head_l2_grid`` by stratified cross-validation
     (balanced accuracy over ``min(5, smallest class)`` folds; regression: mean squared error),
-    ties to the stronger penalty. Returns ``(l2, {candidate: mean score})``."""
+    ties to the stronger penalty; ``reference`` as :func:`fit_head`'s. Returns ``(l2,
+    {candidate: mean score})``."""
     grid = sorted(float(v) for v in cfg.head_l2_grid)
     if len(grid) == 1:
         return grid[0], {}
@@ -374,7 +388,11 @@ def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> 
         return grid[-1], {}
     X = np.asarray(X, dtype=np.float64)
     scores = {
-        l2: float(cross_val_score(_head_pipeline(cfg, l2), X, y, cv=folds, scoring=scoring).mean())
+        l2: float(
+            cross_val_score(
+                _head_pipeline(cfg, l2, reference), X, y, cv=folds, scoring=scoring
+            ).mean()
+        )
         for l2 in grid
     }
     best = max(scores.values())
@@ -382,7 +400,7 @@ def choose_l2(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig) -> 
 
 
 def _fit_head_steps(
-    X, y, n_out: int, cfg: FinetuneConfig, steps: int, X_val=None, y_val=None
+    X, y, n_out: int, cfg: FinetuneConfig, steps: int, X_val=None, y_val=None, reference=None
 ) -> tuple[Head, int, list[float]]:
     """Full-batch Adam with an L2 penalty; early stopping on a validation set, if given."""
     torch.manual_seed(cfg.seed)
@@ -390,7 +408,7 @@ def _fit_head_steps(
     weighted = cfg.task == "classification" and cfg.balance != "none"
     target = torch.long if cfg.task == "classification" else torch.float32
     Xt, yt = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=target)
-    scaler = _ClippedScaler().fit(np.asarray(X, dtype=np.float64))
+    scaler = _ClippedScaler(reference=reference).fit(np.asarray(X, dtype=np.float64))
     zeros = np.zeros((n_out, X.shape[1]))
     head = _new_head(scaler.mean_, scaler.spread(), zeros, zeros[:, 0], cfg.feature_clip)
     weights = _class_weights(y, n_out) if weighted else None
@@ -436,9 +454,11 @@ def _check_finite(X) -> None:
         )
 
 
-def _lbfgs_config(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig):
+def _lbfgs_config(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig, reference=None):
     _check_finite(X)
-    return cfg if cfg.head_l2 is not None else cfg.replace(head_l2=choose_l2(X, y, n_out, cfg)[0])
+    if cfg.head_l2 is not None:
+        return cfg
+    return cfg.replace(head_l2=choose_l2(X, y, n_out, cfg, reference)[0])
 
 
 def _start_head(feats, y, tr, va, n_out: int, cfg: FinetuneConfig) -> Head:
@@ -458,23 +478,29 @@ def fit_head(
     n_out: int,
     cfg: FinetuneConfig,
     rng: np.random.Generator | None = None,
+    reference: np.ndarray | None = None,
 ) -> tuple[Head, dict]:
     """Fit a head on features ``X`` (L-BFGS linear probe, or Adam with early stopping).
 
     ``y`` holds class indices (regression: standardised numbers), ``n_out`` the number of
-    classes (1 for regression), ``rng`` draws the validation split. Returns ``(head, info)``,
-    info with ``n_train``, ``n_val``, ``val_loss`` and ``head_l2`` or ``steps``.
+    classes (1 for regression), ``rng`` draws the validation split. ``reference``: features of
+    unlabelled galaxies (e.g. the whole population) whose mean and spread standardise the
+    features, steadier than those of a few labelled rows; default ``X``'s. Returns ``(head,
+    info)``, info with ``n_train``, ``n_val``, ``val_loss`` and ``head_l2`` or ``steps``.
     """
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
+    if reference is not None:
+        _check_finite(reference)
+    ref = {"reference": reference}
     if cfg.head_solver == "adam":
         steps = cfg.head_max_steps
-        head, steps, hist = _fit_head_steps(X[tr], y[tr], n_out, cfg, steps, X[va], y[va])
+        head, steps, hist = _fit_head_steps(X[tr], y[tr], n_out, cfg, steps, X[va], y[va], **ref)
         info = {"steps": int(steps), "n_train": int(len(tr)), "n_val": int(len(va))}
         info["val_loss"] = float(min(hist)) if hist else None
     else:
-        cfg = _lbfgs_config(X, y, n_out, cfg)
-        head = _fit_head_lbfgs(X[tr], y[tr], n_out, cfg)
+        cfg = _lbfgs_config(X, y, n_out, cfg, reference)
+        head = _fit_head_lbfgs(X[tr], y[tr], n_out, cfg, reference)
         info = {"solver": "lbfgs", "head_l2": cfg.head_l2, "n_train": len(tr), "n_val": len(va)}
         if len(va):
             with torch.no_grad():
@@ -483,9 +509,9 @@ def fit_head(
                 info["val_loss"] = float(_head_loss(cfg.task, out, torch.as_tensor(y[va]), w))
     if cfg.refit and len(va):
         if cfg.head_solver == "adam":
-            head = _fit_head_steps(X, y, n_out, cfg, steps)[0]
+            head = _fit_head_steps(X, y, n_out, cfg, steps, **ref)[0]
         else:
-            head = _fit_head_lbfgs(X, y, n_out, cfg)
+            head = _fit_head_lbfgs(X, y, n_out, cfg, reference)
         info["refit_on"] = int(len(y))
     return head, info
 

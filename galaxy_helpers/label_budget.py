@@ -247,13 +247,13 @@ def label_budget_experiment(
         train_idx = sets[repeat][budget]
         mcfg = configs.get(method, configs["pretrained_head"]).replace(seed=seed * 1000 + repeat)
         enc = enc_keys.get(method, enc_keys["pretrained_head"])
-        key = core.content_key("v2", method, enc, mcfg.to_dict(), budget, repeat, *data, length=20)
+        key = core.content_key("v3", method, enc, mcfg.to_dict(), budget, repeat, *data, length=20)
         path = core.cache_dir("finetuning", "label_budget") / f"{key}.json"
         rec = _cached_run(path) if cache else None
         if rec is None:
             t0 = time.perf_counter()
             if method in feats:
-                scores = _run_head(feats[method], y, train_idx, test, n_classes, mcfg)
+                scores = _run_head(feats[method], y, train_idx, test, n_classes, mcfg, pool)
             else:
                 scores = _run_full(
                     src, feats["pretrained_head"], images, y, train_idx, test, classes, mcfg,
@@ -295,8 +295,10 @@ def _scores(y_true, pred) -> dict:
     return {"balanced_accuracy": float(balanced), "accuracy": float(accuracy)}
 
 
-def _run_head(feats, y, train_idx, test, n_classes, cfg) -> dict:
-    head, info = ft.fit_head(feats[train_idx], y[train_idx], n_classes, cfg)
+def _run_head(feats, y, train_idx, test, n_classes, cfg, pool) -> dict:
+    # standardised on the unlabelled pool (every galaxy outside the test set), as an astronomer
+    # would with a catalogue's representation table: 30 rows give noisy means and spreads
+    head, info = ft.fit_head(feats[train_idx], y[train_idx], n_classes, cfg, reference=feats[pool])
     with torch.no_grad():
         pred = head(torch.as_tensor(feats[test], dtype=torch.float32)).argmax(1).numpy()
     return {**_scores(y[test], pred), "steps": info.get("steps")}

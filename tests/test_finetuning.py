@@ -201,6 +201,25 @@ def test_label_budget_experiment_is_balanced_cached_and_plots(rings, checkpoint)
     assert fig.axes[0].get_xscale() == "log"
 
 
+def test_label_budget_heads_standardise_on_the_pool_never_the_test_set(
+    rings, checkpoint, monkeypatch
+):
+    seen = []
+    fit_head = ft.fit_head
+
+    def spy(X, y, n_out, cfg, rng=None, reference=None):
+        seen.append(reference)
+        return fit_head(X, y, n_out, cfg, rng, reference)
+
+    monkeypatch.setattr(lb.ft, "fit_head", spy)
+    res = lb.label_budget_experiment(
+        checkpoint, rings, "ring", budgets=(4,), repeats=1, test_per_class=6,
+        methods=("pretrained_head",), cache=False, progress=False,
+    )  # fmt: skip
+    assert len(seen) == 1 and seen[0] is not None
+    assert len(seen[0]) == len(rings) - len(res.test_ids)  # every galaxy outside the test set
+
+
 def test_lbfgs_head_is_scikit_learns_logistic_regression():
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -217,6 +236,36 @@ def test_lbfgs_head_is_scikit_learns_logistic_regression():
     with torch.no_grad():
         p = torch.softmax(head(torch.as_tensor(X, dtype=torch.float32)), 1)[:, 1].numpy()
     np.testing.assert_allclose(p, ref.predict_proba(scaler.transform(X))[:, 1], atol=1e-4)
+
+
+def test_head_standardises_on_the_reference_population_when_given():
+    """A few labelled rows estimate means and spreads badly; the unlabelled population's
+    statistics are used instead, by both solvers and by the cross-validated penalty."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    population = rng.normal(size=(2000, 6)) * rng.uniform(0.5, 3, 6) + rng.normal(size=6)
+    X = population[:20]
+    y = (X[:, 0] > np.median(X[:, 0])).astype(int)
+    cfg = ft.FinetuneConfig(val_fraction=0, head_l2=2.0, feature_clip=None)
+    head, _ = ft.fit_head(X, y, 2, cfg, reference=population)
+    np.testing.assert_allclose(head.feature_mean.numpy(), population.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(head.feature_scale.numpy(), population.std(0), rtol=1e-5)
+    z = (X - population.mean(0)) / population.std(0)
+    ref = LogisticRegression(C=0.5, class_weight="balanced", tol=1e-10, max_iter=5000).fit(z, y)
+    with torch.no_grad():
+        p = torch.softmax(head(torch.as_tensor(X, dtype=torch.float32)), 1)[:, 1].numpy()
+    np.testing.assert_allclose(p, ref.predict_proba(z)[:, 1], atol=1e-4)
+    own, _ = ft.fit_head(X, y, 2, cfg)  # without a reference: the labelled rows' own statistics
+    np.testing.assert_allclose(own.feature_mean.numpy(), X.mean(0), rtol=1e-5)
+    adam = ft.fit_head(X, y, 2, cfg.replace(head_solver="adam"), reference=population)[0]
+    np.testing.assert_allclose(adam.feature_mean.numpy(), population.mean(0), rtol=1e-5)
+    l2, scores = ft.choose_l2(X, y, 2, ft.FinetuneConfig(), reference=population)
+    assert l2 in scores
+    broken = population.copy()
+    broken[7, 2] = np.nan
+    with pytest.raises(ft.FinetuneError, match=r"rows \[7\]"):
+        ft.fit_head(X, y, 2, cfg, reference=broken)
 
 
 def test_head_clips_features_the_labelled_galaxies_barely_vary_in():
