@@ -314,20 +314,31 @@ def _stratified_split(
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(val, dtype=np.int64))
 
 
-class _ClippedScaler(StandardScaler):
-    """``StandardScaler`` as :class:`Head` does it: clipped to +- ``clip``. Given ``reference``
-    features (e.g. every unlabelled galaxy of the population), ``fit`` takes their mean and
-    variance instead of the few labelled rows'."""
+def _reference_stats(reference) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, variance) per feature of reference features (None: no reference)."""
+    if reference is None or isinstance(reference, tuple):
+        return reference
+    _check_finite(reference)
+    ref = np.asarray(reference, dtype=np.float64)
+    return ref.mean(axis=0), ref.var(axis=0)
 
-    def __init__(self, clip: float | None = None, reference=None):
+
+class _ClippedScaler(StandardScaler):
+    """``StandardScaler`` as :class:`Head` does it: clipped to +- ``clip``. Given ``stats``
+    (mean, variance) of reference features (e.g. every unlabelled galaxy of the population),
+    ``fit`` takes them instead of the few labelled rows' statistics."""
+
+    def __init__(self, clip: float | None = None, stats=None):
         super().__init__()
         self.clip = clip
-        self.reference = reference
+        self.stats = stats
 
     def fit(self, X, y=None, sample_weight=None):
-        if self.reference is None:
+        if self.stats is None:
             return super().fit(X, y, sample_weight)
-        return super().fit(np.asarray(self.reference, dtype=np.float64))
+        self.mean_, self.var_ = self.stats
+        self.scale_, self.n_features_in_ = self.spread(), len(self.mean_)
+        return self
 
     def transform(self, X):
         z = (np.asarray(X, dtype=np.float64) - self.mean_) / self.spread()
@@ -345,7 +356,7 @@ def _head_pipeline(cfg: FinetuneConfig, l2: float, reference=None):
     else:
         weights = None if cfg.balance == "none" else "balanced"
         fit = LogisticRegression(C=1 / l2, class_weight=weights, tol=1e-8, max_iter=1000)
-    return make_pipeline(_ClippedScaler(cfg.feature_clip, reference), fit)
+    return make_pipeline(_ClippedScaler(cfg.feature_clip, _reference_stats(reference)), fit)
 
 
 def _new_head(mean, scale, weight, bias, clip) -> Head:
@@ -386,7 +397,7 @@ def choose_l2(
         scoring = "neg_mean_squared_error"
     if folds is None:
         return grid[-1], {}
-    X = np.asarray(X, dtype=np.float64)
+    X, reference = np.asarray(X, dtype=np.float64), _reference_stats(reference)
     scores = {
         l2: float(
             cross_val_score(
@@ -408,7 +419,8 @@ def _fit_head_steps(
     weighted = cfg.task == "classification" and cfg.balance != "none"
     target = torch.long if cfg.task == "classification" else torch.float32
     Xt, yt = torch.as_tensor(X, dtype=torch.float32), torch.as_tensor(y, dtype=target)
-    scaler = _ClippedScaler(reference=reference).fit(np.asarray(X, dtype=np.float64))
+    scaler = _ClippedScaler(stats=_reference_stats(reference))
+    scaler.fit(np.asarray(X, dtype=np.float64))
     zeros = np.zeros((n_out, X.shape[1]))
     head = _new_head(scaler.mean_, scaler.spread(), zeros, zeros[:, 0], cfg.feature_clip)
     weights = _class_weights(y, n_out) if weighted else None
@@ -490,8 +502,7 @@ def fit_head(
     """
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
-    if reference is not None:
-        _check_finite(reference)
+    reference = _reference_stats(reference)  # once, not in every fold and refit
     ref = {"reference": reference}
     if cfg.head_solver == "adam":
         steps = cfg.head_max_steps
