@@ -33,6 +33,7 @@ from .manifests import (
     Manifest,
     ManifestError,
     build_catalogue,
+    check_inside,
     checked_paths,
     inside,
     list_manifests,
@@ -450,7 +451,7 @@ def fetch(
 
     def get(entry: FileEntry) -> None:
         final = folder / entry.path
-        inside(folder, entry.path, f"{manifest.path} file")
+        check_inside(folder, entry.path, f"{manifest.path} file")
         if not _is_verified(entry, final, stamp):
             final.unlink(missing_ok=True)  # stale or corrupted copy
             _get(entry, final)
@@ -461,7 +462,7 @@ def fetch(
     def _get(entry: FileEntry, final: Path) -> None:
         source = None
         if mirror_root is not None:
-            inside(mirror_root, PurePosixPath(manifest.name, entry.path), "mirror file")
+            check_inside(mirror_root, PurePosixPath(manifest.name, entry.path), "mirror file")
             source = mirror_root / manifest.name / entry.path
         if source is not None and source.is_file():
             _retrieve(entry, final, _Source(entry, f"mirror file {source}", source))
@@ -525,7 +526,7 @@ def clean_stale_parts(
     keep, targets = set(), {folder: {_STAMP}}
     for entry in manifest.all_files:
         for rel in filter(None, (entry.path, entry.extract_to)):
-            inside(folder, rel, f"{manifest.path} file")
+            check_inside(folder, rel, f"{manifest.path} file")
             targets.setdefault((folder / rel).parent, set()).add((folder / rel).name)
         keep.add(partial_path(folder / entry.path, entry))
     removed, now = [], time.time()
@@ -667,7 +668,7 @@ def verify(
     folder = dataset_dir(manifest.name, cache_dir)
     report, verified = VerifyReport(manifest.name, folder), {}
     for entry in tqdm(manifest.all_files, "verifying", unit="file", disable=not progress):
-        inside(folder, entry.path, f"{manifest.path} file")
+        check_inside(folder, entry.path, f"{manifest.path} file")
         path = folder / entry.path
         if not path.is_file():
             report.missing.append(entry.path)

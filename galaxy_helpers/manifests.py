@@ -21,7 +21,7 @@ from .schema import canonical_columns, get_schema
 __all__ = [
     "MANIFESTS_ENV", "DataError", "ManifestError", "FileEntry", "Manifest", "BUILDERS",
     "manifest_dir", "list_manifests", "load_manifest", "validate_manifest", "checked_paths",
-    "inside", "build_catalogue",
+    "inside", "check_inside", "inside_all", "build_catalogue",
 ]  # fmt: skip
 
 MANIFESTS_ENV = "GALAXY_DATA_MANIFESTS"
@@ -172,16 +172,41 @@ def checked_paths(manifest: Manifest) -> Manifest:
     return manifest
 
 
-def inside(root: Path, relative: str | os.PathLike, where: str) -> Path:
-    """``root / relative`` resolved, refused unless it stays inside ``root`` as written (links
-    may lead elsewhere, so a cache made of links to a bigger disk keeps working)."""
-    path = Path(os.path.normpath(os.path.join(os.path.abspath(root), relative)))
-    if not path.is_relative_to(os.path.normpath(os.path.abspath(root))):
+def check_inside(root: str | os.PathLike, relative: str | os.PathLike, where: str) -> str:
+    """``root / relative`` normalised (not resolved), refused unless it stays inside ``root``
+    as written: the check alone, for loops that do not need the resolved path."""
+    base = os.path.normpath(os.path.abspath(root))
+    path = os.path.normpath(os.path.join(base, relative))
+    if path != base and not path.startswith(base.rstrip(os.sep) + os.sep):
         raise ManifestError(
             f"{where}: {relative!s} leads to {path}, outside {root}; refusing to read, write or "
             "delete it. Fix the manifest (or the catalogue row)."
         )
-    return path.resolve()
+    return path
+
+
+def inside(root: Path, relative: str | os.PathLike, where: str) -> Path:
+    """``root / relative`` resolved, refused unless it stays inside ``root`` as written (links
+    may lead elsewhere, so a cache made of links to a bigger disk keeps working)."""
+    return Path(check_inside(root, relative, where)).resolve()
+
+
+def inside_all(root: Path, relatives, where: str) -> list[str]:
+    """:func:`inside` of many paths (``where`` may hold ``{k}``, the row), as strings. Each
+    folder is resolved once per call: a dataset's thousands of files share a few folders, so
+    only the file itself is checked for a link."""
+    folders: dict[str, str] = {}
+    out = []
+    for k, rel in enumerate(relatives):
+        path = check_inside(root, rel, where.replace("{k}", str(k)))
+        if os.path.islink(path):
+            out.append(os.path.realpath(path))
+            continue
+        head, name = os.path.split(path)
+        if head not in folders:
+            folders[head] = os.path.realpath(head)
+        out.append(os.path.join(folders[head], name))
+    return out
 
 
 def _check_relative(path: Any, where: str) -> list[str]:
@@ -423,9 +448,7 @@ def build_catalogue(manifest: Manifest, folder: Path) -> pd.DataFrame:
         relative = pd.Series([template.format(**row) for row in raw.to_dict("records")])
     else:
         relative = raw[loc_rule]
-    out["file_loc"] = [
-        str(inside(folder, p, f"{where} file_loc, row {k}")) for k, p in enumerate(relative)
-    ]
+    out["file_loc"] = inside_all(folder, relative, f"{where} file_loc, row {{k}}")
     consumed = {loc_rule, id_rule, id_rule.removeprefix("stem:")}
 
     for column in spec.get("labels", []):

@@ -79,3 +79,22 @@ def test_catalogue_row_pointing_outside_the_dataset_is_refused_naming_the_row(tm
     path = _toml(tmp_path, "toy", files)
     with pytest.raises(data.ManifestError, match="file_loc, row 1: ../../../../etc/passwd"):
         data.load_dataset(path, mirror=tmp_path / "mirror", offline=True, progress=False)
+
+
+def test_inside_all_resolves_like_inside_with_links_and_refuses_naming_the_row(tmp_path):
+    from galaxy_helpers.manifests import inside, inside_all
+
+    root, elsewhere = tmp_path / "dataset", tmp_path / "bigger_disk"
+    (root / "img").mkdir(parents=True)
+    (elsewhere / "pics").mkdir(parents=True)
+    (root / "img" / "a.jpg").write_bytes(b"a")
+    (elsewhere / "b.jpg").write_bytes(b"b")
+    (root / "img" / "b.jpg").symlink_to(elsewhere / "b.jpg")  # a file linked elsewhere
+    (root / "linked").symlink_to(elsewhere / "pics")  # a folder linked elsewhere
+    rows = ["img/a.jpg", "img/b.jpg", "linked/c.jpg", "img/./missing.jpg"]
+    assert inside_all(root, rows, "cat row {k}") == [str(inside(root, r, "x")) for r in rows]
+    assert inside_all(root, rows, "x")[1] == str((elsewhere / "b.jpg").resolve())
+    with pytest.raises(data.ManifestError, match=r"cat row 2: \.\./bigger_disk/b\.jpg"):
+        inside_all(root, ["img/a.jpg", "img/b.jpg", "../bigger_disk/b.jpg"], "cat row {k}")
+    with pytest.raises(data.ManifestError, match="outside"):
+        inside(root, "img/../../dataset2/x", "x")  # a sibling sharing the root's prefix
