@@ -473,15 +473,18 @@ def _lbfgs_config(X: np.ndarray, y: np.ndarray, n_out: int, cfg: FinetuneConfig,
     return cfg.replace(head_l2=choose_l2(X, y, n_out, cfg, reference)[0])
 
 
-def _start_head(feats, y, tr, va, n_out: int, cfg: FinetuneConfig) -> Head:
-    """The head full finetuning starts from: the training split's linear probe, or new."""
+def _start_head(feats, y, tr, va, n_out: int, cfg: FinetuneConfig, reference=None) -> Head:
+    """The head full finetuning starts from: the training split's linear probe, or new
+    (``reference`` as :func:`fit_head`'s)."""
     if not cfg.linear_probe_first:
         torch.manual_seed(cfg.seed)
         return Head(feats.shape[1], n_out, cfg.feature_clip)
-    X, y_tr = feats[tr], y[tr]
+    X, y_tr, reference = feats[tr], y[tr], _reference_stats(reference)
     if cfg.head_solver == "lbfgs":
-        return _fit_head_lbfgs(X, y_tr, n_out, _lbfgs_config(X, y_tr, n_out, cfg))
-    return _fit_head_steps(X, y_tr, n_out, cfg, cfg.head_max_steps, feats[va], y[va])[0]
+        cfg = _lbfgs_config(X, y_tr, n_out, cfg, reference)
+        return _fit_head_lbfgs(X, y_tr, n_out, cfg, reference)
+    steps = cfg.head_max_steps
+    return _fit_head_steps(X, y_tr, n_out, cfg, steps, feats[va], y[va], reference)[0]
 
 
 def fit_head(
@@ -548,6 +551,7 @@ def finetune(
     config: FinetuneConfig | None = None,
     images: np.ndarray | None = None,
     classes: Sequence | None = None,
+    unlabelled: pd.DataFrame | None = None,
     **overrides,
 ) -> FinetunedModel:
     """Finetune a pretrained encoder to predict ``label_column`` in one call.
@@ -561,6 +565,10 @@ def finetune(
     labels, classes : labels kept apart and the stated classes (see :func:`labelled_rows`).
     config : :class:`FinetuneConfig`; keyword ``overrides`` change single fields.
     images : optional uint8 images of the labelled rows (saves reading the files).
+    unlabelled : optional catalogue (``id_str``, ``file_loc``) of galaxies, labels not needed,
+        whose representation's mean and spread standardise the head's features instead of the
+        few labelled rows': e.g. every galaxy of the population you label from (keep your test
+        galaxies out). Steadier with a few dozen labels (DEVELOPERS.md, "Science margins").
 
     Returns
     -------
@@ -590,16 +598,20 @@ def finetune(
         images = src.read(rows, progress=cfg.progress)
     src.model.to(core.device(cfg.device))
     feats = src.features(rows, images, progress=cfg.progress)
+    reference = None if unlabelled is None else src.features(unlabelled, progress=cfg.progress)
     meta = dict(task=cfg.task, label_column=label_column, classes=classes, mode=cfg.mode)
     meta.update(config=cfg.to_dict(), target_mean=target_mean, target_std=target_std)
     meta["n_labelled"] = len(rows)
+    meta["standardised_on"] = (
+        "labelled galaxies" if reference is None else f"{len(reference)} unlabelled galaxies"
+    )
     rng = np.random.default_rng(cfg.seed)
     if cfg.mode == "head":
-        head, metrics = fit_head(feats, y, n_out, cfg, rng)
+        head, metrics = fit_head(feats, y, n_out, cfg, rng, reference)
         model = _new_model(src, meta, head)
     else:
         tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
-        model = _new_model(src, meta, _start_head(feats, y, tr, va, n_out, cfg))
+        model = _new_model(src, meta, _start_head(feats, y, tr, va, n_out, cfg, reference))
         ids = rows["id_str"].to_numpy()[tr]
         info = train_full(model, images[tr], y[tr], images[va], y[va], cfg, ids=ids)
         metrics = {k: info[k] for k in ("epochs", "best_epoch", "val_loss")}

@@ -84,6 +84,25 @@ def test_head_mode_learns_rings_and_predicts_a_table(rings, checkpoint):
         assert torch.equal(a, b), k
 
 
+def test_finetune_standardises_on_unlabelled_galaxies_when_given(rings, checkpoint):
+    labelled, pool = rings.iloc[:12], rings.iloc[:50]  # the last 10 stay out, as a test set
+    src = ft.load_encoder(checkpoint)
+    pool_feats = src.features(pool)
+    for mode in ("head", "full"):
+        model = ft.finetune(
+            checkpoint, labelled, "ring", mode, unlabelled=pool, max_epochs=1, progress=False
+        )
+        np.testing.assert_allclose(
+            model.head.feature_mean.numpy(), pool_feats.mean(0), rtol=1e-4, atol=1e-5
+        )
+        assert model.metadata["standardised_on"] == "50 unlabelled galaxies", mode
+    own = ft.finetune(checkpoint, labelled, "ring", progress=False)
+    np.testing.assert_allclose(
+        own.head.feature_mean.numpy(), src.features(labelled).mean(0), rtol=1e-4, atol=1e-5
+    )
+    assert own.metadata["standardised_on"] == "labelled galaxies"
+
+
 def test_save_and_load_give_identical_predictions(rings, checkpoint, tmp_path):
     model = ft.finetune(checkpoint, rings.iloc[:30], "ring", progress=False)
     path = model.save(tmp_path / "ring_model")
