@@ -315,7 +315,8 @@ def _stratified_split(
 
 
 def _reference_stats(reference) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean, variance) per feature of reference features (None: no reference)."""
+    """(mean, variance) per feature of reference features (None: no reference; a tuple is
+    taken as already computed, so callers reduce a large reference once)."""
     if reference is None or isinstance(reference, tuple):
         return reference
     _check_finite(reference)
@@ -506,10 +507,11 @@ def fit_head(
     rng = rng or np.random.default_rng(cfg.seed)
     tr, va = _stratified_split(y, cfg.val_fraction, rng, cfg.task == "classification")
     reference = _reference_stats(reference)  # once, not in every fold and refit
-    ref = {"reference": reference}
     if cfg.head_solver == "adam":
         steps = cfg.head_max_steps
-        head, steps, hist = _fit_head_steps(X[tr], y[tr], n_out, cfg, steps, X[va], y[va], **ref)
+        head, steps, hist = _fit_head_steps(
+            X[tr], y[tr], n_out, cfg, steps, X[va], y[va], reference
+        )
         info = {"steps": int(steps), "n_train": int(len(tr)), "n_val": int(len(va))}
         info["val_loss"] = float(min(hist)) if hist else None
     else:
@@ -523,7 +525,7 @@ def fit_head(
                 info["val_loss"] = float(_head_loss(cfg.task, out, torch.as_tensor(y[va]), w))
     if cfg.refit and len(va):
         if cfg.head_solver == "adam":
-            head = _fit_head_steps(X, y, n_out, cfg, steps, **ref)[0]
+            head = _fit_head_steps(X, y, n_out, cfg, steps, reference=reference)[0]
         else:
             head = _fit_head_lbfgs(X, y, n_out, cfg, reference)
         info["refit_on"] = int(len(y))

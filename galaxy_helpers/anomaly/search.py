@@ -224,8 +224,8 @@ def run_simulation(
 
     Each repeat clones ``learner`` (default :class:`ActiveLearner`) with ``random_state = seed
     + repeat`` (an ActiveLearner's PCA embedding is fitted once, in the first repeat, and
-    shared: repeats differ in their first batch and GP optimiser) and loops: choose ``batch`` galaxies, reveal their ``researcher_scores``,
-    retrain, measure, up to ``n_labels``. Rankings: ``labelled_first`` (labelled galaxies by
+    shared: repeats differ in their first batch and GP optimiser) and loops: choose ``batch``
+    galaxies, reveal their ``researcher_scores``, retrain, measure, up to ``n_labels``. Rankings: ``labelled_first`` (labelled galaxies by
     their label, the paper's headline) and ``predicted`` (the prediction alone). Scores >=
     ``threshold`` are interesting; ``top_n`` are the N of precision@N. Returns a DataFrame, one
     row per (repeat, n_labels, ranking): :func:`ranking_metrics`, ``n_interesting_labelled``.
