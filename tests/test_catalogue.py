@@ -44,7 +44,9 @@ def test_csv_with_relative_paths_and_volunteer_spelling_loads(folder):
     frame = pd.DataFrame({"id_str": [1, 2, 3], "file_loc": [f"images/{n}.png" for n in "abc"]})
     frame = pd.concat([frame, pd.DataFrame(volunteer)], axis=1)
     frame.to_csv(folder / "mine.csv", index=False)
-    df = cat.load_catalogue(folder / "mine.csv", schema="decals_dr5")
+    # random votes break the tree's nesting: the load says so, naming the file, and goes on
+    with pytest.warns(UserWarning, match=r"mine\.csv: 3 rows, 0 errors"):
+        df = cat.load_catalogue(folder / "mine.csv", schema="decals_dr5")
     assert list(df["id_str"]) == ["1", "2", "3"]
     assert df["file_loc"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
     assert set(DECALS_DR5.answer_columns) <= set(df.columns)
