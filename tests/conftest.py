@@ -117,7 +117,9 @@ def _read_outputs_while_waiting(kernel) -> None:
             while kernel.kc.iopub_channel.msg_ready():
                 read.append(kernel.kc.get_iopub_msg(timeout=0))
             try:
-                return get_message("shell", timeout=0.05)
+                # 5 ms, not 50: on a busy 2-core machine the kernel fills ZMQ's 1,000-message
+                # queue faster than a 50 ms drain empties it, and the newest outputs are dropped
+                return get_message("shell", timeout=0.005)
             except queue.Empty:
                 if deadline is not None and time.monotonic() > deadline:
                     raise
