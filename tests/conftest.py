@@ -31,7 +31,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import nbformat
+import nbval.kernel
 import pytest
+import zmq
+from jupyter_client.blocking import BlockingKernelClient
+from traitlets import Type, default
 
 from galaxy_helpers import course, notebooks, tooling
 
@@ -45,7 +49,28 @@ def _is_notebook_cell(item) -> bool:
     return item.path.suffix == ".ipynb" and hasattr(item, "cell_num")
 
 
+class _UnboundedClient(BlockingKernelClient):
+    """A kernel client whose sockets queue everything they receive (ZMQ's RCVHWM 0). With the
+    default 1,000 messages, a kernel that sends faster than the test process reads (a widget
+    flood on a busy machine) fills the client's queue and then its own, and its publisher drops
+    the newest outputs. Unbounded, ZMQ's own I/O thread keeps taking them off the wire whatever
+    Python is doing, so nothing is dropped; nbval reads them from memory."""
+
+    @default("context")
+    def _unbounded_context(self) -> zmq.Context:
+        self._created_context = True  # the client terms it when its channels stop
+        context = zmq.Context()
+        context.rcvhwm = 0  # a default for every socket this context opens, set before connect
+        return context
+
+
+class _KernelManager(nbval.kernel.KernelManager):
+    client_factory = Type(_UnboundedClient)
+
+
 def pytest_configure(config):
+    # nbval builds its kernels through this name in nbval.kernel.start_new_kernel
+    nbval.kernel.KernelManager = _KernelManager
     config.pluginmanager.register(NotebookCells(), "galaxy-course-notebook-cells")
     sanitize = getattr(config.option, "nbval_sanitize_with", None)
     if sanitize and not Path(sanitize).exists() and (config.rootpath / sanitize).exists():
