@@ -51,10 +51,14 @@ def _read(
 
 def _pixel_features(catalogue, meta: dict, pixel_size: int, cache, progress: bool) -> np.ndarray:
     """Raw-pixel baseline rows, kept on disk beside the representation tables (the same
-    catalogue hash) so that notebooks 04-06 decode each survey's images once, not three times."""
-    size = int(meta["image_size"])
+    catalogue hash) so that notebooks 04-06 decode each survey's images once, not three times.
+    Read as the model reads them (its size, framing and resampling), so the block means share
+    the encoders' decode."""
+    size, resample = int(meta["image_size"]), model_resample(meta)
     crops = catalogue_crops(catalogue, meta)
-    key = core.content_key("pixels", 2, size, pixel_size, crops, catalogue_hash(catalogue))
+    key = core.content_key(
+        "pixels", 3, size, resample, pixel_size, crops, catalogue_hash(catalogue)
+    )
     path = core.cache_dir("representations") / f"pixels_{key}.npy"
     if path.exists():
         try:
@@ -63,12 +67,13 @@ def _pixel_features(catalogue, meta: dict, pixel_size: int, cache, progress: boo
             path.unlink(missing_ok=True)
     if size % pixel_size == 0:  # block means of the model's own input: one decode
         f = size // pixel_size
-        arr = _read(catalogue, size, crops, cache, progress)
+        arr = _read(catalogue, size, crops, cache, progress, resample)
         # integer block sums, then one division: exact, and 8x faster than float means
         blocks = arr.reshape(len(arr), pixel_size, f, pixel_size, f, 3)
         arr = blocks.sum(axis=(2, 4), dtype=np.uint32).astype(np.float32) / np.float32(255 * f * f)
     else:
-        arr = _read(catalogue, pixel_size, crops, cache, progress).astype(np.float32) / 255.0
+        arr = _read(catalogue, pixel_size, crops, cache, progress, resample)
+        arr = arr.astype(np.float32) / 255.0
     arr = arr.astype(np.float32, copy=False).reshape(len(arr), -1)
     with core.atomic_path(path) as tmp:
         with open(tmp, "wb") as f:

@@ -229,3 +229,30 @@ def test_raw_pixel_rows_are_decoded_once_and_then_read_from_the_cache(tmp_path, 
     meta["framing"] = {"crop": 0.5}
     with pytest.raises(AssertionError, match="decoded again"):
         transfer.encoder_features("pixels", cat)
+
+
+def test_raw_pixel_rows_read_the_images_as_the_model_does(tmp_path, monkeypatch):
+    """A model that resamples as Zoobot does, not with lanczos, gets block means of its own input, and
+    the encoders and the pixel rows still share one decode."""
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    cat, paths = _png_catalogue(tmp_path, 3, 80, seed=2)
+    meta = {"image_size": 64, "channels": 3, "framing": {"crop": 1.0, "resample": "zoobot"}}
+    monkeypatch.setattr("galaxy_helpers.checkpoints.load_model", lambda *a, **k: (None, meta))
+    rows = transfer.encoder_features("pixels", cat)
+    for path, row in zip(paths, rows, strict=True):
+        own = images.read_image(path, 64, resample="zoobot").astype(np.float32) / 255
+        assert np.allclose(row, own.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).reshape(-1))
+    lanczos = images.read_image(paths[0], 64).astype(np.float32) / 255
+    assert not np.allclose(rows[0], lanczos.reshape(32, 2, 32, 2, 3).mean(axis=(1, 3)).ravel())
+    calls = []
+
+    def counted(paths, size, *args, **kwargs):
+        calls.append((size, kwargs.get("resample")))
+        return images.load_images(paths, size, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "load_images", counted)
+    meta["framing"]["resample"] = "lanczos"  # another resampling is another cache entry
+    cache: dict = {}
+    transfer.encoder_features("pixels", cat, cache=cache)
+    transfer._read(cat, 64, images.catalogue_crops(cat, meta), cache, False, "lanczos")
+    assert calls == [(64, "lanczos")]  # decoded once, and the encoders' read finds it
