@@ -25,6 +25,8 @@ IMPORT_TO_DIST = {
     "skimage": "scikit-image",
     "IPython": "ipykernel",  # ipykernel brings IPython
     "jupyter_client": "ipykernel",
+    "zmq": "ipykernel",  # pyzmq and traitlets: hard requirements of ipykernel and jupyter_client
+    "traitlets": "ipykernel",
     "nbclient": "papermill",
     "matplotlib_inline": "ipykernel",
     # hard requirements of scikit-learn, so always installed with it
