@@ -100,3 +100,22 @@ def test_course_benchmark_reports_each_notebook_against_its_budget(tmp_path, cap
     assert result["notebooks"]["01_meet_the_galaxies"]["within_budget"] is True
     assert result["total_s"] == 115.0 and result["all_within_budget"] is False
     assert bench.main(["--output", str(tmp_path / "empty")]) == 2
+
+
+def test_bench_compile_reports_a_failed_compile_and_still_times_eager(tmp_path, monkeypatch):
+    """The fallback: where torch.compile fails, the eager numbers are still measured."""
+    bench = load_benchmark("bench_compile")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(bench.torch, "compile", broken)
+    out = tmp_path / "compile.json"
+    args = ["--image-size", "16", "--batch-size", "4", "--steps", "1", "--rounds", "1"]
+    assert bench.main(args + ["--course-steps", "10", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["compile_error"] == "RuntimeError: no C++ compiler"
+    assert result["eager_images_per_s"] > 0 and "speedup" not in result
+    assert result["course_eager_s"] == pytest.approx(
+        10 * 4 / result["eager_images_per_s"], abs=0.06
+    )
