@@ -245,13 +245,22 @@ def run_course(
     record = {"finished": True, "ok": not failed, "profile": profile, "parameters": extra}
     record |= {"notebooks": [r.notebook for r in results], "requested": [p.stem for p in paths]}
     record |= {"errors": failed, "wall_s": {r.notebook: round(r.wall_s, 2) for r in results}}
-    record |= {"time_breakdown": breakdowns}
+    record |= {"time_breakdown": breakdowns, "numerics": _numerics(extra.get("device"))}
+    record |= {"metrics": {r.notebook: r.metrics for r in results if r.ok}}
     write_json(out / RUN_RECORD, record | {"total_s": round(total, 2)})
     if verbose:
         print(f"\n{summary}{where}\n[course] executed copies, metrics/ and summary.md are in {out}")
     if failed:
         raise CourseRunError("\n".join(failed.values()))
     return results
+
+
+def _numerics(device: str | None = None) -> dict:
+    """:func:`galaxy_helpers.training.numerics` of the machine the kernels run on (they inherit
+    this process's environment, so its thread settings too)."""
+    from .training import numerics
+
+    return numerics(device)
 
 
 def _run_one(pm, path: Path, out: Path, parameters, kernel_name, timeout_s, verbose):
@@ -295,12 +304,17 @@ def regenerate(
     contents: str = DEFAULT_CONTENTS,
     stamp: bool = True,
     timeout_s: int | None = 1200,
+    record_dir: str | Path | None = "benchmarks/results",
 ) -> dict[str, float]:
     """Execute notebooks in place (quick profile), then strip, stamp and rewrite navigation:
     :func:`run_course` with ``in_place=True`` into ``course_output/`` beside ``notebooks/``; a
-    notebook that fails is left unchanged. Returns ``{stem: wall seconds}`` of those executed."""
+    notebook that fails is left unchanged. The marked numbers are filled from the run and its
+    record is written to ``record_dir`` (relative: beside ``notebooks/``; None: not written;
+    :func:`write_run_record`). Returns ``{stem: wall seconds}`` of those executed."""
     folder = Path(notebook_dir) if notebook_dir is not None else default_notebook_dir()
     output = folder.resolve().parent / "course_output"
+    if record_dir is not None:
+        record_dir = folder.resolve().parent / record_dir
     results = run_course(
         output,
         only,
@@ -314,7 +328,56 @@ def regenerate(
         p.stem: read_json(p, what="metrics file") for p in (output / "metrics").glob("*.json")
     }
     fill_quoted_numbers(folder, metrics)
+    if record_dir is not None:
+        write_run_record(output, folder, Path(record_dir), complete=only is None)
     return {r.notebook: r.wall_s for r in results}
+
+
+#: Committed record of the run behind the committed outputs (:func:`write_run_record`).
+RECORD_PATTERN = "course_run_*.json"
+
+
+def latest_run_record(record_dir: str | Path) -> Path | None:
+    """The newest ``course_run_<date>.json`` in ``record_dir`` (dated names sort by date)."""
+    runs = sorted(Path(record_dir).glob(RECORD_PATTERN))
+    return runs[-1] if runs else None
+
+
+def write_run_record(
+    output: str | Path,
+    notebook_dir: str | Path,
+    record_dir: str | Path,
+    complete: bool = True,
+    today: str | None = None,
+) -> Path:
+    """Commit what the committed outputs came from: ``<record_dir>/course_run_<date>.json``
+    holds, per notebook, the metrics its marked numbers quote, the machine's
+    :func:`~galaxy_helpers.training.numerics` and the seconds it ran. A notebook this run did
+    not execute keeps its entry from the newest earlier record. ``complete`` (the whole course
+    ran): the run's summary also goes to ``course_run_<date>.md``, the table the README quotes.
+
+    The tests check every quoted number against this record on any machine, and that a fresh
+    run reproduces it on a machine with the same numerics (tests/test_quotes.py)."""
+    output, record_dir = Path(output), Path(record_dir)
+    run = read_json(output / RUN_RECORD, what="course run record")
+    today = today or time.strftime("%Y-%m-%d")
+    target = record_dir / f"course_run_{today}.json"
+    previous = latest_run_record(record_dir)
+    entries = read_json(previous, what="course run record")["notebooks"] if previous else {}
+    for stem, metrics in run["metrics"].items():
+        entries[stem] = {
+            "date": today,
+            "metrics": metrics,
+            "numerics": run["numerics"],
+            "wall_s": run["wall_s"][stem],
+        }
+    known = {p.stem for p in numbered_notebooks(notebook_dir)}
+    entries = {stem: entries[stem] for stem in sorted(entries) if stem in known}
+    write_json(target, {"notebooks": entries})
+    if complete:
+        summary = (output / "summary.md").read_text().removeprefix("# Course run summary\n\n")
+        write_text(target.with_suffix(".md"), summary)
+    return target
 
 
 #: Documents beside ``notebooks/`` whose marked numbers the course run fills and checks.
@@ -507,7 +570,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "regenerate":
             wall = regenerate(args.notebook_dir, args.only, args.contents, not args.no_stamp)
-            print(f"Regenerated {len(wall)} notebooks in {sum(wall.values()):.0f} s.")
+            print(
+                f"Regenerated {len(wall)} notebooks in {sum(wall.values()):.0f} s; their run "
+                "record is the newest benchmarks/results/course_run_<date>.json (and .md)"
+            )
             return 0
         if args.command == "check-solutions":
             failed = check_solutions(args.output, args.only, args.notebook_dir, args.all)

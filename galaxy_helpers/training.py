@@ -427,6 +427,28 @@ def amp_precision(amp, device) -> str:
     return str(dtype).removeprefix("torch.") if on else "float32"
 
 
+def numerics(device: str | None = None) -> dict[str, Any]:
+    """What a quick-profile number depends on beyond the code and the seed, for course-run
+    records: the torch, numpy and scikit-learn versions, the CPU kernels torch dispatches to
+    (``"AVX2"``, ``"AVX512"``...), the precision ``amp="auto"`` trains in on ``device`` (default
+    :func:`galaxy_helpers.core.device`) and torch's thread count. Two runs of the course with
+    equal ``numerics`` make the same numbers; with different ones they differ in the last digits
+    (float32 against bfloat16 changes the quick profile's metrics by about 0.01)."""
+    import importlib.metadata
+
+    dev = core.device(device)
+    get_capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")
+    return {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": importlib.metadata.version("scikit-learn"),
+        "cpu_capability": get_capability(),
+        "device": dev,
+        "precision": amp_precision("auto", dev),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
 def amp_settings(amp, device) -> tuple[bool, torch.dtype | None]:
     """(enabled, dtype) of mixed precision ``amp`` (True, False or ``"auto"``) on ``device``:
     float16 (+ GradScaler in training) on older GPUs, bfloat16 where supported. ``"auto"``: on
