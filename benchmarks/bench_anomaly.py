@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from galaxy_helpers.anomaly import ActiveLearner, AstronomalyScorer, IsolationForestScorer
+from galaxy_helpers.core import write_json
 
 
 def make_features(n: int, dim: int, seed: int = 0):
@@ -106,8 +107,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, indent=2)
     return 0 if result["within_budget"] else 1
 
 

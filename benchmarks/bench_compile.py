@@ -35,6 +35,8 @@ os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="induct
 
 import torch  # noqa: E402
 
+from galaxy_helpers.core import write_json  # noqa: E402
+
 
 def _step_fn(model, opt, amp_on, amp_dtype):
     def step(x):
@@ -139,8 +141,7 @@ def main(argv=None) -> int:
         )
     print(json.dumps(result, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, indent=2)
     return 0
 
 

@@ -22,6 +22,8 @@ import argparse
 import json
 import time
 
+from galaxy_helpers.core import write_json
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,8 +103,7 @@ def main(argv=None) -> int:
         f"(target >= {args.target:.0%})"
     )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.json, result, indent=1)
     return 0
 
 

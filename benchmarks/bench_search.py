@@ -23,6 +23,8 @@ import time
 
 import numpy as np
 
+from galaxy_helpers.core import write_json
+
 
 def make_data(n: int, d: int, spectrum: str, seed: int = 0) -> np.ndarray:
     """Random float32 features with a PCA-like or flat spectrum."""
@@ -152,8 +154,7 @@ def main(argv=None) -> int:
     print()
     print(markdown(records))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
+        write_json(args.json, records, indent=1)
     return 0
 
 

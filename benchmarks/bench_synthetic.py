@@ -29,6 +29,7 @@ import time
 import numpy as np
 
 from galaxy_helpers import synthetic
+from galaxy_helpers.core import write_json
 from galaxy_helpers.schema import DECALS_DR5
 
 BASELINE_GALAXIES = 300  # rendered in this process for the CPU time per galaxy
@@ -97,8 +98,7 @@ def main(argv=None) -> int:
     result["within_budget"] = wall <= args.budget
     print(json.dumps(result, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, indent=2)
     return 0 if wall <= args.budget else 1
 
 

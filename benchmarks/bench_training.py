@@ -27,6 +27,8 @@ import time
 
 import torch
 
+from galaxy_helpers.core import write_json
+
 
 def bare_loop(architecture, image_size, batch_size, steps, device, warmup=2) -> float:
     """Images/s of forward + backward + AdamW on one in-memory random batch (with the mixed
@@ -128,8 +130,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result, indent=2)
     return 0
 
 
