@@ -134,7 +134,7 @@ class EncoderSource:
 
     @property
     def representation_dim(self) -> int:
-        return int(self.encoder.num_features)
+        return models.pooled_dim(self.encoder)
 
     def read(self, catalogue: pd.DataFrame, progress: bool = False) -> np.ndarray:
         """uint8 images of ``file_loc`` at this encoder's size and framing (times ``crop``)."""
@@ -289,7 +289,7 @@ class FinetunedModel(nn.Module):
             ) from err
         n_out = len(meta["classes"]) if meta["task"] == "classification" else 1
         clip = meta.get("config", {}).get("feature_clip")  # absent in older files: no clipping
-        model = cls(encoder, Head(int(encoder.num_features), n_out, clip), meta)
+        model = cls(encoder, Head(models.pooled_dim(encoder), n_out, clip), meta)
         hint = "The checkpoint is of another architecture, or the JSON belongs to another run."
         models.load_weights(
             model, weights, FinetuneError, f"a {arch!r} with {n_out} output(s)", hint

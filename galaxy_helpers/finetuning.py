@@ -536,7 +536,7 @@ def _new_model(src: EncoderSource, meta: dict, head: Head, encoder=None) -> Fine
     encoder = encoder or src.encoder
     base = {"architecture": src.architecture, "image_size": int(src.image_size)}
     base.update(channels=int(src.channels), mean=src.mean, std=src.std)
-    base.update(encoder_source=src.description, representation_dim=int(encoder.num_features))
+    base.update(encoder_source=src.description, representation_dim=models.pooled_dim(encoder))
     optional = {"greyscale": src.greyscale != "mean" and src.greyscale, "framing": src.framing}
     base.update({k: v for k, v in optional.items() if v})
     return FinetunedModel(encoder, head, {**base, **meta})

@@ -32,6 +32,7 @@ __all__ = [
     "CheckpointError",
     "DirichletHead",
     "GalaxyModel",
+    "pooled_dim",
     "predict_fractions",
     "schema_to_dict",
     "schema_from_dict",
@@ -59,6 +60,13 @@ class DirichletHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.linear(self.dropout(x))) * 100.0 + 1.0
+
+
+def pooled_dim(encoder: nn.Module) -> int:
+    """Width of what a timm encoder built with ``num_classes=0`` returns: ``head_hidden_size``
+    where the network has a pre-logits layer after pooling (MobileNetV3, LCNet, GhostNet,
+    MobileNetV4: 576 -> 1024 channels for ``mobilenetv3_small_100``), else ``num_features``."""
+    return int(getattr(encoder, "head_hidden_size", None) or encoder.num_features)
 
 
 def _check_architecture(architecture: str) -> None:
@@ -113,7 +121,7 @@ class GalaxyModel(nn.Module):
         self.encoder = timm.create_model(
             architecture, pretrained=pretrained, num_classes=0, in_chans=self.channels
         )
-        self.representation_dim = int(self.encoder.num_features)
+        self.representation_dim = pooled_dim(self.encoder)
         self.head = (
             DirichletHead(self.representation_dim, self.schema.n_answers, self.dropout)
             if self.schema is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import core
-from .models import GalaxyModel, checkpoint_paths, file_sha256, load_checkpoint
+from .models import GalaxyModel, checkpoint_paths, file_sha256, load_checkpoint, pooled_dim
 
 __all__ = [
     "PretrainedError",
@@ -97,7 +97,7 @@ def _wrap(encoder, architecture: str, channels: int, source: str, preprocessing:
     """A timm encoder in an encoder-only GalaxyModel (``weights``: its file, hashed)."""
     model = GalaxyModel(architecture, schema=None, channels=channels, pretrained=False)
     model.encoder = encoder
-    model.representation_dim = int(encoder.num_features)
+    model.representation_dim = pooled_dim(encoder)
     cfg = dict(getattr(encoder, "pretrained_cfg", {}) or {})
     meta = {
         "architecture": architecture,

@@ -64,6 +64,28 @@ def test_greyscale_and_encoder_only():
     assert m.head is None
 
 
+def test_architecture_with_a_pre_logits_layer_gives_its_true_width(tmp_path):
+    # mobilenetv3_small_100 pools 576 channels, then a 1x1 conv makes 1024: with num_classes=0
+    # timm returns the 1024 (head_hidden_size), not num_features
+    torch.manual_seed(0)
+    m = GalaxyModel("mobilenetv3_small_100", schema=DECALS_DR5).eval()
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert m.encode(x).shape == (2, m.representation_dim) == (2, 1024)
+        assert m(x).shape == (2, DECALS_DR5.n_answers)
+    meta = {"image_size": 48, "mean": [0.5] * 3, "std": [0.2] * 3}
+    save_checkpoint(m, tmp_path / "mnv3", meta)
+    loaded, _ = load_checkpoint(tmp_path / "mnv3", schema="decals_dr5", image_size=48)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), m(x))
+    from galaxy_helpers import finetuning
+
+    src = finetuning.load_encoder(tmp_path / "mnv3")
+    assert src.representation_dim == 1024
+    imgs = np.random.default_rng(0).integers(0, 256, (6, 48, 48, 3), dtype=np.uint8)
+    assert src.features(images=imgs).shape == (6, 1024)
+
+
 def test_unknown_architecture_suggests_names():
     with pytest.raises(ValueError, match="convnext_atto"):
         GalaxyModel("convnext_ato")
