@@ -27,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 # Before torch is imported: Inductor reads its cache folder once.
 os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor_cold_"))
@@ -37,28 +39,8 @@ import torch  # noqa: E402
 
 from galaxy_helpers.core import write_json  # noqa: E402
 
-
-def _step_fn(model, opt, amp_on, amp_dtype):
-    def step(x):
-        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_on):
-            out = model(x)
-        loss = out.float().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return step
-
-
-def _setup(architecture, image_size, batch_size):
-    from galaxy_helpers.models import GalaxyModel
-
-    torch.manual_seed(0)
-    model = GalaxyModel(architecture).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    x = torch.randn(batch_size, 3, image_size, image_size)
-    return model, opt, x.contiguous(memory_format=torch.channels_last)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_training import bare_step  # noqa: E402
 
 
 def _rate(step, x, steps) -> float:
@@ -83,11 +65,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from galaxy_helpers.training import amp_precision, amp_settings
+    from galaxy_helpers.training import amp_precision
 
-    amp_on, amp_dtype = amp_settings("auto", "cpu")
-    model, opt, x = _setup(args.architecture, args.image_size, args.batch_size)
-    eager = _step_fn(model, opt, amp_on, amp_dtype)
+    eager, x = bare_step(args.architecture, args.image_size, args.batch_size, "cpu")
     compiled, error, first_cold, first_warm = None, None, None, None
     try:
         t0 = time.perf_counter()

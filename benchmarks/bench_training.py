@@ -30,33 +30,45 @@ import torch
 from galaxy_helpers.core import write_json
 
 
-def bare_loop(architecture, image_size, batch_size, steps, device, warmup=2) -> float:
-    """Images/s of forward + backward + AdamW on one in-memory random batch (with the mixed
-    precision our loop uses on this device: ``training._amp_settings``, i.e. bfloat16 autocast
-    on a GPU and on a CPU with native bfloat16, none on other CPUs)."""
+def bare_step(architecture, image_size, batch_size, device):
+    """``(step, x)``: ``step(x)`` runs forward + backward + AdamW on a fresh GalaxyModel (its
+    loss returned), ``x`` one in-memory random batch, both in our loop's memory layout
+    (``TrainConfig.channels_last``) and mixed precision (``training.amp_settings`` of
+    ``amp="auto"``: bfloat16 autocast on a GPU and on a CPU with native bfloat16, none on other
+    CPUs), so that only the loop around the step differs from ``training.train``."""
     from galaxy_helpers.models import GalaxyModel
-    from galaxy_helpers.training import TrainConfig, _amp_settings
+    from galaxy_helpers.training import TrainConfig, amp_settings
 
-    amp_on, amp_dtype = _amp_settings(TrainConfig(), device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # as training.train does on a GPU
+    device = torch.device(device)
+    amp_on, amp_dtype = amp_settings(TrainConfig().amp, device)
     torch.manual_seed(0)
-    # Same memory layout as our loop (TrainConfig.channels_last), so only the loop differs.
     model = GalaxyModel(architecture).to(device).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
-    x = x.contiguous(memory_format=torch.channels_last)
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
+
+    def step(x):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
             out = model(x)
         loss = out.float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        return loss.detach()
+
+    return step, x.contiguous(memory_format=torch.channels_last)
+
+
+def bare_loop(architecture, image_size, batch_size, steps, device, warmup=2) -> float:
+    """Images/s of :func:`bare_step` (``warmup`` steps untimed)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # as training.train does on a GPU
+    step, x = bare_step(architecture, image_size, batch_size, device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+        step(x)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - t0)

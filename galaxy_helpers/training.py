@@ -416,10 +416,6 @@ def cpu_has_native_bfloat16() -> bool:
         return False
 
 
-def _amp_settings(config: TrainConfig, device: torch.device) -> tuple[bool, torch.dtype | None]:
-    return amp_settings(config.amp, device)
-
-
 def amp_precision(amp, device) -> str:
     """The dtype name a pass with ``amp`` on ``device`` computes in: ``"bfloat16"``,
     ``"float16"`` or ``"float32"`` (:func:`amp_settings`), for cache keys and benchmark records."""
@@ -536,7 +532,7 @@ def train(
         )
     per_rank_batch = config.batch_size // world
     device = _resolve_device(config)
-    amp_on, amp_dtype = _amp_settings(config, device)
+    amp_on, amp_dtype = amp_settings(config.amp, device)
     show = config.progress and rank == 0
 
     # --- data -------------------------------------------------------------------------

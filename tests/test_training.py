@@ -150,9 +150,9 @@ def test_streaming_loader_and_cpu_mixed_precision(toy):
     )
     model, history = train(toy, cfg)
     assert len(history.step_loss) == 2 and np.isfinite(history.val_loss[0])
-    assert training._amp_settings(cfg, torch.device("cpu")) == (True, torch.bfloat16)
-    assert training._amp_settings(TrainConfig(amp=False), torch.device("cpu")) == (False, None)
-    assert training._amp_settings(TrainConfig(), torch.device("cuda"))[0] is True
+    assert training.amp_settings(cfg.amp, torch.device("cpu")) == (True, torch.bfloat16)
+    assert training.amp_settings(False, torch.device("cpu")) == (False, None)
+    assert training.amp_settings(TrainConfig().amp, torch.device("cuda"))[0] is True
 
 
 @pytest.mark.parametrize("native", [True, False])
@@ -160,9 +160,9 @@ def test_auto_precision_uses_bfloat16_only_on_cpus_that_compute_it(monkeypatch, 
     # "auto" (the quick profile): bfloat16 where the CPU has AVX512-BF16 / AMX, else float32.
     monkeypatch.setattr(training, "cpu_has_native_bfloat16", lambda: native)
     expected = (True, torch.bfloat16) if native else (False, None)
-    assert training._amp_settings(TrainConfig(), torch.device("cpu")) == expected
-    assert training._amp_settings(TrainConfig(amp=True), torch.device("cpu"))[0] is True
-    assert training._amp_settings(TrainConfig(amp="auto"), torch.device("mps")) == (False, None)
+    assert training.amp_settings(TrainConfig().amp, torch.device("cpu")) == expected
+    assert training.amp_settings(True, torch.device("cpu"))[0] is True
+    assert training.amp_settings("auto", torch.device("mps")) == (False, None)
 
 
 @pytest.mark.parametrize("preload", [True, False])
