@@ -89,6 +89,26 @@ def collect(work: Path) -> dict[tuple[int, int], dict]:
     return runs
 
 
+def run_numerics(work: Path) -> dict[str, dict]:
+    """``{"threads=T seed=S": numerics}`` of every finished run (``training.numerics()`` as the
+    course runner recorded it; ``torch_threads`` is the run's own thread count)."""
+    out = {}
+    for folder in sorted(work.glob("threads*_seed*")):
+        record = folder / "course_run.json"
+        if record.exists():
+            threads, seed = folder.name.removeprefix("threads").split("_seed")
+            numerics = json.loads(record.read_text()).get("numerics") or {}
+            out[f"threads={threads} seed={seed}"] = numerics | {"torch_threads": int(threads)}
+    return out
+
+
+def machine(numerics: dict[str, dict]) -> str:
+    """One line naming what the runs' numbers depend on (CPU kernels, precision, torch)."""
+    keys = ("cpu_capability", "precision", "torch")
+    seen = sorted({tuple(str(n.get(k, "?")) for k in keys) for n in numerics.values()})
+    return "; ".join(f"CPU kernels {c}, training in {p}, torch {t}" for c, p, t in seen)
+
+
 def claim_values(runs: dict) -> dict[str, dict[str, float]]:
     """``{claim id: {"threads=T seed=S": value}}`` over the runs where the claim applies."""
     out: dict[str, dict[str, float]] = {}
@@ -176,7 +196,10 @@ def margins_table(
 
 def render(result: dict) -> str:
     """The Markdown file of a saved result (what the README quotes)."""
-    head = f"{result['n_runs']} course runs ({result['runs']})\n\n"
+    head = f"{result['n_runs']} course runs ({result['runs']})"
+    if result.get("numerics"):
+        head += f", {machine(result['numerics'])}"
+    head += "\n\n"
     return head + margins_table(result["values"], result.get("times"))[0]
 
 
@@ -207,7 +230,7 @@ def main(argv=None) -> int:
     threads = ", ".join(map(str, sorted({t for t, _ in runs})))
     seeds = ", ".join(str(s) for s in sorted({s for _, s in runs}))
     result = {"n_runs": len(runs), "runs": f"torch threads {threads}; seeds {seeds}"}
-    result |= {"values": values, "times": run_times(runs)}
+    result |= {"values": values, "times": run_times(runs), "numerics": run_numerics(work)}
     result["rows"] = margins_table(values, result["times"])[1]
     text = render(result)
     print(text)

@@ -256,11 +256,17 @@ def run_course(
 
 
 def _numerics(device: str | None = None) -> dict:
-    """:func:`galaxy_helpers.training.numerics` of the machine the kernels run on (they inherit
-    this process's environment, so its thread settings too)."""
+    """:func:`galaxy_helpers.training.numerics` of the machine the kernels run on. They inherit
+    this process's environment: a fresh kernel's torch starts with ``OMP_NUM_THREADS`` threads
+    where it is set (bench_margins.py sets it per run, after this process's torch has started),
+    else with this process's default."""
     from .training import numerics
 
-    return numerics(device)
+    out = numerics(device)
+    threads = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if threads.isdigit() and int(threads) > 0:
+        out["torch_threads"] = int(threads)
+    return out
 
 
 def _run_one(pm, path: Path, out: Path, parameters, kernel_name, timeout_s, verbose):

@@ -119,3 +119,32 @@ def test_bench_compile_reports_a_failed_compile_and_still_times_eager(tmp_path, 
     assert result["course_eager_s"] == pytest.approx(
         10 * 4 / result["eager_images_per_s"], abs=0.06
     )
+
+
+def test_margins_results_name_the_machine_and_each_runs_thread_count(tmp_path, monkeypatch):
+    """bench_margins sets OMP_NUM_THREADS for the kernels after the runner's torch started:
+    the run record and the margins result must still say the run's own thread count."""
+    from galaxy_helpers import notebooks
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert notebooks._numerics("cpu")["torch_threads"] == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    assert notebooks._numerics("cpu")["torch_threads"] >= 1
+
+    bench = load_benchmark("bench_margins")
+    base = {"torch": "2.14.1", "cpu_capability": "AVX512", "precision": "bfloat16"}
+    for threads in (1, 2):
+        folder = tmp_path / f"threads{threads}_seed0"
+        folder.mkdir()
+        record = {"ok": True, "numerics": base | {"torch_threads": 2}}  # the runner's own torch
+        (folder / "course_run.json").write_text(json.dumps(record))
+    numerics = bench.run_numerics(tmp_path)
+    assert {k: v["torch_threads"] for k, v in numerics.items()} == {
+        "threads=1 seed=0": 1,
+        "threads=2 seed=0": 2,
+    }
+    line = "CPU kernels AVX512, training in bfloat16, torch 2.14.1"
+    assert bench.machine(numerics) == line
+    result = {"n_runs": 2, "runs": "torch threads 1, 2; seeds 0", "values": {}, "times": {}}
+    assert bench.render(result).splitlines()[0] == "2 course runs (torch threads 1, 2; seeds 0)"
+    assert bench.render(result | {"numerics": numerics}).splitlines()[0].endswith(", " + line)
