@@ -77,28 +77,31 @@ def run_one(work: Path, threads: int, seed: int, only, fresh_cache: bool = False
     print(f"[margins] threads={threads} seed={seed}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def collect(work: Path) -> dict[tuple[int, int], dict]:
-    """Every finished run in ``work``: ``{(threads, seed): metrics by notebook}``."""
-    from galaxy_helpers import course
-
+def finished_runs(work: Path) -> dict[tuple[int, int], Path]:
+    """``{(threads, seed): folder}`` of every run in ``work`` with a course-run record."""
     runs = {}
     for folder in sorted(work.glob("threads*_seed*")):
         threads, seed = folder.name.removeprefix("threads").split("_seed")
         if (folder / "course_run.json").exists():
-            runs[(int(threads), int(seed))] = course.load_metrics(folder)
+            runs[(int(threads), int(seed))] = folder
     return runs
+
+
+def collect(work: Path) -> dict[tuple[int, int], dict]:
+    """Every finished run in ``work``: ``{(threads, seed): metrics by notebook}``."""
+    from galaxy_helpers import course
+
+    return {key: course.load_metrics(folder) for key, folder in finished_runs(work).items()}
 
 
 def run_numerics(work: Path) -> dict[str, dict]:
     """``{"threads=T seed=S": numerics}`` of every finished run (``training.numerics()`` as the
     course runner recorded it; ``torch_threads`` is the run's own thread count)."""
     out = {}
-    for folder in sorted(work.glob("threads*_seed*")):
-        record = folder / "course_run.json"
-        if record.exists():
-            threads, seed = folder.name.removeprefix("threads").split("_seed")
-            numerics = json.loads(record.read_text()).get("numerics") or {}
-            out[f"threads={threads} seed={seed}"] = numerics | {"torch_threads": int(threads)}
+    for (threads, seed), folder in finished_runs(work).items():
+        record = json.loads((folder / "course_run.json").read_text())
+        numerics = record.get("numerics") or {}
+        out[f"threads={threads} seed={seed}"] = numerics | {"torch_threads": threads}
     return out
 
 
