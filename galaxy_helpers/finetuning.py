@@ -246,7 +246,7 @@ def population_mask(catalogue: pd.DataFrame, population) -> np.ndarray:
         except Exception as err:
             raise FinetuneError(
                 f"population query {population!r} failed ({err}); write it like "
-                "\"truth_type == 'featured'\""
+                "\"truth_type in ['featured']\" or \"truth_type == 'featured'\""
             ) from err
     mask = np.asarray(population(catalogue) if callable(population) else population, dtype=bool)
     if mask.shape != (len(catalogue),):

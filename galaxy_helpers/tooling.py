@@ -398,6 +398,15 @@ def structure_problems(nb: nbformat.NotebookNode, path: str | Path) -> list[str]
         for name in ("output_dir", "seed"):
             if not re.search(rf"^{name}\s*=", source, re.MULTILINE):
                 problems.append(f"parameters cell {params[0]} does not set '{name}'")
+        for n, line in enumerate(source.splitlines(), 1):
+            # papermill skips such a line when it reads the cell (a warning on every run that
+            # injects parameters, and "unknown parameter" when it is given): one "=" per line
+            if not line.lstrip().startswith("#") and line.count("=") > 1:
+                problems.append(
+                    f"parameters cell {params[0]}, line {n} ({line.strip()!r}) has more than one "
+                    "'=', which papermill cannot read; write the value without '=' (e.g. a "
+                    "query with 'in [...]' instead of '==', no '=' in the comment)"
+                )
         after = [i for i, _ in code if i > params[0]]
         pattern = rf"start_notebook\(\s*[\"']{re.escape(stem)}[\"']"
         if not after or not re.search(pattern, nb.cells[after[0]].source):

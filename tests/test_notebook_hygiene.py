@@ -313,6 +313,10 @@ def test_good_notebook_passes_structure():
         (lambda nb: nb.cells[2].metadata.pop("tags"), "0 code cells tagged 'parameters'"),
         (lambda nb: setattr(nb.cells[2], "source", 'output_dir = "x"'), "does not set 'seed'"),
         (
+            lambda nb: setattr(nb.cells[2], "source", nb.cells[2].source + '\nq = "a == 1"'),
+            "line 3 ('q = \"a == 1\"') has more than one '='",
+        ),
+        (
             lambda nb: setattr(nb.cells[3], "source", 'run = course.start_notebook("01_other")'),
             "start_notebook",
         ),
@@ -458,3 +462,35 @@ def test_check_solutions_names_the_exercise_whose_solution_fails(tmp_path):
     assert list(failed) == ["01_first"]
     assert [f.split(":")[0] for f in failed["01_first"]] == ["Exercise 2 (broken). [1]"]
     assert "ZeroDivisionError" in failed["01_first"][0]
+
+
+def test_notebook_02_defaults_are_the_recipes_quick_profile():
+    """The "quick" checkpoint (recipes.QUICK_PROFILE) is the model notebook 02 trains by default:
+    notebooks 03-06 load it as checkpoint="quick", so the two must not drift apart."""
+    import ast
+
+    from galaxy_helpers import recipes, training
+
+    nb = nbformat.read(NOTEBOOKS / "02_train_on_votes.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    values = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign)
+    }
+    names = {"input_size": "image_size"}  # notebook name -> TrainConfig field
+    defaults = training.TrainConfig()
+    for field in (
+        "image_size",
+        "framing_crop",
+        "epochs",
+        "init_head_from_data",
+        "amp",
+        "batch_size",
+        "lr",
+        "architecture",
+        "augment",
+    ):
+        notebook_name = next((k for k, v in names.items() if v == field), field)
+        expected = recipes.QUICK_PROFILE.get(field, getattr(defaults, field))
+        assert values[notebook_name] == expected, (field, values[notebook_name], expected)
