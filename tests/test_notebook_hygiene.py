@@ -478,7 +478,7 @@ def test_notebook_02_defaults_are_the_recipes_quick_profile():
         for node in ast.parse(cell.source).body
         if isinstance(node, ast.Assign)
     }
-    names = {"input_size": "image_size"}  # notebook name -> TrainConfig field
+    notebook_names = {"image_size": "input_size"}  # TrainConfig field -> notebook parameter
     defaults = training.TrainConfig()
     for field in (
         "image_size",
@@ -491,6 +491,6 @@ def test_notebook_02_defaults_are_the_recipes_quick_profile():
         "architecture",
         "augment",
     ):
-        notebook_name = next((k for k, v in names.items() if v == field), field)
+        value = values[notebook_names.get(field, field)]
         expected = recipes.QUICK_PROFILE.get(field, getattr(defaults, field))
-        assert values[notebook_name] == expected, (field, values[notebook_name], expected)
+        assert value == expected, (field, value, expected)
