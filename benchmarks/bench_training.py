@@ -31,19 +31,19 @@ from galaxy_helpers.core import write_json
 
 
 def bare_step(architecture, image_size, batch_size, device):
-    """``(step, x)``: ``step(x)`` runs forward + backward + AdamW on a fresh GalaxyModel (its
-    loss returned), ``x`` one in-memory random batch, both in our loop's memory layout
+    """``(step, x)``: ``step(x)`` runs forward + backward + AdamW (``training.make_adamw``) on a
+    fresh GalaxyModel (its loss returned), ``x`` one in-memory random batch, both in our loop's memory layout
     (``TrainConfig.channels_last``) and mixed precision (``training.amp_settings`` of
     ``amp="auto"``: bfloat16 autocast on a GPU and on a CPU with native bfloat16, none on other
     CPUs), so that only the loop around the step differs from ``training.train``."""
     from galaxy_helpers.models import GalaxyModel
-    from galaxy_helpers.training import TrainConfig, amp_settings
+    from galaxy_helpers.training import TrainConfig, amp_settings, make_adamw
 
     device = torch.device(device)
     amp_on, amp_dtype = amp_settings(TrainConfig().amp, device)
     torch.manual_seed(0)
     model = GalaxyModel(architecture).to(device).to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    opt = make_adamw(model.parameters(), lr=1e-3)  # our loop's optimiser (fused on CPU)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
 
     def step(x):

@@ -397,7 +397,7 @@ def train_full(
     -------
     dict with ``epochs``, ``best_epoch``, ``val_loss`` and ``history``.
     """
-    from .training import amp_settings
+    from .training import amp_settings, make_adamw
 
     device = core.device(cfg.device)
     model.to(device)
@@ -420,7 +420,7 @@ def train_full(
     if classification and cfg.balance == "sampler":
         p = 1.0 / np.bincount(y, minlength=n_out).astype(float)[y]
         p = p / p.sum()
-    opt = torch.optim.AdamW(_param_groups(model, cfg))
+    opt = make_adamw(_param_groups(model, cfg))
     n = len(x_train)
     bs = min(cfg.batch_size, n)
     steps = max(cfg.min_steps, math.ceil(n / bs))

@@ -459,6 +459,19 @@ def amp_settings(amp, device) -> tuple[bool, torch.dtype | None]:
     return True, torch.float16 if old_gpu else torch.bfloat16
 
 
+def make_adamw(params, **kwargs) -> torch.optim.AdamW:
+    """``torch.optim.AdamW(params, **kwargs)`` with PyTorch's fused kernel where the parameters'
+    device has one (CPU and CUDA in torch >= 2.4): one kernel for every tensor instead of a
+    loop of small ones. On the 2-core CPU the step of resnet10t (4.9 M weights) takes about 4 ms
+    fused against 14 ms in the default per-tensor loop, a sixth of a 32-px training step
+    (DEVELOPERS.md, "Quick profile"). Elsewhere (another device, a torch without it) the
+    default AdamW, same arithmetic up to rounding."""
+    params = [{**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params]
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    fusable = all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)
+    return torch.optim.AdamW(params, fused=fusable or None, **kwargs)
+
+
 def _normalisation(images: np.ndarray, channels: int) -> tuple[list[float], list[float]]:
     t = to_tensor(images[:: max(1, len(images) // 2000)], channels=channels)
     mean = t.mean(dim=(0, 2, 3))
@@ -591,9 +604,7 @@ def train(
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    optimizer = make_adamw(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = _n_batches(math.ceil(len(train_df) / world), per_rank_batch)
     if config.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)

@@ -363,3 +363,19 @@ def test_the_onecycle_schedule_survives_any_number_of_steps(total):
         if sched is not None:
             sched.step()
     assert all(torch.isfinite(torch.tensor(g["lr"])) for g in opt.param_groups)
+
+
+def test_make_adamw_fuses_where_it_can_and_keeps_every_parameter_group():
+    model = torch.nn.Linear(3, 2)
+    groups = [{"params": model.parameters(), "lr": 0.1}]  # a generator, read once
+    opt = training.make_adamw(groups, lr=1e-3, weight_decay=0.0)
+    assert opt.defaults["fused"] is True and len(opt.param_groups[0]["params"]) == 2
+    assert opt.param_groups[0]["lr"] == 0.1
+    x = torch.randn(4, 3)
+    model(x).pow(2).mean().backward()
+    before = model.weight.detach().clone()
+    opt.step()
+    assert not torch.equal(before, model.weight)
+    # tensors without a fused kernel (here complex) get PyTorch's default AdamW
+    z = torch.zeros(2, dtype=torch.complex64, requires_grad=True)
+    assert not training.make_adamw([z]).defaults["fused"]
