@@ -15,9 +15,21 @@ from sklearn.ensemble import IsolationForest, RandomForestRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RationalQuadratic, WhiteKernel
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from galaxy_helpers.representations import RepresentationPCA, feature_matrix
+
+_CONTROLLER: list[ThreadpoolController] = []
+
+
+def _one_blas_thread():
+    """``threadpool_limits(1, "blas")`` without its cost: a new limiter scans every loaded
+    library (about 5 ms here), and a search makes two per label batch; one controller, found
+    once (numpy's and scipy's BLAS are loaded by this module's imports), is reused."""
+    if not _CONTROLLER:
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
 
 SCORE_MIN = 0
 SCORE_MAX = 5
@@ -299,7 +311,7 @@ class ActiveLearner(BaseEstimator):
         gp = GaussianProcessRegressor(kernel=kernel, random_state=self.random_state)
         # one BLAS thread: these matrices are tiny, and on a busy 2-core machine extra threads
         # made the hyper-parameter search 15x slower
-        with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
+        with warnings.catch_warnings(), _one_blas_thread():
             # noise at its lower bound is expected: a researcher's scores are exact
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(self.embedding_[labelled], self.y_[labelled])
@@ -320,7 +332,7 @@ class ActiveLearner(BaseEstimator):
         means, stds = np.empty(len(Z)), np.empty(len(Z))
         z_sq = (Z**2).sum(1)
         # one BLAS thread: measured faster than two on the shared 2-core machine
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             for start in range(0, len(Z), chunk):
                 block = Z[start : start + chunk]
                 k = block @ (-2 * train.T)
