@@ -219,16 +219,29 @@ def run_course(
     results: list[NotebookResult] = []
     t_course = time.perf_counter()
     with mock.patch.dict(os.environ, {OUTPUT_ENV: str(out)}):  # the kernels inherit it
-        for path in paths:
-            given = {k: v for k, v in extra.items() if k in declared[path.stem]}
-            if "output_dir" in declared[path.stem] and not in_place:
-                given = {"output_dir": str(out), **given}
-            results.append(_run_one(pm, path, out, given, kernel_name, timeout_s, verbose))
-            if results[-1].ok and in_place:
-                nb = strip_notebook(read_notebook(results[-1].executed_path))
-                write_notebook(stamp_header(nb) if stamp else nb, path)
-            if not results[-1].ok and not keep_going:
-                break
+        warm = None
+        try:
+            for i, path in enumerate(paths):
+                given = {k: v for k, v in extra.items() if k in declared[path.stem]}
+                if "output_dir" in declared[path.stem] and not in_place:
+                    given = {"output_dir": str(out), **given}
+                km = warm.manager() if warm is not None else None
+                # the next kernel starts while this notebook runs (its set-up overlaps this one's)
+                warm = _WarmKernel(paths[i + 1], kernel_name) if i + 1 < len(paths) else None
+                try:
+                    result = _run_one(pm, path, out, given, kernel_name, timeout_s, verbose, km)
+                finally:
+                    if km is not None:
+                        _WarmKernel.shutdown_manager(km)
+                results.append(result)
+                if results[-1].ok and in_place:
+                    nb = strip_notebook(read_notebook(results[-1].executed_path))
+                    write_notebook(stamp_header(nb) if stamp else nb, path)
+                if not results[-1].ok and not keep_going:
+                    break
+        finally:
+            if warm is not None:
+                warm.shutdown()
     total = time.perf_counter() - t_course
     if in_place:
         write_navigation(paths[0].parent, contents)
@@ -269,8 +282,82 @@ def _numerics(device: str | None = None) -> dict:
     return out
 
 
-def _run_one(pm, path: Path, out: Path, parameters, kernel_name, timeout_s, verbose):
-    """Execute one notebook for :func:`run_course`; a failure is returned, not raised."""
+#: Imported in a notebook's kernel while the notebook before it runs (:class:`_WarmKernel`):
+#: the libraries whose import is most of a notebook's first cell (about 3 s on 2 cores).
+WARM_IMPORTS = (
+    "numpy", "pandas", "matplotlib.pyplot", "torch", "torchvision", "timm", "sklearn.decomposition",
+    "sklearn.linear_model", "sklearn.gaussian_process", "sklearn.ensemble", "PIL.Image",
+    "ipywidgets", "tqdm.auto",
+)  # fmt: skip
+
+
+class _WarmKernel:
+    """The next notebook's kernel, started (and its libraries imported, silently: no output,
+    no history, no execution count) in a thread while the current notebook runs. Papermill then
+    runs the notebook in it (``km=``) instead of starting a kernel of its own; the notebook's
+    cells are the same, only their imports find the modules loaded. A kernel that fails to start
+    is left to papermill: :meth:`manager` returns None."""
+
+    def __init__(self, path: Path, kernel_name: str | None):
+        import threading
+
+        self.path, self.km, self.error = path, None, None
+        name = kernel_name or read_notebook(path).metadata.get("kernelspec", {}).get("name")
+        self._thread = threading.Thread(target=self._start, args=(name,), daemon=True)
+        self._thread.start()
+
+    def _start(self, name: str | None):
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        try:
+            km = AsyncKernelManager(**({"kernel_name": name} if name else {}))
+            # nbclient's own start-up arguments (papermill's default: history in memory)
+            run_sync(km.start_kernel)(
+                extra_arguments=["--HistoryManager.hist_file=:memory:"], cwd=str(self.path.parent)
+            )
+            self.km = km
+            code = "\n".join(
+                f"try:\n    import {m}\nexcept Exception:\n    pass" for m in WARM_IMPORTS
+            )
+            kc = km.blocking_client()
+            kc.start_channels()
+            try:
+                kc.wait_for_ready(timeout=120)
+                msg_id = kc.execute(code, silent=True, store_history=False)
+                while kc.get_shell_msg(timeout=300)["parent_header"].get("msg_id") != msg_id:
+                    pass
+            finally:
+                kc.stop_channels()
+        except Exception as err:  # papermill starts a kernel of its own
+            self.error = err
+
+    def manager(self):
+        """The started kernel's manager once its imports are done (None: it failed)."""
+        self._thread.join()
+        if self.error is not None and self.km is not None:
+            self.shutdown()
+        return self.km if self.error is None else None
+
+    def shutdown(self):
+        self._thread.join()
+        km, self.km = self.km, None
+        if km is not None:
+            self.shutdown_manager(km)
+
+    @staticmethod
+    def shutdown_manager(km):
+        from jupyter_core.utils import run_sync
+
+        try:
+            run_sync(km.shutdown_kernel)(now=True)
+        except Exception:  # already gone
+            pass
+
+
+def _run_one(pm, path: Path, out: Path, parameters, kernel_name, timeout_s, verbose, km=None):
+    """Execute one notebook for :func:`run_course` (in the started kernel ``km``, else in a
+    new one); a failure is returned, not raised."""
     executed = out / "executed" / path.name
     metrics_file = out / "metrics" / f"{path.stem}.json"
     metrics_file.unlink(missing_ok=True)
@@ -289,6 +376,7 @@ def _run_one(pm, path: Path, out: Path, parameters, kernel_name, timeout_s, verb
             progress_bar=False,
             log_output=False,
             execution_timeout=timeout_s,
+            **({"km": km} if km is not None else {}),
         )
     except Exception as err:  # papermill raises PapermillExecutionError and friends
         error = _describe_failure(err, path, executed, injected=1 if parameters else 0)

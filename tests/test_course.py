@@ -200,6 +200,48 @@ def test_run_course_executes_in_order_and_names_failing_cell(tmp_path):
     assert notebooks.main([*run, "02"]) == 1
 
 
+def test_each_kernel_after_the_first_starts_while_the_notebook_before_it_runs(tmp_path):
+    """The runner starts notebook n+1's kernel (libraries imported silently) during notebook n:
+    the notebook sees its own folder, the output variable, counts from In [1], and no kernel is
+    left running afterwards, also when a notebook fails before the one whose kernel is ready."""
+    psutil = pytest.importorskip("psutil")
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    probe = (
+        "import os, sys\n"
+        "from galaxy_helpers import course\n"
+        "run = course.start_notebook('{name}', output_dir=output_dir)\n"
+        "run.write_metrics({{'pid': os.getpid(), 'cwd': os.getcwd(), 'warm': 'torch' in "
+        "sys.modules, 'count': get_ipython().execution_count, 'env': os.environ.get("
+        "course.OUTPUT_ENV)}})"
+    )
+    for name in ("01_first", "02_second", "04_never_runs"):
+        _write_notebook(nbdir / f"{name}.ipynb", [probe.format(name=name)])
+    _write_notebook(nbdir / "03_fails.ipynb", ["raise RuntimeError('no galaxies today')"])
+    out = tmp_path / "out"
+    with pytest.raises(notebooks.CourseRunError, match="no galaxies today"):
+        notebooks.run_course(out, notebooks_dir=nbdir, verbose=False)
+    metrics = course.load_metrics(out)
+    assert list(metrics) == ["01_first", "02_second"]
+    assert [m["warm"] for m in metrics.values()] == [False, True]  # the first kernel is cold
+    assert metrics["01_first"]["pid"] != metrics["02_second"]["pid"]
+    for m in metrics.values():
+        assert m["cwd"] == str(nbdir) and m["env"] == str(out.resolve())
+    # the silent imports leave no trace in the execution counts: the same as in a cold kernel
+    assert metrics["01_first"]["count"] == metrics["02_second"]["count"]
+    counts = {}
+    for name in metrics:
+        executed = nbformat.read(str(out / "executed" / f"{name}.ipynb"), as_version=4)
+        counts[name] = [c.execution_count for c in executed.cells if c.cell_type == "code"]
+    assert counts["01_first"] == counts["02_second"] and counts["01_first"][0] == 1
+    failed = nbformat.read(str(out / "executed" / "03_fails.ipynb"), as_version=4)
+    assert "no galaxies today" in json.dumps(failed.cells[-1].outputs)
+    kernels = [
+        p for p in psutil.Process().children(recursive=True) if "kernel" in " ".join(p.cmdline())
+    ]
+    assert kernels == []  # 04's kernel, started while 03 ran, was shut down too
+
+
 def test_course_metrics_fixture_fails_with_the_notebook_cell_error():
     from conftest import CourseMetrics
 
