@@ -25,6 +25,7 @@ IMPORT_TO_DIST = {
     "skimage": "scikit-image",
     "IPython": "ipykernel",  # ipykernel brings IPython
     "jupyter_client": "ipykernel",
+    "jupyter_core": "ipykernel",  # a hard requirement of ipykernel and of jupyter_client
     "zmq": "ipykernel",  # pyzmq and traitlets: hard requirements of ipykernel and jupyter_client
     "traitlets": "ipykernel",
     "nbclient": "papermill",
