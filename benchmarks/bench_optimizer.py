@@ -1,8 +1,8 @@
 """AdamW's step: PyTorch's default (one small kernel per tensor on a CPU) against the fused
 kernel that ``training.make_adamw`` picks, measured in the same run.
 
-Each variant trains its own copy of the same network (same seed) on one in-memory batch, in our
-loop's memory layout and precision (``amp="auto"``); the rounds alternate between the variants
+Each variant trains its own copy of bench_training's bare model (same seed) on one in-memory
+batch, in our loop's memory layout and precision (``amp="auto"``); the rounds alternate between the variants
 and the best round of each is kept (the fairest comparison on a shared machine). Reported:
 milliseconds of forward + backward, of the optimizer step, and the whole step's ratio.
 
@@ -16,43 +16,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from galaxy_helpers.core import write_json
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_training import bare_parts  # noqa: E402
+
 VARIANTS = ("default", "fused")
 
 
 def make_step(variant, architecture, image_size, batch_size):
-    """``step(x) -> (forward+backward s, optimizer s)`` of a fresh GalaxyModel, and its batch."""
-    from galaxy_helpers.models import GalaxyModel
-    from galaxy_helpers.training import amp_settings, make_adamw
-
-    amp_on, amp_dtype = amp_settings("auto", torch.device("cpu"))
-    torch.manual_seed(0)
-    model = GalaxyModel(architecture).to(memory_format=torch.channels_last).train()
-    if variant == "fused":
-        opt = make_adamw(model.parameters(), lr=1e-3)
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)  # PyTorch's default on a CPU
-    x = torch.randn(batch_size, 3, image_size, image_size).contiguous(
-        memory_format=torch.channels_last
-    )
+    """``(step, fused)``: ``step()`` trains bench_training's bare model one step on its batch
+    and returns (forward + backward seconds, optimizer seconds); ``fused``, whether the
+    optimizer uses the fused kernel."""
+    make = None if variant == "fused" else torch.optim.AdamW  # None: training.make_adamw
+    forward_backward, opt, x = bare_parts(architecture, image_size, batch_size, "cpu", make)
 
     def step():
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=amp_dtype, enabled=amp_on):
-            out = model(x)
-        loss = out.float().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        forward_backward(x)
         t1 = time.perf_counter()
         opt.step()
         return t1 - t0, time.perf_counter() - t1
 
-    return step, opt.defaults.get("fused")
+    return step, bool(opt.defaults.get("fused"))
 
 
 def main(argv=None) -> int:

@@ -30,12 +30,13 @@ import torch
 from galaxy_helpers.core import write_json
 
 
-def bare_step(architecture, image_size, batch_size, device):
-    """``(step, x)``: ``step(x)`` runs forward + backward + AdamW (``training.make_adamw``) on a
-    fresh GalaxyModel (its loss returned), ``x`` one in-memory random batch, both in our loop's memory layout
-    (``TrainConfig.channels_last``) and mixed precision (``training.amp_settings`` of
-    ``amp="auto"``: bfloat16 autocast on a GPU and on a CPU with native bfloat16, none on other
-    CPUs), so that only the loop around the step differs from ``training.train``."""
+def bare_parts(architecture, image_size, batch_size, device, make_optimizer=None):
+    """``(forward_backward, optimizer, x)`` of a fresh GalaxyModel: ``forward_backward(x)``
+    runs forward + backward (its loss returned), ``optimizer`` is ``make_optimizer(params,
+    lr=1e-3)`` (default ``training.make_adamw``, our loop's), ``x`` one in-memory random
+    batch, both in our loop's memory layout (``TrainConfig.channels_last``) and mixed precision
+    (``training.amp_settings`` of ``amp="auto"``: bfloat16 autocast on a GPU and on a CPU with
+    native bfloat16, none on other CPUs)."""
     from galaxy_helpers.models import GalaxyModel
     from galaxy_helpers.training import TrainConfig, amp_settings, make_adamw
 
@@ -43,19 +44,32 @@ def bare_step(architecture, image_size, batch_size, device):
     amp_on, amp_dtype = amp_settings(TrainConfig().amp, device)
     torch.manual_seed(0)
     model = GalaxyModel(architecture).to(device).to(memory_format=torch.channels_last).train()
-    opt = make_adamw(model.parameters(), lr=1e-3)  # our loop's optimiser (fused on CPU)
+    opt = (make_optimizer or make_adamw)(model.parameters(), lr=1e-3)
     x = torch.randn(batch_size, 3, image_size, image_size, device=device)
 
-    def step(x):
+    def forward_backward(x):
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_on):
             out = model(x)
         loss = out.float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        opt.step()
         return loss.detach()
 
-    return step, x.contiguous(memory_format=torch.channels_last)
+    return forward_backward, opt, x.contiguous(memory_format=torch.channels_last)
+
+
+def bare_step(architecture, image_size, batch_size, device):
+    """``(step, x)``: ``step(x)`` runs forward + backward + AdamW on :func:`bare_parts`' model
+    (its loss returned), so that only the loop around the step differs from
+    ``training.train``."""
+    forward_backward, opt, x = bare_parts(architecture, image_size, batch_size, device)
+
+    def step(x):
+        loss = forward_backward(x)
+        opt.step()
+        return loss
+
+    return step, x
 
 
 def bare_loop(architecture, image_size, batch_size, steps, device, warmup=2) -> float:

@@ -462,10 +462,9 @@ def amp_settings(amp, device) -> tuple[bool, torch.dtype | None]:
 def make_adamw(params, **kwargs) -> torch.optim.AdamW:
     """``torch.optim.AdamW(params, **kwargs)`` with PyTorch's fused kernel where the parameters'
     device has one (CPU and CUDA in torch >= 2.4): one kernel for every tensor instead of a
-    loop of small ones. On the 2-core CPU the step of resnet10t (4.9 M weights) takes about 4 ms
-    fused against 14 ms in the default per-tensor loop, a sixth of a 32-px training step
-    (DEVELOPERS.md, "Quick profile"). Elsewhere (another device, a torch without it) the
-    default AdamW, same arithmetic up to rounding."""
+    loop of small ones: on the 2-core CPU resnet10t's step (4.9 M weights) is less than half
+    the default's (``benchmarks/bench_optimizer.py``; DEVELOPERS.md, "Course time"). Other
+    devices and tensors get the default AdamW, the same arithmetic up to rounding."""
     params = [{**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params]
     tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
     fusable = all(t.device.type in ("cpu", "cuda") and t.is_floating_point() for t in tensors)

@@ -4,6 +4,7 @@ Astronomaly's isolation forest with user scores folded in (:class:`AstronomalySc
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import numpy as np
@@ -19,16 +20,17 @@ from threadpoolctl import ThreadpoolController
 
 from galaxy_helpers.representations import RepresentationPCA, feature_matrix
 
-_CONTROLLER: list[ThreadpoolController] = []
+
+@functools.cache
+def _controller() -> ThreadpoolController:
+    return ThreadpoolController()
 
 
 def _one_blas_thread():
     """``threadpool_limits(1, "blas")`` without its cost: a new limiter scans every loaded
-    library (about 5 ms here), and a search makes two per label batch; one controller, found
-    once (numpy's and scipy's BLAS are loaded by this module's imports), is reused."""
-    if not _CONTROLLER:
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+    library (a few ms), and a search makes two per label batch; one controller, found once
+    (numpy's and scipy's BLAS are loaded by this module's imports), is reused."""
+    return _controller().limit(limits=1, user_api="blas")
 
 
 SCORE_MIN = 0
