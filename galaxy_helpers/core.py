@@ -11,9 +11,11 @@ Nothing here imports another ``galaxy_helpers`` module, so any module may import
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import dataclasses
 import datetime as _dt
+import functools
 import hashlib
 import json
 import math
@@ -30,6 +32,8 @@ __all__ = [
     "device",
     "json_safe",
     "read_json",
+    "source_files",
+    "source_key",
     "write_json",
     "write_text",
 ]
@@ -186,3 +190,59 @@ def content_key(*parts: Any, length: int = 16) -> str:
         digest.update(len(blob).to_bytes(8, "little"))
         digest.update(blob)
     return digest.hexdigest()[:length]
+
+
+@functools.cache
+def _package_imports(name: str, path: Path, root: str) -> set[str]:
+    """The names in package ``root`` that module ``name`` (source file ``path``) imports,
+    anywhere in it (lazy imports inside functions included)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_bytes(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)  # `from x import y`: y may be a submodule of x or a name in it
+            found |= {f"{base}.{a.name}" for a in node.names}
+    return {m for m in found if m == root or m.startswith(f"{root}.")}
+
+
+@functools.cache
+def source_key(*modules: str) -> str:
+    """12 hex digits of the source of ``modules`` (``"galaxy_helpers.label_budget"``...) and of
+    every ``galaxy_helpers`` module they import, directly or not (:func:`source_files`).
+
+    A cache of computed results (trained models, representation tables, label-budget runs)
+    puts it in its key, so that a result made by code that has since changed (a new optimiser,
+    another preprocessing) is computed again instead of read back; the synthetic sky does the
+    same with its generator's files (``synthetic.truth.generator_source``).
+    """
+    files = source_files(*modules)
+    if not files:
+        raise ValueError(f"none of {modules} is a galaxy_helpers module")
+    return content_key(*[(m, f.read_bytes().decode()) for m, f in sorted(files.items())], length=12)
+
+
+def source_files(*modules: str, root: Path | None = None) -> dict[str, Path]:
+    """``{module: source file}`` of ``modules`` and of the package's modules they import,
+    directly or not, lazy imports inside functions included. ``root``: the package folder
+    (default this package's); modules outside the package are left out."""
+    root = Path(__file__).parent if root is None else Path(root)
+    seen: dict[str, Path] = {}
+    todo = list(modules)
+    while todo:
+        name = todo.pop()
+        if not name:
+            continue
+        file = root.joinpath(*name.split(".")[1:])
+        file = file / "__init__.py" if file.is_dir() else file.with_suffix(".py")
+        if name in seen or not file.is_file():
+            continue  # seen, or a name inside a module rather than a module
+        seen[name] = file
+        todo.extend(_package_imports(name, file, root.name) - seen.keys())
+        todo.append(name.rpartition(".")[0])  # importing a module runs its package's __init__
+    return seen

@@ -24,6 +24,7 @@ from . import core
 from . import finetuning as ft
 from .finetuning import EncoderSource, FinetuneConfig, FinetuneError
 from .representations import model_hash
+from .training import numerics
 
 __all__ = ["METHODS", "PAPER_RING_ACCURACY", "LabelBudgetResult", "label_budget_experiment"]
 
@@ -238,6 +239,8 @@ def label_budget_experiment(
     configs = _method_configs(cfg, full_config, scratch_config)
     test_list = rows["id_str"].iloc[test].tolist()
     data += [seed, test_per_class, test_list, population_key(population)]
+    # the code and numerics that make a run: an edited trainer or another torch recomputes
+    data += [core.source_key(__name__), numerics(device)]
     jobs = [(r, b, m) for r in range(repeats) for b in usable for m in methods if m not in skipped]
     jobs = tqdm(jobs, desc="Label-budget runs", unit="run", disable=not progress)
     records, sets = [], {}

@@ -29,7 +29,7 @@ import torch
 from . import core
 from . import schema as schema_mod
 from .models import checkpoint_paths, load_checkpoint, save_checkpoint
-from .training import History, TrainConfig, is_rank0, train
+from .training import History, TrainConfig, is_rank0, numerics, train
 
 __all__ = [
     "train_or_load",
@@ -132,7 +132,9 @@ def train_or_load(
     df = schema_mod.canonical_columns(catalogue, schema)
     cols = [c for c in ["id_str", "file_loc", "split", *schema.answer_columns] if c in df.columns]
     rows = pd.util.hash_pandas_object(df[cols].astype(str), index=False).to_numpy()
-    key = core.content_key(config.cache_key(), rows, schema.answer_columns)
+    # the trainer's code and numerics too: a model trained by code since changed is not reused
+    made_by = [core.source_key("galaxy_helpers.training"), numerics(config.device)]
+    key = core.content_key(config.cache_key(), rows, schema.answer_columns, *made_by)
     folder = core.cache_dir("models") / key
     done = all((folder / name).exists() for name in ("model.json", "history.json"))
     if cache and not refresh and done:

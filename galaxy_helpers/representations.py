@@ -273,10 +273,12 @@ def extract_representations(
     path = None
     if cache:
         folder = Path(cache_dir) if cache_dir is not None else core.cache_dir()
-        from galaxy_helpers.training import amp_precision
+        from galaxy_helpers.training import amp_precision, numerics
 
-        precision = amp_precision(amp, _precision(model, device, amp)[0])
-        key = f"v{_CACHE_VERSION}_{model_hash(model, meta)}_{catalogue_hash(catalogue)}"
+        dev = _precision(model, device, amp)[0]
+        precision = amp_precision(amp, dev)
+        made_by = core.content_key(core.source_key(__name__), numerics(dev), length=12)
+        key = f"v{_CACHE_VERSION}_{model_hash(model, meta)}_{catalogue_hash(catalogue)}_{made_by}"
         key += "" if precision == "float32" else f"_{precision}"
         path = folder / "representations" / f"{key}.parquet"
         if path.exists():

@@ -57,8 +57,9 @@ def _pixel_features(catalogue, meta: dict, pixel_size: int, cache, progress: boo
     size, resample = int(meta["image_size"]), model_resample(meta)
     crops = catalogue_crops(catalogue, meta)
     key = core.content_key(
-        "pixels", 3, size, resample, pixel_size, crops, catalogue_hash(catalogue)
-    )
+        "pixels", 3, size, resample, pixel_size, crops, catalogue_hash(catalogue),
+        core.source_key(__name__),
+    )  # fmt: skip
     path = core.cache_dir("representations") / f"pixels_{key}.npy"
     if path.exists():
         try:

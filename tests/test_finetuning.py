@@ -216,6 +216,17 @@ def test_label_budget_experiment_is_balanced_cached_and_plots(rings, checkpoint)
     again = lb.label_budget_experiment(checkpoint, rings, "ring", **kwargs)
     assert again.runs["cached"].all()
     pd.testing.assert_series_equal(res.runs["balanced_accuracy"], again.runs["balanced_accuracy"])
+    # runs made by a trainer that has since been edited, or by another torch, are made again
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(lb.core, "source_key", lambda *modules: "edited")
+        assert (
+            not lb.label_budget_experiment(checkpoint, rings, "ring", **kwargs).runs["cached"].any()
+        )
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(lb, "numerics", lambda device=None: {"torch": "another"})
+        assert (
+            not lb.label_budget_experiment(checkpoint, rings, "ring", **kwargs).runs["cached"].any()
+        )
     fig = res.plot()
     assert fig.axes[0].get_xscale() == "log"
 

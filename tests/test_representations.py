@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from galaxy_helpers import representations as rep
+from galaxy_helpers import training
 from galaxy_helpers.images import load_images, save_image, to_tensor
 from galaxy_helpers.models import GalaxyModel
 from galaxy_helpers.training import cpu_has_native_bfloat16
@@ -102,6 +103,13 @@ def test_extract_is_cached_by_model_and_catalogue(model, catalogue, tmp_path, mo
     rep.extract_representations(other, catalogue, cache_dir=cache, progress=False)
     assert len(list((cache / "representations").glob("*.parquet"))) == 3
     assert rep.model_hash(model, model.metadata) != rep.model_hash(other, meta)
+    # a table made by code that has since changed, or by another torch, is not read back
+    monkeypatch.setattr(rep.core, "source_key", lambda *modules: "edited")
+    rep.extract_representations(model, catalogue, cache_dir=cache, progress=False)
+    monkeypatch.undo()
+    monkeypatch.setattr(training, "numerics", lambda device=None: {"torch": "another"})
+    rep.extract_representations(model, catalogue, cache_dir=cache, progress=False)
+    assert len(list((cache / "representations").glob("*.parquet"))) == 5
 
 
 def test_catalogue_errors(model, catalogue):

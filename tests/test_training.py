@@ -264,6 +264,13 @@ def test_train_or_load_uses_the_cache(toy, tmp_path, monkeypatch):
         train_or_load(changed, cfg)  # different counts -> different key -> would retrain
     with pytest.raises(AssertionError, match="cache"):
         train_or_load(toy, cfg, refresh=True)  # refresh always trains
+    # a model trained by code since changed (a new optimiser), or by another torch, retrains
+    with monkeypatch.context() as m, pytest.raises(AssertionError, match="cache"):
+        m.setattr(recipes.core, "source_key", lambda *modules: "edited")
+        train_or_load(toy, cfg)
+    with monkeypatch.context() as m, pytest.raises(AssertionError, match="cache"):
+        m.setattr(recipes, "numerics", lambda device=None: {"torch": "another"})
+        train_or_load(toy, cfg)
 
 
 def test_plot_history_and_history_json_round_trip(trained):

@@ -1,0 +1,52 @@
+"""core.source_key: the code a cached result was made by, part of the caches' keys."""
+
+from galaxy_helpers import core
+
+
+def _package(root, files: dict[str, str]):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_source_files_follow_imports_lazy_ones_and_subpackages_included(tmp_path):
+    root = tmp_path / "galaxy_helpers"
+    _package(
+        root,
+        {
+            "__init__.py": "",
+            "a.py": "import numpy\nfrom . import b\n\ndef f():\n    from .sub.c import g\n",
+            "b.py": "from .core import x\n",
+            "core.py": "x = 1\n",
+            "sub/__init__.py": "",
+            "sub/c.py": "import galaxy_helpers.d\n\ndef g(): ...\n",
+            "d.py": "",
+            "unrelated.py": "from . import a\n",
+        },
+    )
+    files = core.source_files("galaxy_helpers.a", root=root)
+    assert set(files) == {
+        "galaxy_helpers",
+        "galaxy_helpers.a",
+        "galaxy_helpers.b",
+        "galaxy_helpers.core",
+        "galaxy_helpers.sub",
+        "galaxy_helpers.sub.c",
+        "galaxy_helpers.d",
+    }
+    assert files["galaxy_helpers.sub.c"] == root / "sub" / "c.py"
+    assert set(core.source_files("galaxy_helpers.core", root=root)) == {
+        "galaxy_helpers",
+        "galaxy_helpers.core",
+    }
+
+
+def test_a_label_budget_run_depends_on_the_trainers_it_calls():
+    """The bug this guards against: label-budget runs cached before the optimiser changed (in
+    training.make_adamw, called by finetuned.train_full) were read back after it."""
+    files = core.source_files("galaxy_helpers.label_budget")
+    assert {"galaxy_helpers.finetuned", "galaxy_helpers.training"} <= set(files)
+    assert "galaxy_helpers.notebooks" not in files  # the course runner makes no numbers
+    key = core.source_key("galaxy_helpers.label_budget")
+    assert len(key) == 12 and key != core.source_key("galaxy_helpers.core")
