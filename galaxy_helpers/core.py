@@ -236,8 +236,8 @@ def source_files(*modules: str, root: Path | None = None) -> dict[str, Path]:
     todo = list(modules)
     while todo:
         name = todo.pop()
-        if not name:
-            continue
+        if name.partition(".")[0] != root.name:
+            continue  # outside the package (or the empty parent of its top level)
         file = root.joinpath(*name.split(".")[1:])
         file = file / "__init__.py" if file.is_dir() else file.with_suffix(".py")
         if name in seen or not file.is_file():

@@ -13,8 +13,13 @@ from sklearn.preprocessing import StandardScaler
 
 from . import core
 from .anomaly import ActiveLearner, run_simulation
-from .images import catalogue_crops, load_images, model_resample
-from .representations import catalogue_hash, extract_representations, random_weights_model
+from .images import catalogue_crops, model_resample
+from .representations import (
+    catalogue_hash,
+    extract_representations,
+    random_weights_model,
+    read_pixels,
+)
 from .similarity import build_index, precision_at_k_by_tag
 
 __all__ = ["GZ2_INTERESTING_ODD", "odd_researcher_scores", "encoder_features", "tag_precision"]
@@ -43,9 +48,8 @@ def _read(
 ):
     key = (size, resample, tuple(np.round(np.asarray(crops), 6)), tuple(catalogue["file_loc"]))
     cache = {} if cache is None else cache
-    if key not in cache:
-        paths = catalogue["file_loc"].astype(str).tolist()
-        cache[key] = load_images(paths, size, progress, crop=crops, resample=resample)
+    if key not in cache:  # decoded by an earlier notebook's encoder, or decoded and kept now
+        cache[key] = read_pixels(catalogue, size, crops, resample, progress)
     return cache[key]
 
 

@@ -148,3 +148,31 @@ def test_margins_results_name_the_machine_and_each_runs_thread_count(tmp_path, m
     result = {"n_runs": 2, "runs": "torch threads 1, 2; seeds 0", "values": {}, "times": {}}
     assert bench.render(result).splitlines()[0] == "2 course runs (torch threads 1, 2; seeds 0)"
     assert bench.render(result | {"numerics": numerics}).splitlines()[0].endswith(", " + line)
+
+
+def test_bench_decode_once_times_both_variants_and_keeps_pixels_only_in_one(tmp_path, monkeypatch):
+    """Notebook 03's extraction then notebook 04's two baselines, with and without the kept
+    pixels: the 'once' round finds notebook 03's decode, the 'per_notebook' round does not."""
+    from toy_catalogue import make_toy_catalogue
+
+    from galaxy_helpers import representations, transfer
+
+    bench = load_benchmark("bench_decode_once")
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    toy = make_toy_catalogue(tmp_path / "toy", n=12, size=64)
+    monkeypatch.setattr(bench, "catalogue", lambda name, data_dir, n: toy)
+    reads = {}
+    read_pixels = representations.read_pixels
+
+    def counting(catalogue, size, crops, *args, **kwargs):
+        folder = Path(os.environ["GALAXY_HELPERS_CACHE"])
+        reads[folder.name] = bool(list(folder.glob("representations/decoded_*")))
+        return read_pixels(catalogue, size, crops, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "read_pixels", counting)
+    out = tmp_path / "decode.json"
+    assert bench.main(["--dataset", "synthetic", "--rounds", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["seconds"]) == {"per_notebook", "once"}
+    assert result["config"]["galaxies"] == 12 and result["once_over_per_notebook"] > 0
+    assert reads == {"per_notebook_0": False, "once_0": True}

@@ -1,5 +1,7 @@
 """core.source_key: the code a cached result was made by, part of the caches' keys."""
 
+import pytest
+
 from galaxy_helpers import core
 
 
@@ -50,3 +52,15 @@ def test_a_label_budget_run_depends_on_the_trainers_it_calls():
     assert "galaxy_helpers.notebooks" not in files  # the course runner makes no numbers
     key = core.source_key("galaxy_helpers.label_budget")
     assert len(key) == 12 and key != core.source_key("galaxy_helpers.core")
+
+
+def test_modules_outside_the_package_are_not_followed(tmp_path):
+    root = tmp_path / "galaxy_helpers"
+    _package(root, {"__init__.py": "", "a.py": "import numpy\nimport other.thing\n"})
+    assert set(core.source_files("numpy", "other", root=root)) == set()
+    assert set(core.source_files("galaxy_helpers.a", root=root)) == {
+        "galaxy_helpers",
+        "galaxy_helpers.a",
+    }
+    with pytest.raises(ValueError, match="not a galaxy_helpers module|none of"):
+        core.source_key("numpy")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from galaxy_helpers import data, images, manifests, schema, transfer
+from galaxy_helpers import data, images, manifests, representations, schema, transfer
 
 MIRROR = Path(os.environ.get(data.MIRROR_ENV) or "/work/shared/data")
 
@@ -189,8 +189,6 @@ def _png_catalogue(folder, n: int, side: int, seed: int):
 
 
 def test_a_comparison_decodes_each_image_once_for_all_three_encoders(tmp_path, monkeypatch):
-    from galaxy_helpers import representations
-
     monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
     cat, _ = _png_catalogue(tmp_path, 4, 80, seed=1)
     calls = []
@@ -199,7 +197,6 @@ def test_a_comparison_decodes_each_image_once_for_all_three_encoders(tmp_path, m
         calls.append(len(args[0]))
         return images.load_images(*args, **kwargs)
 
-    monkeypatch.setattr(transfer, "load_images", counted)
     monkeypatch.setattr(representations, "load_images", counted)
     features = transfer._features_by_encoder(cat, "course")
     assert calls == [4]  # one decode at the course checkpoint's size, shared by all three
@@ -223,7 +220,7 @@ def test_raw_pixel_rows_are_decoded_once_and_then_read_from_the_cache(tmp_path, 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(transfer, "load_images", no_decoding)
+    monkeypatch.setattr(representations, "load_images", no_decoding)
     assert np.array_equal(transfer.encoder_features("pixels", cat), first)
     # another framing is another key: decoded again
     meta["framing"] = {"crop": 0.5}
@@ -250,7 +247,7 @@ def test_raw_pixel_rows_read_the_images_as_the_model_does(tmp_path, monkeypatch)
         calls.append((size, kwargs.get("resample")))
         return images.load_images(paths, size, *args, **kwargs)
 
-    monkeypatch.setattr(transfer, "load_images", counted)
+    monkeypatch.setattr(representations, "load_images", counted)
     meta["framing"]["resample"] = "lanczos"  # another resampling is another cache entry
     cache: dict = {}
     transfer.encoder_features("pixels", cat, cache=cache)

@@ -1,5 +1,7 @@
 """Tests of representation extraction, caching, PCA and the morphology map (tiny sizes)."""
 
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -82,6 +84,53 @@ def test_bfloat16_extraction_is_close_to_float32_and_cached_apart(model, catalog
     auto = rep.extract_representations(model, catalogue, cache_dir=cache, progress=False)
     pd.testing.assert_frame_equal(auto, fast if cpu_has_native_bfloat16() else exact)
     assert len(list((cache / "representations").glob("*.parquet"))) == 2
+
+
+def test_a_catalogue_is_decoded_once_for_every_encoder_and_baseline(
+    model, catalogue, tmp_path, monkeypatch
+):
+    """The first extraction keeps the decoded pixels; another encoder of the same catalogue
+    (notebook 04's random weights after notebook 03's model) and read_pixels (the raw-pixel
+    baseline) read them back instead of decoding the images again."""
+    cache = tmp_path / "cache"
+    kw = dict(cache_dir=cache, progress=False, amp=False)
+    rep.extract_representations(model, catalogue, batch_size=4, **kw)
+    kept = list((cache / "representations").glob("decoded_*.npy"))
+    assert len(kept) == 1
+    fresh = load_images(catalogue["file_loc"].tolist(), SIZE, progress=False)
+    np.testing.assert_array_equal(np.load(kept[0]), fresh)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the images should have been read from the cache")
+
+    monkeypatch.setattr(rep, "load_images", no_decoding)
+    other, _ = rep.random_weights_model(model.metadata, seed=1)
+    rep.extract_representations(other, catalogue, **kw)
+    crops = np.ones(len(catalogue))
+    np.testing.assert_array_equal(rep.read_pixels(catalogue, SIZE, crops, cache_dir=cache), fresh)
+    with pytest.raises(AssertionError, match="from the cache"):  # another size is decoded
+        rep.read_pixels(catalogue, SIZE // 2, crops, cache_dir=cache)
+    monkeypatch.undo()
+    table = rep.extract_representations(other, catalogue, cache=False, progress=False, amp=False)
+    again = rep.extract_representations(other, catalogue, **kw)  # its cached table
+    pd.testing.assert_frame_equal(table, again, rtol=1e-4, atol=1e-5)
+
+    # a replaced image file is a new catalogue; a corrupt cache file is decoded again
+    save_image(fresh[0][::-1].copy(), catalogue["file_loc"].iloc[0])
+    os.utime(catalogue["file_loc"].iloc[0], ns=(1, 1))
+    replaced = rep.read_pixels(catalogue, SIZE, crops, cache_dir=cache)
+    assert not np.array_equal(replaced[0], fresh[0])
+    for path in (cache / "representations").glob("decoded_*.npy"):
+        path.write_bytes(b"truncated")
+    np.testing.assert_array_equal(
+        rep.read_pixels(catalogue, SIZE, crops, cache_dir=cache), replaced
+    )
+    # catalogues too big to keep are decoded every time
+    monkeypatch.setattr(rep, "PIXEL_CACHE_MAX_BYTES", 0)
+    big = tmp_path / "big"
+    rep.extract_representations(model, catalogue, cache_dir=big, progress=False, amp=False)
+    rep.read_pixels(catalogue, SIZE, crops, cache_dir=big)
+    assert not list(big.glob("representations/decoded_*"))
 
 
 def test_extract_is_cached_by_model_and_catalogue(model, catalogue, tmp_path, monkeypatch):
