@@ -9,6 +9,7 @@ from a mirror (``$GALAXY_DATA_MIRROR/<dataset>/<path>``) or the pinned URL, veri
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import shutil
@@ -112,9 +113,13 @@ def _unheld(path: Path) -> bool:
 
 @contextlib.contextmanager
 def _quiet():
-    """Silence pooch's INFO lines (our progress bars suffice)."""
+    """Silence pooch's INFO lines (our progress bars suffice). Already quiet: nothing to do
+    (``setLevel`` clears every logger's cache: 0.1 ms, 5,000 times in a 5,000-file fetch)."""
     logger = pooch.get_logger()
     level = logger.level
+    if level >= logging.WARNING:
+        yield
+        return
     logger.setLevel("WARNING")
     try:
         yield
@@ -496,13 +501,14 @@ def fetch(
 
     bar = tqdm(manifest.files, manifest.name, unit="file", disable=not progress, leave=False)
     try:
-        for entry in bar:
-            get(entry)
-        for entry in manifest.files:
-            if entry.extract_to:
-                _extract_once(manifest, entry, folder)
-        for entry in manifest.derived_files:
-            get(entry)
+        with _quiet():  # once for the whole fetch, not per file
+            for entry in bar:
+                get(entry)
+            for entry in manifest.files:
+                if entry.extract_to:
+                    _extract_once(manifest, entry, folder)
+            for entry in manifest.derived_files:
+                get(entry)
     finally:
         # Record what was verified, even after a failure, so a retry does not re-hash it.
         _write_stamp(folder, manifest, verified)

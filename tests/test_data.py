@@ -13,6 +13,7 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import pooch
 import pytest
 from _data_fixtures import Server, isolated, no_network, write_manifest  # noqa: F401
 
@@ -149,8 +150,11 @@ def test_mirror_is_used_instead_of_the_network(tmp_path, monkeypatch):
     no_network(monkeypatch, "the network was used although a mirror was set")
     monkeypatch.setenv(data.MIRROR_ENV, str(mirror))
     assert data.dataset_available(manifest.path)
+    logger = pooch.get_logger()
+    level = logger.level
     folder = data.fetch(manifest, progress=False)
     assert (folder / "img/b.txt").read_bytes() == FILES["img/b.txt"]
+    assert logger.level == level  # pooch is quiet during a fetch only
 
 
 def test_corrupted_mirror_file_is_rejected_and_nothing_is_cached(tmp_path):
