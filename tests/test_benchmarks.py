@@ -176,3 +176,21 @@ def test_bench_decode_once_times_both_variants_and_keeps_pixels_only_in_one(tmp_
     assert set(result["seconds"]) == {"per_notebook", "once"}
     assert result["config"]["galaxies"] == 12 and result["once_over_per_notebook"] > 0
     assert reads == {"per_notebook_0": False, "once_0": True}
+
+
+def test_margins_pass_each_run_only_the_parameters_its_notebooks_declare(tmp_path, monkeypatch):
+    """`--only 02` alone: notebook 02 has no `sky` parameter, and run_course refuses one that no
+    notebook to run defines."""
+    from galaxy_helpers import notebooks
+
+    bench = load_benchmark("bench_margins")
+    seen = {}
+
+    def fake_run(folder, only, parameters, verbose):
+        seen[tuple(only)] = parameters
+
+    monkeypatch.setattr(notebooks, "run_course", fake_run)
+    bench.run_one(tmp_path, 2, 3, ["02"])
+    bench.run_one(tmp_path, 2, 3, ["02", "06"])
+    assert seen[("02",)] == {"seed": 3, "sky_seed": 4}
+    assert seen[("02", "06")] == {"seed": 3, "sky_seed": 4, "sky": {"seed": 4}}
