@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=20, help="finetuning steps per round")
     p.add_argument("--batch", type=int, default=32, help="finetuning batch (FinetuneConfig's)")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--n-galaxies", type=int, default=None, help="sky size (default: the course's)")
     p.add_argument("--json", help="also write the result here")
     args = p.parse_args(argv)
 
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
     from galaxy_helpers.training import amp_settings, numerics
 
     model, meta = checkpoints.load_model(args.encoder, progress=False)
-    sky = synthetic.make_sky(progress=False).iloc[: args.n]
+    sky_size = {} if args.n_galaxies is None else {"n_galaxies": args.n_galaxies}
+    sky = synthetic.make_sky(progress=False, **sky_size).iloc[: args.n]
     size = int(meta["image_size"])
     images = load_images(sky["file_loc"], size, progress=False, crop=catalogue_crops(sky, meta))
     prep = dict(channels=int(meta["channels"]), mean=meta.get("mean"), std=meta.get("std"))

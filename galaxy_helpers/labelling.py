@@ -592,8 +592,9 @@ class LabellingWidget:
         self.session.undo()
         self._refresh()
 
-    def retrain(self):
-        """Refit on every label so far, show the next batch and the current top galaxies."""
+    def retrain(self, show: bool = True):
+        """Refit on every label so far, show the next batch and the current top galaxies
+        (``show=False``: only choose the next batch, as a simulated run between batches)."""
         y = self.scores()
         if not hasattr(self.learner, "embedding_") and not hasattr(self.learner, "X_"):
             self.learner.fit(self.features, y)
@@ -603,6 +604,8 @@ class LabellingWidget:
         labelled = [self._row[i] for i in self.session.labels if i in self._row]
         batch = self.learner.next_batch(self.batch_size, exclude=np.array(labelled, dtype=int))
         self.batch = [int(r) for r in batch]
+        if not show:
+            return
         self.buttons = {}
         self.grid.children = [self._card(r) for r in self.batch]
         self._show_top()
@@ -620,7 +623,11 @@ class LabellingWidget:
             self.keys.value = ""
 
     def run_simulated(self, researcher_scores, n_labels: int = 200, progress: bool = True):
-        """Click the buttons for a simulated researcher until ``n_labels`` labels exist (resumes).
+        """Score for a simulated researcher until ``n_labels`` labels exist (resumes).
+
+        Every galaxy of each batch is scored as its button does (the label file is written at
+        once), then the learner retrains; the cards are drawn for the last batch only: nobody
+        looks at the batches in between, and drawing them was half the run's time.
 
         Parameters
         ----------
@@ -642,11 +649,11 @@ class LabellingWidget:
                 if self.session.n_labels >= n_labels:
                     break
                 if self.ids[r] not in self.session.labels:
-                    self.buttons[self.ids[r]][int(researcher_scores[r])].click()
+                    self.session.label(self.ids[r], int(researcher_scores[r]))
             bar.update(self.session.n_labels - before)
             if self.session.n_labels >= n_labels:
                 break
-            self.retrain()
+            self.retrain(show=False)
             if not self.batch:
                 break
         bar.close()

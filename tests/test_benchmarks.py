@@ -194,3 +194,22 @@ def test_margins_pass_each_run_only_the_parameters_its_notebooks_declare(tmp_pat
     bench.run_one(tmp_path, 2, 3, ["02", "06"])
     assert seen[("02",)] == {"seed": 3, "sky_seed": 4}
     assert seen[("02", "06")] == {"seed": 3, "sky_seed": 4, "sky": {"seed": 4}}
+
+
+def test_bench_channels_last_times_both_layouts(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "channels_last.json"
+    args = ["--n-galaxies", "300", "--n", "64", "--steps", "2", "--batch", "8", "--rounds", "1"]
+    assert load_benchmark("bench_channels_last").main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["variants"]) == {"nchw", "channels_last"}
+    assert result["speedup_encode"] > 0 and result["speedup_finetune"] > 0
+
+
+def test_bench_widget_simulation_labels_the_same_galaxies_either_way(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "widget.json"
+    args = ["--n-galaxies", "300", "--n-labels", "30", "--rounds", "1", "--json", str(out)]
+    assert load_benchmark("bench_widget_simulation").main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["same_labels"] and set(result["seconds"]) == {"every_batch", "last_batch"}

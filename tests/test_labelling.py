@@ -227,6 +227,12 @@ def test_simulated_researcher_drives_the_widget(tmp_path, catalogue, features):
     assert all(r["score"] == truth[int(r["id_str"][1:])] for r in recs[1:])
     # the GP found the planted corner
     assert sum(v == 5 for v in w.session.labels.values()) >= 4
+    # the batches in between are not drawn; the last one is, with live buttons
+    assert w.n_retrains == 6 and len(w.grid.children) == len(w.batch) == 5
+    assert set(w.buttons) == {w.ids[r] for r in w.batch}
+    nxt = w.ids[w.batch[0]]
+    w.buttons[nxt][2].click()
+    assert w.session.labels[nxt] == 2 and lines(tmp_path / "labels.jsonl")[-1]["id_str"] == nxt
 
 
 def test_widget_checks_its_inputs(tmp_path, catalogue, features):
