@@ -6,7 +6,8 @@ in notebook 06's label-budget runs), measured in the same run.
 Both variants run the same course checkpoint on the same decoded synthetic-sky images, under
 the precision the helpers use (``amp="auto"``: bfloat16 autocast on CPUs with native bfloat16);
 rounds alternate the variants and the best round of each is kept (the fairest comparison on a
-shared machine). The helpers now convert their inputs to channels-last; the ratio is why.
+shared machine). The helpers ask `images.to_tensor(..., channels_last=True)` for every encoder
+input; the ratio is why.
 
 Usage::
 

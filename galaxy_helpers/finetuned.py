@@ -213,9 +213,8 @@ class FinetunedModel(nn.Module):
 
         m, x = self.metadata, torch.as_tensor(np.asarray(batch_uint8)).to(device)
         grey = m.get("greyscale") or "mean"
-        return to_tensor(
-            x, channels=int(m["channels"]), mean=m.get("mean"), std=m.get("std"), greyscale=grey
-        )
+        # channels-last: train_full's indexed and augmented batches keep it (tested)
+        return to_tensor(x, int(m["channels"]), m.get("mean"), m.get("std"), grey, True)
 
     @torch.no_grad()
     def predict_images(
@@ -235,7 +234,6 @@ class FinetunedModel(nn.Module):
         try:
             for s in tqdm(range(0, len(images), batch_size), "Predicting", disable=quiet):
                 x = self._preprocess(images[s : s + batch_size], device)
-                x = x.contiguous(memory_format=torch.channels_last)  # NHWC: faster convolutions
                 with torch.autocast(device.type, amp_dtype, enabled=amp_on):
                     z = self.encoder(x)
                 out = self._outputs(z.float())
@@ -427,7 +425,6 @@ def train_full(
     steps = max(cfg.min_steps, math.ceil(n / bs))
 
     def encode(x):  # the encoder in bfloat16 where native; the head and loss in float32
-        x = x.contiguous(memory_format=torch.channels_last)  # NHWC: faster CPU convolutions
         with torch.autocast(torch.device(device).type, amp_dtype, enabled=amp_on):
             return model.encoder(x).float()
 

@@ -191,9 +191,7 @@ def _run_in_batches(model, images, fn, batch_size, device, progress, desc, prep)
     try:
         for s in starts:
             batch = torch.as_tensor(np.asarray(images[s : s + batch_size])).to(device)
-            x = to_tensor(batch, channels=channels, mean=mean, std=std, greyscale=greyscale)
-            # NHWC: convolutions run about 1.5x faster on a CPU (measured with resnet10t, 64 px).
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = to_tensor(batch, channels, mean, std, greyscale, channels_last=True)
             outputs.append(fn(x).float().cpu().numpy())
     finally:
         model.train(was_training)

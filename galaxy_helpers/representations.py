@@ -291,7 +291,8 @@ def _encode_stream(model, metadata, batches, n_total, progress, device, desc, am
                 mean=metadata.get("mean"),
                 std=metadata.get("std"),
                 greyscale=metadata.get("greyscale") or "mean",
-            ).contiguous(memory_format=torch.channels_last)  # NHWC: 1.6x faster convolutions
+                channels_last=True,
+            )
             out.append(model.encode(x).float().cpu().numpy())
             bar.update(len(batch))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

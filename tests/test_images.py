@@ -49,3 +49,17 @@ def test_to_tensor_layout_and_normalisation():
     assert to_tensor(batch, channels=1).shape == (2, 1, 4, 4)
     with pytest.raises(ValueError, match="channels"):
         to_tensor(batch, channels=2)
+
+
+def test_to_tensor_channels_last_keeps_values_and_batches_stay_nhwc():
+    from galaxy_helpers.finetuned import _augment
+
+    batch = np.random.default_rng(0).integers(0, 256, (6, 5, 5, 3), dtype=np.uint8)
+    nchw = to_tensor(batch, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5])
+    nhwc = to_tensor(batch, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5], channels_last=True)
+    assert nchw.is_contiguous() and nhwc.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(nchw, nhwc)
+    # finetuning indexes and augments these batches (finetuned.train_full): still NHWC
+    picked = nhwc[torch.as_tensor([4, 0, 2])]
+    turned = _augment(picked, torch.Generator().manual_seed(0))
+    assert turned.is_contiguous(memory_format=torch.channels_last)
