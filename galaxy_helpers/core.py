@@ -31,6 +31,9 @@ __all__ = [
     "content_key",
     "device",
     "json_safe",
+    "n_jobs",
+    "parallel_imap",
+    "parallel_map",
     "read_json",
     "source_files",
     "source_key",
@@ -56,6 +59,56 @@ def cache_dir(*parts: str) -> Path:
             "writable folder"
         ) from err
     return path
+
+
+#: Environment variable: how many worker processes CPU-bound repeats may use (default: the
+#: thread count ``OMP_NUM_THREADS`` sets for torch, else every core this process may use).
+JOBS_ENV = "GALAXY_HELPERS_JOBS"
+
+
+def n_jobs() -> int:
+    """Worker processes for independent repeats (:func:`parallel_map`): ``$GALAXY_HELPERS_JOBS``,
+    else ``$OMP_NUM_THREADS`` (the CPU budget torch is given), else the usable cores; at least 1."""
+    for name in (JOBS_ENV, "OMP_NUM_THREADS"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                return max(1, int(value))
+            except ValueError:
+                raise ValueError(
+                    f"${name}={value!r} is not a whole number; set it to how many CPU cores "
+                    "to use (e.g. 2), or unset it"
+                ) from None
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def parallel_imap(func, tasks, jobs: int | None = None):
+    """``func(*task)`` for each task, yielded in task order as they finish, the tasks spread over
+    ``jobs`` worker processes (default :func:`n_jobs`; joblib's reusable loky pool, one BLAS
+    and OpenMP thread per worker). For single-threaded work (scikit-learn's Gaussian processes,
+    small fits, small networks) that would leave the other cores idle. Each task must be seeded
+    on its own, so the results do not depend on ``jobs``; ``jobs=1`` runs them here."""
+    tasks = list(tasks)
+    jobs = min(n_jobs() if jobs is None else max(1, int(jobs)), max(1, len(tasks)))
+    if jobs == 1:
+        return (func(*task) for task in tasks)
+    from joblib import Parallel, delayed
+
+    pool = Parallel(n_jobs=jobs, return_as="generator", mmap_mode="c")  # writable views
+    return pool(delayed(func)(*task) for task in tasks)
+
+
+def parallel_map(func, tasks, jobs: int | None = None, progress: bool = False, desc: str = ""):
+    """``[func(*task) for task in tasks]`` through :func:`parallel_imap`; ``progress`` shows a
+    bar as the results arrive."""
+    from tqdm.auto import tqdm
+
+    tasks = list(tasks)
+    results = parallel_imap(func, tasks, jobs)
+    return list(tqdm(results, total=len(tasks), desc=desc, disable=not progress))
 
 
 def device(choice: str | None = None) -> str:

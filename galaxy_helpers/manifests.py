@@ -4,6 +4,7 @@ files, and how its table maps onto the catalogue contract), checked and turned i
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import tomllib
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import core
 from .images import check_crop
 from .schema import canonical_columns, get_schema
 
@@ -118,6 +120,28 @@ def _entry(item: dict, where: str, derived: bool) -> FileEntry:
     return FileEntry(path=item["path"], size=item.get("size"), builder=builder, **values)
 
 
+def _parse_toml(path: Path) -> dict:
+    """The TOML table of ``path``. A parsed copy is kept as JSON in the cache, named by the
+    file's SHA-256: the Galaxy Zoo 2 manifest (1.5 MB, 5,000 files) takes 0.2 s to parse
+    and every notebook reads it several times; the JSON copy reads in 5 ms."""
+    text = path.read_text(encoding="utf-8")
+    key = hashlib.sha256(f"toml-json-1\n{text}".encode()).hexdigest()[:32]
+    kept = core.cache_dir("manifests") / f"{key}.json"
+    try:
+        return json.loads(kept.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not kept yet, or a damaged copy: parsed again
+        pass
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ManifestError(f"{path}: not valid TOML ({err})") from err
+    try:
+        core.write_text(kept, json.dumps(raw))
+    except (OSError, TypeError):  # a read-only cache, or TOML dates (not JSON): not kept
+        pass
+    return raw
+
+
 def load_manifest(name: str | os.PathLike) -> Manifest:
     """Read one manifest by name (``"gz_decals_rings"``) or TOML path; a :class:`ManifestError`
     names an unknown name, a malformed file or a path that would leave the dataset's folder."""
@@ -127,10 +151,7 @@ def load_manifest(name: str | os.PathLike) -> Manifest:
     if not path.is_file():
         known = ", ".join(list_manifests())
         raise ManifestError(f"no manifest {path.name} in {path.parent}; known: {known}")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ManifestError(f"{path}: not valid TOML ({err})") from err
+    raw = _parse_toml(path)
     for key in ("name", "kind"):
         if key not in raw:
             raise ManifestError(f"{path}: missing required key {key!r}")

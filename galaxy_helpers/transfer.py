@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import core
-from .anomaly import ActiveLearner, run_simulation
+from .anomaly import ActiveLearner, run_simulations
 from .images import catalogue_crops, model_resample
 from .representations import (
     catalogue_hash,
@@ -129,6 +129,32 @@ def tag_precision(features, catalogue: pd.DataFrame, tags, k: int = 10) -> dict[
     return out
 
 
+def _anomaly_run(features, odd, n_labels: int, batch: int, repeats: int, seed: int) -> dict:
+    """The :func:`run_simulation` arguments of the paper's Galaxy Zoo 2 experiment."""
+    # round(5 x odd) >= 5 exactly when odd > 0.9 (4.5 rounds to 4): threshold 5 is the paper's
+    return dict(
+        X=np.asarray(features, dtype=np.float64),
+        researcher_scores=odd_researcher_scores(odd),
+        learner=ActiveLearner(random_state=seed),
+        n_labels=n_labels,
+        batch=batch,
+        repeats=repeats,
+        seed=seed,
+        threshold=5,
+    )
+
+
+def _anomaly_summary(results: pd.DataFrame, odd) -> dict[str, float]:
+    final = results[results["n_labels"] == results["n_labels"].max()]
+    interesting = np.asarray(odd) > GZ2_INTERESTING_ODD
+    out = {"n_interesting": int(interesting.sum()), "n_galaxies": int(len(interesting))}
+    for name, prefix in (("labelled_first", ""), ("predicted", "predicted_")):
+        part = final[final["ranking"] == name]
+        out[f"{prefix}precision_at_50"] = float(part["precision_at_50"].mean())
+        out[f"{prefix}average_precision"] = float(part["average_precision"].mean())
+    return out
+
+
 def anomaly_search(
     features,
     odd,
@@ -137,31 +163,15 @@ def anomaly_search(
     repeats: int = 5,
     seed: int = 0,
     progress: bool = False,
+    jobs: int | None = None,
 ) -> dict[str, float]:
     """The paper's Galaxy Zoo 2 anomaly experiment (score ``round(5 x odd)``, interesting =
     ``odd > 0.9``): ``precision_at_50``, ``average_precision`` (mean over repeats), the same
-    for the prediction alone (``predicted_*``), ``n_interesting`` and ``n_galaxies``."""
-    scores = odd_researcher_scores(odd)
-    interesting = np.asarray(odd) > GZ2_INTERESTING_ODD
-    # round(5 x odd) >= 5 exactly when odd > 0.9 (4.5 rounds to 4): threshold 5 is the paper's
-    results = run_simulation(
-        np.asarray(features, dtype=np.float64),
-        scores,
-        learner=ActiveLearner(random_state=seed),
-        n_labels=n_labels,
-        batch=batch,
-        repeats=repeats,
-        seed=seed,
-        threshold=5,
-        progress=progress,
-    )
-    final = results[results["n_labels"] == results["n_labels"].max()]
-    out = {"n_interesting": int(interesting.sum()), "n_galaxies": int(len(scores))}
-    for name, prefix in (("labelled_first", ""), ("predicted", "predicted_")):
-        part = final[final["ranking"] == name]
-        out[f"{prefix}precision_at_50"] = float(part["precision_at_50"].mean())
-        out[f"{prefix}average_precision"] = float(part["average_precision"].mean())
-    return out
+    for the prediction alone (``predicted_*``), ``n_interesting`` and ``n_galaxies``; the
+    repeats run in ``jobs`` worker processes (:func:`galaxy_helpers.core.n_jobs`)."""
+    run = _anomaly_run(features, odd, n_labels, batch, repeats, seed)
+    (results,) = run_simulations([run], jobs=jobs, progress=progress)
+    return _anomaly_summary(results, odd)
 
 
 def linear_probe(
@@ -265,11 +275,13 @@ def compare_similarity(
 def compare_anomaly_search(
     catalogue: pd.DataFrame, encoder="course", repeats: int = 5, seed: int = 0
 ) -> pd.DataFrame:
-    """:func:`anomaly_search` for ``encoder`` and both baselines, one row each."""
-    rows = {
-        name: anomaly_search(X, catalogue["odd"], repeats=repeats, seed=seed)
-        for name, X in _features_by_encoder(catalogue, encoder).items()
-    }
+    """:func:`anomaly_search` for ``encoder`` and both baselines, one row each (every
+    search's repeats in one pool of worker processes)."""
+    features = _features_by_encoder(catalogue, encoder)
+    odd = catalogue["odd"]
+    runs = [_anomaly_run(X, odd, 200, 10, repeats, seed) for X in features.values()]
+    results = run_simulations(runs, progress=False)
+    rows = {name: _anomaly_summary(r, odd) for name, r in zip(features, results, strict=True)}
     table = pd.DataFrame(rows).T
     cols = ["precision_at_50", "average_precision", "predicted_average_precision"]
     return table[cols + ["n_interesting", "n_galaxies"]]
@@ -283,11 +295,11 @@ def compare_linear_probe(
     repeats: int = 20,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """:func:`linear_probe` per label budget for ``encoder`` and both baselines (rows)."""
-    rows = {
-        name: linear_probe(X, catalogue[label], budgets, repeats, seed)
-        for name, X in _features_by_encoder(catalogue, encoder).items()
-    }
+    """:func:`linear_probe` per label budget for ``encoder`` and both baselines (rows), the
+    encoders in worker processes (:func:`galaxy_helpers.core.parallel_map`)."""
+    features = _features_by_encoder(catalogue, encoder)
+    tasks = [(X, catalogue[label].to_numpy(), budgets, repeats, seed) for X in features.values()]
+    rows = dict(zip(features, core.parallel_map(linear_probe, tasks), strict=True))
     return pd.DataFrame(rows).T.rename(columns=lambda b: f"{b} labels")
 
 

@@ -282,9 +282,9 @@ def test_repeats_share_one_embedding_but_not_their_first_batch(monkeypatch):
 
     monkeypatch.setattr(A.ActiveLearner, "fit", counting_fit)
     res = A.run_simulation(
-        X, truth, A.ActiveLearner(n_components=8), n_labels=20, repeats=3, progress=False
+        X, truth, A.ActiveLearner(n_components=8), n_labels=20, repeats=3, progress=False, jobs=1
     )
-    assert fits == [True, False, False]  # one PCA, reused by repeats 1 and 2
+    assert fits == [True, False, False, False]  # one PCA, reused by every repeat
     first = res[res["n_labels"] == 10].groupby("repeat")["n_interesting_labelled"].first()
     assert len(first) == 3
     a = A.ActiveLearner(n_components=8, random_state=0).fit(X)
@@ -295,6 +295,26 @@ def test_repeats_share_one_embedding_but_not_their_first_batch(monkeypatch):
         A.ActiveLearner(n_components=6).fit(X, embedding_from=a)
     with pytest.raises(RuntimeError, match="not fitted"):
         A.ActiveLearner(n_components=8).fit(X, embedding_from=A.ActiveLearner())
+
+
+def test_repeats_in_worker_processes_give_the_same_tables():
+    """Each repeat is seeded on its own: 2 workers, 1 worker and one pooled call agree."""
+    X, truth, _ = planted(n=500, d=12, n_special=10)
+    args = dict(n_labels=30, repeats=3, progress=False, top_n=(10, 30))
+    gp = A.ActiveLearner(n_components=8)
+    one = A.run_simulation(X, truth, gp, jobs=1, **args)
+    two = A.run_simulation(X, truth, gp, jobs=2, **args)
+    pd.testing.assert_frame_equal(one, two)
+    assert sorted(one["repeat"].unique()) == [0, 1, 2]
+    forest = A.run_simulation(X, truth, A.AstronomalyScorer(), jobs=1, **args | {"repeats": 1})
+    runs = [dict(X=X, researcher_scores=truth, learner=gp, **args)]
+    runs.append(dict(X=X, researcher_scores=truth, learner=A.AstronomalyScorer(), **args))
+    runs[1]["repeats"] = 1
+    for r in runs:
+        r.pop("progress")
+    pooled = A.run_simulations(runs, jobs=2, progress=False)
+    pd.testing.assert_frame_equal(pooled[0], one)
+    pd.testing.assert_frame_equal(pooled[1], forest)
 
 
 def test_tables_and_figures_from_simulation_results():

@@ -64,3 +64,27 @@ def test_modules_outside_the_package_are_not_followed(tmp_path):
     }
     with pytest.raises(ValueError, match="not a galaxy_helpers module|none of"):
         core.source_key("numpy")
+
+
+def test_worker_count_follows_the_environment(monkeypatch):
+    monkeypatch.delenv(core.JOBS_ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert core.n_jobs() == 1  # the thread budget torch is given
+    monkeypatch.setenv(core.JOBS_ENV, "3")
+    assert core.n_jobs() == 3
+    monkeypatch.setenv(core.JOBS_ENV, "0")
+    assert core.n_jobs() == 1
+    monkeypatch.setenv(core.JOBS_ENV, "two")
+    with pytest.raises(ValueError, match="GALAXY_HELPERS_JOBS='two' is not a whole number"):
+        core.n_jobs()
+    monkeypatch.delenv(core.JOBS_ENV)
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert core.n_jobs() >= 1
+
+
+def test_parallel_map_keeps_task_order_in_workers_and_here():
+    tasks = [(i, 7) for i in range(6)]
+    expected = [divmod(i, 7) for i in range(6)]
+    assert core.parallel_map(divmod, tasks, jobs=2) == expected
+    assert core.parallel_map(divmod, tasks, jobs=1) == expected
+    assert core.parallel_map(divmod, [], jobs=2) == []

@@ -146,3 +146,24 @@ def test_generated_file_lists_match_the_mirror(name):
     assert {e.path: e.sha256 for e in manifest.files} == listed
     for entry in manifest.files[:20]:
         assert entry.size == (folder / entry.path).stat().st_size
+
+
+def test_a_parsed_manifest_is_kept_and_a_changed_or_damaged_one_parsed_again(tmp_path, monkeypatch):
+    from galaxy_helpers import core, manifests
+
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    path = _write(tmp_path, "tiny", GOOD.format(name="tiny", sha="a" * 64))
+    first = data.load_manifest(path)
+    (kept,) = core.cache_dir("manifests").glob("*.json")
+    parses = []
+    real_loads = manifests.tomllib.loads
+    monkeypatch.setattr(manifests.tomllib, "loads", lambda t: parses.append(1) or real_loads(t))
+    assert data.load_manifest(path) == first and parses == []  # read back, not parsed
+    kept.write_text("{not json")
+    assert data.load_manifest(path) == first and parses == [1]  # a damaged copy: parsed
+    path.write_text(path.read_text().replace("someone 2022", "someone else 2023"))
+    assert data.load_manifest(path).raw["citation"] == ["someone else 2023"]
+    assert parses == [1, 1]  # an edited file has another key
+    bad = _write(tmp_path, "broken", "name = [")
+    with pytest.raises(data.ManifestError, match="broken.toml: not valid TOML"):
+        data.load_manifest(bad)

@@ -32,10 +32,11 @@ from galaxy_helpers.anomaly.search import (
     ranking,
     ranking_metrics,
     run_simulation,
+    run_simulations,
 )
 
 __all__ = ["INTERESTING_SCORE", "ActiveLearner", "AstronomalyScorer"]
-__all__ += ["IsolationForestScorer", "expected_improvement", "run_simulation"]
+__all__ += ["IsolationForestScorer", "expected_improvement", "run_simulation", "run_simulations"]
 __all__ += ["ASTRONOMALY", "PAPER", "RESEARCHERS", "SearchComparison", "SimulatedResearcher"]
 __all__ += ["compare_methods", "comparison_table", "describe_researchers", "get_researcher"]
 __all__ += ["isolation_forest_metrics", "pca_embedding", "plot_learning_curves", "plot_ranking"]

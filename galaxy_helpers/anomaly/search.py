@@ -219,6 +219,7 @@ def run_simulation(
     threshold: int = INTERESTING_SCORE,
     top_n: Sequence[int] = (50, 100, 200),
     progress: bool = True,
+    jobs: int | None = None,
 ) -> pd.DataFrame:
     """Let a simulated researcher answer every batch and measure the ranking as labels grow.
 
@@ -229,39 +230,81 @@ def run_simulation(
     their label, the paper's headline) and ``predicted`` (the prediction alone). Scores >=
     ``threshold`` are interesting; ``top_n`` are the N of precision@N. Returns a DataFrame, one
     row per (repeat, n_labels, ranking): :func:`ranking_metrics`, ``n_interesting_labelled``.
+    The repeats run in ``jobs`` worker processes (default :func:`galaxy_helpers.core.n_jobs`);
+    each is seeded on its own, so the table is the same for any ``jobs``.
     """
-    from tqdm.auto import tqdm
+    tasks = _simulation_tasks(
+        X, researcher_scores, learner, n_labels, batch, repeats, seed, threshold, top_n
+    )
+    return _run_tasks([tasks], jobs, progress)[0]
 
+
+def run_simulations(
+    runs: Sequence[dict], jobs: int | None = None, progress: bool = True
+) -> list[pd.DataFrame]:
+    """Several :func:`run_simulation` calls (one dict of its arguments each, ``X`` and
+    ``researcher_scores`` included) whose repeats share one pool of ``jobs`` workers, so the
+    cores stay busy to the end; one table per run, the same as :func:`run_simulation`'s."""
+    defaults = dict(learner=None, n_labels=200, batch=10, repeats=5, seed=0)
+    defaults.update(threshold=INTERESTING_SCORE, top_n=(50, 100, 200))
+    groups = [_simulation_tasks(**(defaults | dict(run))) for run in runs]
+    return _run_tasks(groups, jobs, progress)
+
+
+def _simulation_tasks(
+    X, researcher_scores, learner, n_labels, batch, repeats, seed, threshold, top_n
+) -> list[tuple]:
+    """One ``_one_repeat`` argument tuple per repeat of :func:`run_simulation`."""
     X = _as_features(X)
     truth = _as_scores(researcher_scores, len(X))
-    interesting = truth >= threshold
     base = ActiveLearner() if learner is None else learner
-    rows, first = [], None
-    for rep in tqdm(range(repeats), desc="repeats", disable=not progress):
-        est = clone(base).set_params(random_state=seed + rep)
-        y = np.full(len(X), np.nan)
-        if isinstance(est, ActiveLearner) and first is not None:
-            est.fit(X, y, embedding_from=first)  # one PCA for every repeat, as in the paper
-        else:
-            first = est.fit(X, y)
-        labelled = 0
-        while labelled < n_labels:
-            idx = est.next_batch(
-                min(batch, n_labels - labelled), exclude=np.flatnonzero(~np.isnan(y))
-            )
-            if len(idx) == 0:
-                break
-            y[idx] = truth[idx]
-            labelled += len(idx)
-            est.update(y)
-            pred = est.predict()
-            for name, labelled_scores in (("labelled_first", y), ("predicted", None)):
-                order = ranking(pred, labelled_scores, threshold)
-                row = {"repeat": rep, "n_labels": labelled, "ranking": name}
-                row.update(ranking_metrics(order, interesting, top_n))
-                row["n_interesting_labelled"] = int(np.nansum(y >= threshold))
-                rows.append(row)
-    return pd.DataFrame(rows)
+    first = None
+    if isinstance(base, ActiveLearner):  # one PCA for every repeat, as in the paper
+        first = clone(base).set_params(random_state=seed).fit(X)
+    return [
+        (clone(base).set_params(random_state=seed + rep), X, truth, first, rep, n_labels, batch,
+         threshold, tuple(top_n))
+        for rep in range(repeats)
+    ]  # fmt: skip
+
+
+def _run_tasks(groups: list[list[tuple]], jobs, progress: bool) -> list[pd.DataFrame]:
+    """Run every group's repeats in one pool (:func:`core.parallel_map`); a table per group."""
+    from galaxy_helpers.core import parallel_map
+
+    flat = [task for group in groups for task in group]
+    rows = parallel_map(_one_repeat, flat, jobs=jobs, progress=progress, desc="repeats")
+    out, at = [], 0
+    for group in groups:
+        out.append(pd.DataFrame([r for part in rows[at : at + len(group)] for r in part]))
+        at += len(group)
+    return out
+
+
+def _one_repeat(est, X, truth, first, rep, n_labels, batch, threshold, top_n) -> list[dict]:
+    """One simulated search: choose a batch, reveal its scores, retrain, measure; the rows."""
+    interesting = truth >= threshold
+    y = np.full(len(X), np.nan)
+    if first is not None:
+        est.fit(X, y, embedding_from=first)
+    else:
+        est.fit(X, y)
+    rows, labelled = [], 0
+    while labelled < n_labels:
+        idx = est.next_batch(min(batch, n_labels - labelled), exclude=np.flatnonzero(~np.isnan(y)))
+        if len(idx) == 0:
+            break
+        y[idx] = truth[idx]
+        labelled += len(idx)
+        est.update(y)
+        pred = est.predict()
+        for name, labelled_scores in (("labelled_first", y), ("predicted", None)):
+            order = ranking(pred, labelled_scores, threshold)
+            row = {"repeat": rep, "n_labels": labelled, "ranking": name}
+            row.update(ranking_metrics(order, interesting, top_n))
+            row["n_interesting_labelled"] = int(np.nansum(y >= threshold))
+            rows.append(row)
+    return rows
 
 
 def isolation_forest_metrics(
@@ -333,18 +376,26 @@ def compare_methods(
     seed: int = 0,
     top_n: Sequence[int] = (50, 100, 200),
     progress: bool = True,
+    jobs: int | None = None,
 ) -> SearchComparison:
     """The paper's GP search and Astronomaly's (``baseline_repeats`` repeats, on
-    :func:`pca_embedding`) on the same galaxies; other arguments as :func:`run_simulation`.
+    :func:`pca_embedding`) on the same galaxies, their repeats in one pool of ``jobs`` workers;
+    other arguments as :func:`run_simulation`.
     Returns a :class:`SearchComparison` ``{PAPER: table, ASTRONOMALY: table}``."""
     embedding = pca_embedding(X, n_components=n_components, random_state=seed)
-    common = dict(n_labels=n_labels, batch=batch, seed=seed, top_n=top_n, progress=progress)
+    common = dict(n_labels=n_labels, batch=batch, seed=seed, top_n=top_n)
+    common["threshold"] = INTERESTING_SCORE
     gp = ActiveLearner(n_components=n_components, first_batch=first_batch)
-    paper = run_simulation(X, researcher_scores, gp, repeats=repeats, **common)
     astro = AstronomalyScorer()
-    baseline = run_simulation(
-        embedding, researcher_scores, astro, repeats=baseline_repeats, **common
-    )
+    baseline, paper = run_simulations(  # the baseline first: its repeats are the longest
+        [
+            dict(X=embedding, researcher_scores=researcher_scores, learner=astro,
+                 repeats=baseline_repeats, **common),
+            dict(X=X, researcher_scores=researcher_scores, learner=gp, repeats=repeats, **common),
+        ],
+        jobs,
+        progress,
+    )  # fmt: skip
     return SearchComparison({PAPER: paper, ASTRONOMALY: baseline})
 
 
