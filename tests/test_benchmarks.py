@@ -213,3 +213,15 @@ def test_bench_widget_simulation_labels_the_same_galaxies_either_way(tmp_path, m
     assert load_benchmark("bench_widget_simulation").main(args) == 0
     result = json.loads(out.read_text())
     assert result["same_labels"] and set(result["seconds"]) == {"every_batch", "last_batch"}
+
+
+def test_bench_parallel_repeats_gives_the_same_tables_either_way(tmp_path, monkeypatch):
+    monkeypatch.setenv("GALAXY_HELPERS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("GALAXY_HELPERS_JOBS", "2")
+    out = tmp_path / "parallel.json"
+    args = ["--n-galaxies", "300", "--n-labels", "20", "--repeats", "2", "--rounds", "1"]
+    assert (
+        load_benchmark("bench_parallel_repeats").main([*args, "--no-gz2", "--json", str(out)]) == 0
+    )
+    result = json.loads(out.read_text())
+    assert result["workers"] == 2 and result["same_tables"] == {"05 sky comparison": True}
