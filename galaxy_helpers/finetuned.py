@@ -138,11 +138,13 @@ class EncoderSource:
 
     def read(self, catalogue: pd.DataFrame, progress: bool = False) -> np.ndarray:
         """uint8 images of ``file_loc`` at this encoder's size and framing (times ``crop``)."""
-        from .images import catalogue_crops, load_images, model_resample
+        from .images import catalogue_crops, model_resample
+        from .representations import read_pixels
 
         crop, resample = catalogue_crops(catalogue, self.metadata), model_resample(self.metadata)
-        files, size = catalogue["file_loc"].tolist(), int(self.image_size)
-        return load_images(files, size, progress=progress, crop=crop, resample=resample)
+        # through the pixel caches: rows decoded before (e.g. for their representations) are
+        # gathered, not decoded again
+        return read_pixels(catalogue, int(self.image_size), crop, resample, progress=progress)
 
     def features(self, catalogue=None, images=None, progress: bool = False, ids=None):
         """Features ``(N, D)`` of uint8 images, or of a catalogue's cached table (rows ``ids``)."""

@@ -5,7 +5,7 @@ baselines (:func:`pixel_features`, :func:`random_weights_model`) and notebook 03
 from __future__ import annotations
 
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -223,6 +223,46 @@ def _keep_pixels(path: Path | None, arr: np.ndarray) -> None:
                 np.save(f, arr)
 
 
+#: Decoded catalogues this process keeps in memory (newest last, up to this many bytes), so a
+#: subset read later (the labelled rows, the rest, a population) is gathered, not decoded again.
+RECENT_PIXELS_MAX_BYTES = 256 * 2**20
+_RECENT: OrderedDict = OrderedDict()  # (size, resample, catalogue key) -> (index, pixels)
+
+
+def _file_keys(paths, crops) -> list[tuple]:
+    """One ``(file, size, mtime, crop)`` per image: a replaced file is another image."""
+    keys = []
+    for loc, crop in zip(paths, np.round(np.asarray(crops, dtype=np.float64), 6), strict=True):
+        try:
+            st = os.stat(loc)
+            keys.append((str(loc), st.st_size, st.st_mtime_ns, float(crop)))
+        except OSError:
+            keys.append((str(loc), None, None, float(crop)))
+    return keys
+
+
+def _remember(catalogue_key: str, paths, crops, size: int, resample, arr: np.ndarray) -> None:
+    if arr.nbytes > RECENT_PIXELS_MAX_BYTES:
+        return
+    index = {k: i for i, k in enumerate(_file_keys(paths, crops)) if k[1] is not None}
+    _RECENT[size, resample, catalogue_key] = (index, arr.copy())  # callers may write to theirs
+    _RECENT.move_to_end((size, resample, catalogue_key))
+    while sum(a.nbytes for _, a in _RECENT.values()) > RECENT_PIXELS_MAX_BYTES:
+        _RECENT.popitem(last=False)
+
+
+def _recall(paths, crops, size: int, resample) -> np.ndarray | None:
+    """The images of ``paths`` (at ``crops``) gathered from a catalogue decoded earlier in this
+    process that holds all of them, or None."""
+    if not _RECENT or not len(paths):
+        return None
+    keys = _file_keys(paths, crops)
+    for (sz, rs, _), (index, arr) in reversed(_RECENT.items()):
+        if (sz, rs) == (size, resample) and all(k in index for k in keys):
+            return arr[[index[k] for k in keys]]
+    return None
+
+
 def read_pixels(
     catalogue: pd.DataFrame,
     size: int,
@@ -238,16 +278,18 @@ def read_pixels(
     :func:`extract_representations`, else decoded and, up to :data:`PIXEL_CACHE_MAX_BYTES`, kept."""
     size = int(size)
     folder = Path(cache_dir) if cache_dir is not None else core.cache_dir()
-    path = None
+    paths = catalogue["file_loc"].astype(str).tolist()
+    if cache and (arr := _recall(paths, crops, size, resample)) is not None:
+        return arr
+    path, cat_key = None, catalogue_hash(catalogue)
     if cache:
-        path = _pixels_path(
-            folder, catalogue_hash(catalogue), len(catalogue), size, crops, resample
-        )
+        path = _pixels_path(folder, cat_key, len(catalogue), size, crops, resample)
     arr = _cached_pixels(path, (len(catalogue), size, size, 3))
     if arr is None:
-        paths = catalogue["file_loc"].astype(str).tolist()
         arr = load_images(paths, size, progress, crop=crops, resample=resample)
         _keep_pixels(path, arr)
+    if cache:
+        _remember(cat_key, paths, crops, size, resample, arr)
     return arr
 
 
@@ -358,10 +400,12 @@ def extract_representations(
                 return pd.read_parquet(path)
             except Exception:  # a corrupt cache file is rebuilt, never trusted
                 path.unlink(missing_ok=True)
-        if images is None:  # decoded before, for another encoder or baseline?
-            pixels_path = _pixels_path(folder, cat_key, len(catalogue), size, crops, resample)
-            images = _cached_pixels(pixels_path, (len(catalogue), size, size, 3))
     paths = catalogue["file_loc"].astype(str).tolist()
+    if cache and images is None:  # decoded before, for another encoder or baseline?
+        pixels_path = _pixels_path(folder, cat_key, len(catalogue), size, crops, resample)
+        images = _recall(paths, crops, size, resample)
+        if images is None:
+            images = _cached_pixels(pixels_path, (len(catalogue), size, size, 3))
     decoded = {}  # batch start -> pixels (the prefetching threads finish in any order)
 
     def load(s):
@@ -392,7 +436,9 @@ def extract_representations(
         model.train(was_training)
     table = _table(catalogue["id_str"], matrix, "feat")
     if decoded:  # kept for the next encoder of this catalogue (read_pixels)
-        _keep_pixels(pixels_path, np.concatenate([decoded[s] for s in sorted(decoded)]))
+        pixels = np.concatenate([decoded[s] for s in sorted(decoded)])
+        _keep_pixels(pixels_path, pixels)
+        _remember(cat_key, paths, crops, size, resample, pixels)
     if path is not None:
         with core.atomic_path(path) as tmp:
             table.to_parquet(tmp, index=False)

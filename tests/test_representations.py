@@ -120,6 +120,7 @@ def test_a_catalogue_is_decoded_once_for_every_encoder_and_baseline(
     os.utime(catalogue["file_loc"].iloc[0], ns=(1, 1))
     replaced = rep.read_pixels(catalogue, SIZE, crops, cache_dir=cache)
     assert not np.array_equal(replaced[0], fresh[0])
+    rep._RECENT.clear()  # a new process: only the files on disk
     for path in (cache / "representations").glob("decoded_*.npy"):
         path.write_bytes(b"truncated")
     np.testing.assert_array_equal(
@@ -131,6 +132,41 @@ def test_a_catalogue_is_decoded_once_for_every_encoder_and_baseline(
     rep.extract_representations(model, catalogue, cache_dir=big, progress=False, amp=False)
     rep.read_pixels(catalogue, SIZE, crops, cache_dir=big)
     assert not list(big.glob("representations/decoded_*"))
+
+
+def test_rows_decoded_earlier_in_the_process_are_gathered_not_decoded(
+    model, catalogue, tmp_path, monkeypatch
+):
+    """Notebook 06 reads the real rings for their representations, then the labelled rows and
+    the rest for training and prediction: each subset comes from the first decode."""
+    cache = tmp_path / "cache"
+    rep.extract_representations(model, catalogue, cache_dir=cache, progress=False, amp=False)
+    fresh = load_images(catalogue["file_loc"].tolist(), SIZE, progress=False)
+    decoded = []
+    real_load = rep.load_images
+    monkeypatch.setattr(
+        rep, "load_images", lambda p, *a, **k: decoded.append(p) or real_load(p, *a, **k)
+    )
+    subset = catalogue.iloc[[7, 2, 5]]
+    got = rep.read_pixels(subset, SIZE, np.ones(3), cache_dir=cache)
+    np.testing.assert_array_equal(got, fresh[[7, 2, 5]])
+    assert decoded == []
+    got[:] = 0  # the caller's copy: what is kept stays as decoded
+    np.testing.assert_array_equal(
+        rep.read_pixels(subset, SIZE, np.ones(3), cache_dir=cache), fresh[[7, 2, 5]]
+    )
+    assert decoded == []
+    # another framing, or a replaced file, is decoded again
+    rep.read_pixels(subset, SIZE, np.full(3, 0.5), cache_dir=cache)
+    assert len(decoded) == 1
+    save_image(fresh[2][::-1].copy(), catalogue["file_loc"].iloc[2])
+    os.utime(catalogue["file_loc"].iloc[2], ns=(1, 1))
+    again = rep.read_pixels(subset, SIZE, np.ones(3), cache_dir=cache)
+    assert len(decoded) == 2 and not np.array_equal(again[1], fresh[2])
+    # the memory it may hold is bounded: the oldest catalogues go first
+    monkeypatch.setattr(rep, "RECENT_PIXELS_MAX_BYTES", fresh[:3].nbytes)
+    rep.read_pixels(catalogue.iloc[:2], SIZE, np.full(2, 0.7), cache_dir=cache)  # decoded, kept
+    assert sum(a.nbytes for _, a in rep._RECENT.values()) <= fresh[:3].nbytes
 
 
 def test_extract_is_cached_by_model_and_catalogue(model, catalogue, tmp_path, monkeypatch):
