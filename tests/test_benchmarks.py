@@ -225,3 +225,15 @@ def test_bench_parallel_repeats_gives_the_same_tables_either_way(tmp_path, monke
     )
     result = json.loads(out.read_text())
     assert result["workers"] == 2 and result["same_tables"] == {"05 sky comparison": True}
+
+
+def test_bench_mirror_copy_leaves_the_same_files_either_way(tmp_path):
+    from galaxy_helpers import data
+
+    if not data.dataset_available("gz_decals_rings"):
+        pytest.skip("the real rings are not in the mirror here")
+    out = tmp_path / "mirror.json"
+    args = ["--dataset", "gz_decals_rings", "--rounds", "1", "--json", str(out)]
+    assert load_benchmark("bench_mirror_copy").main(args) == 0
+    result = json.loads(out.read_text())
+    assert result["same_files"] and result["files"] > 400
