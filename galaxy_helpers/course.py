@@ -158,7 +158,7 @@ def check_environment(min_free_gb: float = 2.0):
     import pandas as pd
     import torch
 
-    from . import checkpoints, data, training
+    from . import data, models, recipes, training
 
     rows = []
 
@@ -180,8 +180,11 @@ def check_environment(min_free_gb: float = 2.0):
     add("GPU", gpu, True)
     bf16 = training.cpu_has_native_bfloat16()
     add("CPU bfloat16 (faster training and encoding)", "yes" if bf16 else "no: float32", True)
-    try:
-        _, meta = checkpoints.load_model("course", progress=False)
+    try:  # both files there and the weights the ones saved (sha256), without building it
+        what = "the course checkpoint ships with the package"
+        _, _, meta = models.read_checkpoint_metadata(
+            recipes.course_checkpoint_path(), models.CheckpointError, what
+        )
         add("course checkpoint", f"{meta['architecture']} at {meta['image_size']} px", True)
     except Exception as err:  # report, never raise: this is a check
         add("course checkpoint", f"cannot load: {err}", False, "reinstall: `make env`")

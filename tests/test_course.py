@@ -276,3 +276,23 @@ def test_check_environment_reports_every_need_and_says_what_to_do():
     strict = course.check_environment(min_free_gb=1e9)  # no disk has an exabyte free
     assert not strict.loc["cache folder", "ok"]
     assert "GALAXY_HELPERS_CACHE" in strict.loc["cache folder", "what to do"]
+
+
+def test_check_environment_names_a_damaged_course_checkpoint(tmp_path, monkeypatch):
+    import shutil
+
+    from galaxy_helpers import recipes
+
+    real = recipes.course_checkpoint_path()
+    copy = tmp_path / real.name
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(real.with_suffix(suffix), copy.with_suffix(suffix))
+    with open(copy.with_suffix(".safetensors"), "r+b") as f:  # one byte of the weights changed
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    monkeypatch.setattr(recipes, "course_checkpoint_path", lambda: copy)
+    row = course.check_environment().loc["course checkpoint"]
+    assert not row["ok"] and "sha256 differs" in row["found"]
+    assert "make env" in row["what to do"]
