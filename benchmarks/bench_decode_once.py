@@ -44,9 +44,10 @@ def one_round(cat, variant: str, folder: Path, encoder: str) -> dict[str, float]
     from galaxy_helpers import checkpoints, representations, transfer
 
     os.environ["GALAXY_HELPERS_CACHE"] = str(folder)  # where transfer's baselines cache
-    keep = representations.PIXEL_CACHE_MAX_BYTES
-    if variant == "per_notebook":
-        representations.PIXEL_CACHE_MAX_BYTES = 0
+    keep = representations.PIXEL_CACHE_MAX_BYTES, representations.RECENT_PIXELS_MAX_BYTES
+    representations._RECENT.clear()  # each round starts as a new notebook's process
+    if variant == "per_notebook":  # nothing kept, on disk or in memory
+        representations.PIXEL_CACHE_MAX_BYTES = representations.RECENT_PIXELS_MAX_BYTES = 0
     try:
         model, meta = checkpoints.load_model(encoder, progress=False)
         t0 = time.perf_counter()
@@ -57,7 +58,7 @@ def one_round(cat, variant: str, folder: Path, encoder: str) -> dict[str, float]
         transfer.encoder_features("pixels", cat, reference=encoder, cache=shared)
         t2 = time.perf_counter()
     finally:
-        representations.PIXEL_CACHE_MAX_BYTES = keep
+        representations.PIXEL_CACHE_MAX_BYTES, representations.RECENT_PIXELS_MAX_BYTES = keep
     return {"nb03_extract": t1 - t0, "nb04_baselines": t2 - t1, "total": t2 - t0}
 
 

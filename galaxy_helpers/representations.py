@@ -279,11 +279,13 @@ def read_pixels(
     size = int(size)
     folder = Path(cache_dir) if cache_dir is not None else core.cache_dir()
     paths = catalogue["file_loc"].astype(str).tolist()
-    if cache and (arr := _recall(paths, crops, size, resample)) is not None:
-        return arr
     path, cat_key = None, catalogue_hash(catalogue)
     if cache:
         path = _pixels_path(folder, cat_key, len(catalogue), size, crops, resample)
+        if (arr := _recall(paths, crops, size, resample)) is not None:
+            if path is not None and not path.exists():  # for the next process too
+                _keep_pixels(path, arr)
+            return arr
     arr = _cached_pixels(path, (len(catalogue), size, size, 3))
     if arr is None:
         arr = load_images(paths, size, progress, crop=crops, resample=resample)
@@ -406,6 +408,8 @@ def extract_representations(
         images = _recall(paths, crops, size, resample)
         if images is None:
             images = _cached_pixels(pixels_path, (len(catalogue), size, size, 3))
+        elif pixels_path is not None and not pixels_path.exists():  # for the next process too
+            _keep_pixels(pixels_path, images)
     decoded = {}  # batch start -> pixels (the prefetching threads finish in any order)
 
     def load(s):

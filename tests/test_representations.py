@@ -148,9 +148,11 @@ def test_rows_decoded_earlier_in_the_process_are_gathered_not_decoded(
         rep, "load_images", lambda p, *a, **k: decoded.append(p) or real_load(p, *a, **k)
     )
     subset = catalogue.iloc[[7, 2, 5]]
+    kept = len(list(cache.glob("representations/decoded_*.npy")))
     got = rep.read_pixels(subset, SIZE, np.ones(3), cache_dir=cache)
     np.testing.assert_array_equal(got, fresh[[7, 2, 5]])
     assert decoded == []
+    assert len(list(cache.glob("representations/decoded_*.npy"))) == kept + 1  # for next time
     got[:] = 0  # the caller's copy: what is kept stays as decoded
     np.testing.assert_array_equal(
         rep.read_pixels(subset, SIZE, np.ones(3), cache_dir=cache), fresh[[7, 2, 5]]
