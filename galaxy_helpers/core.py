@@ -88,8 +88,9 @@ def n_jobs() -> int:
 def parallel_imap(func, tasks, jobs: int | None = None):
     """``func(*task)`` for each task, yielded in task order as they finish, the tasks spread over
     ``jobs`` worker processes (default :func:`n_jobs`; joblib's reusable loky pool, one BLAS
-    and OpenMP thread per worker). For single-threaded work (scikit-learn's Gaussian processes,
-    small fits, small networks) that would leave the other cores idle. Each task must be seeded
+    and OpenMP thread per worker). For single-threaded work (scikit-learn's Gaussian processes and
+    small fits) that would leave the other cores idle; not for torch training, which uses the
+    cores better from one process (DEVELOPERS.md, "Course time, third pass"). Each task must be seeded
     on its own, so the results do not depend on ``jobs``; ``jobs=1`` runs them here."""
     tasks = list(tasks)
     jobs = min(n_jobs() if jobs is None else max(1, int(jobs)), max(1, len(tasks)))
