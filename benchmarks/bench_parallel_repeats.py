@@ -39,7 +39,8 @@ def main(argv=None) -> int:
 
     from galaxy_helpers import anomaly, core, data, representations, synthetic, transfer
 
-    sky = synthetic.make_sky(progress=False, **({} if args.n_galaxies is None else {"n_galaxies": args.n_galaxies}))  # fmt: skip
+    sky_size = {} if args.n_galaxies is None else {"n_galaxies": args.n_galaxies}
+    sky = synthetic.make_sky(progress=False, **sky_size)
     table = representations.extract_representations(args.encoder, sky, progress=False)
     scores = anomaly.get_researcher("merger hunter").score(sky)
     common = dict(n_labels=args.n_labels, repeats=args.repeats, progress=False)

@@ -170,6 +170,15 @@ def model_hash(model, metadata: dict) -> str:
     return core.content_key([name for name, _ in state], *tensors, str(prep))
 
 
+def _file_signature(loc) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of an image file (None if missing): a replaced file is another."""
+    try:
+        st = os.stat(loc)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def catalogue_hash(catalogue: pd.DataFrame) -> str:
     """16 hex digits of a catalogue's ids, crops and image files (path, size, modification
     time: a replaced file is caught without reading every image)."""
@@ -177,12 +186,8 @@ def catalogue_hash(catalogue: pd.DataFrame) -> str:
     for gid, loc in zip(
         catalogue["id_str"].astype(str), catalogue["file_loc"].astype(str), strict=True
     ):
-        try:
-            st = os.stat(loc)
-            sig = f"{st.st_size}:{st.st_mtime_ns}"
-        except OSError:
-            sig = "missing"
-        lines.append(f"{gid}\t{loc}\t{sig}")
+        sig = _file_signature(loc)
+        lines.append(f"{gid}\t{loc}\t" + ("missing" if sig is None else f"{sig[0]}:{sig[1]}"))
     crops = catalogue["crop"] if "crop" in catalogue.columns else ()
     return core.content_key("\n".join(lines), np.asarray(crops, dtype=np.float64))
 
@@ -230,37 +235,43 @@ _RECENT: OrderedDict = OrderedDict()  # (size, resample, catalogue key) -> (inde
 
 
 def _file_keys(paths, crops) -> list[tuple]:
-    """One ``(file, size, mtime, crop)`` per image: a replaced file is another image."""
-    keys = []
-    for loc, crop in zip(paths, np.round(np.asarray(crops, dtype=np.float64), 6), strict=True):
-        try:
-            st = os.stat(loc)
-            keys.append((str(loc), st.st_size, st.st_mtime_ns, float(crop)))
-        except OSError:
-            keys.append((str(loc), None, None, float(crop)))
-    return keys
+    """One ``(file, (size, mtime), crop)`` per image."""
+    crops = np.round(np.asarray(crops, dtype=np.float64), 6)
+    return [(str(p), _file_signature(p), float(c)) for p, c in zip(paths, crops, strict=True)]
 
 
-def _remember(catalogue_key: str, paths, crops, size: int, resample, arr: np.ndarray) -> None:
+def _remember(catalogue_key: str, keys: list[tuple], size: int, resample, arr: np.ndarray):
     if arr.nbytes > RECENT_PIXELS_MAX_BYTES:
         return
-    index = {k: i for i, k in enumerate(_file_keys(paths, crops)) if k[1] is not None}
+    index = {k: i for i, k in enumerate(keys) if k[1] is not None}
     _RECENT[size, resample, catalogue_key] = (index, arr.copy())  # callers may write to theirs
     _RECENT.move_to_end((size, resample, catalogue_key))
     while sum(a.nbytes for _, a in _RECENT.values()) > RECENT_PIXELS_MAX_BYTES:
         _RECENT.popitem(last=False)
 
 
-def _recall(paths, crops, size: int, resample) -> np.ndarray | None:
-    """The images of ``paths`` (at ``crops``) gathered from a catalogue decoded earlier in this
-    process that holds all of them, or None."""
-    if not _RECENT or not len(paths):
-        return None
-    keys = _file_keys(paths, crops)
+def _recall(keys: list[tuple], size: int, resample) -> np.ndarray | None:
+    """The images of ``keys`` gathered from a catalogue decoded earlier in this process that
+    holds all of them, or None."""
     for (sz, rs, _), (index, arr) in reversed(_RECENT.items()):
         if (sz, rs) == (size, resample) and all(k in index for k in keys):
             return arr[[index[k] for k in keys]]
     return None
+
+
+def _known_pixels(path: Path | None, cat_key: str, keys, size: int, resample):
+    """A catalogue's pixels decoded before: gathered from this process's memory (and then kept
+    on disk for the next process, if they are not there yet), or read from ``path``; None
+    when they must be decoded. What comes from disk is remembered here too."""
+    arr = _recall(keys, size, resample) if keys else None
+    if arr is not None:
+        if path is not None and not path.exists():
+            _keep_pixels(path, arr)
+        return arr
+    arr = _cached_pixels(path, (len(keys), size, size, 3))
+    if arr is not None:
+        _remember(cat_key, keys, size, resample, arr)
+    return arr
 
 
 def read_pixels(
@@ -279,19 +290,15 @@ def read_pixels(
     size = int(size)
     folder = Path(cache_dir) if cache_dir is not None else core.cache_dir()
     paths = catalogue["file_loc"].astype(str).tolist()
-    path, cat_key = None, catalogue_hash(catalogue)
-    if cache:
-        path = _pixels_path(folder, cat_key, len(catalogue), size, crops, resample)
-        if (arr := _recall(paths, crops, size, resample)) is not None:
-            if path is not None and not path.exists():  # for the next process too
-                _keep_pixels(path, arr)
-            return arr
-    arr = _cached_pixels(path, (len(catalogue), size, size, 3))
+    if not cache:
+        return load_images(paths, size, progress, crop=crops, resample=resample)
+    cat_key, keys = catalogue_hash(catalogue), _file_keys(paths, crops)
+    path = _pixels_path(folder, cat_key, len(catalogue), size, crops, resample)
+    arr = _known_pixels(path, cat_key, keys, size, resample)
     if arr is None:
         arr = load_images(paths, size, progress, crop=crops, resample=resample)
         _keep_pixels(path, arr)
-    if cache:
-        _remember(cat_key, paths, crops, size, resample, arr)
+        _remember(cat_key, keys, size, resample, arr)
     return arr
 
 
@@ -405,11 +412,8 @@ def extract_representations(
     paths = catalogue["file_loc"].astype(str).tolist()
     if cache and images is None:  # decoded before, for another encoder or baseline?
         pixels_path = _pixels_path(folder, cat_key, len(catalogue), size, crops, resample)
-        images = _recall(paths, crops, size, resample)
-        if images is None:
-            images = _cached_pixels(pixels_path, (len(catalogue), size, size, 3))
-        elif pixels_path is not None and not pixels_path.exists():  # for the next process too
-            _keep_pixels(pixels_path, images)
+        keys = _file_keys(paths, crops)
+        images = _known_pixels(pixels_path, cat_key, keys, size, resample)
     decoded = {}  # batch start -> pixels (the prefetching threads finish in any order)
 
     def load(s):
@@ -442,7 +446,7 @@ def extract_representations(
     if decoded:  # kept for the next encoder of this catalogue (read_pixels)
         pixels = np.concatenate([decoded[s] for s in sorted(decoded)])
         _keep_pixels(pixels_path, pixels)
-        _remember(cat_key, paths, crops, size, resample, pixels)
+        _remember(cat_key, keys, size, resample, pixels)
     if path is not None:
         with core.atomic_path(path) as tmp:
             table.to_parquet(tmp, index=False)

@@ -129,7 +129,7 @@ def tag_precision(features, catalogue: pd.DataFrame, tags, k: int = 10) -> dict[
     return out
 
 
-def _anomaly_run(features, odd, n_labels: int, batch: int, repeats: int, seed: int) -> dict:
+def _anomaly_run(features, odd, n_labels=200, batch=10, repeats=5, seed=0) -> dict:
     """The :func:`run_simulation` arguments of the paper's Galaxy Zoo 2 experiment."""
     # round(5 x odd) >= 5 exactly when odd > 0.9 (4.5 rounds to 4): threshold 5 is the paper's
     return dict(
@@ -279,7 +279,7 @@ def compare_anomaly_search(
     search's repeats in one pool of worker processes)."""
     features = _features_by_encoder(catalogue, encoder)
     odd = catalogue["odd"]
-    runs = [_anomaly_run(X, odd, 200, 10, repeats, seed) for X in features.values()]
+    runs = [_anomaly_run(X, odd, repeats=repeats, seed=seed) for X in features.values()]
     results = run_simulations(runs, progress=False)
     rows = {name: _anomaly_summary(r, odd) for name, r in zip(features, results, strict=True)}
     table = pd.DataFrame(rows).T

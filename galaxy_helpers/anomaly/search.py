@@ -3,6 +3,7 @@ researcher wants (:func:`run_simulation`, :func:`compare_methods`), its metrics 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -245,8 +246,10 @@ def run_simulations(
     """Several :func:`run_simulation` calls (one dict of its arguments each, ``X`` and
     ``researcher_scores`` included) whose repeats share one pool of ``jobs`` workers, so the
     cores stay busy to the end; one table per run, the same as :func:`run_simulation`'s."""
-    defaults = dict(learner=None, n_labels=200, batch=10, repeats=5, seed=0)
-    defaults.update(threshold=INTERESTING_SCORE, top_n=(50, 100, 200))
+    params = inspect.signature(run_simulation).parameters.values()
+    defaults = {p.name: p.default for p in params if p.default is not p.empty}
+    for name in ("progress", "jobs"):  # the pool's, not a run's
+        defaults.pop(name)
     groups = [_simulation_tasks(**(defaults | dict(run))) for run in runs]
     return _run_tasks(groups, jobs, progress)
 
@@ -383,19 +386,15 @@ def compare_methods(
     other arguments as :func:`run_simulation`.
     Returns a :class:`SearchComparison` ``{PAPER: table, ASTRONOMALY: table}``."""
     embedding = pca_embedding(X, n_components=n_components, random_state=seed)
-    common = dict(n_labels=n_labels, batch=batch, seed=seed, top_n=top_n)
-    common["threshold"] = INTERESTING_SCORE
+    common = dict(researcher_scores=researcher_scores, n_labels=n_labels, batch=batch, seed=seed)
+    common["top_n"] = top_n
     gp = ActiveLearner(n_components=n_components, first_batch=first_batch)
     astro = AstronomalyScorer()
-    baseline, paper = run_simulations(  # the baseline first: its repeats are the longest
-        [
-            dict(X=embedding, researcher_scores=researcher_scores, learner=astro,
-                 repeats=baseline_repeats, **common),
-            dict(X=X, researcher_scores=researcher_scores, learner=gp, repeats=repeats, **common),
-        ],
-        jobs,
-        progress,
-    )  # fmt: skip
+    runs = [  # the baseline first: its repeats are the longest
+        dict(X=embedding, learner=astro, repeats=baseline_repeats, **common),
+        dict(X=X, learner=gp, repeats=repeats, **common),
+    ]
+    baseline, paper = run_simulations(runs, jobs, progress)
     return SearchComparison({PAPER: paper, ASTRONOMALY: baseline})
 
 
