@@ -80,6 +80,7 @@ def main(argv=None) -> int:
         "encoder": args.encoder,
         "workers": int(jobs["workers"]),
         "rounds": args.rounds,
+        "no_gz2": args.no_gz2,  # else a missing GZ2 workload means the data was not there
         "seconds": {n: {v: round(s, 2) for v, s in b.items()} for n, b in best.items()},
         "speedup": {n: round(b["one_after_another"] / b["workers"], 2) for n, b in best.items()},
         "same_tables": {n: same(n) for n in workloads},

@@ -1,6 +1,6 @@
 """The README's benchmark table, measured in one run and rendered from the results it saves.
 
-Runs the five benchmark scripts one after the other, each in a process of its own (so one's torch
+Runs the benchmark scripts one after the other, each in a process of its own (so one's torch
 threads, memory or worker processes never touch the next), with the commands the README's table
 names (``bench_search.py`` twice). Each writes ``<out>/<run>_<date>.json``; this script keeps
 what it saw of each run (command, exit code, load average at its start, seconds) and the
@@ -8,9 +8,18 @@ machine's facts in ``<out>/benchmarks_<date>.json``, and writes ``<out>/benchmar
 the table, every number in it formatted from those files, and the conditions under it. The
 README quotes that file verbatim (``tests/test_benchmark_table.py``).
 
+Real galaxies come from the cache or the data mirror (``$GALAXY_DATA_MIRROR``, passed on to every
+benchmark as an absolute path): without the Galaxy Zoo 2 subset, ``decode_once`` measures the
+synthetic sky and ``parallel_repeats`` the sky alone, and their rows say so; ``mirror_copy`` is
+not run without its dataset in the mirror, so the table is not written.
+Not in the table: ``bench_compile.py`` (a cold Inductor compile alone takes minutes),
+``bench_gpu_profile.py`` (GPU only), and ``bench_margins.py``, ``bench_course.py`` and
+``bench_real_transfer.py`` (science margins, course budgets and real-galaxy results, not speed).
+
 Usage::
 
-    python benchmarks/bench_table.py                      # the real run, into benchmarks/results
+    GALAXY_DATA_MIRROR=../shared/data python benchmarks/bench_table.py   # the real run, into
+                                                          # benchmarks/results
     python benchmarks/bench_table.py --only search_all    # rerun one; the table is re-rendered
                                                           # from every result of that date
     python benchmarks/bench_table.py --render --date 2026-12-05   # re-render only
@@ -49,9 +58,14 @@ class Run(NamedTuple):
     args: str  # the README's command line after the script
     smoke: str  # tiny sizes: seconds, measures nothing
     budget_exit: bool = False  # exits 1 when over its budget, after writing its result
+    mirror: bool = False  # copies its --dataset from the data mirror: not run when it is not there
 
     def argv(self, smoke: bool) -> list[str]:
         return (self.smoke if smoke else self.args).split()
+
+    def dataset(self, smoke: bool) -> str:
+        argv = self.argv(smoke)
+        return argv[argv.index("--dataset") + 1]
 
 
 RUNS = (
@@ -77,6 +91,40 @@ RUNS = (
         budget_exit=True,
     ),
     Run("synthetic", "bench_synthetic.py", "", "--n 200 --size 32 --workers 1", budget_exit=True),
+    Run(
+        "channels_last",
+        "bench_channels_last.py",
+        "",
+        "--n-galaxies 300 --n 64 --steps 2 --batch 8 --rounds 1",
+    ),
+    Run(
+        "optimizer",
+        "bench_optimizer.py",
+        "--rounds 5",
+        "--image-size 16 --batch-size 8 --steps 2 --rounds 1 --threads 1",
+    ),
+    Run(
+        "widget_simulation",
+        "bench_widget_simulation.py",
+        "",
+        "--n-galaxies 300 --n-labels 30 --rounds 1",
+    ),
+    Run(
+        "decode_once", "bench_decode_once.py", "", "--dataset gz_decals_examples --n 32 --rounds 1"
+    ),
+    Run(
+        "parallel_repeats",
+        "bench_parallel_repeats.py",
+        "",
+        "--n-galaxies 300 --n-labels 20 --repeats 2 --rounds 1 --no-gz2",
+    ),
+    Run(
+        "mirror_copy",
+        "bench_mirror_copy.py",
+        "--dataset gz2_kaggle_subset --rounds 4",
+        "--dataset gz_decals_examples --rounds 1",
+        mirror=True,
+    ),
 )
 RUN_NAMES = tuple(r.name for r in RUNS)
 HEADER = "| what | command | ours | baseline, same run |\n|---|---|---|---|\n"
@@ -220,6 +268,163 @@ def _synthetic(r: dict) -> tuple[str, str, str]:
     return "synthetic sky generation", ours, base
 
 
+def _s(v: float) -> str:
+    return f"{v:,.2f}"
+
+
+def _faster(ratio: float, baseline: str) -> str:
+    """``ratio``, the baseline's time over ours: a speed-up, flagged when it is none."""
+    return f"{ratio:.2f}x {baseline}" + ("" if ratio >= 1 else ", **slower**")
+
+
+def _time_of(ratio: float, baseline: str) -> str:
+    """``ratio``, our time over the baseline's, flagged when over 1."""
+    return f"{ratio:.2f}x {baseline}" + ("" if ratio <= 1 else ", **slower**")
+
+
+def _channels_last(r: dict) -> tuple[str, str, str]:
+    n = r["numerics"]
+    what = (
+        f"channels-last encoder input ({r['encoder']} checkpoint, {r['image_size']} px, "
+        f"{_plural(r['torch_threads'], 'torch thread')}, {n['precision']})"
+    )
+    nhwc, nchw = r["variants"]["channels_last"], r["variants"]["nchw"]
+    encode, finetune = (
+        _faster(r[k], "NCHW's speed") for k in ("speedup_encode", "speedup_finetune")
+    )
+    ours = (
+        f"encoding {nhwc['encode_img_per_s']:,.1f} img/s ({encode}), a finetuning step "
+        f"{nhwc['finetune_img_per_s']:,.1f} img/s ({finetune}); "
+        f"each the best of {_plural(r['rounds'], 'alternated round')}"
+    )
+    base = (
+        f"contiguous NCHW input, same images: encoding {nchw['encode_img_per_s']:,.1f} img/s, "
+        f"finetuning {nchw['finetune_img_per_s']:,.1f} img/s"
+    )
+    return what, ours, base
+
+
+def _optimizer(r: dict) -> tuple[str, str, str]:
+    c, n = r["config"], r["numerics"]
+    what = (
+        f"AdamW step ({c['architecture']}, {c['image_size']} px, batch {c['batch_size']}, "
+        f"{_plural(n['torch_threads'], 'torch thread')}, {n['precision']})"
+    )
+    fused, default = r["ms"]["fused"], r["ms"]["default"]
+    kernel = (
+        "fused kernel (`training.make_adamw`)"
+        if c["fused_kernel_used"]
+        else "`training.make_adamw`, **the fused kernel was not available**"
+    )
+    optimizer, step = (
+        _time_of(r[k], "the default's time")
+        for k in ("fused_optimizer_over_default", "fused_step_over_default")
+    )
+    ours = (
+        f"{kernel}: optimizer {_ms(fused['optimizer'])} ms ({optimizer}), whole step "
+        f"{step} (forward + "
+        f"backward {_ms(fused['forward_backward'])} ms); best of "
+        f"{_plural(c['rounds'], 'alternated round')} of {c['steps']} steps"
+    )
+    base = (
+        f"PyTorch's default AdamW: optimizer {_ms(default['optimizer'])} ms, forward + "
+        f"backward {_ms(default['forward_backward'])} ms"
+    )
+    return what, ours, base
+
+
+def _widget_simulation(r: dict) -> tuple[str, str, str]:
+    what = (
+        f"simulated labelling, {r['n_labels']:,} labels (`LabellingWidget.run_simulated`, "
+        f"{r['encoder']} checkpoint's features)"
+    )
+    s = r["seconds"]
+    same = "the same labels either way" if r["same_labels"] else "**different labels**"
+    speed = _faster(r["speedup"], "drawing every batch's speed")
+    ours = (
+        f"the last batch's cards only: {_s(s['last_batch'])} s ({speed}), {same}; best of "
+        f"{_plural(r['rounds'], 'alternated round')}, outside a Jupyter kernel"
+    )
+    base = f"every batch's cards and top gallery drawn: {_s(s['every_batch'])} s"
+    return what, ours, base
+
+
+#: What a result without real galaxies says about it (the table's commands always ask for some).
+NO_GZ2 = "neither cached nor in a data mirror (`GALAXY_DATA_MIRROR`)"
+
+
+def _decode_once(r: dict) -> tuple[str, str, str]:
+    c = r["config"]
+    if c["dataset"] == "synthetic":
+        where = f"{c['galaxies']:,} galaxies of the synthetic sky: **no real galaxies, {NO_GZ2}**"
+    else:
+        where = f"{c['galaxies']:,} galaxies of `{c['dataset']}`"
+    what = (
+        f"one decode of a catalogue for the {c['encoder']} checkpoint's table and both "
+        f"baselines ({where})"
+    )
+    once, again = r["seconds"]["once"], r["seconds"]["per_notebook"]
+    total, baselines = (
+        _time_of(r[k], "the time when decoded again")
+        for k in ("once_over_per_notebook", "nb04_once_over_per_notebook")
+    )
+    ours = (
+        f"pixels kept: {_s(once['total'])} s in all ({total}), the baselines "
+        f"{_s(once['nb04_baselines'])} s ({baselines}); best of "
+        f"{_plural(c['rounds'], 'alternated round')}, fresh caches"
+    )
+    base = (
+        f"decoded again for the baselines: {_s(again['total'])} s in all, the baselines "
+        f"{_s(again['nb04_baselines'])} s (the checkpoint's table "
+        f"{_s(again['nb03_extract'])} s, {_s(once['nb03_extract'])} s with pixels kept)"
+    )
+    return what, ours, base
+
+
+def _parallel_repeats(r: dict) -> tuple[str, str, str]:
+    what = (
+        f"independent repeats in {_plural(r['workers'], 'worker process', 'worker processes')} "
+        f"(`core.parallel_map`, {r['encoder']} checkpoint)"
+    )
+    s, speedup, same = r["seconds"], r["speedup"], r["same_tables"]
+    one = "one process's speed"
+    parts = [
+        f"{name} {_s(s[name]['workers'])} s ({_faster(x, one)})" for name, x in speedup.items()
+    ]
+    differ = [name for name, ok in same.items() if not ok]
+    text = "; ".join(parts) + (
+        f"; **different tables: {', '.join(differ)}**" if differ else "; the same tables either way"
+    )
+    if not any("GZ2" in name for name in s):
+        text += (
+            "; Galaxy Zoo 2 workloads left out (`--no-gz2`)"
+            if r.get("no_gz2")
+            else f"; **no Galaxy Zoo 2 workloads: `gz2_kaggle_subset` {NO_GZ2}**"
+        )
+    ours = f"{text}; best of {_plural(r['rounds'], 'alternated round')}"
+    base = "one after the other: " + "; ".join(
+        f"{name} {_s(t['one_after_another'])} s" for name, t in s.items()
+    )
+    return what, ours, base
+
+
+def _mirror_copy(r: dict) -> tuple[str, str, str]:
+    what = (
+        f"a dataset copied from the data mirror into an empty cache (`data.fetch`, "
+        f"{_plural(r['files'], 'file')} of `{r['dataset']}`)"
+    )
+    s = r["seconds"]
+    same = "the same bytes either way" if r["same_files"] else "**different files**"
+    speed = _faster(r["speedup"], "pooch's speed")
+    ours = (
+        f"one read per file (`data._copy_verified`): {_s(s['one_read'])} s ({speed}), {same}; "
+        f"best of "
+        f"{_plural(r['rounds'], 'alternated round')}"
+    )
+    base = f"each file through pooch's fetch: {_s(s['pooch'])} s"
+    return what, ours, base
+
+
 #: (results file stem, cells of its row), in the table's order.
 ROWS = (
     ("training", _training),
@@ -228,6 +433,12 @@ ROWS = (
     ("search_all", _search_all),
     ("anomaly", _anomaly),
     ("synthetic", _synthetic),
+    ("channels_last", _channels_last),
+    ("optimizer", _optimizer),
+    ("widget_simulation", _widget_simulation),
+    ("decode_once", _decode_once),
+    ("parallel_repeats", _parallel_repeats),
+    ("mirror_copy", _mirror_copy),
 )
 
 
@@ -239,21 +450,25 @@ def _shown(folder: Path) -> str:
         return str(folder)
 
 
-def markdown(results: dict, meta: dict, where: str) -> str:
-    """The table and the conditions it was measured in, from the results and this run's record."""
+def markdown(results: dict, meta: dict, where: str, names=RUN_NAMES) -> str:
+    """The table and the conditions it was measured in, from the results and this run's record
+    (the rows of ``names``, in the table's order)."""
     date, runs, m = meta["date"], meta["runs"], meta["machine"]
+    names = [n for n in RUN_NAMES if n in names]
     lines = [HEADER.rstrip("\n")]
     for name, cells in ROWS:
+        if name not in names:
+            continue
         what, ours, base = cells(results[name])
         lines.append(f"| {what} | `{runs[name]['command']}` | {ours} | {base} |")
-    smoke = any(runs[name]["smoke"] for name in RUN_NAMES)
+    smoke = any(runs[name]["smoke"] for name in names)
     text = "\n".join(lines) + "\n\n"
     if smoke:
         text += (
             "**Smoke run at tiny sizes: these numbers say nothing about speed; only a run "
             "without `--smoke` is a measurement.**\n\n"
         )
-    names = ", ".join(f"`{n}`" for n in RUN_NAMES)
+    listed = ", ".join(f"`{n}`" for n in names)
     threads_env = ", ".join(f"{k}={v}" for k, v in m["thread_env"].items()) or (
         "no thread variables set"
     )
@@ -261,20 +476,21 @@ def markdown(results: dict, meta: dict, where: str) -> str:
         f"Measured on {date} (UTC) by `python benchmarks/bench_table.py"
         f"{' --smoke' if smoke else ''}`, one benchmark after the other, each in a process of "
         f"its own; every number in the table is read from `{where}/<name>_{date}.json` for "
-        f"{names}. Machine: {m['cpu_count']} CPUs ({m['cpu_model']}), Python {m['python']} on "
+        f"{listed}. Machine: {m['cpu_count']} CPUs ({m['cpu_model']}), Python {m['python']} on "
         f"{m['platform']}, torch {m['torch']} with {m['torch_threads']} threads by default "
         f"({threads_env}). Load average (1, 5, 15 min) when each started, and its wall time: "
     )
     text += "; ".join(
         f"{name} {', '.join(f'{x:.2f}' for x in runs[name]['load_average_start'])} "
         f"({runs[name]['seconds']:.0f} s)"
-        for name in RUN_NAMES
+        for name in names
     )
     return text + ".\n"
 
 
-def render(folder: Path, date: str) -> str:
-    """The markdown of ``<folder>/benchmarks_<date>.json`` and the results it names."""
+def render(folder: Path, date: str, names=RUN_NAMES) -> str:
+    """The markdown of ``<folder>/benchmarks_<date>.json`` and the results it names: every run of
+    the table (or only ``names``, to re-render a table of fewer rows)."""
     folder = Path(folder)
     meta_path = folder / f"benchmarks_{date}.json"
     if not meta_path.exists():
@@ -282,13 +498,18 @@ def render(folder: Path, date: str) -> str:
     meta = json.loads(meta_path.read_text())
     missing = [
         n
-        for n in RUN_NAMES
+        for n in names
         if not meta["runs"].get(n, {}).get("ok") or not (folder / f"{n}_{date}.json").exists()
     ]
     if missing:
-        raise MissingResults(f"no successful {', '.join(missing)} run of {date} in {folder}")
-    results = {n: json.loads((folder / f"{n}_{date}.json").read_text()) for n in RUN_NAMES}
-    return markdown(results, meta, _shown(folder))
+        why = "".join(
+            f"; {n}: {meta['runs'][n]['not_run']}"
+            for n in missing
+            if meta["runs"].get(n, {}).get("not_run")
+        )
+        raise MissingResults(f"no successful {', '.join(missing)} run of {date} in {folder}{why}")
+    results = {n: json.loads((folder / f"{n}_{date}.json").read_text()) for n in names}
+    return markdown(results, meta, _shown(folder), names)
 
 
 # --- running ---------------------------------------------------------------------------------
@@ -317,6 +538,37 @@ def machine_facts() -> dict:
     }
 
 
+def not_in_mirror(run: Run, smoke: bool, env: dict) -> str:
+    """Why ``run`` cannot run (its dataset is not in the data mirror of ``env``), else ''."""
+    if not run.mirror:
+        return ""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from galaxy_helpers import data
+
+    dataset, mirror = run.dataset(smoke), env.get(data.MIRROR_ENV, "").strip()
+    with tempfile.TemporaryDirectory(prefix="bench_table_empty_") as empty:  # nothing cached
+        if mirror and data.dataset_available(dataset, cache_dir=empty, mirror=mirror):
+            return ""
+    where = f"the mirror {mirror} lacks it" if mirror else f"{data.MIRROR_ENV} is not set"
+    return (
+        f"it copies {dataset} from the data mirror, and {where}: set {data.MIRROR_ENV} to a "
+        f"folder holding {dataset}/ (e.g. {data.MIRROR_ENV}=../shared/data) and run it again"
+    )
+
+
+def bench_env(cache: str | None) -> dict:
+    """The benchmarks' environment: this one, the repository importable, the data mirror as an
+    absolute path (they run in the repository root), and ``cache`` as their cache if given."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if mirror := env.get("GALAXY_DATA_MIRROR", "").strip():
+        env["GALAXY_DATA_MIRROR"] = str(Path(mirror).expanduser().resolve())
+    if cache is not None:
+        env["GALAXY_HELPERS_CACHE"] = cache
+    return env
+
+
 def run_one(run: Run, folder: Path, date: str, smoke: bool, env: dict) -> dict:
     """Run one benchmark in its own process; its record for ``benchmarks_<date>.json``."""
     out = folder / f"{run.name}_{date}.json"
@@ -325,6 +577,17 @@ def run_one(run: Run, folder: Path, date: str, smoke: bool, env: dict) -> dict:
     command = shlex.join(["python", f"benchmarks/{run.script}", *args])
     print(f"\n=== {run.name}: {command}", flush=True)
     load = [round(x, 2) for x in os.getloadavg()]
+    if why := not_in_mirror(run, smoke, env):
+        print(f"=== {run.name} NOT RUN: {why}", file=sys.stderr, flush=True)
+        return {
+            "command": command,
+            "smoke": smoke,
+            "exit_code": None,
+            "ok": False,
+            "not_run": why,
+            "load_average_start": load,
+            "seconds": 0.0,
+        }
     t0 = time.perf_counter()
     cmd = [sys.executable, str(BENCHMARKS / run.script), *args, "--json", str(out)]
     rc = subprocess.call(cmd, cwd=REPO, env=env)
@@ -373,11 +636,8 @@ def main(argv=None) -> int:
     if not args.render:
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {"runs": {}}
         meta |= {"date": args.date, "machine": machine_facts()}
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         with tempfile.TemporaryDirectory(prefix="bench_table_cache_") as cache:
-            if args.smoke:  # tiny skies of its own, never the user's cache
-                env["GALAXY_HELPERS_CACHE"] = cache
+            env = bench_env(cache if args.smoke else None)  # smoke: tiny skies of its own
             for run in RUNS:
                 if args.only and run.name not in args.only:
                     continue
