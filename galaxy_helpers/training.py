@@ -462,7 +462,7 @@ def amp_settings(amp, device) -> tuple[bool, torch.dtype | None]:
 def make_adamw(params, **kwargs) -> torch.optim.AdamW:
     """``torch.optim.AdamW(params, **kwargs)`` with PyTorch's fused kernel where the parameters'
     device has one (CPU and CUDA in torch >= 2.4): one kernel for every tensor instead of a
-    loop of small ones: on the 2-core CPU resnet10t's step (4.9 M weights) is less than half
+    loop of small ones: on the 2-core CPU resnet10t's optimizer step (4.9 M weights) is about half
     the default's (``benchmarks/bench_optimizer.py``; DEVELOPERS.md, "Course time"). Other
     devices and tensors get the default AdamW, the same arithmetic up to rounding."""
     params = [{**p, "params": list(p["params"])} if isinstance(p, dict) else p for p in params]

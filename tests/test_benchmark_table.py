@@ -131,7 +131,7 @@ def test_each_row_renders_the_latest_committed_result_of_its_benchmark(name):
         assert untraced_numbers(cell, result) == [], f"{name}: {cell}"
 
 
-#: The numbers (and words) each new row must quote from its 2026-12-04 result.
+#: The numbers (and words) each new row must quote from its script's own 2026-12-04 result.
 QUOTED_2026_12_04 = {
     "channels_last": ["1,433.8 img/s (1.44x NCHW's speed)", "351.7 img/s (1.07x", "993.9", "328.3"],
     "optimizer": ["optimizer 5.07 ms (0.42x", "whole step 0.70x", "12.0 ms", "best of 5"],
@@ -144,7 +144,8 @@ QUOTED_2026_12_04 = {
 
 @pytest.mark.parametrize("name", QUOTED_2026_12_04)
 def test_the_new_rows_quote_their_2026_12_04_results(name):
-    result = json.loads((RESULTS / f"{name}_2026-12-04.json").read_text())
+    # each script's own run of that day, kept apart: the table's run replaced <name>_2026-12-04
+    result = json.loads((RESULTS / "single_runs" / f"{name}_2026-12-04.json").read_text())
     text = " | ".join(dict(_bench().ROWS)[name](result))
     for quoted in QUOTED_2026_12_04[name]:
         assert quoted in text, f"{name}: {quoted!r} not in {text!r}"
@@ -152,7 +153,7 @@ def test_the_new_rows_quote_their_2026_12_04_results(name):
 
 
 def _flagged(name: str, change) -> str:
-    result = json.loads((RESULTS / f"{name}_2026-12-04.json").read_text())
+    result = json.loads((RESULTS / "single_runs" / f"{name}_2026-12-04.json").read_text())
     change(result)
     return " | ".join(dict(_bench().ROWS)[name](result))
 
