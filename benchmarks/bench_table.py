@@ -167,7 +167,7 @@ def _training(r: dict) -> tuple[str, str, str]:
     )
     base = (
         f"bare PyTorch loop on one in-memory batch: {r['bare_images_per_s']:,.1f} img/s "
-        f"(each the best of {_plural(r['rounds'], 'alternated round')} of {r['steps']} steps)"
+        f"(each the {_best_of(r['rounds'])} of {r['steps']} steps)"
     )
     return what, ours, base
 
@@ -268,6 +268,15 @@ def _synthetic(r: dict) -> tuple[str, str, str]:
     return "synthetic sky generation", ours, base
 
 
+def _best_of(rounds: int) -> str:
+    return f"best of {_plural(rounds, 'alternated round')}"
+
+
+def _same_or_flag(same: bool, what: str, differ: str | None = None) -> str:
+    """A benchmark's own check that both variants gave the same output, flagged when not."""
+    return f"the same {what} either way" if same else f"**different {differ or what}**"
+
+
 def _s(v: float) -> str:
     return f"{v:,.2f}"
 
@@ -295,7 +304,7 @@ def _channels_last(r: dict) -> tuple[str, str, str]:
     ours = (
         f"encoding {nhwc['encode_img_per_s']:,.1f} img/s ({encode}), a finetuning step "
         f"{nhwc['finetune_img_per_s']:,.1f} img/s ({finetune}); "
-        f"each the best of {_plural(r['rounds'], 'alternated round')}"
+        f"each the {_best_of(r['rounds'])}"
     )
     base = (
         f"contiguous NCHW input, same images: encoding {nchw['encode_img_per_s']:,.1f} img/s, "
@@ -323,8 +332,8 @@ def _optimizer(r: dict) -> tuple[str, str, str]:
     ours = (
         f"{kernel}: optimizer {_ms(fused['optimizer'])} ms ({optimizer}), whole step "
         f"{step} (forward + "
-        f"backward {_ms(fused['forward_backward'])} ms); best of "
-        f"{_plural(c['rounds'], 'alternated round')} of {c['steps']} steps"
+        f"backward {_ms(fused['forward_backward'])} ms); {_best_of(c['rounds'])} of "
+        f"{c['steps']} steps"
     )
     base = (
         f"PyTorch's default AdamW: optimizer {_ms(default['optimizer'])} ms, forward + "
@@ -339,11 +348,11 @@ def _widget_simulation(r: dict) -> tuple[str, str, str]:
         f"{r['encoder']} checkpoint's features)"
     )
     s = r["seconds"]
-    same = "the same labels either way" if r["same_labels"] else "**different labels**"
+    same = _same_or_flag(r["same_labels"], "labels")
     speed = _faster(r["speedup"], "drawing every batch's speed")
     ours = (
-        f"the last batch's cards only: {_s(s['last_batch'])} s ({speed}), {same}; best of "
-        f"{_plural(r['rounds'], 'alternated round')}, outside a Jupyter kernel"
+        f"the last batch's cards only: {_s(s['last_batch'])} s ({speed}), {same}; "
+        f"{_best_of(r['rounds'])}, outside a Jupyter kernel"
     )
     base = f"every batch's cards and top gallery drawn: {_s(s['every_batch'])} s"
     return what, ours, base
@@ -370,8 +379,7 @@ def _decode_once(r: dict) -> tuple[str, str, str]:
     )
     ours = (
         f"pixels kept: {_s(once['total'])} s in all ({total}), the baselines "
-        f"{_s(once['nb04_baselines'])} s ({baselines}); best of "
-        f"{_plural(c['rounds'], 'alternated round')}, fresh caches"
+        f"{_s(once['nb04_baselines'])} s ({baselines}); {_best_of(c['rounds'])}, fresh caches"
     )
     base = (
         f"decoded again for the baselines: {_s(again['total'])} s in all, the baselines "
@@ -401,7 +409,7 @@ def _parallel_repeats(r: dict) -> tuple[str, str, str]:
             if r.get("no_gz2")
             else f"; **no Galaxy Zoo 2 workloads: `gz2_kaggle_subset` {NO_GZ2}**"
         )
-    ours = f"{text}; best of {_plural(r['rounds'], 'alternated round')}"
+    ours = f"{text}; {_best_of(r['rounds'])}"
     base = "one after the other: " + "; ".join(
         f"{name} {_s(t['one_after_another'])} s" for name, t in s.items()
     )
@@ -414,12 +422,11 @@ def _mirror_copy(r: dict) -> tuple[str, str, str]:
         f"{_plural(r['files'], 'file')} of `{r['dataset']}`)"
     )
     s = r["seconds"]
-    same = "the same bytes either way" if r["same_files"] else "**different files**"
+    same = _same_or_flag(r["same_files"], "bytes", "files")
     speed = _faster(r["speedup"], "pooch's speed")
     ours = (
         f"one read per file (`data._copy_verified`): {_s(s['one_read'])} s ({speed}), {same}; "
-        f"best of "
-        f"{_plural(r['rounds'], 'alternated round')}"
+        f"{_best_of(r['rounds'])}"
     )
     base = f"each file through pooch's fetch: {_s(s['pooch'])} s"
     return what, ours, base
